@@ -1,0 +1,770 @@
+"""The scenarios of issue 4.  Each returns a result dict:
+
+  {"id", "title", "origin", "tagd", "columns", "rows", "headline", "notes", "data"}
+
+`rows` are display rows (strings and numbers) for the tables; `data` keeps the
+raw per-run measurements for the JSON file.  Every figure that compares tagd
+with something else is a ratio against a baseline measured in the same run,
+in alternating order, and is the median over the repetitions."""
+import http.client
+import os
+import threading
+import time
+import urllib.parse
+
+from . import data as D
+from . import loads
+from . import servers as S
+from .util import cpu_seconds, fmt, log, median, proc_status_kib, ratio, reset_hwm
+
+GiB = 1 << 30
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+class Ctx:
+    """Run-wide state: profile, servers started lazily and kept for the run,
+    presigned URL files, and what we learnt about tagd."""
+
+    def __init__(self, args, profile, state, www, tools_dir, creds, tagd_cfg, tagd_why):
+        self.args = args
+        self.p = profile
+        self.state = state
+        self.www = www
+        self.tools = tools_dir
+        self.creds = creds  # (access key, secret key, region)
+        self.tagd_cfg = tagd_cfg
+        self.tagd_why = tagd_why  # why tagd is unavailable, or None
+        self.tagd_port = None
+        self._srv = {}
+        self._tagd = None
+        self._url_cache = {}
+        self._uploaded = set()
+        self.wan = None
+        self.tagd_xcache = None  # X-Cache seen on a repeated GET through tagd
+        self.seq = 0
+        os.makedirs(os.path.join(state, "urls"), exist_ok=True)
+
+    # ------------------------------------------------------------ servers
+    def _get(self, name, factory):
+        s = self._srv.get(name)
+        if s is None or not s.alive():
+            log(f"starting {name}")
+            s = self._srv[name] = factory()
+        return s
+
+    def nginx(self):
+        """The limit: nginx serving the same bytes as static files with
+        sendfile from local disk, on loopback, 2 workers."""
+        return self._get("nginx-static", lambda: S.nginx_static(self.state, self.www, "static", workers=2))
+
+    def origin_lo(self):
+        """Fast read-only S3 origin on loopback (static nginx, 1 worker)."""
+        return self._get("nginx-origin-lo", lambda: S.nginx_static(self.state, self.www, "origin-lo", workers=1))
+
+    def peer(self):
+        up = self.origin_lo()
+        return self._get("nginx-peer", lambda: S.nginx_peer(self.state, up.url))
+
+    def moto_lo(self):
+        return self._get("moto-lo", lambda: S.moto(self.state, self.tools, role="moto-lo"))
+
+    def wan_up(self):
+        if self.wan is None:
+            self.wan = S.Wan(self.tools, self.state, self.p["wan_delay_ms"], self.p["wan_rate_mbit"])
+            self.wan.up()
+        return self.wan
+
+    def moto_wan(self):
+        self.wan_up()
+        return self._get("moto-wan", lambda: S.moto(self.state, self.tools, host=S.WAN_ADDR, port=9000,
+                                                     netns=True, role="moto-wan"))
+
+    def origin_wan(self):
+        self.wan_up()
+        return self._get("nginx-origin-wan", lambda: S.nginx_static(
+            self.state, self.www, "origin-wan", host=S.WAN_ADDR, port=9080, workers=1,
+            access_log=True, netns=True))
+
+    def stop(self):
+        self.stop_tagd()
+        S.stop_all()
+        self._srv.clear()
+        if self.wan is not None:
+            self.wan.down()
+            self.wan = None
+
+    # ------------------------------------------------------------ tagd
+    def tagd_available(self):
+        return self.tagd_cfg is not None
+
+    def tagd(self, upstream, fresh=False):
+        """A running tagd in front of upstream (a Server); restarted with an
+        empty cache when fresh or when the upstream changes.  Always on the
+        same port, so presigned URLs stay valid across restarts."""
+        if not self.tagd_available():
+            return None
+        t = self._tagd
+        if t is not None and t.alive() and t.upstream == upstream.url and not fresh:
+            return t
+        self.stop_tagd()
+        if self.tagd_port is None:
+            from .util import free_port
+            self.tagd_port = free_port()
+        try:
+            self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, port=self.tagd_port)
+        except RuntimeError as e:
+            if "address" in str(e).lower() or "bind" in str(e).lower():
+                time.sleep(1)
+                self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, port=self.tagd_port)
+            else:
+                raise
+        return self._tagd
+
+    def stop_tagd(self):
+        if self._tagd is not None:
+            S.stop_tagd(self._tagd)
+            self._tagd = None
+
+    def tagd_url(self):
+        if self.tagd_port is None:
+            from .util import free_port
+            self.tagd_port = free_port()
+        return f"http://127.0.0.1:{self.tagd_port}"
+
+    def tagd_label(self):
+        if not self.tagd_available():
+            return f"unavailable ({self.tagd_why})"
+        if self.tagd_xcache == "HIT":
+            return "cache (a repeated GET answered X-Cache: HIT)"
+        seen = self.tagd_xcache or "no X-Cache header"
+        return f"pass-through: no cache yet (a repeated GET answered {seen})"
+
+    # ------------------------------------------------------------ URLs
+    def urls(self, base_url, keys, name):
+        """(urls_file, targets_file) of presigned GETs for keys at base_url."""
+        k = (base_url, name, len(keys))
+        if k not in self._url_cache:
+            urls = D.presign(base_url, self.creds, keys)
+            host = base_url.split("://", 1)[1].replace(":", "_").replace(".", "-")
+            self._url_cache[k] = D.write_url_files(os.path.join(self.state, "urls", f"{name}@{host}"), urls)
+        return self._url_cache[k]
+
+    def upload(self, moto_srv, datasets):
+        todo = [ds for ds in datasets if (moto_srv.name, moto_srv.pid, ds.prefix) not in self._uploaded]
+        if todo:
+            D.upload(moto_srv.url, self.creds, todo, threads=32 if moto_srv.netns else 16)
+            for ds in todo:
+                self._uploaded.add((moto_srv.name, moto_srv.pid, ds.prefix))
+
+    def probe_xcache(self, url, header="X-Cache"):
+        """GETs url twice; returns the X-Cache header of the second answer."""
+        u = urllib.parse.urlsplit(url)
+        target = u.path + ("?" + u.query if u.query else "")
+        val = None
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            for _ in range(2):
+                c.request("GET", target)
+                r = c.getresponse()
+                r.read()
+                val = r.getheader(header)
+                status = r.status
+            c.close()
+            if status != 200:
+                val = f"HTTP {status}"
+        except OSError as e:
+            val = f"error {e}"
+        return val
+
+    def next_seed(self):
+        self.seq += 1
+        return 1000 + self.seq
+
+
+def _run_or_none(fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except RuntimeError as e:
+        log(f"  run failed: {e}")
+        return None
+
+
+def _size_label(n):
+    return D.human(n).replace(" ", "")
+
+
+def _med(runs, key):
+    return median([r.get(key) for r in runs if r is not None and r.get(key) is not None])
+
+
+def _paired_ratio(a_runs, b_runs, key):
+    """Median over repetitions of a[i][key] / b[i][key] (runs paired in time)."""
+    rs = []
+    for a, b in zip(a_runs, b_runs):
+        if a is not None and b is not None:
+            rs.append(ratio(a.get(key), b.get(key)))
+    return median(rs)
+
+
+# ================================================================== ceiling
+
+def client_ceiling(ctx):
+    """wrk (and s3get) against nginx static 1 KiB: the client's own limit."""
+    p = ctx.p
+    ds = D.Dataset(ctx.www, "hit-1k", KiB, p["hit_counts"][KiB]).ensure()
+    ng = ctx.nginx()
+    ufile, tfile = ctx.urls(ng.url, ds.keys, "hit-1k")
+    runs = {}
+    for conns in p["ceiling_conns"]:
+        runs[("wrk", conns)] = [_run_or_none(loads.wrk, ng.url, tfile, conns, p["duration"], seed=ctx.next_seed())
+                                for _ in range(p["reps"])]
+        runs[("s3get", conns)] = []
+        for _ in range(p["reps"]):
+            r = _run_or_none(loads.s3get, ctx.state, ufile, conns=conns, count=10 ** 9,
+                             duration=p["duration"], seed=ctx.next_seed())
+            if r:
+                r["p50_ms"], r["p99_ms"], r["p999_ms"] = (r["ttlb_ms"]["p50"], r["ttlb_ms"]["p99"],
+                                                          r["ttlb_ms"]["p999"])
+            runs[("s3get", conns)].append(r)
+    rows = []
+    for (tool, conns), rr in runs.items():
+        rows.append([tool, conns, _med(rr, "ops_s"), _med(rr, "mib_s"), _med(rr, "p50_ms"), _med(rr, "p99_ms")])
+    best = max((r[2] or 0) for r in rows if r[0] == "wrk")
+    return {
+        "id": "ceiling", "title": "Client ceiling: the load generator against nginx static 1 KiB",
+        "origin": "nginx static files on loopback (no upstream)",
+        "tagd": "not involved",
+        "columns": ["client", "conns", "ops/s", "MiB/s", "p50 ms", "p99 ms"],
+        "rows": rows,
+        "headline": f"wrk tops out at {fmt(best)} GETs/s (1 KiB, nginx static, loopback); "
+                    f"figures near this are client-bound",
+        "notes": ["wrk runs 2 threads and shares the 2 cores with the server it measures.",
+                  "s3get (bench/s3get.c, one thread per connection) drives the count-bounded "
+                  "scenarios; its ceiling is shown for reference."],
+        "data": {f"{t}/{c}": rr for (t, c), rr in runs.items()},
+        "ceiling_ops_s": best,
+    }
+
+
+# ================================================================== hit matrix (1 and 2)
+
+def _hit_datasets(ctx):
+    return [D.Dataset(ctx.www, f"hit-{_size_label(sz).lower()}", sz, ctx.p["hit_counts"][sz]).ensure()
+            for sz in ctx.p["hit_sizes"]]
+
+
+def _hit_matrix(ctx, want):
+    """Runs the hit-path load for the targets in want (subset of nginx, tagd,
+    peer), alternating their order on every repetition; caches results so
+    scenarios 1 and 2 share runs."""
+    cache = ctx.__dict__.setdefault("_hit", {})
+    todo = [t for t in want if t not in cache.get("targets", [])]
+    if not todo:
+        return cache
+    p = ctx.p
+    dsets = _hit_datasets(ctx)
+    origin = ctx.origin_lo()
+    servers = {}
+    for t in todo:
+        if t == "nginx":
+            servers[t] = ctx.nginx()
+        elif t == "peer":
+            servers[t] = ctx.peer()
+        elif t == "tagd":
+            servers[t] = ctx.tagd(origin)
+    servers = {t: s for t, s in servers.items() if s is not None}
+    if "tagd" in todo and "tagd" not in servers:
+        log(f"tagd unavailable: {ctx.tagd_why}")
+    cache["targets"] = cache.get("targets", []) + todo
+    cache.setdefault("runs", {})
+    cache.setdefault("ttfb", {})
+    if not servers:
+        return cache
+    files = {(t, ds.size): ctx.urls(servers[t].url, ds.keys, ds.prefix) for t in servers for ds in dsets}
+    # warm: read every object once through the caches (tagd, peer)
+    for t in servers:
+        if t in ("tagd", "peer"):
+            for ds in dsets:
+                r = _run_or_none(loads.s3get, ctx.state, files[(t, ds.size)][0], conns=8)
+                if r and (r["errors"] or r["non2xx"]):
+                    log(f"  warm-up of {t} {ds.prefix}: {r['status']}")
+            # a second pass lets a cache that admits on second touch fill too
+            for ds in dsets:
+                _run_or_none(loads.s3get, ctx.state, files[(t, ds.size)][0], conns=8)
+    if "tagd" in servers:
+        first = open(files[("tagd", dsets[0].size)][0]).readline().strip()
+        ctx.tagd_xcache = ctx.probe_xcache(first)
+        log(f"tagd X-Cache on a repeated GET: {ctx.tagd_xcache}")
+    if "peer" in servers:
+        first = open(files[("peer", dsets[-1].size)][0]).readline().strip()
+        cache["peer_status"] = ctx.probe_xcache(first, header="X-Cache-Status")
+        log(f"peer X-Cache-Status on a repeated GET: {cache['peer_status']}")
+    order = list(servers)
+    for ds in dsets:
+        for conns in p["hit_conns"]:
+            for rep in range(p["reps"]):
+                seq = order if rep % 2 == 0 else list(reversed(order))
+                seed = ctx.next_seed()
+                for t in seq:
+                    srv = servers[t]
+                    withc = t != "tagd"
+                    c0 = cpu_seconds(srv.pid, with_children=withc)
+                    o0 = cpu_seconds(origin.pid, with_children=True)
+                    r = _run_or_none(loads.wrk, srv.url, files[(t, ds.size)][1], conns, p["duration"], seed=seed)
+                    if r:
+                        c1 = cpu_seconds(srv.pid, with_children=withc)
+                        o1 = cpu_seconds(origin.pid, with_children=True)
+                        gib = r["bytes"] / GiB
+                        r["cpu_s"] = c1 - c0
+                        r["cpu_s_per_gib"] = (c1 - c0) / gib if gib else None
+                        r["origin_cpu_s_per_gib"] = (o1 - o0) / gib if gib else None
+                    cache["runs"].setdefault((t, ds.size, conns), []).append(r)
+                log(f"  {_size_label(ds.size)} c{conns} rep{rep + 1}: " + ", ".join(
+                    f"{t} {fmt(cache['runs'][(t, ds.size, conns)][-1]['ops_s']) if cache['runs'][(t, ds.size, conns)][-1] else 'fail'} ops/s"
+                    for t in seq))
+        # time to first byte: one connection, sequential, idle server
+        for t in order:
+            r = _run_or_none(loads.s3get, ctx.state, files[(t, ds.size)][0], conns=1,
+                             count=p["ttfb_samples"], seed=ctx.next_seed())
+            cache["ttfb"][(t, ds.size)] = r
+    return cache
+
+
+def _ttfb(cache, t, size, q="p50"):
+    r = cache["ttfb"].get((t, size))
+    return r["ttfb_ms"][q] if r else None
+
+
+def hit_vs_nginx(ctx):
+    cache = _hit_matrix(ctx, ["nginx", "tagd", "peer"] if "peer" in ctx.args.selected else ["nginx", "tagd"])
+    rows, data = [], {}
+    head = []
+    for sz in ctx.p["hit_sizes"]:
+        for conns in ctx.p["hit_conns"]:
+            n = cache["runs"].get(("nginx", sz, conns), [])
+            t = cache["runs"].get(("tagd", sz, conns), [])
+            rr = _paired_ratio(t, n, "ops_s") if t else None
+            rows.append([_size_label(sz), conns,
+                         _med(n, "ops_s"), _med(n, "mib_s"),
+                         _med(t, "ops_s"), _med(t, "mib_s"), rr,
+                         f"{fmt(_med(n, 'p50_ms'))}/{fmt(_med(n, 'p99_ms'))}/{fmt(_med(n, 'p999_ms'))}",
+                         f"{fmt(_med(t, 'p50_ms'))}/{fmt(_med(t, 'p99_ms'))}/{fmt(_med(t, 'p999_ms'))}" if t else "-",
+                         _med(t, "cpu_s_per_gib"), _med(n, "cpu_s_per_gib"),
+                         f"{fmt(_ttfb(cache, 'nginx', sz))}/{fmt(_ttfb(cache, 'tagd', sz))}"])
+            data[f"{_size_label(sz)}/c{conns}"] = {"nginx": n, "tagd": t, "ratio_ops": rr,
+                                                   "ttfb_nginx": cache["ttfb"].get(("nginx", sz)),
+                                                   "ttfb_tagd": cache["ttfb"].get(("tagd", sz))}
+            if rr is not None:
+                head.append(f"{_size_label(sz)}/c{conns} {rr:.2f}")
+    mode = ctx.tagd_label()
+    passthrough = ctx.tagd_xcache != "HIT"
+    notes = ["Latency is wrk's time to last byte under load (p50/p99/p99.9, ms); TTFB is measured "
+             "separately on one idle keep-alive connection (s3get, p50 ms).",
+             "CPU s/GiB: utime+stime of the server process(es) during the run divided by GiB served."]
+    if passthrough and ctx.tagd_available():
+        notes.insert(0, "tagd has no cache yet: its column is the pass-through path tagd -> nginx origin on "
+                        "loopback (the origin's CPU is not in tagd's CPU s/GiB). These are NOT hit-path figures.")
+    return {
+        "id": "hit", "title": "1. Hit path vs the limit (nginx static, sendfile)",
+        "origin": "tagd's upstream: nginx static origin on loopback (1 worker); the limit: nginx static, 2 workers",
+        "tagd": mode,
+        "columns": ["size", "conns", "nginx ops/s", "nginx MiB/s", "tagd ops/s", "tagd MiB/s",
+                    "tagd/nginx", "nginx lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9",
+                    "tagd CPU s/GiB", "nginx CPU s/GiB", "TTFB ms nginx/tagd"],
+        "rows": rows,
+        "headline": ("tagd/nginx ops/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
+        if head else f"tagd not measured: {mode}",
+        "notes": notes,
+        "data": data,
+    }
+
+
+def hit_vs_peer(ctx):
+    want = ["nginx", "tagd", "peer"] if "hit" in ctx.args.selected else ["tagd", "peer"]
+    cache = _hit_matrix(ctx, want)
+    rows, data, head = [], {}, []
+    for sz in ctx.p["hit_sizes"]:
+        for conns in ctx.p["hit_conns"]:
+            pe = cache["runs"].get(("peer", sz, conns), [])
+            t = cache["runs"].get(("tagd", sz, conns), [])
+            rr = _paired_ratio(t, pe, "ops_s") if t else None
+            rows.append([_size_label(sz), conns, _med(pe, "ops_s"), _med(pe, "mib_s"),
+                         _med(t, "ops_s"), _med(t, "mib_s"), rr,
+                         f"{fmt(_med(pe, 'p50_ms'))}/{fmt(_med(pe, 'p99_ms'))}/{fmt(_med(pe, 'p999_ms'))}",
+                         f"{fmt(_med(t, 'p50_ms'))}/{fmt(_med(t, 'p99_ms'))}/{fmt(_med(t, 'p999_ms'))}" if t else "-",
+                         _med(pe, "cpu_s_per_gib"),
+                         f"{fmt(_ttfb(cache, 'peer', sz))}/{fmt(_ttfb(cache, 'tagd', sz))}"])
+            data[f"{_size_label(sz)}/c{conns}"] = {"peer": pe, "tagd": t, "ratio_ops": rr,
+                                                   "ttfb_peer": cache["ttfb"].get(("peer", sz))}
+            if rr is not None:
+                head.append(f"{_size_label(sz)}/c{conns} {rr:.2f}")
+    passthrough = ctx.tagd_xcache != "HIT"
+    notes = ["The peer: nginx proxy_cache + slice 1m + proxy_cache_lock, cache key $uri$slice_range, "
+             "warmed by two full reads; clients unauthenticated (nginx cannot check SigV4). "
+             f"Its X-Cache-Status on a repeated GET: {cache.get('peer_status')}."]
+    if passthrough and ctx.tagd_available():
+        notes.insert(0, "tagd has no cache yet: its column is pass-through to the loopback origin, "
+                        "against a warm peer cache.")
+    return {
+        "id": "peer", "title": "2. Hit path vs a peer cache (nginx proxy_cache + slice)",
+        "origin": "both in front of the same nginx static origin on loopback; both warm",
+        "tagd": ctx.tagd_label(),
+        "columns": ["size", "conns", "peer ops/s", "peer MiB/s", "tagd ops/s", "tagd MiB/s", "tagd/peer",
+                    "peer lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9", "peer CPU s/GiB",
+                    "TTFB ms peer/tagd"],
+        "rows": rows,
+        "headline": ("tagd/peer ops/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
+        if head else f"tagd not measured: {ctx.tagd_label()}",
+        "notes": notes,
+        "data": data,
+    }
+
+
+# ================================================================== miss path on loopback
+
+def miss_path(ctx):
+    """Cold reads through tagd vs direct to the same moto (count-bounded: each
+    object once, tagd restarted with an empty cache for every run)."""
+    p = ctx.p
+    m = ctx.moto_lo()
+    dsets = [D.Dataset(ctx.www, f"miss-{_size_label(sz).lower()}", sz, p["miss_count"]).ensure()
+             for sz in p["miss_sizes"]]
+    ctx.upload(m, dsets)
+    rows, data, head = [], {}, []
+    for ds in dsets:
+        df = ctx.urls(m.url, ds.keys, ds.prefix)[0]
+        tf = ctx.urls(ctx.tagd_url(), ds.keys, ds.prefix)[0] if ctx.tagd_available() else None
+        direct, via = [], []
+        for rep in range(p["reps_slow"]):
+            seed = ctx.next_seed()
+            seq = ["direct", "tagd"] if rep % 2 == 0 else ["tagd", "direct"]
+            for what in seq:
+                if what == "direct":
+                    direct.append(_run_or_none(loads.s3get, ctx.state, df, conns=p["miss_conns"], seed=seed))
+                elif tf:
+                    ctx.tagd(m, fresh=True)
+                    via.append(_run_or_none(loads.s3get, ctx.state, tf, conns=p["miss_conns"], seed=seed))
+        r_ops = _paired_ratio(via, direct, "ops_s") if via else None
+
+        def ttfb(runs):
+            return median([r["ttfb_ms"]["p50"] for r in runs if r])
+        rows.append([_size_label(ds.size), ds.count, p["miss_conns"], _med(direct, "ops_s"), _med(via, "ops_s"),
+                     r_ops, ttfb(direct), ttfb(via),
+                     median([r["ttlb_ms"]["p99"] for r in direct if r]), median([r["ttlb_ms"]["p99"] for r in via if r])])
+        data[_size_label(ds.size)] = {"direct": direct, "tagd": via, "ratio_ops": r_ops}
+        if r_ops is not None:
+            head.append(f"{_size_label(ds.size)} {r_ops:.2f}")
+    return {
+        "id": "miss", "title": "Miss path on loopback: tagd cold vs direct to the same moto",
+        "origin": "moto under waitress on loopback (2-4 ms of Python CPU per request: it bounds both columns)",
+        "tagd": ctx.tagd_label(),
+        "columns": ["size", "objects", "conns", "direct ops/s", "tagd ops/s", "tagd/direct",
+                    "TTFB p50 ms direct", "TTFB p50 ms tagd", "p99 ms direct", "p99 ms tagd"],
+        "rows": rows,
+        "headline": ("tagd/direct ops/s, every read a miss: " + ", ".join(head)) if head
+        else f"tagd not measured: {ctx.tagd_label()}",
+        "notes": ["Each run reads every object once (s3get, shuffled); tagd restarts with an empty cache "
+                  "before each of its runs."],
+        "data": data,
+    }
+
+
+# ================================================================== 3. epochs
+
+def _upstream_bytes(srv, key_prefix, since_line=0):
+    """Sums $body_bytes_sent for URIs starting with /bench/<key_prefix> in the
+    origin's access log, from line since_line on; returns (bytes, requests, lines)."""
+    total = reqs = 0
+    n = 0
+    want = f"/{D.BUCKET}/{key_prefix}"
+    try:
+        with open(srv.access_log) as f:
+            for n, line in enumerate(f, 1):
+                if n <= since_line:
+                    continue
+                parts = line.split(" ")
+                if len(parts) >= 4 and parts[1].startswith(want):
+                    total += int(parts[3])
+                    reqs += 1
+    except OSError:
+        pass
+    return total, reqs, n
+
+
+def _log_lines(srv):
+    try:
+        with open(srv.access_log) as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def epochs(ctx):
+    p = ctx.p
+    rows, data, heads = [], {}, []
+    notes, origins = [], []
+    for variant in p["epoch_variants"]:
+        size, count, origin_kind = variant["size"], variant["count"], variant["origin"]
+        ds = D.Dataset(ctx.www, f"epoch-{_size_label(size).lower()}", size, count).ensure()
+        if origin_kind == "moto":
+            up = ctx.moto_wan()
+            ctx.upload(up, [ds])
+        else:
+            up = ctx.origin_wan()
+        ng = ctx.nginx()
+        files = {"direct": ctx.urls(up.url, ds.keys, ds.prefix)[0],
+                 "nginx": ctx.urls(ng.url, ds.keys, ds.prefix)[0]}
+        if ctx.tagd_available():
+            files["tagd"] = ctx.urls(ctx.tagd_url(), ds.keys, ds.prefix)[0]
+        runs = {"direct": [], "cold": [], "warm": [], "nginx": []}
+        upbytes = {"cold": [], "warm": []}
+        for rep in range(variant["reps"]):
+            seq = ["direct", "tagd", "nginx"] if rep % 2 == 0 else ["nginx", "tagd", "direct"]
+            for what in seq:
+                if what == "tagd":
+                    if "tagd" not in files:
+                        continue
+                    ctx.tagd(up, fresh=True)
+                    for phase in ("cold", "warm"):
+                        mark = _log_lines(up) if getattr(up, "access_log", None) else 0
+                        r = _run_or_none(loads.s3get, ctx.state, files["tagd"], conns=p["epoch_workers"],
+                                         seed=ctx.next_seed())
+                        runs[phase].append(r)
+                        if getattr(up, "access_log", None):
+                            time.sleep(0.5)
+                            upbytes[phase].append(_upstream_bytes(up, ds.prefix, mark)[0])
+                        log(f"  epoch {_size_label(size)} tagd {phase}: {fmt(r['wall_s']) if r else 'fail'} s")
+                    if ctx.tagd_xcache is None:
+                        ctx.tagd_xcache = ctx.probe_xcache(open(files["tagd"]).readline().strip())
+                else:
+                    r = _run_or_none(loads.s3get, ctx.state, files[what], conns=p["epoch_workers"],
+                                     seed=ctx.next_seed())
+                    runs[what].append(r)
+                    log(f"  epoch {_size_label(size)} {what}: {fmt(r['wall_s']) if r else 'fail'} s")
+        t = {k: _med(v, "wall_s") for k, v in runs.items()}
+        speedup = _paired_ratio(runs["direct"], runs["warm"], "wall_s") if runs["warm"] else None
+        warm_vs_nginx = _paired_ratio(runs["warm"], runs["nginx"], "wall_s") if runs["warm"] else None
+        cold_over = _paired_ratio(runs["cold"], runs["direct"], "wall_s") if runs["cold"] else None
+        label = f"{count} x {D.human(size)}"
+        for k, name in (("direct", "direct to upstream over the WAN"), ("cold", "tagd epoch 1 (cold)"),
+                        ("warm", "tagd epoch 2 (warm)"), ("nginx", "nginx static, local disk (the limit)")):
+            rr = runs[k]
+            if not rr:
+                continue
+            rows.append([label, name, t[k], _med(rr, "mib_s"),
+                         median([r["ttfb_ms"]["p50"] for r in rr if r]),
+                         median([r["ttlb_ms"]["p99"] for r in rr if r]),
+                         median([r["errors"] + r["non2xx"] for r in rr if r]),
+                         median(upbytes[k]) / ds.total_bytes() if upbytes.get(k) else None])
+        data[label] = {"runs": runs, "upstream_bytes": upbytes, "origin": up.name,
+                       "warm_speedup_over_direct": speedup, "warm_over_nginx": warm_vs_nginx,
+                       "cold_over_direct": cold_over}
+        heads.append(f"{label}: warm speedup over direct {fmt(speedup)}x, warm/nginx {fmt(warm_vs_nginx)}x, "
+                     f"cold/direct {fmt(cold_over)}x")
+        origins.append(f"{label}: {'moto under waitress' if origin_kind == 'moto' else 'nginx static'} "
+                       f"inside the WAN namespace ({up.url})")
+    notes.append("8 workers (s3get threads, keep-alive) read every object once per epoch in a fresh shuffled "
+                 "order; tagd restarts with an empty cache before epoch 1.")
+    notes.append("TAG's published warm speedup on its ViT benchmark: 5.7x.")
+    if ctx.tagd_xcache != "HIT" and ctx.tagd_available():
+        notes.insert(0, "tagd has no cache yet: epoch 2 is pass-through over the WAN like epoch 1, so the "
+                        "'warm speedup' is ~1 by construction.")
+    return {
+        "id": "epoch", "title": "3. Training epochs over the emulated WAN",
+        "origin": "; ".join(origins),
+        "tagd": ctx.tagd_label(),
+        "wan": ctx.wan.mode if ctx.wan else None,
+        "columns": ["dataset", "configuration", "epoch s", "MiB/s", "TTFB p50 ms", "p99 ms",
+                    "errors", "upstream bytes / dataset"],
+        "rows": rows,
+        "headline": "; ".join(heads),
+        "notes": notes,
+        "data": data,
+    }
+
+
+# ================================================================== 4. herd
+
+def herd(ctx):
+    p = ctx.p
+    size = p["herd_size"]
+    up = ctx.origin_wan()
+    base = D.big_object(ctx.www, size, "herd")
+    single, herd_runs, amp = [], [], []
+    for rep in range(p["reps_slow"]):
+        tag = f"{os.getpid()}-{ctx.next_seed()}"
+        k_direct = D.cold_alias(ctx.www, base, f"d{tag}")
+        k_herd = D.cold_alias(ctx.www, base, f"h{tag}")
+        seq = ["direct", "herd"] if rep % 2 == 0 else ["herd", "direct"]
+        for what in seq:
+            if what == "direct":
+                uf = ctx.urls(up.url, [k_direct], k_direct.replace("/", "_"))[0]
+                single.append(_run_or_none(loads.s3get, ctx.state, uf, conns=1))
+                log(f"  herd: single direct read {fmt(single[-1]['wall_s']) if single[-1] else 'fail'} s")
+            elif ctx.tagd_available():
+                ctx.tagd(up, fresh=True)
+                uf = ctx.urls(ctx.tagd_url(), [k_herd] * p["herd_clients"], k_herd.replace("/", "_") + "-herd")[0]
+                mark = _log_lines(up)
+                r = _run_or_none(loads.s3get, ctx.state, uf, conns=p["herd_clients"])
+                time.sleep(1.0)
+                b, nreq, _ = _upstream_bytes(up, k_herd, mark)
+                if r:
+                    r["upstream_bytes"] = b
+                    r["upstream_requests"] = nreq
+                herd_runs.append(r)
+                amp.append(b / size)
+                log(f"  herd: {p['herd_clients']} clients via tagd: last byte after "
+                    f"{fmt(r['ttlb_ms']['max'] / 1000) if r else 'fail'} s, upstream bytes {b / size:.2f}x object")
+        D.drop_alias(ctx.www, k_direct)
+        D.drop_alias(ctx.www, k_herd)
+    t_single = median([r["ttlb_ms"]["max"] / 1000 for r in single if r])
+    t_last = median([r["ttlb_ms"]["max"] / 1000 for r in herd_runs if r])
+    t_p50 = median([r["ttlb_ms"]["p50"] / 1000 for r in herd_runs if r])
+    ttfb = median([r["ttfb_ms"]["p50"] for r in herd_runs if r])
+    a = median(amp)
+    ok = median([r["ok"] for r in herd_runs if r])
+    rows = [[D.human(size), p["herd_clients"], ok, a, t_single, t_p50, t_last, ratio(t_last, t_single), ttfb]]
+    return {
+        "id": "herd", "title": "4. Thundering herd: 32 clients read one cold object at once",
+        "origin": f"nginx static inside the WAN namespace ({up.url}); bytes counted from its access log "
+                  "($body_bytes_sent)",
+        "tagd": ctx.tagd_label(),
+        "wan": ctx.wan.mode if ctx.wan else None,
+        "columns": ["object", "clients", "complete", "upstream bytes / object", "single direct read s",
+                    "herd TTLB p50 s", "herd TTLB last s", "last / single direct", "herd TTFB p50 ms"],
+        "rows": rows,
+        "headline": f"upstream bytes / object size = {fmt(a)} (ideal 1.0); herd last byte / single direct read "
+                    f"= {fmt(ratio(t_last, t_single))}",
+        "notes": ["Each repetition uses a new key (a hard link to the same file), so it is cold for tagd, "
+                  "and tagd restarts with an empty cache."] +
+                 (["tagd has no cache yet: every client's GET is forwarded, so the upstream sends the object "
+                   f"{p['herd_clients']} times."] if ctx.tagd_xcache != "HIT" and ctx.tagd_available() else []),
+        "data": {"single_direct": single, "herd": herd_runs, "amplification": amp},
+    }
+
+
+# ================================================================== 5. large cold object
+
+def large_cold(ctx):
+    p = ctx.p
+    size = p["large_size"]
+    up = ctx.origin_wan()
+    base = D.big_object(ctx.www, size, "large")
+    direct, via, amp = [], [], []
+    for rep in range(p["reps_slow"]):
+        tag = f"{os.getpid()}-{ctx.next_seed()}"
+        key = D.cold_alias(ctx.www, base, f"l{tag}")
+        seq = ["direct", "tagd"] if rep % 2 == 0 else ["tagd", "direct"]
+        for what in seq:
+            if what == "direct":
+                uf = ctx.urls(up.url, [key], key.replace("/", "_"))[0]
+                direct.append(_run_or_none(loads.s3get, ctx.state, uf, conns=1))
+                log(f"  large: direct {fmt(direct[-1]['wall_s']) if direct[-1] else 'fail'} s")
+            elif ctx.tagd_available():
+                ctx.tagd(up, fresh=True)
+                uf = ctx.urls(ctx.tagd_url(), [key], key.replace("/", "_"))[0]
+                mark = _log_lines(up)
+                r = _run_or_none(loads.s3get, ctx.state, uf, conns=1)
+                time.sleep(0.5)
+                b = _upstream_bytes(up, key, mark)[0]
+                via.append(r)
+                amp.append(b / size)
+                log(f"  large: tagd cold {fmt(r['wall_s']) if r else 'fail'} s")
+        D.drop_alias(ctx.www, key)
+    rows = []
+    for name, rr in (("direct single-stream GET", direct), ("through tagd, cold", via)):
+        if rr:
+            rows.append([D.human(size), name, median([r["ttlb_ms"]["max"] / 1000 for r in rr if r]),
+                         _med(rr, "mib_s"), median([r["ttfb_ms"]["p50"] for r in rr if r]),
+                         median(amp) if rr is via else None])
+    rt = _paired_ratio(via, direct, "wall_s") if via else None
+    return {
+        "id": "large", "title": "5. Large cold object over the WAN, one client",
+        "origin": f"nginx static inside the WAN namespace ({up.url})",
+        "tagd": ctx.tagd_label(),
+        "wan": ctx.wan.mode if ctx.wan else None,
+        "columns": ["object", "path", "time s", "MiB/s", "TTFB ms", "upstream bytes / object"],
+        "rows": rows,
+        "headline": f"tagd cold / direct time = {fmt(rt)} (below 1 means tagd is faster)" if rt is not None
+        else f"tagd not measured: {ctx.tagd_label()}",
+        "notes": ["A single TCP stream over 50 ms RTT tops out near 42 MB/s; a cache that fetches with "
+                  "parallel ranges can beat it."],
+        "data": {"direct": direct, "tagd": via, "upstream_amplification": amp, "ratio_time": rt},
+    }
+
+
+# ================================================================== 6. memory
+
+def memory(ctx):
+    p = ctx.p
+    origin = ctx.origin_lo()
+    rows, data = [], {}
+    peaks = []
+    if not ctx.tagd_available():
+        return {"id": "memory", "title": "6. Memory under load", "origin": origin.url,
+                "tagd": ctx.tagd_label(), "columns": ["object"], "rows": [],
+                "headline": f"tagd not measured: {ctx.tagd_label()}", "notes": [], "data": {}}
+    fast, slow, dur = p["mem_fast"], p["mem_slow"], p["mem_duration"]
+    for size in p["mem_sizes"]:
+        key = D.big_object(ctx.www, size, "mem")
+        t = ctx.tagd(origin, fresh=True)
+        uf, tf = ctx.urls(ctx.tagd_url(), [key] * 4, key.replace("/", "_") + "-mem")
+        idle = proc_status_kib(t.pid, "VmRSS")
+        reset_hwm(t.pid)
+        samples = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                v = proc_status_kib(t.pid, "VmRSS")
+                if v:
+                    samples.append(v)
+                time.sleep(0.25)
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        sp = loads.s3get(ctx.state, uf, conns=slow, count=10 ** 6, duration=dur, rate=p["mem_slow_rate"],
+                         rcvbuf=16384, background=True)
+        w = _run_or_none(loads.wrk, t.url, tf, fast, dur, timeout_s=dur + 5)
+        sr = _run_or_none(loads.s3get_wait, sp)
+        stop.set()
+        th.join()
+        hwm = proc_status_kib(t.pid, "VmHWM")
+        alive = t.alive()
+        peaks.append(hwm)
+        rows.append([D.human(size), fast + slow, slow, (idle or 0) / 1024, (hwm or 0) / 1024,
+                     (max(samples) if samples else 0) / 1024,
+                     w["mib_s"] if w else None, (sr["bytes"] / MiB) if sr else None, "yes" if alive else "NO (died)"])
+        data[D.human(size)] = {"wrk_fast": w, "s3get_slow": sr, "idle_rss_kib": idle, "vmhwm_kib": hwm,
+                               "rss_samples_kib": samples[::4], "alive": alive}
+        log(f"  memory {D.human(size)}: peak RSS {fmt((hwm or 0) / 1024)} MiB")
+    grow = ratio(peaks[-1], peaks[0]) if len(peaks) > 1 and peaks[0] else None
+    return {
+        "id": "memory", "title": "6. Memory under load: 1,000 connections streaming large objects",
+        "origin": f"nginx static origin on loopback ({origin.url})",
+        "tagd": ctx.tagd_label(),
+        "columns": ["object", "connections", "of which slow", "idle RSS MiB", "peak RSS MiB (VmHWM)",
+                    "max sampled RSS MiB", "fast readers MiB/s", "slow readers MiB total", "tagd alive"],
+        "rows": rows,
+        "headline": f"peak RSS {fmt((peaks[-1] or 0) / 1024)} MiB with {D.human(p['mem_sizes'][-1])} objects; "
+                    f"growth vs {D.human(p['mem_sizes'][0])} objects {fmt(grow)}x (bounded means ~1)",
+        "notes": [f"{fast} fast connections (wrk) and {slow} slow readers (s3get, {p['mem_slow_rate'] // 1024} KiB/s "
+                  f"each, 16 KiB receive buffer) for {dur} s; VmHWM from /proc/PID/status, reset via "
+                  "clear_refs before each object size; tagd restarted per size."],
+        "data": data,
+    }
+
+
+SCENARIOS = {
+    "ceiling": client_ceiling,
+    "hit": hit_vs_nginx,
+    "peer": hit_vs_peer,
+    "miss": miss_path,
+    "memory": memory,
+    "epoch": epochs,
+    "herd": herd,
+    "large": large_cold,
+}
+ALIASES = {"0": "ceiling", "1": "hit", "2": "peer", "3": "epoch", "4": "herd", "5": "large", "6": "memory",
+           "7": "miss"}
+ORDER = ["ceiling", "hit", "peer", "miss", "memory", "epoch", "herd", "large"]

@@ -1,0 +1,327 @@
+"""Every server the suite runs: nginx (static limit, origin, caching peer),
+moto under waitress, tagd.  Each is started by this process, on loopback or
+inside the WAN namespace, recorded in STATE/pids (so bench/run.sh's exit trap
+can stop it by pid even if Python dies) and stopped by pid."""
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from .util import free_port, log, wait_port
+
+WAN_NS = os.environ.get("WAN_NS", "upstream")
+WAN_ADDR = "169.254.200.2"
+
+_running = []
+
+
+class Server:
+    def __init__(self, name, argv, host, port, state, env=None, netns=False, log_name=None):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.state = state
+        self.netns = netns
+        self.url = f"http://{host}:{port}"
+        if netns:
+            argv = ["ip", "netns", "exec", WAN_NS] + argv
+        self.log_path = os.path.join(state, "logs", (log_name or name) + ".log")
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=full_env,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+        with open(os.path.join(state, "pids"), "a") as f:
+            f.write(f"{self.pid}\n")
+        _running.append(self)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        if self in _running:
+            _running.remove(self)
+        pidfile = os.path.join(self.state, "pids")
+        try:
+            with open(pidfile) as f:
+                pids = [p for p in f.read().split() if p != str(self.pid)]
+            with open(pidfile, "w") as f:
+                f.write("".join(p + "\n" for p in pids))
+        except OSError:
+            pass
+
+    def tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def stop_all():
+    for s in list(reversed(_running)):
+        try:
+            s.stop()
+        except Exception as e:  # keep stopping the others
+            log(f"stopping {s.name} (pid {s.pid}): {e}")
+
+
+def http_get_status(host, port, path, timeout=2.0):
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- nginx
+
+NGINX_COMMON = """
+worker_processes {workers};
+daemon off;
+master_process on;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 300s;
+    keepalive_requests 10000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    open_file_cache max=20000 inactive=120s;
+    open_file_cache_valid 120s;
+    log_format bytes '$msec $uri $status $body_bytes_sent "$http_range"';
+{http}
+}}
+"""
+
+
+def nginx_static(state, www, role, host="127.0.0.1", port=None, workers=2,
+                 access_log=False, netns=False):
+    """nginx serving www/<bucket>/<key> as static files with sendfile: the
+    'limit' (role static) or a fast read-only S3 origin (role origin*): it
+    answers ranges, sends ETag and Last-Modified, ignores auth."""
+    d = os.path.join(state, "nginx-" + role)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    port = port or free_port(host)
+    alog = f"access_log {d}/access.log bytes;" if access_log else "access_log off;"
+    http_block = f"""
+    server {{
+        listen {host}:{port} backlog=4096;
+        server_name _;
+        root {www};
+        {alog}
+        location = /health {{ return 200 "ok\\n"; }}
+        location / {{ }}
+    }}"""
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_COMMON.format(workers=workers, dir=d, http=http_block))
+    s = Server("nginx-" + role, ["nginx", "-c", conf, "-p", d], host, port, state, netns=netns)
+    s.access_log = os.path.join(d, "access.log") if access_log else None
+    if not wait_port(host, port, proc=s.proc):
+        raise RuntimeError(f"nginx {role} did not start: {s.tail()}\n{_read(os.path.join(d, 'error.log'))}")
+    return s
+
+
+def nginx_peer(state, origin_url, role="peer", workers=2):
+    """nginx as a caching S3 reverse proxy: proxy_cache + slice (1 MiB),
+    proxy_cache_lock for coalescing, one upstream credential (none needed by
+    the origins used here), clients unauthenticated.  The presigned query
+    string is dropped on the way to the upstream and from the cache key."""
+    d = os.path.join(state, "nginx-" + role)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "cache"))
+    port = free_port()
+    origin = origin_url.split("://", 1)[1]
+    http_block = f"""
+    proxy_cache_path {d}/cache levels=1:2 keys_zone=s3:64m max_size=32g inactive=7d use_temp_path=off;
+    upstream origin {{ server {origin}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        server_name _;
+        access_log off;
+        location = /health {{ return 200 "ok\\n"; }}
+        location / {{
+            slice 1m;
+            proxy_cache s3;
+            proxy_cache_key $uri$slice_range;
+            proxy_set_header Range $slice_range;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache_valid 200 206 7d;
+            proxy_cache_lock on;
+            proxy_cache_lock_age 60s;
+            proxy_cache_lock_timeout 60s;
+            proxy_ignore_headers Cache-Control Expires Set-Cookie;
+            proxy_buffering on;
+            add_header X-Cache-Status $upstream_cache_status;
+            proxy_pass http://origin$uri;
+        }}
+    }}"""
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_COMMON.format(workers=workers, dir=d, http=http_block))
+    s = Server("nginx-" + role, ["nginx", "-c", conf, "-p", d], "127.0.0.1", port, state)
+    if not wait_port("127.0.0.1", port, proc=s.proc):
+        raise RuntimeError(f"nginx peer did not start: {s.tail()}\n{_read(os.path.join(d, 'error.log'))}")
+    return s
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()[-3000:]
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- moto
+
+def moto(state, tools_dir, host="127.0.0.1", port=None, threads=16, netns=False, role="moto"):
+    pylib = os.path.join(state, "pylib")
+    os.makedirs(pylib, exist_ok=True)
+    link = os.path.join(pylib, "waitress")
+    if not os.path.exists(link):
+        os.symlink("/usr/lib/python3/dist-packages/waitress", link)
+    port = port or free_port(host)
+    import sys
+    s = Server(role, [sys.executable, os.path.join(tools_dir, "moto_waitress.py"), host, str(port), str(threads)],
+               host, port, state, env={"MOTO_WAITRESS_PYLIB": pylib}, netns=netns)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not s.alive():
+            raise RuntimeError(f"moto did not start: {s.tail()}")
+        if http_get_status(host, port, "/") == 200:
+            return s
+        time.sleep(0.2)
+    raise RuntimeError(f"moto did not answer: {s.tail()}")
+
+
+# ---------------------------------------------------------------- tagd
+
+class TagdConfig:
+    def __init__(self, binary, access_key, secret_key, region, threads, extra_args):
+        self.binary = binary
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+        self.threads = threads
+        self.extra_args = extra_args
+
+
+_tagd_seq = [0]
+
+
+def tagd(state, cfg, upstream_url, port=None, log_level="warn"):
+    """Starts tagd in front of upstream_url with a fresh, empty cache folder
+    (TAG_CACHE_DISK_PATH; ignored by a tagd without a cache)."""
+    _tagd_seq[0] += 1
+    cache = os.path.join(state, f"tagd-cache-{_tagd_seq[0]}")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.makedirs(cache)
+    port = port or free_port()
+    argv = [cfg.binary, "--port", str(port), "--listen-address", "127.0.0.1",
+            "--upstream-endpoint", upstream_url, "--upstream-region", cfg.region,
+            "--upstream-access-key-id", cfg.access_key,
+            "--upstream-secret-access-key", cfg.secret_key,
+            "--log-level", log_level, "--threads", str(cfg.threads)] + cfg.extra_args
+    env = {"AWS_ACCESS_KEY_ID": cfg.access_key, "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
+           "TAG_CACHE_DISK_PATH": cache}
+    s = Server("tagd", argv, "127.0.0.1", port, state, env=env, log_name=f"tagd-{_tagd_seq[0]}")
+    s.cache_dir = cache
+    s.upstream = upstream_url
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not s.alive():
+            raise RuntimeError(f"tagd exited at start-up: {s.tail()}")
+        if http_get_status("127.0.0.1", port, "/health") == 200:
+            return s
+        time.sleep(0.1)
+    s.stop()
+    raise RuntimeError(f"tagd /health did not answer 200 within 30 s: {s.tail()}")
+
+
+def stop_tagd(s):
+    if s is None:
+        return
+    s.stop()
+    shutil.rmtree(getattr(s, "cache_dir", ""), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- WAN
+
+class Wan:
+    """wan.sh from the shared tools: a namespace `upstream` behind a delay line."""
+
+    def __init__(self, tools_dir, state, delay_ms, rate_mbit):
+        self.script = os.path.join(tools_dir, "wan.sh")
+        self.state = state
+        self.delay_ms = delay_ms
+        self.rate_mbit = rate_mbit
+        self.owned = False
+        self.mode = None
+
+    def up(self):
+        st = subprocess.run(["bash", self.script, "status"], capture_output=True, text=True)
+        if "namespace" in st.stdout and ": up" in st.stdout:
+            raise RuntimeError("the WAN namespace already exists (someone else's run, or a stale one): "
+                               f"run `{self.script} down` when it is not in use")
+        env = dict(os.environ)
+        env.setdefault("BENCH_STATE", os.path.join(self.state, "wan"))
+        r = subprocess.run(["bash", self.script, "up", str(self.delay_ms), str(self.rate_mbit)],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"wan.sh up failed: {r.stderr.strip()}")
+        self.owned = True
+        with open(os.path.join(self.state, "wan.owned"), "w") as f:
+            f.write("1\n")
+        line = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        self.mode = line.split(" up: ", 1)[1] if " up: " in line else line
+        self.mode = f"wan.sh {self.mode}"
+        log(f"WAN up: {self.mode}")
+        return r.stdout.strip()
+
+    def down(self):
+        if not self.owned:
+            return
+        env = dict(os.environ)
+        env.setdefault("BENCH_STATE", os.path.join(self.state, "wan"))
+        subprocess.run(["bash", self.script, "down"], capture_output=True, text=True, env=env)
+        self.owned = False
+        try:
+            os.unlink(os.path.join(self.state, "wan.owned"))
+        except OSError:
+            pass
+        log("WAN down")

@@ -1,0 +1,94 @@
+#pragma once
+// Decides who sent a request (SigV4 header or presigned URL, or anonymous) and how its
+// body must be checked while it streams. Header-level checks happen before any body byte
+// is read; body-level checks (payload hash, aws-chunked signatures, Content-MD5,
+// x-amz-checksum-*) run in BodyVerifier as bytes pass through.
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tagd/auth/aws_chunked.hpp"
+#include "tagd/auth/credentials.hpp"
+#include "tagd/auth/hashing.hpp"
+#include "tagd/auth/sigv4.hpp"
+#include "tagd/core/status.hpp"
+
+namespace tagd::auth {
+
+struct RequestHead {
+  std::string_view method;
+  std::string_view raw_path;   // as received, still percent-encoded
+  std::string_view raw_query;  // without '?'
+  const HeaderList* headers = nullptr;
+};
+
+enum class PayloadMode {
+  kSignedSha256,        // x-amz-content-sha256 is the hex digest of the body
+  kUnsigned,            // UNSIGNED-PAYLOAD, presigned URLs, anonymous
+  kAwsChunkedSigned,    // STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]
+  kAwsChunkedUnsigned,  // STREAMING-UNSIGNED-PAYLOAD-TRAILER
+};
+
+struct ExpectedChecksum {
+  ChecksumAlgorithm algorithm;
+  std::vector<std::uint8_t> digest;
+  std::string header;  // which header promised it (for the error message)
+};
+
+struct BodyPlan {
+  PayloadMode mode = PayloadMode::kUnsigned;
+  std::string expected_sha256;                     // kSignedSha256
+  std::optional<AwsChunkedOptions> chunked;        // kAwsChunked*
+  std::vector<ExpectedChecksum> expected_checksums;  // Content-MD5, x-amz-checksum-*
+  std::optional<std::uint64_t> decoded_length;     // x-amz-decoded-content-length
+};
+
+struct VerifiedRequest {
+  const Identity* identity = nullptr;  // nullptr: anonymous (only when allowed)
+  bool presigned = false;
+  BodyPlan body;
+};
+
+class RequestVerifier {
+ public:
+  RequestVerifier(const CredentialStore& store, std::chrono::seconds max_skew, bool allow_anonymous)
+      : store_(store), max_skew_(max_skew), allow_anonymous_(allow_anonymous) {}
+
+  Result<VerifiedRequest> verify(const RequestHead& head, std::chrono::system_clock::time_point now) const;
+
+ private:
+  const CredentialStore& store_;
+  std::chrono::seconds max_skew_;
+  bool allow_anonymous_;
+};
+
+// Checks a body as it streams. feed() turns raw client bytes into payload bytes (identical
+// unless aws-chunked); finish() runs once the client body ended and reports the first
+// digest that failed. Until finish() returns ok, nothing fed may be committed upstream.
+class BodyVerifier {
+ public:
+  explicit BodyVerifier(BodyPlan plan);
+  BodyVerifier(const BodyVerifier&) = delete;
+  BodyVerifier& operator=(const BodyVerifier&) = delete;
+
+  Status feed(std::string_view raw, std::string& payload_out);
+  Status finish();
+  std::uint64_t payload_bytes() const noexcept { return payload_bytes_; }
+  bool is_aws_chunked() const noexcept { return decoder_ != nullptr; }
+
+ private:
+  void hash(std::string_view payload);
+
+  BodyPlan plan_;
+  std::unique_ptr<AwsChunkedDecoder> decoder_;
+  std::unique_ptr<Hasher> sha256_;
+  std::vector<std::unique_ptr<Hasher>> checksum_hashers_;  // parallel to plan_.expected_checksums
+  std::uint64_t payload_bytes_ = 0;
+};
+
+// Looks a header up case-insensitively; the first occurrence wins.
+const std::string* find_header(const HeaderList& headers, std::string_view name);
+
+}  // namespace tagd::auth

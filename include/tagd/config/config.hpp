@@ -1,0 +1,80 @@
+#pragma once
+// tagd's configuration: one table of settings, each reachable from a JSON file key, a
+// TAG-compatible environment variable and a command-line flag.
+// Precedence: flags > environment > file > defaults. Invalid values throw ConfigError
+// naming the setting (start-up only; nothing on the data path throws).
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tagd::config {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Config {
+  // Listener
+  std::string listen_address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  unsigned threads = 0;  // 0 = one event loop per core
+  // Virtual-hosted-style addressing: Host "bucket.<domain>" names the bucket. Empty keeps
+  // path-style only.
+  std::string virtual_host_domain = "localhost";
+
+  // Upstream
+  std::string upstream_endpoint = "https://t3.storage.dev";
+  std::string upstream_region = "auto";
+  std::string upstream_access_key_id;
+  std::string upstream_secret_access_key;
+  std::string upstream_ca_file;  // extra CA bundle (PEM) trusted besides the system store
+  bool upstream_tls_verify = true;
+  std::chrono::milliseconds upstream_connect_timeout{5000};
+  std::chrono::milliseconds upstream_read_timeout{60000};
+  unsigned upstream_max_idle_per_loop = 64;
+  unsigned upstream_retries = 2;  // extra attempts, idempotent requests only
+
+  // Clients
+  std::string credentials_file;          // JSON, many keys with policies
+  std::string client_access_key_id;      // TAG shortcut: one key with full access
+  std::string client_secret_access_key;
+  bool allow_anonymous = false;
+  std::chrono::seconds max_clock_skew{900};
+
+  // Limits
+  std::size_t max_header_bytes = 64 * 1024;
+  std::chrono::milliseconds header_timeout{30000};   // whole request head must arrive in this
+  std::chrono::milliseconds idle_timeout{60000};     // keep-alive idle, and each body read
+  std::chrono::milliseconds drain_timeout{30000};
+  unsigned max_inflight_requests = 1024;
+  std::size_t max_delete_objects_body = 2 * 1024 * 1024;
+
+  // io_uring: probe at start-up; "auto" | "off"
+  std::string io_uring = "auto";
+
+  // Logs
+  std::string log_level = "info";      // trace|debug|info|warn|error|off
+  std::string log_format = "console";  // console|json
+  bool access_log = true;
+};
+
+using Environment = std::map<std::string, std::string>;
+
+// Snapshot of the process environment (only the variables tagd reads).
+Environment process_environment();
+
+// Parses flags (argv[1..]), environment and the file named by --config / TAG_CONFIG_FILE.
+// Throws ConfigError. `--help` is handled by the caller via help_text().
+Config load(const std::vector<std::string>& args, const Environment& env);
+
+std::string help_text();
+
+// One line per setting with its effective value (secrets masked), for the start-up log.
+std::vector<std::string> describe(const Config& config);
+
+}  // namespace tagd::config

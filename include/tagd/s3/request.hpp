@@ -1,0 +1,65 @@
+#pragma once
+// What an incoming request addresses (bucket, key, sub-resource) and which permission it
+// needs. Pure functions: no I/O, no clock.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tagd/auth/sigv4.hpp"
+#include "tagd/core/status.hpp"
+
+namespace tagd::s3 {
+
+enum class Action { kRead, kWrite, kList, kDelete };
+const char* action_name(Action action) noexcept;
+
+struct Target {
+  std::string bucket;        // empty for service-level requests (ListBuckets)
+  std::string key;           // decoded; empty for bucket-level requests
+  std::string raw_path;      // as the client sent it (signature check needs it)
+  std::string raw_query;     // as the client sent it, without '?'
+  auth::QueryParams query;   // decoded
+  bool virtual_hosted = false;
+
+  bool has_param(std::string_view name) const;
+  std::optional<std::string> param(std::string_view name) const;
+};
+
+// Splits host + request-target into bucket and key. Virtual-hosted style applies when the
+// Host (port stripped) is "<bucket>.<domain>"; otherwise the first path segment is the
+// bucket. Errors: kInvalidRequest (malformed target), kInvalidArgument (bad escapes).
+Result<Target> resolve_target(std::string_view host, std::string_view request_target,
+                              std::string_view virtual_host_domain);
+
+// The permission an operation needs and what it applies to.
+struct Operation {
+  std::string name;       // e.g. "GetObject", "ListObjectsV2", "DeleteObjects"
+  Action action = Action::kRead;
+  bool bucket_wide = false;  // needs a grant covering the whole bucket (bucket admin ops)
+  std::string prefix;        // for listings: the prefix requested
+  bool keys_in_body = false;  // DeleteObjects: each <Key> in the body must be authorized
+};
+Operation classify(std::string_view method, const Target& target);
+
+// x-amz-copy-source ("/bucket/key?versionId=x", URL-encoded) → bucket and decoded key.
+struct CopySource {
+  std::string bucket;
+  std::string key;
+};
+std::optional<CopySource> parse_copy_source(std::string_view header_value);
+
+// The path-style target tagd sends upstream: "/bucket/encoded-key?sorted-query", with
+// presign parameters (X-Amz-*) removed.
+std::string upstream_target(const Target& target);
+
+// Keys named in a DeleteObjects body (<Delete><Object><Key>..</Key>...). Entities in keys
+// are decoded. Errors: kMalformedXML.
+Result<std::vector<std::string>> delete_objects_keys(std::string_view xml);
+
+// <Error><Code>..</Code><Message>..</Message><Resource>..</Resource><RequestId>..</RequestId></Error>
+std::string error_xml(std::string_view code, std::string_view message, std::string_view resource,
+                      std::string_view request_id);
+std::string xml_escape(std::string_view text);
+
+}  // namespace tagd::s3

@@ -1,0 +1,273 @@
+#include "tagd/auth/request_verifier.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <strings.h>
+
+namespace tagd::auth {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool is_hex64(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+// Content-MD5 and x-amz-checksum-* promised in headers.
+Result<std::vector<ExpectedChecksum>> expected_checksums(const HeaderList& headers) {
+  std::vector<ExpectedChecksum> out;
+  if (const auto* md5 = find_header(headers, "content-md5")) {
+    auto digest = base64_decode(*md5);
+    if (!digest || digest->size() != 16) return Status(ErrorCode::kInvalidDigest, "The Content-MD5 you specified is not valid.");
+    out.push_back({ChecksumAlgorithm::kMd5, std::move(*digest), "Content-MD5"});
+  }
+  for (const auto& [name, value] : headers) {
+    std::string n = lower(name);
+    static constexpr std::string_view kPrefix = "x-amz-checksum-";
+    if (n.rfind(kPrefix, 0) != 0 || n == "x-amz-checksum-mode" || n == "x-amz-checksum-type" ||
+        n == "x-amz-checksum-algorithm") {
+      continue;
+    }
+    auto algorithm = checksum_algorithm_from_name(std::string_view(n).substr(kPrefix.size()));
+    if (!algorithm) return Status(ErrorCode::kInvalidRequest, "Unsupported checksum header " + n);
+    auto digest = base64_decode(value);
+    std::size_t want = *algorithm == ChecksumAlgorithm::kSha256 ? 32 : *algorithm == ChecksumAlgorithm::kSha1 ? 20 : 4;
+    if (!digest || digest->size() != want) {
+      return Status(ErrorCode::kInvalidRequest, "Value for " + n + " header is invalid.");
+    }
+    out.push_back({*algorithm, std::move(*digest), n});
+  }
+  return out;
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+const std::string* find_header(const HeaderList& headers, std::string_view name) {
+  for (const auto& [n, v] : headers) {
+    if (iequals(n, name)) return &v;
+  }
+  return nullptr;
+}
+
+Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
+                                                std::chrono::system_clock::time_point now) const {
+  const HeaderList& headers = *head.headers;
+  auto query = parse_query(head.raw_query);
+  if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+  auto checksums = expected_checksums(headers);
+  if (!checksums) return checksums.error();
+
+  VerifiedRequest out;
+  out.body.expected_checksums = std::move(checksums.value());
+  const std::string* authorization = find_header(headers, "authorization");
+  const bool presigned = has_presigned_query(*query);
+
+  if (authorization == nullptr && !presigned) {
+    if (!allow_anonymous_) return Status(ErrorCode::kAccessDenied, "Anonymous access is not allowed");
+    out.body.mode = PayloadMode::kUnsigned;
+    return out;
+  }
+  if (authorization != nullptr && presigned) {
+    return Status(ErrorCode::kInvalidArgument, "Only one auth mechanism allowed");
+  }
+
+  std::string access_key, amz_date, signature;
+  CredentialScope scope;
+  std::vector<std::string> signed_headers;
+  std::string payload_hash;
+  QueryParams canonical_params = *query;
+
+  if (presigned) {
+    auto p = parse_presigned_query(*query);
+    if (!p) return p.error();
+    auto signed_at = parse_amz_date(p->amz_date);
+    if (!signed_at) return Status(ErrorCode::kAuthorizationQueryParametersError, "X-Amz-Date is malformed");
+    if (now > *signed_at + std::chrono::seconds(p->expires_seconds)) {
+      return Status(ErrorCode::kExpiredPresign, "Request has expired");
+    }
+    if (*signed_at > now + max_skew_) return Status(ErrorCode::kAccessDenied, "Request is not valid yet");
+    access_key = p->access_key_id;
+    amz_date = p->amz_date;
+    scope = p->scope;
+    signed_headers = p->signed_headers;
+    signature = p->signature;
+    payload_hash = std::string(kUnsignedPayload);
+    if (const auto* h = find_header(headers, "x-amz-content-sha256")) payload_hash = *h;
+    std::erase_if(canonical_params, [](const auto& kv) { return kv.first == "X-Amz-Signature"; });
+    out.presigned = true;
+  } else {
+    auto a = parse_authorization_header(*authorization);
+    if (!a) return a.error();
+    access_key = a->access_key_id;
+    scope = a->scope;
+    signed_headers = a->signed_headers;
+    signature = a->signature;
+    const std::string* date = find_header(headers, "x-amz-date");
+    std::optional<std::chrono::system_clock::time_point> when;
+    if (date != nullptr) {
+      when = parse_amz_date(*date);
+      amz_date = *date;
+    } else if (const auto* http_date = find_header(headers, "date")) {
+      when = parse_http_date(*http_date);
+      if (when) amz_date = format_amz_date(*when);
+    }
+    if (!when) return Status(ErrorCode::kAccessDenied, "AWS authentication requires a valid Date or x-amz-date header");
+    auto skew = now > *when ? now - *when : *when - now;
+    if (skew > max_skew_) {
+      return Status(ErrorCode::kRequestTimeTooSkewed,
+                    "The difference between the request time and the current time is too large.");
+    }
+    const std::string* content_sha = find_header(headers, "x-amz-content-sha256");
+    if (content_sha == nullptr) {
+      return Status(ErrorCode::kInvalidRequest, "Missing required header for this request: x-amz-content-sha256");
+    }
+    payload_hash = *content_sha;
+  }
+
+  if (scope.service != "s3") {
+    return Status(ErrorCode::kAuthorizationHeaderMalformed, "credential scope service must be s3");
+  }
+  if (amz_date.substr(0, 8) != scope.date) {
+    return Status(ErrorCode::kSignatureDoesNotMatch, "credential scope date does not match the request date");
+  }
+  if (std::find(signed_headers.begin(), signed_headers.end(), "host") == signed_headers.end()) {
+    return Status(ErrorCode::kAccessDenied, "host must be a signed header");
+  }
+  const Identity* identity = store_.find(access_key);
+  if (identity == nullptr) {
+    return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
+  }
+
+  auto uri = canonical_uri_s3(head.raw_path);
+  if (!uri) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
+  CanonicalRequestParts parts{head.method, std::move(*uri), std::move(canonical_params), &headers, signed_headers,
+                              payload_hash};
+  auto creq = canonical_request(parts);
+  if (!creq) return creq.error();
+  auto key = signing_key(identity->secret_access_key, scope);
+  std::string expected = signature_hex(key, string_to_sign(amz_date, scope, *creq));
+  if (!constant_time_equal(expected, signature)) {
+    return Status(ErrorCode::kSignatureDoesNotMatch,
+                  "The request signature we calculated does not match the signature you provided.");
+  }
+  out.identity = identity;
+
+  // How the body must be checked.
+  if (is_hex64(payload_hash)) {
+    out.body.mode = PayloadMode::kSignedSha256;
+    out.body.expected_sha256 = payload_hash;
+  } else if (payload_hash == kUnsignedPayload) {
+    out.body.mode = PayloadMode::kUnsigned;
+  } else if (payload_hash == kStreamingSignedPayload || payload_hash == kStreamingSignedPayloadTrailer ||
+             payload_hash == kStreamingUnsignedPayloadTrailer) {
+    if (presigned) return Status(ErrorCode::kInvalidRequest, "streaming payloads need header authorization");
+    const std::string* decoded = find_header(headers, "x-amz-decoded-content-length");
+    if (decoded == nullptr) {
+      return Status(ErrorCode::kMissingContentLength, "x-amz-decoded-content-length is required for aws-chunked");
+    }
+    out.body.decoded_length = parse_u64(*decoded);
+    if (!out.body.decoded_length) return Status(ErrorCode::kInvalidArgument, "x-amz-decoded-content-length is invalid");
+    AwsChunkedOptions options;
+    options.signed_chunks = payload_hash != kStreamingUnsignedPayloadTrailer;
+    options.signed_trailer = payload_hash == kStreamingSignedPayloadTrailer;
+    options.signing_key = key;
+    options.amz_date = amz_date;
+    options.scope = scope;
+    options.seed_signature = signature;
+    if (const auto* trailer = find_header(headers, "x-amz-trailer")) {
+      std::string_view t = *trailer;
+      while (!t.empty()) {
+        auto comma = t.find(',');
+        std::string name = lower(t.substr(0, comma));
+        name.erase(0, name.find_first_not_of(" \t"));
+        name.erase(name.find_last_not_of(" \t") + 1);
+        if (!name.empty()) options.expected_trailers.push_back(std::move(name));
+        if (comma == std::string_view::npos) break;
+        t.remove_prefix(comma + 1);
+      }
+    }
+    out.body.mode = options.signed_chunks ? PayloadMode::kAwsChunkedSigned : PayloadMode::kAwsChunkedUnsigned;
+    out.body.chunked = std::move(options);
+  } else if (payload_hash.rfind("STREAMING-", 0) == 0) {
+    return Status(ErrorCode::kNotImplemented, "x-amz-content-sha256 " + payload_hash + " is not supported");
+  } else {
+    return Status(ErrorCode::kInvalidArgument, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-*, or a "
+                                               "hex SHA-256 digest");
+  }
+  return out;
+}
+
+BodyVerifier::BodyVerifier(BodyPlan plan) : plan_(std::move(plan)) {
+  if (plan_.chunked) decoder_ = std::make_unique<AwsChunkedDecoder>(*plan_.chunked);
+  if (plan_.mode == PayloadMode::kSignedSha256) sha256_ = make_hasher(ChecksumAlgorithm::kSha256);
+  for (const auto& c : plan_.expected_checksums) checksum_hashers_.push_back(make_hasher(c.algorithm));
+}
+
+void BodyVerifier::hash(std::string_view payload) {
+  if (payload.empty()) return;
+  payload_bytes_ += payload.size();
+  if (sha256_) sha256_->update(payload);
+  for (auto& h : checksum_hashers_) h->update(payload);
+}
+
+Status BodyVerifier::feed(std::string_view raw, std::string& payload_out) {
+  if (!decoder_) {
+    payload_out.append(raw);
+    hash(raw);
+    return Status::ok();
+  }
+  std::size_t before = payload_out.size();
+  Status s = decoder_->feed(raw, payload_out);
+  hash(std::string_view(payload_out).substr(before));
+  if (plan_.decoded_length && payload_bytes_ > *plan_.decoded_length) {
+    return Status(ErrorCode::kIncompleteBody, "aws-chunked body is longer than x-amz-decoded-content-length");
+  }
+  return s;
+}
+
+Status BodyVerifier::finish() {
+  if (decoder_) {
+    if (!decoder_->done()) return Status(ErrorCode::kIncompleteBody, "aws-chunked body ended early");
+    if (plan_.decoded_length && payload_bytes_ != *plan_.decoded_length) {
+      return Status(ErrorCode::kIncompleteBody,
+                    "You did not provide the number of bytes specified by x-amz-decoded-content-length");
+    }
+  }
+  if (sha256_) {
+    auto digest = sha256_->finish();
+    if (!constant_time_equal(to_hex(digest), plan_.expected_sha256)) {
+      return Status(ErrorCode::kXAmzContentSHA256Mismatch,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.");
+    }
+  }
+  for (std::size_t i = 0; i < checksum_hashers_.size(); ++i) {
+    auto digest = checksum_hashers_[i]->finish();
+    const auto& want = plan_.expected_checksums[i];
+    if (digest != want.digest) {
+      return Status(ErrorCode::kBadDigest, "The " + want.header + " you specified did not match the calculated checksum.");
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace tagd::auth

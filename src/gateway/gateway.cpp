@@ -1,0 +1,563 @@
+#include "tagd/gateway/gateway.hpp"
+
+#include <spdlog/spdlog.h>
+#include <strings.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <random>
+
+#include "tagd/core/logging.hpp"
+#include "tagd/core/metrics.hpp"
+#include "tagd/s3/request.hpp"
+
+namespace tagd::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Per-direction transfer unit. Memory per request is two of these at most, whatever the
+// object size: one payload piece held back for verification and one in flight.
+constexpr std::size_t kPiece = 64 * 1024;
+
+std::string next_request_id() {
+  static std::atomic<std::uint64_t> counter{0};
+  static const std::uint64_t salt = std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32);
+  std::uint64_t v = salt + counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull;
+  char out[17];
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (int i = 15; i >= 0; --i) {
+    out[i] = kHex[v & 0xF];
+    v >>= 4;
+  }
+  out[16] = '\0';
+  return out;
+}
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// Headers that describe one hop, or that tagd replaces when it re-signs.
+bool drop_request_header(std::string_view name) {
+  static constexpr std::string_view kDrop[] = {
+      "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding",
+      "upgrade", "host", "authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "expect",
+      "content-length", "x-amz-decoded-content-length", "x-amz-trailer"};
+  for (auto d : kDrop) {
+    if (iequals(name, d)) return true;
+  }
+  return false;
+}
+
+bool drop_response_header(std::string_view name) {
+  static constexpr std::string_view kDrop[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                               "transfer-encoding", "upgrade"};
+  for (auto d : kDrop) {
+    if (iequals(name, d)) return true;
+  }
+  return false;
+}
+
+// Content-Encoding without the aws-chunked token (it describes the framing tagd removed).
+std::string strip_aws_chunked(std::string_view value) {
+  std::string out;
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view token = value.substr(0, comma);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+    if (!token.empty() && !iequals(token, "aws-chunked")) out += (out.empty() ? "" : ",") + std::string(token);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+bool idempotent(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::delete_ || v == http::verb::put ||
+         v == http::verb::options;
+}
+
+void count_status(int status) {
+  auto& m = metrics();
+  if (status < 300) m.responses_2xx.inc();
+  else if (status < 400) m.responses_3xx.inc();
+  else if (status < 500) m.responses_4xx.inc();
+  else m.responses_5xx.inc();
+}
+
+}  // namespace
+
+struct Exchange {
+  ClientConnection& client;
+  RequestParser& parser;
+  std::string request_id = next_request_id();
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  s3::Target target;
+  s3::Operation op;
+  auth::VerifiedRequest verified;
+  std::unique_ptr<char[]> piece = std::make_unique<char[]>(kPiece);
+  int status = 0;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::string error;
+};
+
+namespace {
+
+bool body_pending(const Exchange& ex) { return !ex.parser.is_done(); }
+
+// Writes a small locally generated response. The connection stays open only if the
+// request body was consumed (or there was none) and the client wants keep-alive.
+asio::awaitable<bool> send_local(const config::Config& config, Exchange& ex, http::status status,
+                                 std::string content_type, std::string body, bool head_only = false) {
+  bool keep_alive = ex.parser.get().keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
+  http::response<http::string_body> res{status, 11};
+  res.set(http::field::server, "tagd");
+  res.set("x-amz-request-id", ex.request_id);
+  if (!content_type.empty()) res.set(http::field::content_type, content_type);
+  res.body() = std::move(body);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  if (head_only) res.body().clear();
+  ex.status = static_cast<int>(status);
+  ex.client.stream.expires_after(config.idle_timeout);
+  boost::system::error_code ec;
+  if (head_only) {
+    http::response_serializer<http::string_body> sr{res};
+    std::tie(ec, std::ignore) = co_await http::async_write_header(ex.client.stream, sr, kTuple);
+  } else {
+    std::tie(ec, std::ignore) = co_await http::async_write(ex.client.stream, res, kTuple);
+  }
+  if (!ec) ex.bytes_out += res.body().size();
+  co_return keep_alive && !ec;
+}
+
+asio::awaitable<bool> send_error(const config::Config& config, Exchange& ex, const Status& error) {
+  ex.error = s3_code(error.code());
+  std::string resource = ex.parser.get().target();
+  if (auto q = resource.find('?'); q != std::string::npos) resource.resize(q);
+  std::string xml = s3::error_xml(s3_code(error.code()), error.message(), resource, ex.request_id);
+  bool head = ex.parser.get().method() == http::verb::head;
+  co_return co_await send_local(config, ex, static_cast<http::status>(http_status(error.code())), "application/xml",
+                                std::move(xml), head);
+}
+
+void access_log(const config::Config& config, const Exchange& ex, std::string_view method) {
+  if (!config.access_log) return;
+  auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ex.start).count();
+  std::string_view who = ex.verified.identity ? std::string_view(ex.verified.identity->access_key_id) : "-";
+  logging::access().info(
+      "{} bucket={} key={} status={} in={} out={} ms={:.2f} id={} akid={} op={}{}{}", method,
+      ex.target.bucket.empty() ? "-" : ex.target.bucket, ex.target.key.empty() ? "-" : ex.target.key, ex.status,
+      ex.bytes_in, ex.bytes_out, ms, ex.request_id, who, ex.op.name.empty() ? "-" : ex.op.name,
+      ex.error.empty() ? "" : " error=", ex.error);
+}
+
+}  // namespace
+
+Gateway::Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool)
+    : shared_(shared), pool_(std::move(pool)) {}
+
+asio::awaitable<bool> Gateway::handle(ClientConnection& client, RequestParser& parser) {
+  Exchange ex{client, parser};
+  auto& m = metrics();
+  m.requests_total.inc();
+  m.inflight_requests.add(1);
+  bool keep_alive = co_await dispatch(ex);
+  m.inflight_requests.add(-1);
+  count_status(ex.status);
+  access_log(shared_.config, ex, parser.get().method_string());
+  co_return keep_alive;
+}
+
+asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
+  const auto& config = shared_.config;
+  auto& req = ex.parser.get();
+  std::string_view raw_target = req.target();
+  const bool get_or_head = req.method() == http::verb::get || req.method() == http::verb::head;
+  const bool head = req.method() == http::verb::head;
+
+  // Local endpoints. A signed request for a bucket named "health" still goes upstream.
+  if (get_or_head && req.find(http::field::authorization) == req.end() &&
+      raw_target.find("X-Amz-Signature") == std::string_view::npos) {
+    if (raw_target == "/health") co_return co_await send_local(config, ex, http::status::ok, "text/plain", "ok\n", head);
+    if (raw_target == "/ready") {
+      bool ready = !shared_.ready || shared_.ready();
+      co_return co_await send_local(config, ex, ready ? http::status::ok : http::status::service_unavailable,
+                                    "text/plain", ready ? "ready\n" : "not ready\n", head);
+    }
+    if (raw_target == "/metrics") {
+      co_return co_await send_local(config, ex, http::status::ok, "text/plain; version=0.0.4",
+                                    metrics().render_prometheus(), head);
+    }
+  }
+
+  if (metrics().inflight_requests.get() > static_cast<std::int64_t>(config.max_inflight_requests)) {
+    metrics().slow_down_rejections.inc();
+    co_return co_await send_error(config, ex, Status(ErrorCode::kSlowDown, "Please reduce your request rate."));
+  }
+
+  std::string_view host;
+  if (auto it = req.find(http::field::host); it != req.end()) host = it->value();
+  auto target = s3::resolve_target(host, raw_target, config.virtual_host_domain);
+  if (!target) co_return co_await send_error(config, ex, target.error());
+  ex.target = std::move(target.value());
+  ex.op = s3::classify(req.method_string(), ex.target);
+
+  auth::HeaderList headers;
+  for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers};
+  auto verified = shared_.verifier.verify(head_view, std::chrono::system_clock::now());
+  if (!verified) {
+    metrics().auth_failures.inc();
+    spdlog::debug("request {} refused: {}", ex.request_id, verified.error().message());
+    co_return co_await send_error(config, ex, verified.error());
+  }
+  ex.verified = std::move(verified.value());
+
+  if (const auth::Identity* id = ex.verified.identity) {
+    bool allowed = auth::authorize(*id, ex.op, ex.target);
+    if (allowed) {
+      if (auto it = req.find("x-amz-copy-source"); it != req.end()) {
+        auto source = s3::parse_copy_source(it->value());
+        if (!source) {
+          co_return co_await send_error(config, ex, Status(ErrorCode::kInvalidArgument, "Invalid copy source"));
+        }
+        allowed = id->may(s3::Action::kRead, source->bucket, source->key);
+      }
+    }
+    if (!allowed) {
+      metrics().policy_denials.inc();
+      co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+    }
+  }
+  co_return co_await forward(ex);
+}
+
+namespace {
+
+// Reads the next piece of the client body through the verifier into `payload`.
+asio::awaitable<Status> read_body_piece(const config::Config& config, Exchange& ex, auth::BodyVerifier& verifier,
+                                        std::string& payload) {
+  auto& body = ex.parser.get().body();
+  body.data = ex.piece.get();
+  body.size = kPiece;
+  ex.client.stream.expires_after(config.idle_timeout);
+  auto [ec, n] = co_await http::async_read(ex.client.stream, ex.client.buffer, ex.parser, kTuple);
+  if (ec == http::error::need_buffer) ec = {};
+  std::size_t got = kPiece - body.size;
+  body.data = nullptr;
+  if (ec) {
+    if (ec == beast::error::timeout) {
+      metrics().client_timeouts.inc();
+      co_return Status(ErrorCode::kRequestTimeout, "Your socket connection to the server was not read from or written "
+                                                   "to within the timeout period.");
+    }
+    co_return Status(ErrorCode::kIncompleteBody, "request body ended early: " + ec.message());
+  }
+  ex.bytes_in += got;
+  co_return verifier.feed(std::string_view(ex.piece.get(), got), payload);
+}
+
+template <class Stream>
+asio::awaitable<boost::system::error_code> write_payload(Stream& stream, std::string_view data, bool chunked) {
+  if (data.empty()) co_return boost::system::error_code{};
+  boost::system::error_code ec;
+  if (chunked) {
+    std::tie(ec, std::ignore) =
+        co_await asio::async_write(stream, http::make_chunk(asio::buffer(data.data(), data.size())), kTuple);
+  } else {
+    std::tie(ec, std::ignore) = co_await asio::async_write(stream, asio::buffer(data.data(), data.size()), kTuple);
+  }
+  co_return ec;
+}
+
+template <class Stream>
+asio::awaitable<boost::system::error_code> write_last_chunk(Stream& stream) {
+  auto [ec, n] = co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
+  co_return ec;
+}
+
+Status upstream_failure(const boost::system::error_code& ec, std::string_view what) {
+  metrics().upstream_errors.inc();
+  if (ec == beast::error::timeout) return Status(ErrorCode::kGatewayTimeout, "upstream timed out " + std::string(what));
+  return Status(ErrorCode::kBadGateway, "upstream failed " + std::string(what) + ": " + ec.message());
+}
+
+}  // namespace
+
+asio::awaitable<bool> Gateway::forward(Exchange& ex) {
+  const auto& config = shared_.config;
+  auto& req = ex.parser.get();
+  auth::BodyVerifier verifier(ex.verified.body);
+  auto& m = metrics();
+
+  const bool has_body = body_pending(ex);
+  if (has_body && iequals(req[http::field::expect], "100-continue")) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    ex.client.stream.expires_after(config.idle_timeout);
+    auto [ec, n] = co_await asio::async_write(ex.client.stream, asio::buffer(kContinue.data(), kContinue.size()), kTuple);
+    if (ec) co_return false;
+  }
+
+  // The first piece is read before the upstream is contacted: a body that fits in it is
+  // verified whole before a single byte leaves, and can be replayed on a retry.
+  std::string held;
+  if (has_body) {
+    if (ex.op.keys_in_body) {
+      // DeleteObjects: every key must be authorized, so the (bounded) body is read first.
+      while (body_pending(ex)) {
+        Status s = co_await read_body_piece(config, ex, verifier, held);
+        if (!s) co_return co_await send_error(config, ex, s);
+        if (held.size() > config.max_delete_objects_body) {
+          co_return co_await send_error(config, ex, Status(ErrorCode::kMalformedXML, "DeleteObjects body too large"));
+        }
+      }
+    } else {
+      Status s = co_await read_body_piece(config, ex, verifier, held);
+      if (!s) {
+        if (s.code() != ErrorCode::kRequestTimeout && s.code() != ErrorCode::kIncompleteBody) {
+          m.body_verification_failures.inc();
+        }
+        co_return co_await send_error(config, ex, s);
+      }
+    }
+  }
+  bool body_complete = !body_pending(ex);
+  if (has_body && body_complete) {
+    Status s = verifier.finish();
+    if (!s) {
+      m.body_verification_failures.inc();
+      spdlog::warn("request {}: body verification failed before forwarding: {}", ex.request_id, s.message());
+      co_return co_await send_error(config, ex, s);
+    }
+  }
+  if (ex.op.keys_in_body && ex.verified.identity != nullptr) {
+    auto keys = s3::delete_objects_keys(held);
+    if (!keys) co_return co_await send_error(config, ex, keys.error());
+    for (const auto& key : *keys) {
+      if (!ex.verified.identity->may(s3::Action::kDelete, ex.target.bucket, key)) {
+        m.policy_denials.inc();
+        co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied for key " + key));
+      }
+    }
+  }
+
+  // The upstream request head.
+  http::request<http::empty_body> up{req.method(), s3::upstream_target(ex.target), 11};
+  for (const auto& f : req) {
+    if (drop_request_header(f.name_string())) continue;
+    if (f.name() == http::field::content_encoding && verifier.is_aws_chunked()) {
+      std::string rest = strip_aws_chunked(f.value());
+      if (!rest.empty()) up.insert(f.name(), f.name_string(), rest);
+      continue;
+    }
+    up.insert(f.name(), f.name_string(), f.value());
+  }
+  bool upstream_chunked = false;
+  if (!has_body) {
+    if (req.method() == http::verb::put || req.method() == http::verb::post) up.content_length(0);
+  } else if (body_complete) {
+    up.content_length(held.size());
+  } else if (ex.verified.body.decoded_length) {
+    up.content_length(*ex.verified.body.decoded_length);
+  } else if (auto cl = ex.parser.content_length(); cl && !ex.parser.chunked()) {
+    up.content_length(*cl);
+  } else {
+    up.chunked(true);
+    upstream_chunked = true;
+  }
+  std::string payload_hash = ex.verified.body.mode == auth::PayloadMode::kSignedSha256 ? ex.verified.body.expected_sha256
+                             : has_body ? std::string(auth::kUnsignedPayload)
+                                        : std::string(auth::kEmptySha256);
+  upstream::sign_request(up.base(), req.method_string(), up.target(), pool_->endpoint().host_header, payload_hash,
+                         shared_.signing, std::chrono::system_clock::now());
+
+  const bool replayable = body_complete;
+  std::unique_ptr<upstream::Connection> conn;
+  std::optional<http::response_parser<http::buffer_body>> rp;
+  std::mt19937 jitter(std::random_device{}());
+  for (unsigned attempt = 0;; ++attempt) {
+    const bool can_retry = replayable && attempt < config.upstream_retries;
+    if (attempt > 0) {
+      m.upstream_retries.inc();
+      // Jittered exponential backoff: 25–50 ms, 50–100 ms, ...
+      auto base = std::chrono::milliseconds(25) * (1u << std::min(attempt - 1, 6u));
+      auto wait = base + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, base.count())(jitter));
+      asio::steady_timer timer(ex.client.stream.get_executor(), wait);
+      co_await timer.async_wait(kTuple);
+    }
+    // (No co_await inside ?: — GCC 12 miscompiles it.)
+    Result<std::unique_ptr<upstream::Connection>> acquired = Status(ErrorCode::kInternalError, "unset");
+    if (attempt == 0) {
+      acquired = co_await pool_->acquire();
+    } else {
+      acquired = co_await pool_->connect();
+    }
+    if (!acquired) {
+      spdlog::warn("request {}: upstream unavailable (attempt {}): {}", ex.request_id, attempt + 1,
+                   acquired.error().message());
+      if (can_retry) continue;
+      m.upstream_errors.inc();
+      co_return co_await send_error(config, ex, acquired.error());
+    }
+    conn = std::move(acquired.value());
+    m.upstream_requests.inc();
+    conn->tcp().expires_after(config.upstream_read_timeout);
+    http::request_serializer<http::empty_body> sr{up};
+    boost::system::error_code ec;
+    std::tie(ec, std::ignore) =
+        co_await conn->visit([&](auto& s) { return http::async_write_header(s, sr, kTuple); });
+    if (!ec && replayable && !held.empty()) {
+      ec = co_await conn->visit([&](auto& s) { return write_payload(s, held, upstream_chunked); });
+    }
+    if (!ec && replayable && upstream_chunked) ec = co_await conn->visit([&](auto& s) { return write_last_chunk(s); });
+    if (ec) {
+      conn.reset();
+      if (can_retry && (idempotent(req.method()) || attempt == 0)) continue;
+      co_return co_await send_error(config, ex, upstream_failure(ec, "while sending the request"));
+    }
+
+    if (!replayable) {
+      // Stream the rest of the body, always holding back the newest piece: the upstream
+      // sees the end of the body only after every digest checked out.
+      while (body_pending(ex)) {
+        std::string next;
+        Status s = co_await read_body_piece(config, ex, verifier, next);
+        if (!s) {
+          conn->reset();
+          if (s.code() != ErrorCode::kRequestTimeout && s.code() != ErrorCode::kIncompleteBody) {
+            m.body_verification_failures.inc();
+          }
+          spdlog::warn("request {}: upload aborted upstream: {}", ex.request_id, s.message());
+          co_return co_await send_error(config, ex, s);
+        }
+        if (next.empty()) continue;
+        if (!held.empty()) {
+          ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
+          if (ec) break;
+        }
+        held = std::move(next);
+      }
+      if (!ec) {
+        Status s = verifier.finish();
+        if (!s) {
+          conn->reset();
+          m.body_verification_failures.inc();
+          spdlog::warn("request {}: upload aborted upstream: {}", ex.request_id, s.message());
+          co_return co_await send_error(config, ex, s);
+        }
+        ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
+        if (!ec && upstream_chunked) ec = co_await conn->visit([&](auto& st) { return write_last_chunk(st); });
+      }
+      // A write error can mean the upstream answered early (e.g. NoSuchBucket) and
+      // closed: try to read that answer before giving up.
+      if (ec) spdlog::debug("request {}: upstream write failed: {}", ex.request_id, ec.message());
+    }
+
+    // Response head (skipping interim 1xx responses).
+    for (;;) {
+      rp.emplace();
+      rp->body_limit(boost::none);
+      if (req.method() == http::verb::head) rp->skip(true);
+      conn->tcp().expires_after(config.upstream_read_timeout);
+      std::tie(ec, std::ignore) =
+          co_await conn->visit([&](auto& s) { return http::async_read_header(s, conn->buffer(), *rp, kTuple); });
+      if (ec || rp->get().result_int() >= 200) break;
+    }
+    if (ec) {
+      bool was_reused = conn->reused;
+      conn.reset();
+      // A kept-alive connection the upstream closed just before our request: retry once
+      // on a fresh connection when that is safe.
+      if (can_retry && idempotent(req.method()) && ec != beast::error::timeout) continue;
+      if (was_reused && replayable && attempt == 0 && ec == http::error::end_of_stream) continue;
+      co_return co_await send_error(config, ex, upstream_failure(ec, "before answering"));
+    }
+    break;
+  }
+
+  // Relay the response.
+  auto& upres = rp->get();
+  const int status = upres.result_int();
+  ex.status = status;
+  const bool client_keep_alive = req.keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
+  http::response<http::empty_body> res{upres.result(), 11};
+  for (const auto& f : upres) {
+    if (!drop_response_header(f.name_string())) res.insert(f.name(), f.name_string(), f.value());
+  }
+  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", ex.request_id);
+  const bool no_body = req.method() == http::verb::head || status == 204 || status == 304 || status < 200;
+  bool client_chunked = false;
+  if (!no_body && !(rp->content_length() && !rp->chunked())) {
+    res.chunked(true);
+    client_chunked = true;
+  }
+  res.keep_alive(client_keep_alive);
+  if (status >= 500) m.upstream_errors.inc();
+
+  ex.client.stream.expires_after(config.idle_timeout);
+  http::response_serializer<http::empty_body> rs{res};
+  auto [wec, wn] = co_await http::async_write_header(ex.client.stream, rs, kTuple);
+  if (wec) {
+    m.client_aborts.inc();
+    co_return false;
+  }
+  if (!no_body) {
+    auto& body = upres.body();
+    while (!rp->is_done()) {
+      body.data = ex.piece.get();
+      body.size = kPiece;
+      conn->tcp().expires_after(config.upstream_read_timeout);
+      auto [ec, n] = co_await conn->visit([&](auto& s) { return http::async_read(s, conn->buffer(), *rp, kTuple); });
+      if (ec == http::error::need_buffer) ec = {};
+      std::size_t got = kPiece - body.size;
+      if (got > 0) {
+        // Backpressure: the next upstream read waits for this write, so a slow client
+        // slows the upstream transfer instead of growing a buffer.
+        ex.client.stream.expires_after(config.idle_timeout);
+        auto wec2 = co_await write_payload(ex.client.stream, std::string_view(ex.piece.get(), got), client_chunked);
+        if (wec2) {
+          m.client_aborts.inc();
+          ex.error = "ClientAborted";
+          co_return false;
+        }
+        ex.bytes_out += got;
+        m.response_body_bytes.inc(got);
+      }
+      if (ec) {
+        // Headers are gone already: the only honest signal left is a truncated response.
+        m.upstream_truncated_bodies.inc();
+        ex.error = "UpstreamTruncated";
+        spdlog::warn("request {}: upstream body ended early after {} bytes: {}", ex.request_id, ex.bytes_out,
+                     ec.message());
+        boost::system::error_code ignored;
+        ex.client.stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+        ex.client.stream.socket().close(ignored);
+        co_return false;
+      }
+    }
+    if (client_chunked) {
+      auto lec = co_await write_last_chunk(ex.client.stream);
+      if (lec) co_return false;
+    }
+  }
+  m.request_body_bytes.inc(verifier.payload_bytes());
+  if (rp->is_done() && rp->keep_alive() && conn) pool_->release(std::move(conn));
+  co_return client_keep_alive;
+}
+
+}  // namespace tagd::gateway

@@ -1,0 +1,89 @@
+// tagd: a verifying, re-signing, streaming S3 gateway. Start-up only: configuration
+// errors end the process here with a message naming the setting.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "tagd/auth/credentials.hpp"
+#include "tagd/auth/request_verifier.hpp"
+#include "tagd/config/config.hpp"
+#include "tagd/core/io_uring_probe.hpp"
+#include "tagd/core/logging.hpp"
+#include "tagd/core/metrics.hpp"
+#include "tagd/http/server.hpp"
+#include "tagd/upstream/pool.hpp"
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (const auto& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::cout << tagd::config::help_text();
+      return 0;
+    }
+    if (a == "--version") {
+      std::cout << "tagd 0.1.0\n";
+      return 0;
+    }
+  }
+  tagd::config::Config config;
+  try {
+    config = tagd::config::load(args, tagd::config::process_environment());
+    tagd::logging::setup(config.log_level, config.log_format);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tagd: %s\n", e.what());
+    return 2;
+  }
+
+  try {
+    std::string settings;
+    for (const auto& line : tagd::config::describe(config)) settings += " " + line;
+    spdlog::debug("settings:{}", settings);
+
+    auto probe = tagd::probe_io_uring(config.io_uring == "off");
+    tagd::metrics().io_uring_enabled.set(probe.available ? 1 : 0);
+    if (probe.available) {
+      spdlog::info("I/O backend: io_uring for files ({}); sockets on the epoll reactor", probe.detail);
+    } else {
+      spdlog::warn("I/O backend: io_uring unavailable ({}); falling back to epoll and plain file syscalls",
+                   probe.detail);
+    }
+
+    tagd::auth::CredentialStore credentials;
+    if (!config.credentials_file.empty()) credentials.load_file(config.credentials_file);
+    if (!config.client_access_key_id.empty()) {
+      credentials.add_full_access(config.client_access_key_id, config.client_secret_access_key);
+    }
+    if (credentials.size() == 0 && !config.allow_anonymous) {
+      throw tagd::config::ConfigError(
+          "no client credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, auth.credentials_file "
+          "(--credentials-file), or auth.allow_anonymous");
+    }
+    if (config.allow_anonymous) {
+      spdlog::warn("anonymous access is enabled: unsigned requests are forwarded with tagd's upstream credentials");
+    }
+    auto endpoint = tagd::upstream::Endpoint::parse(config.upstream_endpoint);
+    std::unique_ptr<boost::asio::ssl::context> tls;
+    if (endpoint.tls) tls = tagd::upstream::make_tls_context(config.upstream_ca_file, config.upstream_tls_verify);
+    if (endpoint.tls && !config.upstream_tls_verify) spdlog::warn("upstream TLS certificate verification is OFF");
+    if (config.upstream_access_key_id.empty()) {
+      spdlog::warn("no upstream credentials: requests are forwarded unsigned");
+    }
+    tagd::auth::RequestVerifier verifier(credentials, config.max_clock_skew, config.allow_anonymous);
+    tagd::upstream::SigningCredentials signing{config.upstream_access_key_id, config.upstream_secret_access_key,
+                                               config.upstream_region};
+    tagd::http::Server server(config, verifier, signing, tls.get());
+    spdlog::info("tagd listening on http://{}:{} -> upstream {} (region {}), {} client key(s)", config.listen_address,
+                 server.port(), config.upstream_endpoint, config.upstream_region, credentials.size());
+    server.run();
+  } catch (const tagd::config::ConfigError& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    spdlog::error("start-up failed: {}", e.what());
+    return 1;
+  }
+  return 0;
+}

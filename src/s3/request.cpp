@@ -1,0 +1,290 @@
+#include "tagd/s3/request.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace tagd::s3 {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+bool is_presign_param(std::string_view name) {
+  static constexpr std::array<std::string_view, 7> kNames = {
+      "x-amz-algorithm", "x-amz-credential", "x-amz-date",         "x-amz-expires",
+      "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token"};
+  std::string l = lower(name);
+  return std::find(kNames.begin(), kNames.end(), l) != kNames.end();
+}
+
+}  // namespace
+
+const char* action_name(Action action) noexcept {
+  switch (action) {
+    case Action::kRead: return "read";
+    case Action::kWrite: return "write";
+    case Action::kList: return "list";
+    case Action::kDelete: return "delete";
+  }
+  return "?";
+}
+
+bool Target::has_param(std::string_view name) const {
+  return std::any_of(query.begin(), query.end(), [&](const auto& p) { return p.first == name; });
+}
+
+std::optional<std::string> Target::param(std::string_view name) const {
+  for (const auto& [k, v] : query) {
+    if (k == name) return v;
+  }
+  return std::nullopt;
+}
+
+Result<Target> resolve_target(std::string_view host, std::string_view request_target,
+                              std::string_view virtual_host_domain) {
+  if (request_target.empty() || request_target.front() != '/') {
+    return Status(ErrorCode::kInvalidRequest, "request target must be an absolute path");
+  }
+  Target t;
+  auto q = request_target.find('?');
+  t.raw_path = std::string(request_target.substr(0, q));
+  if (q != std::string_view::npos) t.raw_query = std::string(request_target.substr(q + 1));
+  auto query = auth::parse_query(t.raw_query);
+  if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+  t.query = std::move(*query);
+  auto path = auth::uri_decode(t.raw_path);
+  if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
+
+  // Host without port, lower-case. IPv6 literals ("[::1]:8080") are never virtual hosts.
+  std::string h = lower(host);
+  if (!h.empty() && h.front() != '[') {
+    if (auto colon = h.rfind(':'); colon != std::string::npos) h.resize(colon);
+  }
+  if (!virtual_host_domain.empty() && h.size() > virtual_host_domain.size() + 1 &&
+      h.compare(h.size() - virtual_host_domain.size(), std::string::npos, lower(virtual_host_domain)) == 0 &&
+      h[h.size() - virtual_host_domain.size() - 1] == '.') {
+    t.virtual_hosted = true;
+    t.bucket = h.substr(0, h.size() - virtual_host_domain.size() - 1);
+    t.key = path->substr(1);
+    return t;
+  }
+  std::string_view rest = std::string_view(*path).substr(1);
+  auto slash = rest.find('/');
+  t.bucket = std::string(rest.substr(0, slash));
+  if (slash != std::string_view::npos) t.key = std::string(rest.substr(slash + 1));
+  if (t.bucket.empty() && !t.key.empty()) return Status(ErrorCode::kInvalidRequest, "empty bucket name");
+  return t;
+}
+
+Operation classify(std::string_view method, const Target& t) {
+  Operation op;
+  const bool get = method == "GET";
+  const bool head = method == "HEAD";
+  if (t.bucket.empty()) {
+    op.name = "ListBuckets";
+    op.action = Action::kList;
+    op.bucket_wide = false;
+    return op;
+  }
+  if (t.key.empty()) {  // bucket level
+    if (get || head) {
+      op.action = Action::kList;
+      if (head) {
+        op.name = "HeadBucket";
+      } else if (t.has_param("uploads")) {
+        op.name = "ListMultipartUploads";
+        op.prefix = t.param("prefix").value_or("");
+      } else if (t.has_param("versions")) {
+        op.name = "ListObjectVersions";
+        op.prefix = t.param("prefix").value_or("");
+      } else if (t.query.empty() || t.has_param("list-type") || t.has_param("prefix") ||
+                 t.has_param("delimiter") || t.has_param("marker") || t.has_param("max-keys") ||
+                 t.has_param("encoding-type") || t.has_param("continuation-token") ||
+                 t.has_param("start-after") || t.has_param("fetch-owner")) {
+        op.name = t.param("list-type") == "2" ? "ListObjectsV2" : "ListObjects";
+        op.prefix = t.param("prefix").value_or("");
+      } else {
+        op.name = "GetBucketConfiguration";
+        op.bucket_wide = true;
+      }
+      return op;
+    }
+    if (method == "POST" && t.has_param("delete")) {
+      op.name = "DeleteObjects";
+      op.action = Action::kDelete;
+      op.keys_in_body = true;
+      return op;
+    }
+    op.bucket_wide = true;
+    if (method == "DELETE") {
+      op.name = t.query.empty() ? "DeleteBucket" : "DeleteBucketConfiguration";
+      op.action = Action::kDelete;
+    } else {
+      op.name = t.query.empty() && method == "PUT" ? "CreateBucket" : "PutBucketConfiguration";
+      op.action = Action::kWrite;
+    }
+    return op;
+  }
+  // Object level.
+  if (get || head) {
+    if (get && t.has_param("uploadId")) {
+      op.name = "ListParts";
+      op.action = Action::kWrite;
+    } else {
+      op.name = head ? "HeadObject" : (t.query.empty() ? "GetObject" : "GetObjectSubresource");
+      op.action = Action::kRead;
+    }
+    return op;
+  }
+  if (method == "DELETE") {
+    if (t.has_param("uploadId")) {
+      op.name = "AbortMultipartUpload";
+      op.action = Action::kWrite;
+    } else {
+      op.name = t.has_param("tagging") ? "DeleteObjectTagging" : "DeleteObject";
+      op.action = Action::kDelete;
+    }
+    return op;
+  }
+  op.action = Action::kWrite;
+  if (method == "POST") {
+    op.name = t.has_param("uploads") ? "CreateMultipartUpload"
+              : t.has_param("uploadId") ? "CompleteMultipartUpload"
+                                        : "PostObject";
+  } else if (method == "PUT") {
+    op.name = t.has_param("partNumber") ? "UploadPart" : t.has_param("tagging") ? "PutObjectTagging" : "PutObject";
+  } else {
+    op.name = std::string(method) + "Object";
+  }
+  return op;
+}
+
+std::optional<CopySource> parse_copy_source(std::string_view value) {
+  auto q = value.find('?');
+  auto decoded = auth::uri_decode(value.substr(0, q));
+  if (!decoded) return std::nullopt;
+  std::string_view v = *decoded;
+  if (!v.empty() && v.front() == '/') v.remove_prefix(1);
+  auto slash = v.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == v.size()) return std::nullopt;
+  return CopySource{std::string(v.substr(0, slash)), std::string(v.substr(slash + 1))};
+}
+
+std::string upstream_target(const Target& t) {
+  std::string out = "/";
+  if (!t.bucket.empty()) {
+    out += auth::uri_encode(t.bucket, true);
+    // Keep the trailing '/' of bucket-level requests off: "/bucket" and "/bucket/" both
+    // mean the bucket, and only the key path needs a separator.
+    if (!t.key.empty()) out += "/" + auth::uri_encode(t.key, false);
+  }
+  auth::QueryParams kept;
+  for (const auto& p : t.query) {
+    if (!is_presign_param(p.first)) kept.push_back(p);
+  }
+  if (!kept.empty()) out += "?" + auth::canonical_query_string(kept);
+  return out;
+}
+
+namespace {
+std::optional<std::string> xml_unescape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out += s[i];
+      continue;
+    }
+    auto semi = s.find(';', i);
+    if (semi == std::string_view::npos) return std::nullopt;
+    std::string_view ent = s.substr(i + 1, semi - i - 1);
+    if (ent == "amp") out += '&';
+    else if (ent == "lt") out += '<';
+    else if (ent == "gt") out += '>';
+    else if (ent == "quot") out += '"';
+    else if (ent == "apos") out += '\'';
+    else if (ent.size() > 1 && ent[0] == '#') {
+      unsigned long cp = 0;
+      try {
+        cp = ent[1] == 'x' ? std::stoul(std::string(ent.substr(2)), nullptr, 16)
+                           : std::stoul(std::string(ent.substr(1)), nullptr, 10);
+      } catch (...) {
+        return std::nullopt;
+      }
+      if (cp > 0x10FFFF) return std::nullopt;
+      if (cp < 0x80) {
+        out += static_cast<char>(cp);
+      } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+    } else {
+      return std::nullopt;
+    }
+    i = semi;
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::vector<std::string>> delete_objects_keys(std::string_view xml) {
+  std::vector<std::string> keys;
+  if (xml.find("<Delete") == std::string_view::npos) {
+    return Status(ErrorCode::kMalformedXML, "DeleteObjects body has no <Delete> element");
+  }
+  std::size_t pos = 0;
+  while ((pos = xml.find("<Key>", pos)) != std::string_view::npos) {
+    auto end = xml.find("</Key>", pos);
+    if (end == std::string_view::npos) return Status(ErrorCode::kMalformedXML, "unterminated <Key>");
+    auto key = xml_unescape(xml.substr(pos + 5, end - pos - 5));
+    if (!key) return Status(ErrorCode::kMalformedXML, "bad entity in <Key>");
+    keys.push_back(std::move(*key));
+    pos = end + 6;
+  }
+  return keys;
+}
+
+std::string xml_escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string error_xml(std::string_view code, std::string_view message, std::string_view resource,
+                      std::string_view request_id) {
+  std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>";
+  out += xml_escape(code);
+  out += "</Code><Message>";
+  out += xml_escape(message);
+  out += "</Message><Resource>";
+  out += xml_escape(resource);
+  out += "</Resource><RequestId>";
+  out += xml_escape(request_id);
+  out += "</RequestId></Error>";
+  return out;
+}
+
+}  // namespace tagd::s3
