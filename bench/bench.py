@@ -114,6 +114,14 @@ def tagd_info(binary):
     r = subprocess.run(["git", "-C", src, "status", "--porcelain", "--", "src", "include"],
                        capture_output=True, text=True)
     info["dirty"] = bool(r.stdout.strip())
+    cache = os.path.join(os.path.dirname(binary), "CMakeCache.txt")
+    try:
+        with open(cache) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    info["build_type"] = line.split("=", 1)[1].strip()
+    except OSError:
+        pass
     return info
 
 
@@ -234,9 +242,12 @@ def main():
         path = os.path.join(args.results, f"{stamp}-{args.profile}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1, default=str)
-        shutil.copyfile(path, os.path.join(args.results, "latest.json"))
-        log(f"results: {path} (copied to {os.path.join(args.results, 'latest.json')}); "
-            f"{result['seconds']} s in all")
+        note = ""
+        if selected == SC.ORDER and not args.no_tagd and "interrupted" not in result["errors"]:
+            # only a whole-suite run becomes latest.json (the copy kept in git)
+            shutil.copyfile(path, os.path.join(args.results, "latest.json"))
+            note = " (copied to latest.json)"
+        log(f"results: {path}{note}; {result['seconds']} s in all")
         print("\nHeadlines (" + result["tagd_mode"] + "):")
         for name, res in result["scenarios"].items():
             print(f"  {name:8s} {res['headline']}")

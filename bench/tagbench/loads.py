@@ -16,7 +16,7 @@ def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30
     errors, requests, bytes."""
     threads = min(threads, conns)
     env = dict(os.environ, WRK_URLS=targets_file, WRK_SEED=str(seed))
-    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", f"--timeout={timeout_s}s",
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, int(round(duration)))}s", f"--timeout={timeout_s}s",
             "-s", LUA, base_url]
     r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + timeout_s + 60)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
@@ -34,9 +34,11 @@ def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30
         "bytes": d["bytes"],
         "ops_s": d["requests"] / secs if secs else 0,
         "mib_s": d["bytes"] / secs / (1 << 20) if secs else 0,
-        "p50_ms": lat["p50"] / 1000, "p90_ms": lat["p90"] / 1000,
-        "p99_ms": lat["p99"] / 1000, "p999_ms": lat["p999"] / 1000,
-        "max_ms": lat["max"] / 1000,
+        "p50_ms": lat["p50"] / 1000 if d["requests"] else None,
+        "p90_ms": lat["p90"] / 1000 if d["requests"] else None,
+        "p99_ms": lat["p99"] / 1000 if d["requests"] else None,
+        "p999_ms": lat["p999"] / 1000 if d["requests"] else None,
+        "max_ms": lat["max"] / 1000 if d["requests"] else None,
         "errors": d["errors"],
         "error_count": errs,
     }

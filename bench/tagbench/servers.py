@@ -258,7 +258,7 @@ def tagd(state, cfg, upstream_url, port=None, log_level="warn"):
             "--upstream-secret-access-key", cfg.secret_key,
             "--log-level", log_level, "--threads", str(cfg.threads)] + cfg.extra_args
     env = {"AWS_ACCESS_KEY_ID": cfg.access_key, "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
-           "TAG_CACHE_DISK_PATH": cache}
+           "TAG_CACHE_DISK_PATH": cache, "TAG_ACCESS_LOG": os.environ.get("TAG_ACCESS_LOG", "false")}
     s = Server("tagd", argv, "127.0.0.1", port, state, env=env, log_name=f"tagd-{_tagd_seq[0]}")
     s.cache_dir = cache
     s.upstream = upstream_url

@@ -17,7 +17,9 @@ int hex_value(char c) {
   return -1;
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
@@ -26,8 +28,9 @@ std::string_view trim(std::string_view s) {
 }
 
 bool is_lower_hex64(std::string_view s) {
-  return s.size() == 64 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 bool is_token_char(char c) {
@@ -36,11 +39,13 @@ bool is_token_char(char c) {
   return kSeparators.find(c) == std::string_view::npos;
 }
 
-Status framing_error(std::string message) { return Status(ErrorCode::kInvalidRequest, std::move(message)); }
+Status framing_error(std::string message) {
+  return Status(ErrorCode::kInvalidRequest, std::move(message));
+}
 
-std::string sign_with_prefix(std::string_view prefix, const Sha256Digest& signing_key, std::string_view amz_date,
-                             const CredentialScope& scope, std::string_view previous_signature,
-                             std::string_view last_line) {
+std::string sign_with_prefix(std::string_view prefix, const Sha256Digest& signing_key,
+                             std::string_view amz_date, const CredentialScope& scope,
+                             std::string_view previous_signature, std::string_view last_line) {
   std::string sts(prefix);
   sts.push_back('\n');
   sts.append(amz_date);
@@ -55,16 +60,18 @@ std::string sign_with_prefix(std::string_view prefix, const Sha256Digest& signin
 
 }  // namespace
 
-std::string chunk_signature(const Sha256Digest& signing_key, std::string_view amz_date, const CredentialScope& scope,
-                            std::string_view previous_signature, std::string_view chunk_sha256_hex) {
+std::string chunk_signature(const Sha256Digest& signing_key, std::string_view amz_date,
+                            const CredentialScope& scope, std::string_view previous_signature,
+                            std::string_view chunk_sha256_hex) {
   std::string tail(kEmptySha256);
   tail.push_back('\n');
   tail.append(chunk_sha256_hex);
   return sign_with_prefix("AWS4-HMAC-SHA256-PAYLOAD", signing_key, amz_date, scope, previous_signature, tail);
 }
 
-std::string trailer_signature(const Sha256Digest& signing_key, std::string_view amz_date, const CredentialScope& scope,
-                              std::string_view previous_signature, std::string_view canonical_trailers) {
+std::string trailer_signature(const Sha256Digest& signing_key, std::string_view amz_date,
+                              const CredentialScope& scope, std::string_view previous_signature,
+                              std::string_view canonical_trailers) {
   return sign_with_prefix("AWS4-HMAC-SHA256-TRAILER", signing_key, amz_date, scope, previous_signature,
                           sha256_hex(canonical_trailers));
 }
@@ -79,11 +86,13 @@ struct AwsChunkedDecoder::Impl {
 
   explicit Impl(AwsChunkedOptions o) : options(std::move(o)), previous_signature(options.seed_signature) {
     if (options.signed_trailer && !options.signed_chunks) {
-      config_error = Status(ErrorCode::kInternalError, "aws-chunked decoder: signed trailer without signed chunks");
+      config_error =
+          Status(ErrorCode::kInternalError, "aws-chunked decoder: signed trailer without signed chunks");
     }
     for (const auto& name : options.expected_trailers) {
       if (!std::string_view(name).starts_with(kChecksumPrefix)) continue;
-      const auto algorithm = checksum_algorithm_from_name(std::string_view(name).substr(kChecksumPrefix.size()));
+      const auto algorithm =
+          checksum_algorithm_from_name(std::string_view(name).substr(kChecksumPrefix.size()));
       if (!algorithm) {
         config_error = framing_error("unsupported checksum trailer '" + name + "'");
         continue;
@@ -112,7 +121,8 @@ struct AwsChunkedDecoder::Impl {
     line.append(in.substr(0, take));
     in.remove_prefix(take);
     if (lf == std::string_view::npos) return Status::ok();
-    if (line.size() < 2 || line[line.size() - 2] != '\r') return framing_error("aws-chunked line not ended by CRLF");
+    if (line.size() < 2 || line[line.size() - 2] != '\r')
+      return framing_error("aws-chunked line not ended by CRLF");
     line.resize(line.size() - 2);
     if (line.find('\r') != std::string::npos) return framing_error("stray CR in aws-chunked line");
     complete = true;
@@ -127,7 +137,8 @@ struct AwsChunkedDecoder::Impl {
       const int d = hex_value(text[i]);
       if (d < 0) break;
       // Refuse before shifting: a size that does not fit cannot be a real body anyway.
-      if (size > (std::numeric_limits<std::uint64_t>::max() >> 4)) return framing_error("chunk size overflows");
+      if (size > (std::numeric_limits<std::uint64_t>::max() >> 4))
+        return framing_error("chunk size overflows");
       size = size << 4 | static_cast<std::uint64_t>(d);
       ++i;
     }
@@ -136,7 +147,8 @@ struct AwsChunkedDecoder::Impl {
     if (options.signed_chunks) {
       // Exactly one extension, the signature: anything else would be unsigned data
       // smuggled next to signed data.
-      if (!rest.starts_with(kChunkSignaturePrefix) || !is_lower_hex64(rest.substr(kChunkSignaturePrefix.size()))) {
+      if (!rest.starts_with(kChunkSignaturePrefix) ||
+          !is_lower_hex64(rest.substr(kChunkSignaturePrefix.size()))) {
         return framing_error("signed chunk header must be 'size;chunk-signature=<64 hex>'");
       }
       claimed_signature.assign(rest.substr(kChunkSignaturePrefix.size()));
@@ -149,7 +161,8 @@ struct AwsChunkedDecoder::Impl {
     }
     line.clear();
 
-    if (size > std::numeric_limits<std::uint64_t>::max() - decoded) return framing_error("body size overflows");
+    if (size > std::numeric_limits<std::uint64_t>::max() - decoded)
+      return framing_error("body size overflows");
     if (size == 0) {
       if (options.signed_chunks) {
         Status s = verify_chunk(kEmptySha256);
@@ -203,7 +216,8 @@ struct AwsChunkedDecoder::Impl {
     const std::string_view value = trim(text.substr(colon + 1));
 
     if (name == kTrailerSignatureName) {
-      if (!options.signed_trailer) return framing_error("trailer signature in a request without signed trailers");
+      if (!options.signed_trailer)
+        return framing_error("trailer signature in a request without signed trailers");
       if (trailer_signature_seen) return framing_error("repeated trailer signature");
       trailer_signature_seen = true;
       claimed_signature.assign(value);
@@ -215,7 +229,8 @@ struct AwsChunkedDecoder::Impl {
           options.expected_trailers.end()) {
         return framing_error("trailer '" + name + "' was not announced in x-amz-trailer");
       }
-      const bool repeated = std::any_of(trailers.begin(), trailers.end(), [&](const auto& t) { return t.first == name; });
+      const bool repeated =
+          std::any_of(trailers.begin(), trailers.end(), [&](const auto& t) { return t.first == name; });
       if (repeated) return framing_error("repeated trailer '" + name + "'");
       trailers.emplace_back(std::move(name), std::string(value));
     }
@@ -241,7 +256,8 @@ struct AwsChunkedDecoder::Impl {
       std::vector<const std::pair<std::string, std::string>*> sorted;
       sorted.reserve(trailers.size());
       for (const auto& t : trailers) sorted.push_back(&t);
-      std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+      std::sort(sorted.begin(), sorted.end(),
+                [](const auto* a, const auto* b) { return a->first < b->first; });
       std::string canonical;
       for (const auto* t : sorted) {
         canonical += t->first;
@@ -265,7 +281,8 @@ struct AwsChunkedDecoder::Impl {
         return Status(ErrorCode::kInvalidDigest, "value of trailer '" + c.name + "' is not a valid checksum");
       }
       if (*claimed != actual) {
-        return Status(ErrorCode::kBadDigest, "the " + c.name + " you specified did not match the calculated checksum");
+        return Status(ErrorCode::kBadDigest,
+                      "the " + c.name + " you specified did not match the calculated checksum");
       }
     }
     line.clear();
@@ -341,15 +358,22 @@ struct AwsChunkedDecoder::Impl {
   bool trailer_signature_seen = false;
 };
 
-AwsChunkedDecoder::AwsChunkedDecoder(AwsChunkedOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+AwsChunkedDecoder::AwsChunkedDecoder(AwsChunkedOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
 
 AwsChunkedDecoder::~AwsChunkedDecoder() = default;
 
-Status AwsChunkedDecoder::feed(std::string_view input, std::string& out) { return impl_->feed(input, out); }
+Status AwsChunkedDecoder::feed(std::string_view input, std::string& out) {
+  return impl_->feed(input, out);
+}
 
-bool AwsChunkedDecoder::done() const noexcept { return impl_->state == Impl::State::kDone; }
+bool AwsChunkedDecoder::done() const noexcept {
+  return impl_->state == Impl::State::kDone;
+}
 
-std::uint64_t AwsChunkedDecoder::decoded_bytes() const noexcept { return impl_->decoded; }
+std::uint64_t AwsChunkedDecoder::decoded_bytes() const noexcept {
+  return impl_->decoded;
+}
 
 const std::vector<std::pair<std::string, std::string>>& AwsChunkedDecoder::trailers() const noexcept {
   return impl_->trailers;

@@ -25,7 +25,8 @@ constexpr char kBase64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 constexpr std::array<std::int8_t, 256> make_base64_reverse() {
   std::array<std::int8_t, 256> table{};
   for (auto& entry : table) entry = -1;
-  for (int i = 0; i < 64; ++i) table[static_cast<unsigned char>(kBase64Alphabet[i])] = static_cast<std::int8_t>(i);
+  for (int i = 0; i < 64; ++i)
+    table[static_cast<unsigned char>(kBase64Alphabet[i])] = static_cast<std::int8_t>(i);
   return table;
 }
 constexpr auto kBase64Reverse = make_base64_reverse();
@@ -72,7 +73,7 @@ std::uint32_t crc_update_sw(const CrcTables& t, std::uint32_t crc, const std::ui
 
 #ifdef TAGD_HAVE_SSE42_CRC
 __attribute__((target("sse4.2"))) std::uint32_t crc32c_update_hw(std::uint32_t crc, const std::uint8_t* p,
-                                                                  std::size_t n) {
+                                                                 std::size_t n) {
   std::uint64_t c = crc;
   while (n >= 8) {
     std::uint64_t word = 0;
@@ -105,15 +106,16 @@ std::uint32_t crc32_update(std::uint32_t crc, const std::uint8_t* p, std::size_t
 }
 
 std::vector<std::uint8_t> be32(std::uint32_t v) {
-  return {static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 8),
-          static_cast<std::uint8_t>(v)};
+  return {static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16),
+          static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
 }
 
 class CrcHasher final : public Hasher {
  public:
   explicit CrcHasher(bool castagnoli) : castagnoli_(castagnoli) {}
   void update(std::span<const std::uint8_t> data) override {
-    crc_ = castagnoli_ ? crc32c_update(crc_, data.data(), data.size()) : crc32_update(crc_, data.data(), data.size());
+    crc_ = castagnoli_ ? crc32c_update(crc_, data.data(), data.size())
+                       : crc32_update(crc_, data.data(), data.size());
   }
   std::vector<std::uint8_t> finish() override { return be32(~crc_); }
 
@@ -150,7 +152,9 @@ class EvpHasher final : public Hasher {
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx_;
 };
 
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -177,8 +181,8 @@ std::string base64_encode(std::span<const std::uint8_t> bytes) {
   out.reserve((bytes.size() + 2) / 3 * 4);
   std::size_t i = 0;
   for (; i + 3 <= bytes.size(); i += 3) {
-    const std::uint32_t v = static_cast<std::uint32_t>(bytes[i]) << 16 | static_cast<std::uint32_t>(bytes[i + 1]) << 8 |
-                            bytes[i + 2];
+    const std::uint32_t v = static_cast<std::uint32_t>(bytes[i]) << 16 |
+                            static_cast<std::uint32_t>(bytes[i + 1]) << 8 | bytes[i + 2];
     out.push_back(kBase64Alphabet[(v >> 18) & 0x3F]);
     out.push_back(kBase64Alphabet[(v >> 12) & 0x3F]);
     out.push_back(kBase64Alphabet[(v >> 6) & 0x3F]);
@@ -191,7 +195,8 @@ std::string base64_encode(std::span<const std::uint8_t> bytes) {
     out.push_back(kBase64Alphabet[(v >> 12) & 0x3F]);
     out += "==";
   } else if (rest == 2) {
-    const std::uint32_t v = static_cast<std::uint32_t>(bytes[i]) << 16 | static_cast<std::uint32_t>(bytes[i + 1]) << 8;
+    const std::uint32_t v =
+        static_cast<std::uint32_t>(bytes[i]) << 16 | static_cast<std::uint32_t>(bytes[i + 1]) << 8;
     out.push_back(kBase64Alphabet[(v >> 18) & 0x3F]);
     out.push_back(kBase64Alphabet[(v >> 12) & 0x3F]);
     out.push_back(kBase64Alphabet[(v >> 6) & 0x3F]);
@@ -238,7 +243,9 @@ Sha256Digest sha256(std::string_view data) {
   return out;
 }
 
-std::string sha256_hex(std::string_view data) { return to_hex(sha256(data)); }
+std::string sha256_hex(std::string_view data) {
+  return to_hex(sha256(data));
+}
 
 Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data) {
   Sha256Digest out{};
@@ -247,16 +254,16 @@ Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view dat
   static constexpr std::uint8_t kEmptyKey[1] = {0};
   const std::uint8_t* key_ptr = key.empty() ? kEmptyKey : key.data();
   if (key.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
-      HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-           data.size(), out.data(), &len) == nullptr) {
+      HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) == nullptr) {
     out.fill(0);
   }
   return out;
 }
 
 Sha256Digest hmac_sha256(std::string_view key, std::string_view data) {
-  return hmac_sha256(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()),
-                     data);
+  return hmac_sha256(
+      std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()), data);
 }
 
 std::optional<ChecksumAlgorithm> checksum_algorithm_from_name(std::string_view name) {

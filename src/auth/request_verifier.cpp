@@ -82,6 +82,16 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
   const std::string* authorization = find_header(headers, "authorization");
   const bool presigned = has_presigned_query(*query);
 
+  // Signature Version 2 (header "AWS AKID:sig", or ?AWSAccessKeyId=&Signature=; boto3
+  // still presigns with it unless told s3v4). Refused explicitly, as S3's v4-only
+  // regions do, rather than mistaken for an anonymous request.
+  const bool sigv2_query = std::any_of(query->begin(), query->end(), [](const auto& kv) {
+    return kv.first == "AWSAccessKeyId" || kv.first == "Signature";
+  });
+  if ((authorization != nullptr && authorization->rfind("AWS ", 0) == 0) || (!presigned && sigv2_query)) {
+    return Status(ErrorCode::kInvalidRequest,
+                  "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.");
+  }
   if (authorization == nullptr && !presigned) {
     if (!allow_anonymous_) return Status(ErrorCode::kAccessDenied, "Anonymous access is not allowed");
     out.body.mode = PayloadMode::kUnsigned;

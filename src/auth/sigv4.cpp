@@ -16,9 +16,15 @@ bool is_unreserved(unsigned char c) {
          c == '.' || c == '~';
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_space(char c) { return c == ' ' || c == '\t'; }
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_space(char c) {
+  return c == ' ' || c == '\t';
+}
+char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -103,7 +109,8 @@ std::optional<int> parse_fixed_digits(std::string_view s, std::size_t pos, std::
   return v;
 }
 
-std::optional<std::chrono::system_clock::time_point> make_time(int y, int mon, int d, int h, int min, int sec) {
+std::optional<std::chrono::system_clock::time_point> make_time(int y, int mon, int d, int h, int min,
+                                                               int sec) {
   using namespace std::chrono;
   if (mon < 1 || mon > 12 || d < 1 || d > 31) return std::nullopt;
   const year_month_day ymd{year{y}, month{static_cast<unsigned>(mon)}, day{static_cast<unsigned>(d)}};
@@ -129,7 +136,9 @@ bool is_token_char(char c) {
   return kSeparators.find(c) == std::string_view::npos;
 }
 
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_token_char); }
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_token_char);
+}
 
 bool is_lower_hex_signature(std::string_view s) {
   return s.size() == 64 &&
@@ -150,17 +159,19 @@ std::optional<Credential> parse_credential(std::string_view text) {
   while (true) {
     const std::size_t slash = text.find('/', start);
     if (count == parts.size()) return std::nullopt;
-    parts[count++] = text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    parts[count++] =
+        text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
   if (count != parts.size()) return std::nullopt;
   if (parts[0].empty() || !std::all_of(parts[0].begin(), parts[0].end(), is_token_char)) return std::nullopt;
-  if (!valid_scope_date(parts[1]) || !is_token(parts[2]) || !is_token(parts[3]) || parts[4] != kScopeTerminator) {
+  if (!valid_scope_date(parts[1]) || !is_token(parts[2]) || !is_token(parts[3]) ||
+      parts[4] != kScopeTerminator) {
     return std::nullopt;
   }
-  return Credential{std::string(parts[0]), CredentialScope{std::string(parts[1]), std::string(parts[2]),
-                                                           std::string(parts[3])}};
+  return Credential{std::string(parts[0]),
+                    CredentialScope{std::string(parts[1]), std::string(parts[2]), std::string(parts[3])}};
 }
 
 // "host;range;x-amz-date" → list. Names are lower-cased because the canonical form is
@@ -282,7 +293,9 @@ std::string uri_encode(std::string_view text, bool encode_slash) {
   return out;
 }
 
-std::optional<std::string> uri_decode(std::string_view text) { return percent_decode(text, false); }
+std::optional<std::string> uri_decode(std::string_view text) {
+  return percent_decode(text, false);
+}
 
 std::optional<QueryParams> parse_query(std::string_view raw_query) {
   QueryParams out;
@@ -322,7 +335,8 @@ std::optional<std::string> canonical_uri_generic(std::string_view raw_path) {
 std::string canonical_query_string(const QueryParams& params) {
   std::vector<std::pair<std::string, std::string>> encoded;
   encoded.reserve(params.size());
-  for (const auto& [name, value] : params) encoded.emplace_back(uri_encode(name, true), uri_encode(value, true));
+  for (const auto& [name, value] : params)
+    encoded.emplace_back(uri_encode(name, true), uri_encode(value, true));
   std::sort(encoded.begin(), encoded.end());
   std::string out;
   for (const auto& [name, value] : encoded) {
@@ -334,7 +348,8 @@ std::string canonical_query_string(const QueryParams& params) {
   return out;
 }
 
-Result<std::string> canonical_headers(const HeaderList& headers, const std::vector<std::string>& signed_headers) {
+Result<std::string> canonical_headers(const HeaderList& headers,
+                                      const std::vector<std::string>& signed_headers) {
   std::string out;
   for (const auto& name : signed_headers) {
     out += name;
@@ -347,7 +362,8 @@ Result<std::string> canonical_headers(const HeaderList& headers, const std::vect
       found = true;
     }
     if (!found) {
-      return Status(ErrorCode::kSignatureDoesNotMatch, "signed header '" + name + "' is not present in the request");
+      return Status(ErrorCode::kSignatureDoesNotMatch,
+                    "signed header '" + name + "' is not present in the request");
     }
     out.push_back('\n');
   }
@@ -356,7 +372,8 @@ Result<std::string> canonical_headers(const HeaderList& headers, const std::vect
 
 Result<std::string> canonical_request(const CanonicalRequestParts& parts) {
   static const HeaderList kNoHeaders;
-  auto headers = canonical_headers(parts.headers != nullptr ? *parts.headers : kNoHeaders, parts.signed_headers);
+  auto headers =
+      canonical_headers(parts.headers != nullptr ? *parts.headers : kNoHeaders, parts.signed_headers);
   if (!headers) return headers.error();
   std::string out;
   out.reserve(256 + headers->size());
@@ -488,11 +505,13 @@ Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
   if (duplicate) return query_error("a presigning parameter is repeated");
   if (!algorithm || !credential || !date || !expires || !signed_headers || !signature) {
     return query_error(
-        "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, "
+        "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+        "X-Amz-Signature, "
         "X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.");
   }
   if (*algorithm != kAlgorithm) return query_error("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"");
-  if (!parse_amz_date(*date)) return query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"");
+  if (!parse_amz_date(*date))
+    return query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"");
 
   // Digits only: std::stoll would accept "+5", " 5" and overflow silently.
   if (expires->empty() || expires->size() > 7 || !std::all_of(expires->begin(), expires->end(), is_digit)) {
@@ -514,7 +533,8 @@ Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
   }
   auto names = parse_signed_headers(*signed_headers);
   if (!names) return query_error("malformed X-Amz-SignedHeaders");
-  if (!is_lower_hex_signature(*signature)) return query_error("X-Amz-Signature must be 64 lower-case hex digits");
+  if (!is_lower_hex_signature(*signature))
+    return query_error("X-Amz-Signature must be 64 lower-case hex digits");
 
   PresignedQuery out;
   out.access_key_id = std::move(cred->access_key_id);

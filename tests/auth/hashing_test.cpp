@@ -94,8 +94,9 @@ TEST(HashingTest, StreamingUpdatesMatchOneShotForEveryAlgorithm) {
   std::mt19937 rng(7);
   std::string data(10000, '\0');
   for (char& c : data) c = static_cast<char>(rng());
-  for (const auto algorithm : {ChecksumAlgorithm::kCrc32, ChecksumAlgorithm::kCrc32c, ChecksumAlgorithm::kSha1,
-                               ChecksumAlgorithm::kSha256, ChecksumAlgorithm::kMd5}) {
+  for (const auto algorithm :
+       {ChecksumAlgorithm::kCrc32, ChecksumAlgorithm::kCrc32c, ChecksumAlgorithm::kSha1,
+        ChecksumAlgorithm::kSha256, ChecksumAlgorithm::kMd5}) {
     const std::string whole = digest_hex(algorithm, data);
     auto h = make_hasher(algorithm);
     std::size_t pos = 0;
@@ -110,8 +111,13 @@ TEST(HashingTest, StreamingUpdatesMatchOneShotForEveryAlgorithm) {
 
 TEST(HashingTest, Base64Rfc4648Vectors) {
   const std::pair<std::string_view, std::string_view> vectors[] = {
-      {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+      {"", ""},
+      {"f", "Zg=="},
+      {"fo", "Zm8="},
+      {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"},
   };
   for (const auto& [plain, encoded] : vectors) {
     EXPECT_EQ(base64_encode(bytes(plain)), encoded);
@@ -133,8 +139,8 @@ TEST(HashingTest, Base64RoundTripsAllByteValues) {
 }
 
 TEST(HashingTest, Base64DecodeIsStrict) {
-  for (const std::string_view bad : {"Zg", "Zg=", "Zm9", "Zg==Zg==", "Z===", "====", "=Zm9", "Zm=v", "Zm9v!A==",
-                                     "Zm9v YmFy", "Zm9v\nYmFy", "Zh==", "Zm9=", "Zm-v", "Zm_v"}) {
+  for (const std::string_view bad : {"Zg", "Zg=", "Zm9", "Zg==Zg==", "Z===", "====", "=Zm9", "Zm=v",
+                                     "Zm9v!A==", "Zm9v YmFy", "Zm9v\nYmFy", "Zh==", "Zm9=", "Zm-v", "Zm_v"}) {
     EXPECT_FALSE(base64_decode(bad).has_value()) << bad;
   }
 }

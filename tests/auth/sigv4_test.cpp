@@ -54,120 +54,221 @@ struct SuiteCase {
 
 // Generated from the aws-c-auth copy of the suite (header-* files), byte for byte.
 const SuiteCase kSuiteCases[] = {
-    {"get-vanilla", false,
-     "GET / HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+    {"get-vanilla", false, "GET / HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"get-vanilla-query", false,
-     "GET / HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+    {"get-vanilla-query", false, "GET / HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
     {"get-vanilla-query-order-key-case", false,
      "GET /?Param2=value2&Param1=value1 HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n816cd5b414d056048ba4f7c5386d6e0533120fb1fcfa93762cf0fc39e2cf19e0",
+     "GET\n/"
+     "\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n816cd5b414d056048ba4f7c5386d6e0533120fb1fcfa93762cf0fc39e2cf19e0",
      "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"},
     {"get-vanilla-query-unreserved", false,
-     "GET /?-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nc30d4703d9f799439be92736156d47ccfb2d879ddf56f5befa6d1d6aab979177",
+     "GET "
+     "/?-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~"
+     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~"
+     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\nhost:example.amazonaws.com\nx-amz-date:"
+     "20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nc30d4703d9f799439be92736156d47ccfb2d879ddf56f5befa6d1d6aab979177",
      "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197"},
     {"get-vanilla-query-order-encoded", false,
      "GET /?Param-3=Value3&Param=Value2&%E1%88%B4=Value1 HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n%E1%88%B4=Value1&Param=Value2&Param-3=Value3\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n868294f5c38bd141c4972a373a76654f1418a8e4fc18b2e7903ae45e8ae0ec71",
+     "GET\n/"
+     "\n%E1%88%B4=Value1&Param=Value2&Param-3=Value3\nhost:example.amazonaws.com\nx-amz-date:"
+     "20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n868294f5c38bd141c4972a373a76654f1418a8e4fc18b2e7903ae45e8ae0ec71",
      "371d3713e185cc334048618a97f809c9ffe339c62934c032af5a0e595648fcac",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=371d3713e185cc334048618a97f809c9ffe339c62934c032af5a0e595648fcac"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=371d3713e185cc334048618a97f809c9ffe339c62934c032af5a0e595648fcac"},
     {"get-vanilla-utf8-query", false,
-     "GET /?\xE1""\x88""\xB4""=bar HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n%E1%88%B4=bar\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\neb30c5bed55734080471a834cc727ae56beb50e5f39d1bff6d0d38cb192a7073",
+     "GET /?\xE1"
+     "\x88"
+     "\xB4"
+     "=bar HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n%E1%88%B4=bar\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\neb30c5bed55734080471a834cc727ae56beb50e5f39d1bff6d0d38cb192a7073",
      "2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04"},
     {"get-utf8", false,
-     "GET /\xE1""\x88""\xB4"" HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/%E1%88%B4\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n2a0a97d02205e45ce2e994789806b19270cfbbb0921b278ccf58f5249ac42102",
+     "GET /\xE1"
+     "\x88"
+     "\xB4"
+     " HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "%E1%88%B4\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n2a0a97d02205e45ce2e994789806b19270cfbbb0921b278ccf58f5249ac42102",
      "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85"},
     {"get-unreserved", false,
-     "GET /-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n6a968768eefaa713e2a6b16b589a8ea192661f098f37349f4e2c0082757446f9",
+     "GET /-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz "
+     "HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\n\nhost:example.amazonaws.com\nx-"
+     "amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n6a968768eefaa713e2a6b16b589a8ea192661f098f37349f4e2c0082757446f9",
      "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f"},
     {"get-header-value-trim", false,
      "GET / HTTP/1.1\nHost:example.amazonaws.com\nMy-Header1: value1\nMy-Header2: \"a   b   c\"\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value1\nmy-header2:\"a b c\"\nx-amz-date:20150830T123600Z\n\nhost;my-header1;my-header2;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\na726db9b0df21c14f559d0a978e563112acb1b9e05476f0a6a1c7d68f28605c7",
+     "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value1\nmy-header2:\"a b "
+     "c\"\nx-amz-date:20150830T123600Z\n\nhost;my-header1;my-header2;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\na726db9b0df21c14f559d0a978e563112acb1b9e05476f0a6a1c7d68f28605c7",
      "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;my-header1;my-header2;x-amz-date, Signature=acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;my-header1;my-header2;x-amz-date, "
+     "Signature=acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736"},
     {"get-header-key-duplicate", false,
      "GET / HTTP/1.1\nHost:example.amazonaws.com\nMy-Header1:value2\nMy-Header1:value2\nMy-Header1:value1\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value2,value2,value1\nx-amz-date:20150830T123600Z\n\nhost;my-header1;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\ndc7f04a3abfde8d472b0ab1a418b741b7c67174dad1551b4117b15527fbe966c",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nmy-header1:value2,value2,value1\nx-amz-date:20150830T123600Z\n\nhost;"
+     "my-header1;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\ndc7f04a3abfde8d472b0ab1a418b741b7c67174dad1551b4117b15527fbe966c",
      "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;my-header1;x-amz-date, Signature=c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"},
-    {"post-vanilla", false,
-     "POST / HTTP/1.1\nHost:example.amazonaws.com\n",
-     "POST\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n553f88c9e4d10fc9e109e2aeb65f030801b70c2f6468faca261d401ae622fc87",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;my-header1;x-amz-date, "
+     "Signature=c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"},
+    {"post-vanilla", false, "POST / HTTP/1.1\nHost:example.amazonaws.com\n",
+     "POST\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n553f88c9e4d10fc9e109e2aeb65f030801b70c2f6468faca261d401ae622fc87",
      "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"},
     {"post-x-www-form-urlencoded", true,
-     "POST / HTTP/1.1\nContent-Type:application/x-www-form-urlencoded\nHost:example.amazonaws.com\nContent-Length:13\n\nParam1=value1",
-     "POST\n/\n\ncontent-length:13\ncontent-type:application/x-www-form-urlencoded\nhost:example.amazonaws.com\nx-amz-content-sha256:9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e\nx-amz-date:20150830T123600Z\n\ncontent-length;content-type;host;x-amz-content-sha256;x-amz-date\n9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nb1edd1d03544c25390e32085d55b57acc9a3961bb59415ff86c45c3d89d16cfb",
+     "POST / "
+     "HTTP/1.1\nContent-Type:application/"
+     "x-www-form-urlencoded\nHost:example.amazonaws.com\nContent-Length:13\n\nParam1=value1",
+     "POST\n/\n\ncontent-length:13\ncontent-type:application/"
+     "x-www-form-urlencoded\nhost:example.amazonaws.com\nx-amz-content-sha256:"
+     "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e\nx-amz-date:"
+     "20150830T123600Z\n\ncontent-length;content-type;host;x-amz-content-sha256;x-amz-"
+     "date\n9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nb1edd1d03544c25390e32085d55b57acc9a3961bb59415ff86c45c3d89d16cfb",
      "d3875051da38690788ef43de4db0d8f280229d82040bfac253562e56c3f20e0b",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=content-length;content-type;host;x-amz-content-sha256;x-amz-date, Signature=d3875051da38690788ef43de4db0d8f280229d82040bfac253562e56c3f20e0b"},
-    {"get-relative-normalized", false,
-     "GET /example/.. HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=content-length;content-type;host;x-amz-content-sha256;x-amz-date, "
+     "Signature=d3875051da38690788ef43de4db0d8f280229d82040bfac253562e56c3f20e0b"},
+    {"get-relative-normalized", false, "GET /example/.. HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
     {"get-relative-relative-normalized", false,
      "GET /example1/example2/../.. HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"get-slash-normalized", false,
-     "GET // HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+    {"get-slash-normalized", false, "GET // HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"get-slash-dot-slash-normalized", false,
-     "GET /./ HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+    {"get-slash-dot-slash-normalized", false, "GET /./ HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\nbb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
      "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"get-slash-pointless-dot-normalized", false,
-     "GET /./example HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/example\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n214d50c111a8edc4819da6a636336472c916b5240f51e9a51b5c3305180cf702",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+    {"get-slash-pointless-dot-normalized", false, "GET /./example HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/"
+     "example\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n214d50c111a8edc4819da6a636336472c916b5240f51e9a51b5c3305180cf702",
      "ef75d96142cf21edca26f06005da7988e4f8dc83a165a80865db7089db637ec5",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=ef75d96142cf21edca26f06005da7988e4f8dc83a165a80865db7089db637ec5"},
-    {"get-slashes-normalized", false,
-     "GET //example// HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/example/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\ncb96b4ac96d501f7c5c15bc6d67b3035061cfced4af6585ad927f7e6c985c015",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=ef75d96142cf21edca26f06005da7988e4f8dc83a165a80865db7089db637ec5"},
+    {"get-slashes-normalized", false, "GET //example// HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/example/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\ncb96b4ac96d501f7c5c15bc6d67b3035061cfced4af6585ad927f7e6c985c015",
      "9a624bd73a37c9a373b5312afbebe7a714a789de108f0bdfe846570885f57e84",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=9a624bd73a37c9a373b5312afbebe7a714a789de108f0bdfe846570885f57e84"},
-    {"get-space-normalized", false,
-     "GET /example space/ HTTP/1.1\nHost:example.amazonaws.com\n",
-     "GET\n/example%20space/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n63ee75631ed7234ae61b5f736dfc7754cdccfedbff4b5128a915706ee9390d86",
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=9a624bd73a37c9a373b5312afbebe7a714a789de108f0bdfe846570885f57e84"},
+    {"get-space-normalized", false, "GET /example space/ HTTP/1.1\nHost:example.amazonaws.com\n",
+     "GET\n/example%20space/"
+     "\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-"
+     "date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+     "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/"
+     "aws4_request\n63ee75631ed7234ae61b5f736dfc7754cdccfedbff4b5128a915706ee9390d86",
      "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741",
-     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741"},
+     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+     "SignedHeaders=host;x-amz-date, "
+     "Signature=652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741"},
 };
 
 struct ParsedRequest {
@@ -194,7 +295,8 @@ ParsedRequest parse_request_txt(std::string_view text) {
   std::size_t pos = eol + 1;
   while (pos < text.size()) {
     const std::size_t end = text.find('\n', pos);
-    const std::string_view line = text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    const std::string_view line =
+        text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
     pos = end == std::string_view::npos ? text.size() : end + 1;
     if (line.empty()) {
       r.body = std::string(text.substr(pos));
@@ -268,7 +370,8 @@ INSTANTIATE_TEST_SUITE_P(AwsSigV4TestSuite, SigV4SuiteTest, ::testing::ValuesIn(
 // aws-c-auth get-vanilla/query-*: the presigned flavour of the simplest request.
 TEST(SigV4Test, SuitePresignedGetVanilla) {
   const std::string_view target =
-      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice%2Faws4_request"
+      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice%2Faws4_"
+      "request"
       "&X-Amz-Date=20150830T123600Z&X-Amz-SignedHeaders=host&X-Amz-Expires=3600"
       "&X-Amz-Signature=e93c787ed7f371d5c6b165c1b38ede9550f4dce4144713e844b25b7192d3865d";
   auto params = parse_query(target);
@@ -292,10 +395,12 @@ TEST(SigV4Test, SuitePresignedGetVanilla) {
   parts.payload_hash = kEmptySha256;
   const auto creq = canonical_request(parts);
   ASSERT_TRUE(creq.has_value());
-  EXPECT_EQ(*creq,
-            "GET\n/\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice%2F"
-            "aws4_request&X-Amz-Date=20150830T123600Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host\n"
-            "host:example.amazonaws.com\n\nhost\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(
+      *creq,
+      "GET\n/"
+      "\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice%2F"
+      "aws4_request&X-Amz-Date=20150830T123600Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host\n"
+      "host:example.amazonaws.com\n\nhost\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   const std::string sts = string_to_sign(presigned->amz_date, presigned->scope, *creq);
   EXPECT_EQ(sts,
             "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
@@ -335,7 +440,9 @@ std::string s3_signature(const std::string& creq) {
 }
 
 TEST(SigV4S3ExamplesTest, GetObjectWithRange) {
-  const S3Example e{"GET", "/test.txt", "",
+  const S3Example e{"GET",
+                    "/test.txt",
+                    "",
                     {{"Host", std::string(kS3Host)},
                      {"Range", "bytes=0-9"},
                      {"x-amz-content-sha256", std::string(kEmptySha256)},
@@ -359,7 +466,9 @@ TEST(SigV4S3ExamplesTest, PutObjectWithDollarInKey) {
   ASSERT_EQ(hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
   // The key goes on the wire percent-encoded; S3 decodes once and re-encodes once.
   for (const std::string raw_path : {"/test$file.text", "/test%24file.text"}) {
-    const S3Example e{"PUT", raw_path, "",
+    const S3Example e{"PUT",
+                      raw_path,
+                      "",
                       {{"Host", std::string(kS3Host)},
                        {"Date", "Fri, 24 May 2013 00:00:00 GMT"},
                        {"x-amz-date", std::string(kS3Date)},
@@ -367,19 +476,22 @@ TEST(SigV4S3ExamplesTest, PutObjectWithDollarInKey) {
                        {"x-amz-content-sha256", hash}},
                       hash};
     const std::string creq = s3_canonical(e);
-    EXPECT_EQ(creq,
-              "PUT\n/test%24file.text\n\ndate:Fri, 24 May 2013 00:00:00 GMT\nhost:examplebucket.s3.amazonaws.com\n"
-              "x-amz-content-sha256:44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\n"
-              "x-amz-date:20130524T000000Z\nx-amz-storage-class:REDUCED_REDUNDANCY\n\n"
-              "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class\n"
-              "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+    EXPECT_EQ(
+        creq,
+        "PUT\n/test%24file.text\n\ndate:Fri, 24 May 2013 00:00:00 GMT\nhost:examplebucket.s3.amazonaws.com\n"
+        "x-amz-content-sha256:44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\n"
+        "x-amz-date:20130524T000000Z\nx-amz-storage-class:REDUCED_REDUNDANCY\n\n"
+        "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class\n"
+        "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
     EXPECT_EQ(sha256_hex(creq), "9e0e90d9c76de8fa5b200d8c849cd5b8dc7a3be3951ddb7f6a76b4158342019d");
     EXPECT_EQ(s3_signature(creq), "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
   }
 }
 
 TEST(SigV4S3ExamplesTest, GetBucketLifecycle) {
-  const S3Example e{"GET", "/", "lifecycle",
+  const S3Example e{"GET",
+                    "/",
+                    "lifecycle",
                     {{"Host", std::string(kS3Host)},
                      {"x-amz-date", std::string(kS3Date)},
                      {"x-amz-content-sha256", std::string(kEmptySha256)}},
@@ -396,7 +508,9 @@ TEST(SigV4S3ExamplesTest, GetBucketLifecycle) {
 
 TEST(SigV4S3ExamplesTest, ListObjectsQuerySorted) {
   // Sent in the "wrong" order on purpose: the canonical query sorts by name.
-  const S3Example e{"GET", "/", "prefix=J&max-keys=2",
+  const S3Example e{"GET",
+                    "/",
+                    "prefix=J&max-keys=2",
                     {{"Host", std::string(kS3Host)},
                      {"x-amz-date", std::string(kS3Date)},
                      {"x-amz-content-sha256", std::string(kEmptySha256)}},
@@ -438,10 +552,12 @@ TEST(SigV4S3ExamplesTest, PresignedGetObject) {
   parts.payload_hash = kUnsignedPayload;
   const auto creq = canonical_request(parts);
   ASSERT_TRUE(creq.has_value());
-  EXPECT_EQ(*creq,
-            "GET\n/test.txt\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2F"
-            "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\n"
-            "host:examplebucket.s3.amazonaws.com\n\nhost\nUNSIGNED-PAYLOAD");
+  EXPECT_EQ(
+      *creq,
+      "GET\n/test.txt\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2F"
+      "us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders="
+      "host\n"
+      "host:examplebucket.s3.amazonaws.com\n\nhost\nUNSIGNED-PAYLOAD");
   const std::string sts = string_to_sign(presigned->amz_date, presigned->scope, *creq);
   EXPECT_EQ(sts,
             "AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n"
@@ -452,7 +568,9 @@ TEST(SigV4S3ExamplesTest, PresignedGetObject) {
 }
 
 TEST(SigV4S3ExamplesTest, ChunkedUploadSeedSignature) {
-  const S3Example e{"PUT", "/examplebucket/chunkObject.txt", "",
+  const S3Example e{"PUT",
+                    "/examplebucket/chunkObject.txt",
+                    "",
                     {{"Host", "s3.amazonaws.com"},
                      {"x-amz-date", std::string(kS3Date)},
                      {"x-amz-storage-class", "REDUCED_REDUNDANCY"},
@@ -463,13 +581,14 @@ TEST(SigV4S3ExamplesTest, ChunkedUploadSeedSignature) {
                     std::string(kStreamingSignedPayload)};
   std::vector<std::string> signed_headers;
   const std::string creq = s3_canonical(e, &signed_headers);
-  EXPECT_EQ(creq,
-            "PUT\n/examplebucket/chunkObject.txt\n\ncontent-encoding:aws-chunked\ncontent-length:66824\n"
-            "host:s3.amazonaws.com\nx-amz-content-sha256:STREAMING-AWS4-HMAC-SHA256-PAYLOAD\n"
-            "x-amz-date:20130524T000000Z\nx-amz-decoded-content-length:66560\n"
-            "x-amz-storage-class:REDUCED_REDUNDANCY\n\n"
-            "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;"
-            "x-amz-storage-class\nSTREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+  EXPECT_EQ(
+      creq,
+      "PUT\n/examplebucket/chunkObject.txt\n\ncontent-encoding:aws-chunked\ncontent-length:66824\n"
+      "host:s3.amazonaws.com\nx-amz-content-sha256:STREAMING-AWS4-HMAC-SHA256-PAYLOAD\n"
+      "x-amz-date:20130524T000000Z\nx-amz-decoded-content-length:66560\n"
+      "x-amz-storage-class:REDUCED_REDUNDANCY\n\n"
+      "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;"
+      "x-amz-storage-class\nSTREAMING-AWS4-HMAC-SHA256-PAYLOAD");
   EXPECT_EQ(s3_signature(creq), "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9");
 }
 
@@ -509,7 +628,8 @@ TEST(SigV4Test, UriDecode) {
 TEST(SigV4Test, ParseQuery) {
   const auto q = parse_query("a=1&b=%2F&flag&c=&d=x%20y+z&&e=1=2&");
   ASSERT_TRUE(q.has_value());
-  const QueryParams expected = {{"a", "1"}, {"b", "/"}, {"flag", ""}, {"c", ""}, {"d", "x y z"}, {"e", "1=2"}};
+  const QueryParams expected = {{"a", "1"}, {"b", "/"},     {"flag", ""},
+                                {"c", ""},  {"d", "x y z"}, {"e", "1=2"}};
   EXPECT_EQ(*q, expected);
   EXPECT_EQ(parse_query("")->size(), 0U);
   EXPECT_FALSE(parse_query("a=%zz").has_value());
@@ -518,7 +638,8 @@ TEST(SigV4Test, ParseQuery) {
 
 TEST(SigV4Test, CanonicalQueryStringSortsByEncodedNameThenValue) {
   // aws-sig-v4-test-suite get-vanilla-query-order-key / -value / -encoded.
-  EXPECT_EQ(canonical_query_string({{"Param1", "value2"}, {"Param1", "Value1"}}), "Param1=Value1&Param1=value2");
+  EXPECT_EQ(canonical_query_string({{"Param1", "value2"}, {"Param1", "Value1"}}),
+            "Param1=Value1&Param1=value2");
   EXPECT_EQ(canonical_query_string({{"Param-3", "Value3"}, {"Param", "Value2"}, {"\xE1\x88\xB4", "Value1"}}),
             "%E1%88%B4=Value1&Param=Value2&Param-3=Value3");
   EXPECT_EQ(canonical_query_string({{"prefix", "somePrefix"}, {"marker", "someMarker"}, {"max-keys", "20"}}),
@@ -622,10 +743,13 @@ TEST(SigV4AuthorizationTest, ParsesTheDocumentedHeader) {
 TEST(SigV4AuthorizationTest, ToleratesSpacingAndOrder) {
   const std::string_view sig = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
   const std::string variants[] = {
-      "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;"
-      "x-amz-date,Signature=" + std::string(sig),
+      "AWS4-HMAC-SHA256 "
+      "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;"
+      "x-amz-date,Signature=" +
+          std::string(sig),
       "  AWS4-HMAC-SHA256   Signature=" + std::string(sig) +
-          " ,  SignedHeaders=host;range;x-amz-date ,Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request ",
+          " ,  SignedHeaders=host;range;x-amz-date "
+          ",Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request ",
       "AWS4-HMAC-SHA256\tSignedHeaders=Host;Range;X-Amz-Date, Signature=" + std::string(sig) +
           ", Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request",
   };
@@ -649,13 +773,13 @@ TEST(SigV4AuthorizationTest, RejectsMalformedHeaders) {
       "AWS AKIAIOSFODNN7EXAMPLE:qgk2+6Sv9/oM7G3qLEjTH1a1l1g=",
       "AWS4-ECDSA-P256-SHA256 " + cred + ", " + sh + ", Signature=" + sig,
       "aws4-hmac-sha256 " + cred + ", " + sh + ", Signature=" + sig,
-      "AWS4-HMAC-SHA256 " + cred + ", " + sh,                                   // no signature
-      "AWS4-HMAC-SHA256 " + sh + ", Signature=" + sig,                          // no credential
-      "AWS4-HMAC-SHA256 " + cred + ", Signature=" + sig,                        // no signed headers
+      "AWS4-HMAC-SHA256 " + cred + ", " + sh,                                       // no signature
+      "AWS4-HMAC-SHA256 " + sh + ", Signature=" + sig,                              // no credential
+      "AWS4-HMAC-SHA256 " + cred + ", Signature=" + sig,                            // no signed headers
       "AWS4-HMAC-SHA256 " + cred + ", " + cred + ", " + sh + ", Signature=" + sig,  // repeated
       "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig + ", Extra=1",
       "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig + ",",
-      "AWS4-HMAC-SHA256 " + cred + " " + sh + ", Signature=" + sig,             // missing comma
+      "AWS4-HMAC-SHA256 " + cred + " " + sh + ", Signature=" + sig,  // missing comma
       "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3, " + sh + ", Signature=" + sig,
       "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws4_request/x, " + sh + ", Signature=" + sig,
       "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws5_request, " + sh + ", Signature=" + sig,
@@ -669,8 +793,10 @@ TEST(SigV4AuthorizationTest, RejectsMalformedHeaders) {
       "AWS4-HMAC-SHA256 " + cred + ", SignedHeaders=host;host, Signature=" + sig,
       "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig.substr(1),
       "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig + "0",
-      "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=FE5F80F77D5FA3BECA038A248FF027D0445342FE2855DDC963176630326F1024",
-      "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=ge5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
+      "AWS4-HMAC-SHA256 " + cred + ", " + sh +
+          ", Signature=FE5F80F77D5FA3BECA038A248FF027D0445342FE2855DDC963176630326F1024",
+      "AWS4-HMAC-SHA256 " + cred + ", " + sh +
+          ", Signature=ge5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
   };
   for (const auto& v : bad) {
     const auto a = parse_authorization_header(v);
@@ -729,7 +855,8 @@ TEST(SigV4PresignedTest, ExpiresBounds) {
       EXPECT_EQ(p.error().code(), ErrorCode::kAuthorizationQueryParametersError) << value;
     }
   }
-  EXPECT_EQ(parse_presigned_query(with(doc_presigned_params(), "X-Amz-Expires", "604800"))->expires_seconds, 604800);
+  EXPECT_EQ(parse_presigned_query(with(doc_presigned_params(), "X-Amz-Expires", "604800"))->expires_seconds,
+            604800);
 }
 
 TEST(SigV4PresignedTest, RejectsBrokenParameterSets) {
@@ -744,7 +871,8 @@ TEST(SigV4PresignedTest, RejectsBrokenParameterSets) {
   bad.push_back(with(doc_presigned_params(), "X-Amz-Algorithm", "AWS4-ECDSA-P256-SHA256"));
   bad.push_back(with(doc_presigned_params(), "X-Amz-Date", "2013-05-24T00:00:00Z"));
   bad.push_back(with(doc_presigned_params(), "X-Amz-Date", "20130525T000000Z"));  // not the scope date
-  bad.push_back(with(doc_presigned_params(), "X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3"));
+  bad.push_back(
+      with(doc_presigned_params(), "X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3"));
   bad.push_back(with(doc_presigned_params(), "X-Amz-SignedHeaders", ""));
   bad.push_back(with(doc_presigned_params(), "X-Amz-Signature", "abc"));
   for (const auto& params : bad) {
@@ -774,7 +902,8 @@ TEST(SigV4DateTest, AmzDateRejectsMalformed) {
   for (const std::string_view bad :
        {"", "20130524", "20130524T000000", "20130524T000000z", "20130524t000000Z", "2013-05-24T00:00:00Z",
         "20130230T000000Z", "20230229T000000Z", "20131324T000000Z", "20130500T000000Z", "20130524T240000Z",
-        "20130524T006000Z", "20130524T000060Z", "2013052 T000000Z", "20130524T000000Z ", "+0130524T000000Z"}) {
+        "20130524T006000Z", "20130524T000060Z", "2013052 T000000Z", "20130524T000000Z ",
+        "+0130524T000000Z"}) {
     EXPECT_FALSE(parse_amz_date(bad).has_value()) << bad;
   }
 }
@@ -785,7 +914,8 @@ TEST(SigV4DateTest, HttpDateFormats) {
   EXPECT_EQ(parse_http_date("Friday, 24-May-13 00:00:00 GMT"), expected);
   EXPECT_EQ(parse_http_date("Fri May 24 00:00:00 2013"), expected);
   EXPECT_EQ(parse_http_date("Sun Nov  6 08:49:37 1994"), parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"));
-  EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"));
+  EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"));
   for (const std::string_view bad :
        {"", "Fri, 24 May 2013 00:00:00 UTC", "Fri, 24 Mai 2013 00:00:00 GMT", "Xyz, 24 May 2013 00:00:00 GMT",
         "Fri, 31 Feb 2013 00:00:00 GMT", "Fri, 24 May 2013 25:00:00 GMT", "Fri 24 May 2013 00:00:00 GMT",

@@ -40,12 +40,12 @@
 namespace tagd::auth {
 
 struct AwsChunkedOptions {
-  bool signed_chunks = false;          // STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]
-  Sha256Digest signing_key{};          // only when signed_chunks
-  std::string amz_date;                // only when signed_chunks
-  CredentialScope scope;               // only when signed_chunks
-  std::string seed_signature;          // the request's own signature
-  bool signed_trailer = false;         // the -TRAILER variant of the signed mode
+  bool signed_chunks = false;   // STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]
+  Sha256Digest signing_key{};   // only when signed_chunks
+  std::string amz_date;         // only when signed_chunks
+  CredentialScope scope;        // only when signed_chunks
+  std::string seed_signature;   // the request's own signature
+  bool signed_trailer = false;  // the -TRAILER variant of the signed mode
   // Lower-case trailer header names announced in x-amz-trailer (e.g. x-amz-checksum-crc32).
   // A trailer must be present and its checksum must match the decoded payload.
   std::vector<std::string> expected_trailers;
@@ -56,11 +56,13 @@ struct AwsChunkedOptions {
 // Chunk signature chained off previous_signature; chunk_sha256_hex is the hex SHA-256 of the
 // chunk data (kEmptySha256 for the final zero-length chunk). Exposed for re-signing bodies
 // sent upstream and for tests.
-std::string chunk_signature(const Sha256Digest& signing_key, std::string_view amz_date, const CredentialScope& scope,
-                            std::string_view previous_signature, std::string_view chunk_sha256_hex);
+[[nodiscard]] std::string chunk_signature(const Sha256Digest& signing_key, std::string_view amz_date,
+                                          const CredentialScope& scope, std::string_view previous_signature,
+                                          std::string_view chunk_sha256_hex);
 // Trailer signature; canonical_trailers is the exact "name:value\n" block that is hashed.
-std::string trailer_signature(const Sha256Digest& signing_key, std::string_view amz_date, const CredentialScope& scope,
-                              std::string_view previous_signature, std::string_view canonical_trailers);
+[[nodiscard]] std::string trailer_signature(const Sha256Digest& signing_key, std::string_view amz_date,
+                                            const CredentialScope& scope, std::string_view previous_signature,
+                                            std::string_view canonical_trailers);
 
 class AwsChunkedDecoder {
  public:
@@ -72,13 +74,13 @@ class AwsChunkedDecoder {
   // to `out`. Errors: kSignatureDoesNotMatch (bad chunk or trailer signature),
   // kBadDigest (trailer checksum mismatch), kIncompleteBody / kInvalidRequest (framing),
   // kInvalidArgument (trailing bytes after the end). After an error the decoder is dead.
-  Status feed(std::string_view input, std::string& out);
+  [[nodiscard]] Status feed(std::string_view input, std::string& out);
 
   // True once the final zero-length chunk and the trailers were read and verified.
-  bool done() const noexcept;
-  std::uint64_t decoded_bytes() const noexcept;
+  [[nodiscard]] bool done() const noexcept;
+  [[nodiscard]] std::uint64_t decoded_bytes() const noexcept;
   // Trailer headers as received (lower-case name, value), excluding the trailer signature.
-  const std::vector<std::pair<std::string, std::string>>& trailers() const noexcept;
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& trailers() const noexcept;
 
   ~AwsChunkedDecoder();
 

@@ -14,24 +14,24 @@ namespace tagd::auth {
 
 using Sha256Digest = std::array<std::uint8_t, 32>;
 
-std::string to_hex(std::span<const std::uint8_t> bytes);
-std::string base64_encode(std::span<const std::uint8_t> bytes);
+[[nodiscard]] std::string to_hex(std::span<const std::uint8_t> bytes);
+[[nodiscard]] std::string base64_encode(std::span<const std::uint8_t> bytes);
 // Strict: rejects bad characters and bad padding.
-std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
+[[nodiscard]] std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
 
-Sha256Digest sha256(std::string_view data);
-std::string sha256_hex(std::string_view data);
-Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data);
-Sha256Digest hmac_sha256(std::string_view key, std::string_view data);
+[[nodiscard]] Sha256Digest sha256(std::string_view data);
+[[nodiscard]] std::string sha256_hex(std::string_view data);
+[[nodiscard]] Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data);
+[[nodiscard]] Sha256Digest hmac_sha256(std::string_view key, std::string_view data);
 
 // Algorithms a client may name in Content-MD5 / x-amz-checksum-* / x-amz-trailer.
 enum class ChecksumAlgorithm { kCrc32, kCrc32c, kSha1, kSha256, kMd5 };
 
 // "crc32" | "crc32c" | "sha1" | "sha256" (case-insensitive) → algorithm. MD5 is only
 // reachable through Content-MD5, never through x-amz-checksum-*.
-std::optional<ChecksumAlgorithm> checksum_algorithm_from_name(std::string_view name);
+[[nodiscard]] std::optional<ChecksumAlgorithm> checksum_algorithm_from_name(std::string_view name);
 // The header that carries it: "x-amz-checksum-crc32", ..., "content-md5" for kMd5.
-std::string checksum_header_name(ChecksumAlgorithm algorithm);
+[[nodiscard]] std::string checksum_header_name(ChecksumAlgorithm algorithm);
 
 class Hasher {
  public:
@@ -41,15 +41,15 @@ class Hasher {
     update(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
   }
   // Raw digest bytes (CRCs big-endian, as S3 encodes them before base64). Call once.
-  virtual std::vector<std::uint8_t> finish() = 0;
+  [[nodiscard]] virtual std::vector<std::uint8_t> finish() = 0;
 };
 
-std::unique_ptr<Hasher> make_hasher(ChecksumAlgorithm algorithm);
+[[nodiscard]] std::unique_ptr<Hasher> make_hasher(ChecksumAlgorithm algorithm);
 
 // One-shot helpers (tests, small bodies).
-std::uint32_t crc32(std::span<const std::uint8_t> data, std::uint32_t seed = 0);
-std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed = 0);
+[[nodiscard]] std::uint32_t crc32(std::span<const std::uint8_t> data, std::uint32_t seed = 0);
+[[nodiscard]] std::uint32_t crc32c(std::span<const std::uint8_t> data, std::uint32_t seed = 0);
 // Constant-time comparison for signatures and digests.
-bool constant_time_equal(std::string_view a, std::string_view b);
+[[nodiscard]] bool constant_time_equal(std::string_view a, std::string_view b);
 
 }  // namespace tagd::auth

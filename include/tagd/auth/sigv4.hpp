@@ -20,65 +20,68 @@ namespace tagd::auth {
 inline constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
 inline constexpr std::string_view kUnsignedPayload = "UNSIGNED-PAYLOAD";
 inline constexpr std::string_view kStreamingSignedPayload = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
-inline constexpr std::string_view kStreamingSignedPayloadTrailer = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+inline constexpr std::string_view kStreamingSignedPayloadTrailer =
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
 inline constexpr std::string_view kStreamingUnsignedPayloadTrailer = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
-inline constexpr std::string_view kEmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+inline constexpr std::string_view kEmptySha256 =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 using QueryParams = std::vector<std::pair<std::string, std::string>>;  // decoded name, value
 using HeaderList = std::vector<std::pair<std::string, std::string>>;   // name (any case), raw value
 
 // RFC 3986 percent-encoding as SigV4 wants it: unreserved A-Za-z0-9-_.~ kept, everything
 // else %XX upper-case; '/' kept when encode_slash is false.
-std::string uri_encode(std::string_view text, bool encode_slash);
+[[nodiscard]] std::string uri_encode(std::string_view text, bool encode_slash);
 // Percent-decoding; '+' is NOT a space (S3 paths). Returns nullopt on a malformed escape.
-std::optional<std::string> uri_decode(std::string_view text);
+[[nodiscard]] std::optional<std::string> uri_decode(std::string_view text);
 
 // Splits a raw query string ("a=1&b=%2F") into decoded pairs, in order. A name without
 // '=' gets an empty value; empty pieces ("a=1&&b") are skipped. Unlike paths, a '+' in a
 // query decodes to a space: S3 accepts form-encoded query strings (SDKs that send "+" but
 // sign "%20" rely on it). Returns nullopt on a malformed escape.
-std::optional<QueryParams> parse_query(std::string_view raw_query);
+[[nodiscard]] std::optional<QueryParams> parse_query(std::string_view raw_query);
 
 // Canonical URI for S3: the path decoded once then encoded once with '/' kept. S3 does
 // not normalize ("/a/../b" stays) and does not double-encode.
-std::optional<std::string> canonical_uri_s3(std::string_view raw_path);
+[[nodiscard]] std::optional<std::string> canonical_uri_s3(std::string_view raw_path);
 // Canonical URI for every other service (the aws-sig-v4-test-suite rules): path
 // normalized (RFC 3986 dot-segment removal, repeated '/' collapsed) then encoded twice.
 // The raw (wire) path counts as the client's first encoding, so it is encoded once more
 // without decoding: "/example space/" → "/example%20space/", "/%E1%88%B4" → "/%25E1%2588%25B4".
-std::optional<std::string> canonical_uri_generic(std::string_view raw_path);
+[[nodiscard]] std::optional<std::string> canonical_uri_generic(std::string_view raw_path);
 
 // Sorted by encoded name then encoded value, joined with '&'.
-std::string canonical_query_string(const QueryParams& params);
+[[nodiscard]] std::string canonical_query_string(const QueryParams& params);
 
 // name:value lines for the signed headers, lower-cased names, values trimmed with inner
 // whitespace runs collapsed; a header repeated is joined with ','. signed_headers must be
 // lower-case and sorted. A signed header absent from the request is kSignatureDoesNotMatch
 // (what S3 answers: the client's canonical request cannot be reproduced).
-Result<std::string> canonical_headers(const HeaderList& headers, const std::vector<std::string>& signed_headers);
+[[nodiscard]] Result<std::string> canonical_headers(const HeaderList& headers,
+                                                    const std::vector<std::string>& signed_headers);
 
 struct CanonicalRequestParts {
   std::string_view method;
-  std::string canonical_uri;           // already canonical (see above)
-  QueryParams query;                   // decoded; X-Amz-Signature must already be removed
+  std::string canonical_uri;  // already canonical (see above)
+  QueryParams query;          // decoded; X-Amz-Signature must already be removed
   const HeaderList* headers = nullptr;
   std::vector<std::string> signed_headers;  // lower-case, sorted
-  std::string_view payload_hash;       // hex SHA-256, UNSIGNED-PAYLOAD or STREAMING-*
+  std::string_view payload_hash;            // hex SHA-256, UNSIGNED-PAYLOAD or STREAMING-*
 };
-Result<std::string> canonical_request(const CanonicalRequestParts& parts);
+[[nodiscard]] Result<std::string> canonical_request(const CanonicalRequestParts& parts);
 
 // "20130524/us-east-1/s3/aws4_request"
 struct CredentialScope {
-  std::string date;     // YYYYMMDD
+  std::string date;  // YYYYMMDD
   std::string region;
   std::string service;
-  std::string to_string() const;
+  [[nodiscard]] std::string to_string() const;
 };
 
-std::string string_to_sign(std::string_view amz_date, const CredentialScope& scope,
-                           std::string_view canonical_request);
-Sha256Digest signing_key(std::string_view secret_access_key, const CredentialScope& scope);
-std::string signature_hex(const Sha256Digest& signing_key, std::string_view string_to_sign);
+[[nodiscard]] std::string string_to_sign(std::string_view amz_date, const CredentialScope& scope,
+                                         std::string_view canonical_request);
+[[nodiscard]] Sha256Digest signing_key(std::string_view secret_access_key, const CredentialScope& scope);
+[[nodiscard]] std::string signature_hex(const Sha256Digest& signing_key, std::string_view string_to_sign);
 
 // Authorization: AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws4_request,
 //   SignedHeaders=host;range;x-amz-date, Signature=fe5f80f7...
@@ -92,7 +95,7 @@ struct AuthorizationHeader {
 // names are lower-cased; the signature must be 64 lower-case hex digits.
 // Errors: kAuthorizationHeaderMalformed (wrong algorithm, missing, unknown or repeated
 // parts, bad scope, bad signature syntax).
-Result<AuthorizationHeader> parse_authorization_header(std::string_view value);
+[[nodiscard]] Result<AuthorizationHeader> parse_authorization_header(std::string_view value);
 
 // X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires, X-Amz-SignedHeaders,
 // X-Amz-Signature (and optional X-Amz-Security-Token) from a decoded query.
@@ -104,15 +107,16 @@ struct PresignedQuery {
   std::vector<std::string> signed_headers;
   std::string signature;
 };
-bool has_presigned_query(const QueryParams& params);
+[[nodiscard]] bool has_presigned_query(const QueryParams& params);
 // Errors: kAuthorizationQueryParametersError (missing or repeated parameter, other
 // algorithm, X-Amz-Expires outside 1..604800, X-Amz-Date not matching the scope date).
-Result<PresignedQuery> parse_presigned_query(const QueryParams& params);
+[[nodiscard]] Result<PresignedQuery> parse_presigned_query(const QueryParams& params);
 
 // "20130524T000000Z" ↔ time point. Returns nullopt if malformed.
-std::optional<std::chrono::system_clock::time_point> parse_amz_date(std::string_view amz_date);
-std::string format_amz_date(std::chrono::system_clock::time_point t);
-// RFC 1123 ("Fri, 24 May 2013 00:00:00 GMT"), accepted in the Date header.
-std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view value);
+[[nodiscard]] std::optional<std::chrono::system_clock::time_point> parse_amz_date(std::string_view amz_date);
+[[nodiscard]] std::string format_amz_date(std::chrono::system_clock::time_point t);
+// RFC 1123 ("Fri, 24 May 2013 00:00:00 GMT"), accepted in the Date header. The obsolete
+// RFC 850 and asctime forms are accepted too, as HTTP/1.1 requires of recipients.
+[[nodiscard]] std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view value);
 
 }  // namespace tagd::auth

@@ -1,0 +1,145 @@
+#include "tagd/s3/request.hpp"
+
+#include <gtest/gtest.h>
+
+namespace tagd::s3 {
+namespace {
+
+Target resolve(std::string_view host, std::string_view target, std::string_view domain = "localhost") {
+  auto r = resolve_target(host, target, domain);
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
+  return r ? r.value() : Target{};
+}
+
+TEST(ResolveTargetTest, PathStyle) {
+  Target t = resolve("127.0.0.1:8080", "/bucket/dir/file%20name.txt?versionId=3");
+  EXPECT_EQ(t.bucket, "bucket");
+  EXPECT_EQ(t.key, "dir/file name.txt");
+  EXPECT_EQ(t.raw_path, "/bucket/dir/file%20name.txt");
+  EXPECT_EQ(t.raw_query, "versionId=3");
+  EXPECT_EQ(t.param("versionId"), "3");
+  EXPECT_FALSE(t.virtual_hosted);
+}
+
+TEST(ResolveTargetTest, PathStyleBucketOnlyAndService) {
+  EXPECT_EQ(resolve("localhost:8080", "/bucket").bucket, "bucket");
+  EXPECT_EQ(resolve("localhost:8080", "/bucket/").key, "");
+  Target service = resolve("localhost:8080", "/");
+  EXPECT_TRUE(service.bucket.empty());
+  EXPECT_TRUE(service.key.empty());
+}
+
+TEST(ResolveTargetTest, VirtualHostedStyle) {
+  Target t = resolve("my-bucket.localhost:8080", "/a/b.bin?tagging");
+  EXPECT_TRUE(t.virtual_hosted);
+  EXPECT_EQ(t.bucket, "my-bucket");
+  EXPECT_EQ(t.key, "a/b.bin");
+  EXPECT_TRUE(t.has_param("tagging"));
+  Target dotted = resolve("data.set.s3.example.com", "/k", "s3.example.com");
+  EXPECT_EQ(dotted.bucket, "data.set");
+  EXPECT_EQ(dotted.key, "k");
+}
+
+TEST(ResolveTargetTest, HostEqualToDomainIsPathStyle) {
+  Target t = resolve("localhost:8080", "/b/k");
+  EXPECT_FALSE(t.virtual_hosted);
+  EXPECT_EQ(t.bucket, "b");
+  // A look-alike suffix is not the domain.
+  Target u = resolve("evillocalhost:8080", "/b/k");
+  EXPECT_FALSE(u.virtual_hosted);
+}
+
+TEST(ResolveTargetTest, VirtualHostingOffWhenDomainEmpty) {
+  Target t = resolve("bucket.localhost", "/b/k", "");
+  EXPECT_FALSE(t.virtual_hosted);
+  EXPECT_EQ(t.bucket, "b");
+}
+
+TEST(ResolveTargetTest, RejectsMalformedTargets) {
+  EXPECT_FALSE(resolve_target("h", "bucket/key", "").has_value());
+  EXPECT_FALSE(resolve_target("h", "/b/%zz", "").has_value());
+  EXPECT_FALSE(resolve_target("h", "/b/k?x=%2", "").has_value());
+}
+
+TEST(ClassifyTest, ObjectOperations) {
+  auto op = [](std::string_view method, std::string_view target) {
+    return classify(method, resolve("localhost", target));
+  };
+  EXPECT_EQ(op("GET", "/b/k").name, "GetObject");
+  EXPECT_EQ(op("GET", "/b/k").action, Action::kRead);
+  EXPECT_EQ(op("HEAD", "/b/k").action, Action::kRead);
+  EXPECT_EQ(op("PUT", "/b/k").name, "PutObject");
+  EXPECT_EQ(op("PUT", "/b/k").action, Action::kWrite);
+  EXPECT_EQ(op("PUT", "/b/k?partNumber=1&uploadId=x").name, "UploadPart");
+  EXPECT_EQ(op("POST", "/b/k?uploads").name, "CreateMultipartUpload");
+  EXPECT_EQ(op("POST", "/b/k?uploadId=x").name, "CompleteMultipartUpload");
+  EXPECT_EQ(op("DELETE", "/b/k").action, Action::kDelete);
+  EXPECT_EQ(op("DELETE", "/b/k?uploadId=x").action, Action::kWrite);
+  EXPECT_EQ(op("GET", "/b/k?uploadId=x").name, "ListParts");
+}
+
+TEST(ClassifyTest, BucketOperations) {
+  auto op = [](std::string_view method, std::string_view target) {
+    return classify(method, resolve("localhost", target));
+  };
+  Operation list = op("GET", "/b?list-type=2&prefix=photos/");
+  EXPECT_EQ(list.name, "ListObjectsV2");
+  EXPECT_EQ(list.action, Action::kList);
+  EXPECT_EQ(list.prefix, "photos/");
+  EXPECT_FALSE(list.bucket_wide);
+  EXPECT_EQ(op("GET", "/b").name, "ListObjects");
+  EXPECT_EQ(op("GET", "/b?versioning").name, "GetBucketConfiguration");
+  EXPECT_TRUE(op("GET", "/b?versioning").bucket_wide);
+  Operation create = op("PUT", "/b");
+  EXPECT_EQ(create.name, "CreateBucket");
+  EXPECT_TRUE(create.bucket_wide);
+  EXPECT_EQ(create.action, Action::kWrite);
+  EXPECT_EQ(op("DELETE", "/b").name, "DeleteBucket");
+  Operation del = op("POST", "/b?delete");
+  EXPECT_EQ(del.name, "DeleteObjects");
+  EXPECT_TRUE(del.keys_in_body);
+  EXPECT_EQ(op("GET", "/").name, "ListBuckets");
+}
+
+TEST(UpstreamTargetTest, PathStyleSortedQueryWithoutPresignParameters) {
+  Target t = resolve("b.localhost", "/dir/a%20b+c?X-Amz-Signature=abc&versionId=2&X-Amz-Date=1&acl");
+  EXPECT_EQ(upstream_target(t), "/b/dir/a%20b%2Bc?acl=&versionId=2");
+  Target bucket = resolve("localhost", "/b?list-type=2&prefix=a%2Fb");
+  EXPECT_EQ(upstream_target(bucket), "/b?list-type=2&prefix=a%2Fb");
+  EXPECT_EQ(upstream_target(resolve("localhost", "/")), "/");
+}
+
+TEST(CopySourceTest, Parses) {
+  auto s = parse_copy_source("/src-bucket/dir/file%20x.txt?versionId=7");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->bucket, "src-bucket");
+  EXPECT_EQ(s->key, "dir/file x.txt");
+  auto no_slash = parse_copy_source("src/k");
+  ASSERT_TRUE(no_slash);
+  EXPECT_EQ(no_slash->bucket, "src");
+  EXPECT_FALSE(parse_copy_source("bucket-only"));
+  EXPECT_FALSE(parse_copy_source("/b/"));
+}
+
+TEST(DeleteObjectsKeysTest, ExtractsAndUnescapes) {
+  auto keys = delete_objects_keys(
+      R"(<?xml version="1.0"?><Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c&#x41;</Key><VersionId>1</VersionId></Object><Quiet>true</Quiet></Delete>)");
+  ASSERT_TRUE(keys.has_value());
+  ASSERT_EQ(keys->size(), 2u);
+  EXPECT_EQ((*keys)[0], "a&b");
+  EXPECT_EQ((*keys)[1], "cA");
+  EXPECT_FALSE(delete_objects_keys("<Delete><Object><Key>x</Object></Delete>").has_value());
+  EXPECT_FALSE(delete_objects_keys("<NotDelete/>").has_value());
+  EXPECT_FALSE(delete_objects_keys("<Delete><Object><Key>&bogus;</Key></Object></Delete>").has_value());
+}
+
+TEST(ErrorXmlTest, EscapesEverything) {
+  std::string xml = error_xml("AccessDenied", "no <way> & \"never\"", "/b/k", "REQ1");
+  EXPECT_NE(xml.find("<Code>AccessDenied</Code>"), std::string::npos);
+  EXPECT_NE(xml.find("no &lt;way&gt; &amp; &quot;never&quot;"), std::string::npos);
+  EXPECT_NE(xml.find("<RequestId>REQ1</RequestId>"), std::string::npos);
+  EXPECT_NE(xml.find("<Resource>/b/k</Resource>"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tagd::s3
