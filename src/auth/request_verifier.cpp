@@ -204,7 +204,10 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     options.amz_date = amz_date;
     options.scope = scope;
     options.seed_signature = signature;
-    if (const auto* trailer = find_header(headers, "x-amz-trailer")) {
+    const std::string* trailer = find_header(headers, "x-amz-trailer");
+    // Only the -TRAILER variants carry trailers; the plain signed-chunk format has none.
+    if (payload_hash == kStreamingSignedPayload) trailer = nullptr;
+    if (trailer != nullptr) {
       std::string_view t = *trailer;
       while (!t.empty()) {
         auto comma = t.find(',');

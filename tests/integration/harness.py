@@ -436,8 +436,8 @@ def encode_signed_chunks(payload: bytes, chunk_size: int, seed_signature: str, a
         data = chunk
         if tamper_chunk is not None and i == tamper_chunk:
             data = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+        # The final chunk ("0;chunk-signature=...\r\n\r\n") ends the body.
         out += f"{len(chunk):x};chunk-signature={sig}\r\n".encode() + data + b"\r\n"
-    out += b"\r\n"
     return bytes(out)
 
 
