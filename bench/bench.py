@@ -39,14 +39,14 @@ PROFILES = {
         "epoch_workers": 8,
         "epoch_variants": [{"size": 100 * KiB, "count": 1000, "origin": "moto", "reps": 1},
                            {"size": 4 * MiB, "count": 64, "origin": "nginx", "reps": 1}],
-        "herd_size": 64 * MiB, "herd_clients": 32,
+        "herd_size": 32 * MiB, "herd_clients": 32, "herd_reps": 1, "herd_cap_s": 60,
         "large_size": 256 * MiB,
         "mem_sizes": [64 * MiB, 256 * MiB], "mem_fast": 900, "mem_slow": 100,
         "mem_slow_rate": 64 * KiB, "mem_duration": 6,
         "wan_delay_ms": 25, "wan_rate_mbit": 0,
     },
     "full": {
-        "reps": 3, "reps_slow": 2, "duration": 5,
+        "reps": 3, "reps_slow": 2, "duration": 4,
         "ceiling_conns": [16, 64],
         "hit_sizes": [KiB, 100 * KiB, MiB, 4 * MiB],
         "hit_counts": {KiB: 2000, 100 * KiB: 1000, MiB: 256, 4 * MiB: 64},
@@ -55,8 +55,8 @@ PROFILES = {
         "miss_sizes": [KiB, 100 * KiB], "miss_count": 1000, "miss_conns": 16,
         "epoch_workers": 8,
         "epoch_variants": [{"size": 100 * KiB, "count": 10000, "origin": "moto", "reps": 1},
-                           {"size": 4 * MiB, "count": 1000, "origin": "nginx", "reps": 2}],
-        "herd_size": 256 * MiB, "herd_clients": 32,
+                           {"size": 4 * MiB, "count": 1000, "origin": "nginx", "reps": 1}],
+        "herd_size": 256 * MiB, "herd_clients": 32, "herd_reps": 1, "herd_cap_s": 150,
         "large_size": GiB,
         "mem_sizes": [64 * MiB, GiB], "mem_fast": 900, "mem_slow": 100,
         "mem_slow_rate": 64 * KiB, "mem_duration": 15,
@@ -147,6 +147,7 @@ def main():
     if args.reps:
         prof["reps"] = args.reps
         prof["reps_slow"] = args.reps
+        prof["herd_reps"] = args.reps
         prof["epoch_variants"] = [dict(v, reps=args.reps) for v in prof["epoch_variants"]]
     if args.duration:
         prof["duration"] = args.duration

@@ -174,3 +174,12 @@ def write_url_files(path_base, urls):
             rest = u.split("://", 1)[1]
             f.write(rest[rest.index("/"):] + "\n")
     return full, targets
+
+
+if __name__ == "__main__":
+    # python3 -m tagbench.data upload ENDPOINT ACCESS_KEY SECRET REGION WWW PREFIX SIZE COUNT
+    # (run inside the WAN namespace, so the upload does not cross the delay line)
+    import sys
+    _, cmd, endpoint, ak, sk, region, www, prefix, size, count = sys.argv
+    assert cmd == "upload"
+    upload(endpoint, (ak, sk, region), [Dataset(www, prefix, int(size), int(count))], threads=16)

@@ -78,7 +78,7 @@ class Ctx:
     def moto_wan(self):
         self.wan_up()
         return self._get("moto-wan", lambda: S.moto(self.state, self.tools, host=S.WAN_ADDR, port=9000,
-                                                     netns=True, role="moto-wan"))
+                                                     threads=32, netns=True, role="moto-wan"))
 
     def origin_wan(self):
         self.wan_up()
@@ -152,8 +152,16 @@ class Ctx:
 
     def upload(self, moto_srv, datasets):
         todo = [ds for ds in datasets if (moto_srv.name, moto_srv.pid, ds.prefix) not in self._uploaded]
-        if todo:
-            D.upload(moto_srv.url, self.creds, todo, threads=32 if moto_srv.netns else 16)
+        if todo and moto_srv.netns:
+            # upload from inside the namespace: no 50 ms round trip per PUT
+            import subprocess
+            import sys
+            for ds in todo:
+                subprocess.run(["ip", "netns", "exec", S.WAN_NS, sys.executable, "-m", "tagbench.data", "upload",
+                                moto_srv.url, *self.creds, self.www, ds.prefix, str(ds.size), str(ds.count)],
+                               check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        elif todo:
+            D.upload(moto_srv.url, self.creds, todo, threads=16)
             for ds in todo:
                 self._uploaded.add((moto_srv.name, moto_srv.pid, ds.prefix))
 
@@ -212,9 +220,9 @@ def _paired_ratio(a_runs, b_runs, key):
 def client_ceiling(ctx):
     """wrk (and s3get) against nginx static 1 KiB: the client's own limit."""
     p = ctx.p
-    ds = D.Dataset(ctx.www, "hit-1k", KiB, p["hit_counts"][KiB]).ensure()
+    ds = D.Dataset(ctx.www, "hit-1kib", KiB, p["hit_counts"][KiB]).ensure()
     ng = ctx.nginx()
-    ufile, tfile = ctx.urls(ng.url, ds.keys, "hit-1k")
+    ufile, tfile = ctx.urls(ng.url, ds.keys, ds.prefix)
     runs = {}
     for conns in p["ceiling_conns"]:
         runs[("wrk", conns)] = [_run_or_none(loads.wrk, ng.url, tfile, conns, p["duration"], seed=ctx.next_seed())
@@ -344,7 +352,7 @@ def hit_vs_nginx(ctx):
         for conns in ctx.p["hit_conns"]:
             n = cache["runs"].get(("nginx", sz, conns), [])
             t = cache["runs"].get(("tagd", sz, conns), [])
-            rr = _paired_ratio(t, n, "ops_s") if t else None
+            rr = _paired_ratio(t, n, "mib_s") if t else None
             rows.append([_size_label(sz), conns,
                          _med(n, "ops_s"), _med(n, "mib_s"),
                          _med(t, "ops_s"), _med(t, "mib_s"), rr,
@@ -352,7 +360,7 @@ def hit_vs_nginx(ctx):
                          f"{fmt(_med(t, 'p50_ms'))}/{fmt(_med(t, 'p99_ms'))}/{fmt(_med(t, 'p999_ms'))}" if t else "-",
                          _med(t, "cpu_s_per_gib"), _med(n, "cpu_s_per_gib"),
                          f"{fmt(_ttfb(cache, 'nginx', sz))}/{fmt(_ttfb(cache, 'tagd', sz))}"])
-            data[f"{_size_label(sz)}/c{conns}"] = {"nginx": n, "tagd": t, "ratio_ops": rr,
+            data[f"{_size_label(sz)}/c{conns}"] = {"nginx": n, "tagd": t, "ratio_mib_s": rr,
                                                    "ttfb_nginx": cache["ttfb"].get(("nginx", sz)),
                                                    "ttfb_tagd": cache["ttfb"].get(("tagd", sz))}
             if rr is not None:
@@ -370,10 +378,10 @@ def hit_vs_nginx(ctx):
         "origin": "tagd's upstream: nginx static origin on loopback (1 worker); the limit: nginx static, 2 workers",
         "tagd": mode,
         "columns": ["size", "conns", "nginx ops/s", "nginx MiB/s", "tagd ops/s", "tagd MiB/s",
-                    "tagd/nginx", "nginx lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9",
+                    "tagd/nginx MiB/s", "nginx lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9",
                     "tagd CPU s/GiB", "nginx CPU s/GiB", "TTFB ms nginx/tagd"],
         "rows": rows,
-        "headline": ("tagd/nginx ops/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
+        "headline": ("tagd/nginx MiB/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
         if head else f"tagd not measured: {mode}",
         "notes": notes,
         "data": data,
@@ -388,14 +396,14 @@ def hit_vs_peer(ctx):
         for conns in ctx.p["hit_conns"]:
             pe = cache["runs"].get(("peer", sz, conns), [])
             t = cache["runs"].get(("tagd", sz, conns), [])
-            rr = _paired_ratio(t, pe, "ops_s") if t else None
+            rr = _paired_ratio(t, pe, "mib_s") if t else None
             rows.append([_size_label(sz), conns, _med(pe, "ops_s"), _med(pe, "mib_s"),
                          _med(t, "ops_s"), _med(t, "mib_s"), rr,
                          f"{fmt(_med(pe, 'p50_ms'))}/{fmt(_med(pe, 'p99_ms'))}/{fmt(_med(pe, 'p999_ms'))}",
                          f"{fmt(_med(t, 'p50_ms'))}/{fmt(_med(t, 'p99_ms'))}/{fmt(_med(t, 'p999_ms'))}" if t else "-",
                          _med(pe, "cpu_s_per_gib"),
                          f"{fmt(_ttfb(cache, 'peer', sz))}/{fmt(_ttfb(cache, 'tagd', sz))}"])
-            data[f"{_size_label(sz)}/c{conns}"] = {"peer": pe, "tagd": t, "ratio_ops": rr,
+            data[f"{_size_label(sz)}/c{conns}"] = {"peer": pe, "tagd": t, "ratio_mib_s": rr,
                                                    "ttfb_peer": cache["ttfb"].get(("peer", sz))}
             if rr is not None:
                 head.append(f"{_size_label(sz)}/c{conns} {rr:.2f}")
@@ -410,11 +418,11 @@ def hit_vs_peer(ctx):
         "id": "peer", "title": "2. Hit path vs a peer cache (nginx proxy_cache + slice)",
         "origin": "both in front of the same nginx static origin on loopback; both warm",
         "tagd": ctx.tagd_label(),
-        "columns": ["size", "conns", "peer ops/s", "peer MiB/s", "tagd ops/s", "tagd MiB/s", "tagd/peer",
+        "columns": ["size", "conns", "peer ops/s", "peer MiB/s", "tagd ops/s", "tagd MiB/s", "tagd/peer MiB/s",
                     "peer lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9", "peer CPU s/GiB",
                     "TTFB ms peer/tagd"],
         "rows": rows,
-        "headline": ("tagd/peer ops/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
+        "headline": ("tagd/peer MiB/s (" + ("pass-through" if passthrough else "hit") + "): " + ", ".join(head))
         if head else f"tagd not measured: {ctx.tagd_label()}",
         "notes": notes,
         "data": data,
@@ -589,58 +597,89 @@ def epochs(ctx):
 def herd(ctx):
     p = ctx.p
     size = p["herd_size"]
+    n = p["herd_clients"]
+    cap = p["herd_cap_s"]
     up = ctx.origin_wan()
     base = D.big_object(ctx.www, size, "herd")
-    single, herd_runs, amp = [], [], []
-    for rep in range(p["reps_slow"]):
+    single, crowd, herd_runs, amp = [], [], [], []
+
+    def last_s(r):
+        """Time to last byte of the slowest client, or None if not all finished."""
+        if not r or r["ok"] < r["requests"] or r["requests"] < n:
+            return None
+        return r["ttlb_ms"]["max"] / 1000
+
+    for rep in range(p["herd_reps"]):
         tag = f"{os.getpid()}-{ctx.next_seed()}"
         k_direct = D.cold_alias(ctx.www, base, f"d{tag}")
         k_herd = D.cold_alias(ctx.www, base, f"h{tag}")
-        seq = ["direct", "herd"] if rep % 2 == 0 else ["herd", "direct"]
+        seq = ["direct", "crowd", "herd"] if rep % 2 == 0 else ["herd", "crowd", "direct"]
         for what in seq:
             if what == "direct":
                 uf = ctx.urls(up.url, [k_direct], k_direct.replace("/", "_"))[0]
                 single.append(_run_or_none(loads.s3get, ctx.state, uf, conns=1))
                 log(f"  herd: single direct read {fmt(single[-1]['wall_s']) if single[-1] else 'fail'} s")
+            elif what == "crowd":
+                # the same 32 clients straight to the origin: what the WAN line carries at most
+                uf = ctx.urls(up.url, [k_direct] * n, k_direct.replace("/", "_") + "-crowd")[0]
+                r = _run_or_none(loads.s3get, ctx.state, uf, conns=n, duration=cap)
+                crowd.append(r)
+                log(f"  herd: {n} clients direct: last byte {fmt(last_s(r))} s")
             elif ctx.tagd_available():
                 ctx.tagd(up, fresh=True)
-                uf = ctx.urls(ctx.tagd_url(), [k_herd] * p["herd_clients"], k_herd.replace("/", "_") + "-herd")[0]
+                uf = ctx.urls(ctx.tagd_url(), [k_herd] * n, k_herd.replace("/", "_") + "-herd")[0]
                 mark = _log_lines(up)
-                r = _run_or_none(loads.s3get, ctx.state, uf, conns=p["herd_clients"])
-                time.sleep(1.0)
+                r = _run_or_none(loads.s3get, ctx.state, uf, conns=n, duration=cap)
+                ctx.stop_tagd()  # ends any upstream transfer still running, so the log is complete
+                time.sleep(0.5)
                 b, nreq, _ = _upstream_bytes(up, k_herd, mark)
                 if r:
                     r["upstream_bytes"] = b
                     r["upstream_requests"] = nreq
                 herd_runs.append(r)
-                amp.append(b / size)
-                log(f"  herd: {p['herd_clients']} clients via tagd: last byte after "
-                    f"{fmt(r['ttlb_ms']['max'] / 1000) if r else 'fail'} s, upstream bytes {b / size:.2f}x object")
+                # a run cut at the cap fetched only part: count what a complete run would have
+                done_frac = (r["bytes"] / (size * n)) if r and r["bytes"] else 1.0
+                amp.append(b / size if done_frac >= 0.999 else None)
+                log(f"  herd: {n} clients via tagd: last byte {fmt(last_s(r))} s, "
+                    f"{r['ok'] if r else 0}/{n} complete within {cap} s, upstream bytes {b / size:.2f}x object")
         D.drop_alias(ctx.www, k_direct)
         D.drop_alias(ctx.www, k_herd)
     t_single = median([r["ttlb_ms"]["max"] / 1000 for r in single if r])
-    t_last = median([r["ttlb_ms"]["max"] / 1000 for r in herd_runs if r])
-    t_p50 = median([r["ttlb_ms"]["p50"] / 1000 for r in herd_runs if r])
-    ttfb = median([r["ttfb_ms"]["p50"] for r in herd_runs if r])
+    t_crowd = median([last_s(r) for r in crowd])
+    t_last = median([last_s(r) for r in herd_runs])
+    done = median([r["ok"] for r in herd_runs if r])
     a = median(amp)
-    ok = median([r["ok"] for r in herd_runs if r])
-    rows = [[D.human(size), p["herd_clients"], ok, a, t_single, t_p50, t_last, ratio(t_last, t_single), ttfb]]
+    b_cut = median([r["upstream_bytes"] / size for r in herd_runs if r])
+    t_p50 = median([r["ttlb_ms"]["p50"] / 1000 for r in herd_runs if r and r["ok"]])
+    ttfb = median([r["ttfb_ms"]["p50"] for r in herd_runs if r and r["ok"]])
+    cut = t_last is None and herd_runs
+    rows = [[D.human(size), n, f"{fmt(done)}/{n}" if herd_runs else "-",
+             a if a is not None else (f">= {fmt(b_cut)} (cut at {cap} s)" if herd_runs else None),
+             t_single, t_crowd, t_p50, t_last if t_last is not None else (f"> {cap}" if cut else None),
+             ratio(t_last, t_single), ttfb]]
+    head_amp = fmt(a) if a is not None else (f">= {fmt(b_cut)} (run cut at {cap} s)" if herd_runs else "-")
+    head_t = fmt(ratio(t_last, t_single)) if t_last is not None else (f"> {fmt(cap / t_single) if t_single else '-'}"
+                                                                       if cut else "-")
     return {
-        "id": "herd", "title": "4. Thundering herd: 32 clients read one cold object at once",
+        "id": "herd", "title": f"4. Thundering herd: {n} clients read one cold object at once",
         "origin": f"nginx static inside the WAN namespace ({up.url}); bytes counted from its access log "
                   "($body_bytes_sent)",
         "tagd": ctx.tagd_label(),
         "wan": ctx.wan.mode if ctx.wan else None,
         "columns": ["object", "clients", "complete", "upstream bytes / object", "single direct read s",
-                    "herd TTLB p50 s", "herd TTLB last s", "last / single direct", "herd TTFB p50 ms"],
+                    f"{n} clients direct, last s", "herd via tagd TTLB p50 s", "herd via tagd last s",
+                    "last / single direct", "herd TTFB p50 ms"],
         "rows": rows,
-        "headline": f"upstream bytes / object size = {fmt(a)} (ideal 1.0); herd last byte / single direct read "
-                    f"= {fmt(ratio(t_last, t_single))}",
+        "headline": f"upstream bytes / object size = {head_amp} (ideal 1.0); herd last byte / single direct read "
+                    f"= {head_t}",
         "notes": ["Each repetition uses a new key (a hard link to the same file), so it is cold for tagd, "
-                  "and tagd restarts with an empty cache."] +
-                 (["tagd has no cache yet: every client's GET is forwarded, so the upstream sends the object "
-                   f"{p['herd_clients']} times."] if ctx.tagd_xcache != "HIT" and ctx.tagd_available() else []),
-        "data": {"single_direct": single, "herd": herd_runs, "amplification": amp},
+                  "and tagd restarts with an empty cache.",
+                  f"'{n} clients direct' is the same herd sent straight to the origin: what the emulated WAN line "
+                  "carries for 32 streams on this machine (the WAN delay line is a user-space process sharing "
+                  "the 2 cores)."] +
+                 ([f"tagd has no cache yet: every client's GET is forwarded, so the upstream sends the object "
+                   f"{n} times."] if ctx.tagd_xcache != "HIT" and ctx.tagd_available() else []),
+        "data": {"single_direct": single, "crowd_direct": crowd, "herd": herd_runs, "amplification": amp},
     }
 
 
