@@ -543,9 +543,21 @@ class TagdTestCase(unittest.TestCase):
         t.start(wait=wait)
         return t
 
+    def start_test_tagd(self, args=(), env=None, upstream: str | None = None, wait: bool = True, **kw) -> Tagd:
+        """A tagd of this test's own, stopped when the test ends."""
+        t = Tagd(self.workdir, upstream or self.moto.endpoint, (self.moto.access_key, self.moto.secret_key),
+                 extra_args=args, env=env, **kw)
+        self.__dict__.setdefault("_test_tagds", []).append(t)
+        self.addCleanup(t.stop)
+        t.start(wait=wait)
+        return t
+
     def tearDown(self):
         outcome = getattr(self, "_outcome", None)
         failed = outcome is not None and not getattr(outcome, "success", True)
+        result = getattr(outcome, "result", None)
+        if failed and result is not None and any(t is self for t, _ in getattr(result, "skipped", [])):
+            failed = False  # a skip is not a failure
         if failed:
             for t in self._tagds_to_report():
                 print(f"\n--- tail of tagd log {t.log_path} ---\n{t.log_tail(80)}\n--- end ---", file=sys.stderr)
@@ -557,6 +569,7 @@ class TagdTestCase(unittest.TestCase):
                 out.append(v)
         if isinstance(getattr(self, "tagd", None), Tagd) and self.tagd not in out:
             out.append(self.tagd)
+        out += [t for t in self.__dict__.get("_test_tagds", []) if t not in out]
         return out
 
     # ---- assertions

@@ -70,6 +70,7 @@ class StreamingTest(TagdTestCase):
         size = 64 * MiB
         self.tagd.client().put_object(Bucket=self.bucket, Key=key, Body=os.urandom(size))
         rss_before = self.tagd.rss()
+        aborts_before = self.tagd.metrics()["tagd_client_aborts_total"]
 
         path = f"/{self.bucket}/{key}"
         host = f"127.0.0.1:{self.tagd.port}"
@@ -100,6 +101,10 @@ class StreamingTest(TagdTestCase):
         self.assertLess(growth, 32 * MiB, f"tagd's RSS grew {growth / MiB:.1f} MiB while a slow client read "
                                           f"{received / MiB:.1f} MiB of a {size // MiB} MiB object")
         self.assertPeakBelowBound("with a slow reader")
+        print(f"\nslow reader: {received / MiB:.1f} MiB in 3 s, tagd RSS growth {growth / MiB:.1f} MiB", flush=True)
+        # Closing mid-body is noticed as a client abort (tagd stopped the transfer).
+        harness.wait_until(lambda: self.tagd.metrics()["tagd_client_aborts_total"] > aborts_before, 10,
+                           what="tagd to count the aborted download")
         # tagd is fine afterwards (the aborted response did not wedge anything).
         self.assertEqual(self.tagd.client().head_object(Bucket=self.bucket, Key=key)["ContentLength"], size)
 
