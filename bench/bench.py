@@ -180,7 +180,10 @@ def main():
         why = f"{args.tagd_bin} not built"
     else:
         extra = os.environ.get("TAGD_EXTRA_ARGS", "").split()
-        tagd_cfg = S.TagdConfig(args.tagd_bin, creds[0], creds[1], creds[2], args.tagd_threads, extra)
+        # run a snapshot: other engineers may rebuild build/tagd during the run
+        snap = os.path.join(args.state, "tagd.snapshot")
+        shutil.copy2(args.tagd_bin, snap)
+        tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads, extra)
 
     ctx = SC.Ctx(args, prof, args.state, www, args.tools, creds, tagd_cfg, why)
 

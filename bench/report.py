@@ -73,7 +73,7 @@ def _gnuplot(script, datafiles, tmp):
     return True
 
 
-HEAD = """set terminal pngcairo size 960,540 font "DejaVu Sans,11"
+HEAD = """set terminal pngcairo noenhanced size 960,540 font "DejaVu Sans,11"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -91,7 +91,7 @@ def chart_hit(res, out, tmp):
     conns = max(int(r[1]) for r in hit["rows"])
     rows = [r for r in hit["rows"] if int(r[1]) == conns]
     prow = {r[0]: r for r in (peer["rows"] if peer else []) if int(r[1]) == conns}
-    lines = ["size nginx tagd peer"]
+    lines = ["# size nginx tagd peer"]
     for r in rows:
         if hit["id"] == "hit":
             ng, td = r[3], r[5]
@@ -124,7 +124,7 @@ def chart_epochs(res, out, tmp):
         if r[0] not in sets:
             sets.append(r[0])
     val = {(r[0], r[1]): r[2] for r in ep["rows"]}
-    lines = ["dataset direct cold warm nginx"]
+    lines = ["# dataset direct cold warm nginx"]
     for s in sets:
         lines.append('"' + s + '" ' + " ".join(str(val.get((s, c)) or "-") for c in configs))
     script = HEAD + f"""set output "{out}"
@@ -145,7 +145,7 @@ def chart_memory(res, out, tmp):
     mem = res["scenarios"].get("memory")
     if not mem or not mem["rows"]:
         return False
-    lines = ["object idle peak"]
+    lines = ["# object idle peak"]
     for r in mem["rows"]:
         lines.append(f'"{r[0]} objects" {r[3]} {r[4]}')
     script = HEAD + f"""set output "{out}"

@@ -653,7 +653,7 @@ def herd(ctx):
     t_p50 = median([r["ttlb_ms"]["p50"] / 1000 for r in herd_runs if r and r["ok"]])
     ttfb = median([r["ttfb_ms"]["p50"] for r in herd_runs if r and r["ok"]])
     cut = t_last is None and herd_runs
-    rows = [[D.human(size), n, f"{fmt(done)}/{n}" if herd_runs else "-",
+    rows = [[D.human(size), n, f"{int(done)}/{n}" if herd_runs and done is not None else "-",
              a if a is not None else (f">= {fmt(b_cut)} (cut at {cap} s)" if herd_runs else None),
              t_single, t_crowd, t_p50, t_last if t_last is not None else (f"> {cap}" if cut else None),
              ratio(t_last, t_single), ttfb]]

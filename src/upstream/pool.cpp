@@ -131,9 +131,13 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> Pool::connect() {
   if (hec) {
     metrics().upstream_tls_errors.inc();
     long verify = SSL_get_verify_result(tls.native_handle());
-    std::string why = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : hec.message();
+    // Name a certificate problem as such: it is the one an operator can act on (CA file).
+    std::string why = verify != X509_V_OK
+                          ? std::string("certificate verification failed: ") + X509_verify_cert_error_string(verify)
+                          : hec.message();
     spdlog::warn("upstream TLS handshake with {} failed: {}", endpoint_.host_header, why);
-    co_return Status(ErrorCode::kBadGateway, "upstream TLS handshake failed: " + why);
+    co_return Status(ErrorCode::kBadGateway,
+                     "upstream TLS handshake with " + endpoint_.host_header + " failed: " + why);
   }
   beast::get_lowest_layer(tls).expires_never();
   co_return std::make_unique<Connection>(std::move(tls));
