@@ -1,11 +1,11 @@
 #include "tagd/upstream/pool.hpp"
 
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
 
@@ -123,10 +123,23 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> Pool::connect() {
     co_return std::make_unique<Connection>(std::move(stream));
   }
   Connection::TlsStream tls(std::move(stream), *tls_);
-  if (!SSL_set_tlsext_host_name(tls.native_handle(), endpoint_.host.c_str())) {
-    co_return Status(ErrorCode::kBadGateway, "cannot set TLS SNI for upstream");
+  // The certificate must name the endpoint: OpenSSL's own check (rather than a verify
+  // callback) so a mismatch is reported as X509_V_ERR_HOSTNAME_MISMATCH / IP mismatch.
+  // IP literals get an IP check and no SNI (RFC 6066 allows only host names there).
+  boost::system::error_code ip_ec;
+  asio::ip::make_address(endpoint_.host, ip_ec);
+  X509_VERIFY_PARAM* param = SSL_get0_param(tls.native_handle());
+  if (!ip_ec) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, endpoint_.host.c_str()) != 1) {
+      co_return Status(ErrorCode::kBadGateway, "cannot set the TLS peer address check for upstream");
+    }
+  } else {
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(tls.native_handle(), endpoint_.host.c_str()) != 1 ||
+        !SSL_set_tlsext_host_name(tls.native_handle(), endpoint_.host.c_str())) {
+      co_return Status(ErrorCode::kBadGateway, "cannot set TLS SNI / host name check for upstream");
+    }
   }
-  tls.set_verify_callback(asio::ssl::host_name_verification(endpoint_.host));
   auto [hec] = co_await tls.async_handshake(asio::ssl::stream_base::client, kTuple);
   if (hec) {
     metrics().upstream_tls_errors.inc();

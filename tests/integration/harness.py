@@ -490,6 +490,109 @@ def streaming_put(tagd_port: int, path: str, payload: bytes, *, mode: str, chunk
     return raw_request(tagd_port, "PUT", path, signed, pieces())
 
 
+# ----------------------------------------------------------------------------- a scriptable upstream
+
+class FakeUpstream:
+    """A tiny HTTP/1.1 server standing in for the upstream when a test needs to see
+    exactly what tagd sends, or to misbehave on purpose. `respond(request)` gets a dict
+    (method, target, headers (lower-case names), body, index) and returns the raw bytes
+    to send, or None to close the connection without answering. Keep-alive is honoured
+    unless the response says Connection: close."""
+
+    def __init__(self, respond):
+        import threading
+        self.respond = respond
+        self.requests: list[dict] = []
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._open = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        f = conn.makefile("rb")
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers = {}
+                while True:
+                    h = f.readline().decode("latin-1")
+                    if h in ("\r\n", "\n", ""):
+                        break
+                    k, _, v = h.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = b""
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    while True:
+                        size = int(f.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while f.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            break
+                        body += f.read(size)
+                        f.readline()
+                elif "content-length" in headers:
+                    body = f.read(int(headers["content-length"]))
+                with self._lock:
+                    request = {"method": method, "target": target, "headers": headers, "body": body,
+                               "index": len(self.requests)}
+                    self.requests.append(request)
+                out = self.respond(request)
+                if out is None:
+                    return
+                conn.sendall(out)
+                if b"\r\nconnection: close\r\n" in out.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n":
+                    return
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    @staticmethod
+    def response(status: int, body: bytes = b"", headers: dict | None = None, chunked: bool = False) -> bytes:
+        lines = [f"HTTP/1.1 {status} X"]
+        for k, v in (headers or {}).items():
+            lines.append(f"{k}: {v}")
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+            payload = b"".join(f"{len(body[i:i + 7000]):x}\r\n".encode() + body[i:i + 7000] + b"\r\n"
+                               for i in range(0, len(body), 7000)) + b"0\r\n\r\n"
+        else:
+            lines.append(f"Content-Length: {len(body)}")
+            payload = body
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+    def stop(self):
+        self.sock.close()
+        with self._lock:
+            for c in self._open:
+                with contextlib.suppress(OSError):
+                    c.close()
+
+
 # ----------------------------------------------------------------------------- files
 
 def write_random_file(path: str, size: int) -> str:

@@ -203,8 +203,20 @@ class TlsUpstreamTest(TagdTestCase):
         with self.assertRaises(ClientError) as ctx:
             t.client().list_buckets()
         self.assertBotoError(ctx, 502, "BadGateway")
-        self.assertIn("certificate", ctx.exception.response["Error"]["Message"].lower())
-        t.wait_for_log(r"\bwarn(ing)?\b.*TLS handshake")
+        message = ctx.exception.response["Error"]["Message"].lower()
+        self.assertIn("certificate", message)
+        self.assertIn("hostname mismatch", message)
+        t.wait_for_log(r"\bwarn(ing)?\b.*TLS handshake.*hostname mismatch")
+
+    def test_ip_literal_endpoint(self):
+        # The certificate's IP:127.0.0.1 entry is checked when the endpoint is an address.
+        t = self.start_test_tagd(["--upstream-ca-file", self.ca_file], upstream=f"https://127.0.0.1:{self.nginx_port}")
+        s3 = t.client()
+        bucket = unique("tls-ip")
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="k", Body=b"over an IP literal")
+        self.assertEqual(s3.get_object(Bucket=bucket, Key="k")["Body"].read(), b"over an IP literal")
+        self.assertEqual(self.moto.object_bytes(bucket, "k"), b"over an IP literal")
 
 
 if __name__ == "__main__":

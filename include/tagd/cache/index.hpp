@@ -1,0 +1,79 @@
+#pragma once
+// The cache's index: object metadata and block locations. Two implementations behind one
+// interface and one typed test suite: RocksDB (persistent, the production path) and memory.
+//
+// Keys:  "o" bucket \0 key \0 variant          → ObjectMeta (versioned JSON)
+//        "b" key_hash(8) etag_hash(8) block(8)  → BlockLocation (fixed 24 bytes)
+//        "r" region(4)                          → region generation (8)
+// Blocks are keyed by the ETag, so an overwrite can never pair new metadata with old
+// bytes: old blocks are simply never asked for again, and die with their region.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tagd/core/status.hpp"
+
+namespace tagd::cache {
+
+struct ObjectKey {
+  std::string bucket;
+  std::string key;
+  std::string variant;  // "" = the plain object; e.g. "versionId=3" for a version
+  std::string encoded() const;
+  std::uint64_t hash() const;
+};
+
+struct ObjectMeta {
+  std::uint64_t size = 0;
+  std::string etag;           // exactly as the upstream sent it, quotes included
+  std::string last_modified;  // HTTP date as sent
+  // Response headers replayed on a hit: Content-Type, Content-Encoding, Cache-Control,
+  // Content-Disposition, Content-Language, Expires, x-amz-meta-*, x-amz-version-id, ...
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::int64_t fetched_at_ms = 0;   // wall clock
+  std::int64_t fresh_until_ms = 0;  // wall clock
+  std::uint32_t block_size = 0;     // block size the object was cached with
+};
+
+struct BlockLocation {
+  std::uint32_t region = 0;
+  std::uint64_t generation = 0;  // the region's generation when written; stale if it moved on
+  std::uint64_t offset = 0;      // device offset of the block header
+  std::uint32_t length = 0;      // payload bytes
+};
+
+class CacheIndex {
+ public:
+  virtual ~CacheIndex() = default;
+  CacheIndex() = default;
+  CacheIndex(const CacheIndex&) = delete;
+  CacheIndex& operator=(const CacheIndex&) = delete;
+
+  [[nodiscard]] virtual Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) = 0;
+  [[nodiscard]] virtual Status put_object(const ObjectKey& key, const ObjectMeta& meta) = 0;
+  [[nodiscard]] virtual Status erase_object(const ObjectKey& key) = 0;
+
+  [[nodiscard]] virtual Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
+                                                                       std::uint64_t block) = 0;
+  [[nodiscard]] virtual Status put_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
+                                         const BlockLocation& location) = 0;
+  [[nodiscard]] virtual Status erase_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) = 0;
+
+  [[nodiscard]] virtual Status put_region_generation(std::uint32_t region, std::uint64_t generation) = 0;
+  // Every region's persisted generation (missing regions: 0).
+  [[nodiscard]] virtual Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) = 0;
+};
+
+std::unique_ptr<CacheIndex> make_memory_index();
+// Opens (creating if needed) a RocksDB index in `directory`. Errors: kInternalError with
+// RocksDB's message (start-up decides whether to wipe and retry).
+Result<std::unique_ptr<CacheIndex>> open_rocksdb_index(const std::string& directory);
+
+// Serialization, exposed for tests and tools.
+std::string encode_meta(const ObjectMeta& meta);
+std::optional<ObjectMeta> decode_meta(std::string_view data);
+
+}  // namespace tagd::cache

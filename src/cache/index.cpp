@@ -1,0 +1,224 @@
+#include "tagd/cache/index.hpp"
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "tagd/cache/block_format.hpp"
+
+namespace tagd::cache {
+namespace {
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));  // big-endian: sorts
+}
+std::uint64_t get_u64(std::string_view in, std::size_t offset) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[offset + i]);
+  return v;
+}
+
+std::string block_key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  std::string k = "b";
+  put_u64(k, key_hash);
+  put_u64(k, hash_bytes(etag));
+  put_u64(k, block);
+  return k;
+}
+
+std::string region_key(std::uint32_t region) {
+  std::string k = "r";
+  put_u64(k, region);
+  return k;
+}
+
+std::string encode_location(const BlockLocation& l) {
+  std::string v;
+  put_u64(v, (static_cast<std::uint64_t>(l.region) << 32) | l.length);
+  put_u64(v, l.generation);
+  put_u64(v, l.offset);
+  return v;
+}
+
+std::optional<BlockLocation> decode_location(std::string_view v) {
+  if (v.size() != 24) return std::nullopt;
+  BlockLocation l;
+  std::uint64_t a = get_u64(v, 0);
+  l.region = static_cast<std::uint32_t>(a >> 32);
+  l.length = static_cast<std::uint32_t>(a & 0xFFFFFFFFu);
+  l.generation = get_u64(v, 8);
+  l.offset = get_u64(v, 16);
+  return l;
+}
+
+// Both implementations store the same byte strings; only the map differs.
+class KvIndex : public CacheIndex {
+ public:
+  Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) override {
+    auto v = get(key.encoded());
+    if (!v) return v.error();
+    if (!v->has_value()) return std::optional<ObjectMeta>();
+    auto meta = decode_meta(**v);
+    if (!meta) return Status(ErrorCode::kInternalError, "cache index: undecodable object metadata");
+    return meta;
+  }
+  Status put_object(const ObjectKey& key, const ObjectMeta& meta) override { return put(key.encoded(), encode_meta(meta)); }
+  Status erase_object(const ObjectKey& key) override { return erase(key.encoded()); }
+
+  Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
+                                                 std::uint64_t block) override {
+    auto v = get(block_key(key_hash, etag, block));
+    if (!v) return v.error();
+    if (!v->has_value()) return std::optional<BlockLocation>();
+    auto l = decode_location(**v);
+    if (!l) return Status(ErrorCode::kInternalError, "cache index: undecodable block location");
+    return l;
+  }
+  Status put_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
+                   const BlockLocation& location) override {
+    return put(block_key(key_hash, etag, block), encode_location(location));
+  }
+  Status erase_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) override {
+    return erase(block_key(key_hash, etag, block));
+  }
+  Status put_region_generation(std::uint32_t region, std::uint64_t generation) override {
+    std::string v;
+    put_u64(v, generation);
+    return put(region_key(region), v);
+  }
+  Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) override {
+    std::vector<std::uint64_t> out(region_count, 0);
+    for (std::uint32_t r = 0; r < region_count; ++r) {
+      auto v = get(region_key(r));
+      if (!v) return v.error();
+      if (v->has_value() && (*v)->size() == 8) out[r] = get_u64(**v, 0);
+    }
+    return out;
+  }
+
+ protected:
+  virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
+  virtual Status put(const std::string& key, const std::string& value) = 0;
+  virtual Status erase(const std::string& key) = 0;
+};
+
+class MemoryIndex final : public KvIndex {
+ protected:
+  Result<std::optional<std::string>> get(const std::string& key) override {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+  Status put(const std::string& key, const std::string& value) override {
+    std::lock_guard lock(mu_);
+    map_[key] = value;
+    return Status::ok();
+  }
+  Status erase(const std::string& key) override {
+    std::lock_guard lock(mu_);
+    map_.erase(key);
+    return Status::ok();
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::string> map_;
+};
+
+class RocksDbIndex final : public KvIndex {
+ public:
+  explicit RocksDbIndex(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+ protected:
+  Result<std::optional<std::string>> get(const std::string& key) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key, &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (!s.ok()) return Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
+    return std::optional<std::string>(std::move(value));
+  }
+  Status put(const std::string& key, const std::string& value) override {
+    // No fsync per write: after a crash the index may lose its newest entries, which only
+    // costs refetches; it can never point at bytes that were not written first.
+    rocksdb::Status s = db_->Put(rocksdb::WriteOptions(), key, value);
+    return s.ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
+  }
+  Status erase(const std::string& key) override {
+    rocksdb::Status s = db_->Delete(rocksdb::WriteOptions(), key);
+    return s.ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
+  }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+}  // namespace
+
+std::string ObjectKey::encoded() const {
+  std::string k = "o";
+  k += bucket;
+  k.push_back('\0');
+  k += key;
+  k.push_back('\0');
+  k += variant;
+  return k;
+}
+
+std::uint64_t ObjectKey::hash() const { return hash_bytes(encoded()); }
+
+std::string encode_meta(const ObjectMeta& m) {
+  nlohmann::json j;
+  j["v"] = 1;
+  j["size"] = m.size;
+  j["etag"] = m.etag;
+  j["last_modified"] = m.last_modified;
+  j["headers"] = m.headers;
+  j["fetched_at_ms"] = m.fetched_at_ms;
+  j["fresh_until_ms"] = m.fresh_until_ms;
+  j["block_size"] = m.block_size;
+  return j.dump();
+}
+
+std::optional<ObjectMeta> decode_meta(std::string_view data) {
+  try {
+    auto j = nlohmann::json::parse(data);
+    if (j.value("v", 0) != 1) return std::nullopt;
+    ObjectMeta m;
+    m.size = j.at("size").get<std::uint64_t>();
+    m.etag = j.at("etag").get<std::string>();
+    m.last_modified = j.at("last_modified").get<std::string>();
+    m.headers = j.at("headers").get<std::vector<std::pair<std::string, std::string>>>();
+    m.fetched_at_ms = j.at("fetched_at_ms").get<std::int64_t>();
+    m.fresh_until_ms = j.at("fresh_until_ms").get<std::int64_t>();
+    m.block_size = j.at("block_size").get<std::uint32_t>();
+    return m;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::unique_ptr<CacheIndex> make_memory_index() { return std::make_unique<MemoryIndex>(); }
+
+Result<std::unique_ptr<CacheIndex>> open_rocksdb_index(const std::string& directory) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.IncreaseParallelism(2);
+  options.OptimizeLevelStyleCompaction();
+  // Point lookups dominate: bloom filters on, a modest block cache.
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, directory, &raw);
+  if (!s.ok()) return Status(ErrorCode::kInternalError, "cannot open cache index " + directory + ": " + s.ToString());
+  return std::unique_ptr<CacheIndex>(std::make_unique<RocksDbIndex>(std::unique_ptr<rocksdb::DB>(raw)));
+}
+
+}  // namespace tagd::cache

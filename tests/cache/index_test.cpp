@@ -1,0 +1,142 @@
+// One suite over both index implementations.
+#include "tagd/cache/index.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace tagd::cache {
+namespace {
+
+struct MemoryIndexFactory {
+  static std::unique_ptr<CacheIndex> make(const std::filesystem::path&) { return make_memory_index(); }
+  static constexpr bool kPersistent = false;
+};
+struct RocksDbIndexFactory {
+  static std::unique_ptr<CacheIndex> make(const std::filesystem::path& dir) {
+    auto r = open_rocksdb_index(dir.string());
+    EXPECT_TRUE(r.has_value()) << r.error().message();
+    return r ? std::move(r.value()) : nullptr;
+  }
+  static constexpr bool kPersistent = true;
+};
+
+template <class Factory>
+class CacheIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tagd_index_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    index_ = Factory::make(dir_);
+    ASSERT_NE(index_, nullptr);
+  }
+  void TearDown() override {
+    index_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  static ObjectMeta sample() {
+    ObjectMeta m;
+    m.size = 5'000'000'000ull;  // > 4 GiB: no 32-bit truncation
+    m.etag = "\"abc-3\"";
+    m.last_modified = "Wed, 21 Oct 2026 07:28:00 GMT";
+    m.headers = {{"Content-Type", "application/x-parquet"}, {"x-amz-meta-owner", "team a"}};
+    m.fetched_at_ms = 1'700'000'000'000;
+    m.fresh_until_ms = 1'700'086'400'000;
+    m.block_size = 1 << 20;
+    return m;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<CacheIndex> index_;
+};
+
+using Factories = ::testing::Types<MemoryIndexFactory, RocksDbIndexFactory>;
+TYPED_TEST_SUITE(CacheIndexTest, Factories);
+
+TYPED_TEST(CacheIndexTest, ObjectMetadataRoundTrips) {
+  ObjectKey key{"bucket", "dir/obj.parquet", ""};
+  auto missing = this->index_->get_object(key);
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_FALSE(missing->has_value());
+  ASSERT_TRUE(this->index_->put_object(key, this->sample()).is_ok());
+  auto got = this->index_->get_object(key);
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  const ObjectMeta& m = **got;
+  EXPECT_EQ(m.size, 5'000'000'000ull);
+  EXPECT_EQ(m.etag, "\"abc-3\"");
+  EXPECT_EQ(m.headers, this->sample().headers);
+  EXPECT_EQ(m.fresh_until_ms, 1'700'086'400'000);
+  EXPECT_EQ(m.block_size, 1u << 20);
+  ASSERT_TRUE(this->index_->erase_object(key).is_ok());
+  EXPECT_FALSE(this->index_->get_object(key)->has_value());
+}
+
+TYPED_TEST(CacheIndexTest, VariantsAndSimilarKeysAreDistinct) {
+  ObjectKey plain{"b", "k", ""};
+  ObjectKey version{"b", "k", "versionId=7"};
+  ObjectKey joined{"b", "k\0versionId=7", ""};  // '\0' separators keep these apart
+  ObjectKey other_bucket{"bk", "", ""};
+  ObjectMeta m = this->sample();
+  ASSERT_TRUE(this->index_->put_object(plain, m).is_ok());
+  EXPECT_FALSE(this->index_->get_object(version)->has_value());
+  EXPECT_FALSE(this->index_->get_object(other_bucket)->has_value());
+  EXPECT_NE(plain.encoded(), version.encoded());
+  EXPECT_NE(plain.hash(), version.hash());
+  (void)joined;
+}
+
+TYPED_TEST(CacheIndexTest, BlocksAreKeyedByEtag) {
+  BlockLocation loc{3, 17, 48ull << 20, 1 << 20};
+  ASSERT_TRUE(this->index_->put_block(42, "\"etag-1\"", 5, loc).is_ok());
+  auto got = this->index_->get_block(42, "\"etag-1\"", 5);
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  EXPECT_EQ((*got)->region, 3u);
+  EXPECT_EQ((*got)->generation, 17u);
+  EXPECT_EQ((*got)->offset, 48ull << 20);
+  EXPECT_EQ((*got)->length, 1u << 20);
+  EXPECT_FALSE(this->index_->get_block(42, "\"etag-2\"", 5)->has_value());  // overwritten object
+  EXPECT_FALSE(this->index_->get_block(42, "\"etag-1\"", 6)->has_value());
+  EXPECT_FALSE(this->index_->get_block(43, "\"etag-1\"", 5)->has_value());
+  ASSERT_TRUE(this->index_->erase_block(42, "\"etag-1\"", 5).is_ok());
+  EXPECT_FALSE(this->index_->get_block(42, "\"etag-1\"", 5)->has_value());
+}
+
+TYPED_TEST(CacheIndexTest, RegionGenerations) {
+  auto fresh = this->index_->region_generations(4);
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_EQ(*fresh, std::vector<std::uint64_t>(4, 0));
+  ASSERT_TRUE(this->index_->put_region_generation(2, 9).is_ok());
+  EXPECT_EQ((*this->index_->region_generations(4))[2], 9u);
+}
+
+TEST(RocksDbIndexTest, SurvivesReopen) {
+  auto dir = std::filesystem::temp_directory_path() / ("tagd_index_reopen_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto index = open_rocksdb_index(dir.string());
+    ASSERT_TRUE(index.has_value());
+    ASSERT_TRUE((*index)->put_block(1, "\"e\"", 0, BlockLocation{1, 2, 4096, 10}).is_ok());
+    ASSERT_TRUE((*index)->put_region_generation(1, 2).is_ok());
+  }
+  auto index = open_rocksdb_index(dir.string());
+  ASSERT_TRUE(index.has_value());
+  auto got = (*index)->get_block(1, "\"e\"", 0);
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  EXPECT_EQ((*got)->offset, 4096u);
+  EXPECT_EQ((*(*index)->region_generations(2))[1], 2u);
+  index.value().reset();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MetaCodecTest, RejectsGarbageAndOtherVersions) {
+  EXPECT_FALSE(decode_meta("not json").has_value());
+  EXPECT_FALSE(decode_meta(R"({"v":2,"size":1})").has_value());
+  EXPECT_FALSE(decode_meta(R"({"v":1})").has_value());
+}
+
+}  // namespace
+}  // namespace tagd::cache
