@@ -107,7 +107,7 @@ def tagd_info(binary):
     if not binary or not os.path.exists(binary):
         return {}
     st = os.stat(binary)
-    info = {"binary": binary, "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat()}
+    info = {"binary": os.path.relpath(binary, os.path.dirname(HERE)), "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat()}
     src = os.path.dirname(HERE)
     r = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     info["git"] = r.stdout.strip() or "no commit yet"

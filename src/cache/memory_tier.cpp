@@ -1,0 +1,69 @@
+#include "tagd/cache/memory_tier.hpp"
+
+#include <cstring>
+
+#include "tagd/cache/block_format.hpp"
+
+namespace tagd::cache {
+
+std::string MemoryTier::key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  std::string k(24, '\0');
+  std::uint64_t parts[3] = {key_hash, hash_bytes(etag), block};
+  std::memcpy(k.data(), parts, sizeof parts);
+  return k;
+}
+
+BlockBytes MemoryTier::get(const std::string& block_key) {
+  std::lock_guard lock(mu_);
+  auto it = map_.find(block_key);
+  if (it == map_.end()) return nullptr;
+  it->second->visited = true;
+  return it->second->bytes;
+}
+
+void MemoryTier::put(const std::string& block_key, BlockBytes bytes) {
+  if (!bytes || bytes->size() > capacity_) return;
+  std::lock_guard lock(mu_);
+  if (auto it = map_.find(block_key); it != map_.end()) {
+    bytes_ -= it->second->bytes->size();
+    bytes_ += bytes->size();
+    it->second->bytes = std::move(bytes);
+  } else {
+    bytes_ += bytes->size();
+    queue_.push_front(Entry{block_key, std::move(bytes), false});
+    map_[block_key] = queue_.begin();
+  }
+  while (bytes_ > capacity_ && !queue_.empty()) evict_one_locked();
+}
+
+void MemoryTier::evict_one_locked() {
+  // The hand moves from the oldest entry towards the newest, giving visited entries a
+  // second chance; it wraps around to the oldest.
+  if (hand_ == queue_.end()) hand_ = std::prev(queue_.end());
+  while (hand_->visited) {
+    hand_->visited = false;
+    hand_ = hand_ == queue_.begin() ? std::prev(queue_.end()) : std::prev(hand_);
+  }
+  auto victim = hand_;
+  hand_ = victim == queue_.begin() ? queue_.end() : std::prev(victim);
+  bytes_ -= victim->bytes->size();
+  map_.erase(victim->key);
+  queue_.erase(victim);
+}
+
+void MemoryTier::erase(const std::string& block_key) {
+  std::lock_guard lock(mu_);
+  auto it = map_.find(block_key);
+  if (it == map_.end()) return;
+  if (hand_ == it->second) hand_ = it->second == queue_.begin() ? queue_.end() : std::prev(it->second);
+  bytes_ -= it->second->bytes->size();
+  queue_.erase(it->second);
+  map_.erase(it);
+}
+
+std::uint64_t MemoryTier::bytes() const {
+  std::lock_guard lock(mu_);
+  return bytes_;
+}
+
+}  // namespace tagd::cache
