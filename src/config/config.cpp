@@ -68,6 +68,22 @@ std::chrono::milliseconds parse_duration(const Setting& s, const std::string& v,
   return scale * static_cast<std::int64_t>(n);
 }
 
+// Sizes accept binary units: 64KiB, 512MiB, 10GiB, 1TiB (also K/M/G/T, same meaning).
+std::uint64_t parse_size(const Setting& s, const std::string& v) {
+  std::size_t digits = 0;
+  while (digits < v.size() && v[digits] >= '0' && v[digits] <= '9') ++digits;
+  if (digits == 0) invalid(s, v, "not a size (e.g. 64KiB, 512MiB, 10GiB)");
+  std::uint64_t n = parse_uint(s, v.substr(0, digits), 0, 1ull << 50);
+  std::string suffix = v.substr(digits);
+  std::uint64_t scale = 1;
+  if (suffix == "KiB" || suffix == "K" || suffix == "KB") scale = 1ull << 10;
+  else if (suffix == "MiB" || suffix == "M" || suffix == "MB") scale = 1ull << 20;
+  else if (suffix == "GiB" || suffix == "G" || suffix == "GB") scale = 1ull << 30;
+  else if (suffix == "TiB" || suffix == "T" || suffix == "TB") scale = 1ull << 40;
+  else if (!suffix.empty() && suffix != "B") invalid(s, v, "unknown size unit '" + suffix + "'");
+  return n * scale;
+}
+
 std::string show_ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + "ms"; }
 
 template <class T>
@@ -98,6 +114,22 @@ Setting bool_setting(std::string key, std::string env, std::string flag, std::st
   s.apply = [copy, field](Config& c, const std::string& v) { c.*field = parse_bool(copy, v); };
   s.show = [field](const Config& c) { return std::string(c.*field ? "true" : "false"); };
   s.is_bool = true;
+  return s;
+}
+
+Setting size_setting(std::string key, std::string env, std::string flag, std::string help,
+                     std::function<void(Config&, std::uint64_t)> set, std::function<std::uint64_t(const Config&)> get,
+                     std::uint64_t min, std::uint64_t max) {
+  Setting s{std::move(key), std::move(env), std::move(flag), std::move(help), {}, {}};
+  Setting copy = s;
+  s.apply = [copy, set, min, max](Config& c, const std::string& v) {
+    std::uint64_t n = parse_size(copy, v);
+    if (n < min || n > max) {
+      invalid(copy, v, "out of range [" + std::to_string(min) + ", " + std::to_string(max) + "] bytes");
+    }
+    set(c, n);
+  };
+  s.show = [get](const Config& c) { return std::to_string(get(c)); };
   return s;
 }
 
@@ -216,6 +248,59 @@ const std::vector<Setting>& settings() {
         "requests in flight before new ones get 503 SlowDown",
         [](Config& c, std::uint64_t v) { c.max_inflight_requests = static_cast<unsigned>(v); },
         [](const Config& c) { return c.max_inflight_requests; }, 1, 1'000'000));
+    t.push_back(bool_setting("cache.disabled", "TAG_CACHE_DISABLED", "cache-disabled",
+                             "forward everything; X-Cache: DISABLED", &Config::cache_disabled));
+    t.push_back(text("cache.disk_path", "TAG_CACHE_DISK_PATH", "cache-disk-path",
+                     "directory for the block file and the RocksDB index", &Config::cache_disk_path,
+                     [](const Setting& s, const std::string& v) {
+                       if (v.empty()) invalid(s, v, "must not be empty");
+                     }));
+    t.push_back(size_setting(
+        "cache.max_disk_usage", "TAG_CACHE_MAX_DISK_USAGE", "cache-max-disk-usage",
+        "exact size of the block file (e.g. 100GiB)", [](Config& c, std::uint64_t v) { c.cache_max_disk_usage = v; },
+        [](const Config& c) { return c.cache_max_disk_usage; }, 1ull << 20, 1ull << 50));
+    t.push_back(size_setting(
+        "cache.min_free_disk", "TAG_CACHE_MIN_FREE_DISK", "cache-min-free-disk",
+        "free space the cache leaves on its filesystem", [](Config& c, std::uint64_t v) { c.cache_min_free_disk = v; },
+        [](const Config& c) { return c.cache_min_free_disk; }, 0, 1ull << 50));
+    t.push_back(duration_setting("cache.ttl", "TAG_CACHE_TTL", "cache-ttl",
+                                 "how long an entry is fresh (shortened by upstream Cache-Control/Expires)",
+                                 &Config::cache_ttl, std::chrono::seconds(1)));
+    t.push_back(duration_setting("cache.stale_if_error", "TAG_CACHE_STALE_IF_ERROR", "cache-stale-if-error",
+                                 "serve a stale entry this long past expiry when the upstream is unreachable",
+                                 &Config::cache_stale_if_error, std::chrono::seconds(1)));
+    t.push_back(text("cache.eviction_policy", "TAG_CACHE_EVICTION_POLICY", "cache-eviction-policy",
+                     "region eviction: fifo", &Config::cache_eviction_policy,
+                     [](const Setting& s, const std::string& v) { validate_one_of(s, v, {"fifo"}); }));
+    t.push_back(bool_setting("cache.warm_on_write", "TAG_CACHE_WARM_ON_WRITE", "cache-warm-on-write",
+                             "fetch an object into the cache after a PutObject/Copy through tagd",
+                             &Config::cache_warm_on_write));
+    t.push_back(size_setting(
+        "cache.block_size", "TAG_CACHE_BLOCK_SIZE", "cache-block-size", "cache block size, a power of two",
+        [](Config& c, std::uint64_t v) { c.cache_block_size = static_cast<std::uint32_t>(v); },
+        [](const Config& c) { return c.cache_block_size; }, 64ull << 10, 16ull << 20));
+    t.push_back(size_setting(
+        "cache.region_size", "TAG_CACHE_REGION_SIZE", "cache-region-size", "eviction unit (>= block size + 4KiB)",
+        [](Config& c, std::uint64_t v) { c.cache_region_size = v; }, [](const Config& c) { return c.cache_region_size; },
+        1ull << 20, 1ull << 30));
+    t.push_back(size_setting(
+        "cache.memory_size", "TAG_CACHE_MEMORY_SIZE", "cache-memory-size", "DRAM tier for the hottest blocks",
+        [](Config& c, std::uint64_t v) { c.cache_memory_size = v; }, [](const Config& c) { return c.cache_memory_size; },
+        0, 1ull << 40));
+    t.push_back(size_setting(
+        "cache.fill_budget", "TAG_CACHE_FILL_BUDGET", "cache-fill-budget",
+        "bytes of fills in flight; beyond it objects are served but not cached",
+        [](Config& c, std::uint64_t v) { c.cache_fill_budget_bytes = v; },
+        [](const Config& c) { return c.cache_fill_budget_bytes; }, 1ull << 20, 1ull << 40));
+    t.push_back(uint_setting(
+        "cache.max_fills", "TAG_CACHE_MAX_FILLS", "cache-max-fills", "concurrent fills",
+        [](Config& c, std::uint64_t v) { c.cache_max_fills = static_cast<unsigned>(v); },
+        [](const Config& c) { return c.cache_max_fills; }, 1, 100000));
+    t.push_back(size_setting(
+        "cache.max_fetch", "TAG_CACHE_MAX_FETCH", "cache-max-fetch",
+        "largest upstream range request a miss coalesces contiguous blocks into",
+        [](Config& c, std::uint64_t v) { c.cache_max_fetch = v; }, [](const Config& c) { return c.cache_max_fetch; },
+        64ull << 10, 1ull << 30));
     t.push_back(text("io_uring", "TAG_IO_URING", "io-uring", "auto (probe, fall back to epoll) | off",
                      &Config::io_uring, [](const Setting& s, const std::string& v) {
                        validate_one_of(s, v, {"auto", "off"});
@@ -359,8 +444,15 @@ Config load(const std::vector<std::string>& args, const Environment& env) {
     throw ConfigError(
         "invalid setting upstream.access_key_id/upstream.secret_access_key: both or neither must be set");
   }
-  if (config.upstream_tls_verify == false && config.upstream_endpoint.rfind("https://", 0) != 0) {
-    // Harmless, but almost certainly a mistake worth naming.
+  if ((config.cache_block_size & (config.cache_block_size - 1)) != 0) {
+    throw ConfigError("invalid setting cache.block_size: " + std::to_string(config.cache_block_size) +
+                      " is not a power of two");
+  }
+  if (config.cache_region_size < config.cache_block_size + 4096ull) {
+    throw ConfigError("invalid setting cache.region_size: must hold one block (cache.block_size + 4KiB)");
+  }
+  if (config.cache_max_disk_usage < 2 * config.cache_region_size) {
+    throw ConfigError("invalid setting cache.max_disk_usage: must hold at least two regions (2 x cache.region_size)");
   }
   return config;
 }

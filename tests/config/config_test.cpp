@@ -122,3 +122,35 @@ TEST(ConfigTest, TheExampleConfigLoads) {
 
 }  // namespace
 }  // namespace tagd::config
+
+namespace tagd::config {
+namespace {
+
+TEST(ConfigCacheTest, TagVariablesAndSizes) {
+  Config c = load({}, {{"TAG_CACHE_DISK_PATH", "/data/cache"},
+                       {"TAG_CACHE_MAX_DISK_USAGE", "100GiB"},
+                       {"TAG_CACHE_TTL", "2h"},
+                       {"TAG_CACHE_DISABLED", "true"},
+                       {"TAG_CACHE_WARM_ON_WRITE", "1"},
+                       {"TAG_CACHE_EVICTION_POLICY", "fifo"}});
+  EXPECT_EQ(c.cache_disk_path, "/data/cache");
+  EXPECT_EQ(c.cache_max_disk_usage, 100ull << 30);
+  EXPECT_EQ(c.cache_ttl, std::chrono::hours(2));
+  EXPECT_TRUE(c.cache_disabled);
+  EXPECT_TRUE(c.cache_warm_on_write);
+  Config d = load({"--cache-block-size", "64KiB", "--cache-memory-size", "0"}, {});
+  EXPECT_EQ(d.cache_block_size, 64u << 10);
+  EXPECT_EQ(d.cache_memory_size, 0u);
+}
+
+TEST(ConfigCacheTest, InvalidCacheSettings) {
+  expect_error_naming({"--cache-block-size", "3MiB"}, {}, "cache.block_size");
+  expect_error_naming({"--cache-block-size", "32KiB"}, {}, "cache.block_size");
+  expect_error_naming({"--cache-block-size", "32MiB"}, {}, "cache.block_size");
+  expect_error_naming({}, {{"TAG_CACHE_MAX_DISK_USAGE", "10 parsecs"}}, "cache.max_disk_usage");
+  expect_error_naming({"--cache-max-disk-usage", "8MiB"}, {}, "cache.max_disk_usage");
+  expect_error_naming({}, {{"TAG_CACHE_EVICTION_POLICY", "lru"}}, "cache.eviction_policy");
+}
+
+}  // namespace
+}  // namespace tagd::config

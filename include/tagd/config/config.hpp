@@ -54,6 +54,22 @@ struct Config {
   unsigned max_inflight_requests = 1024;
   std::size_t max_delete_objects_body = 2 * 1024 * 1024;
 
+  // Cache
+  bool cache_disabled = false;
+  std::string cache_disk_path = "/var/tmp/tagd-cache";
+  std::uint64_t cache_max_disk_usage = 4ull << 30;  // exact cap of the block file, bytes
+  std::uint64_t cache_min_free_disk = 1ull << 30;   // leave at least this free on the filesystem
+  std::chrono::milliseconds cache_ttl{24 * 3600 * 1000};
+  std::chrono::milliseconds cache_stale_if_error{3600 * 1000};
+  std::string cache_eviction_policy = "fifo";
+  bool cache_warm_on_write = false;
+  std::uint32_t cache_block_size = 1u << 20;
+  std::uint64_t cache_region_size = 16ull << 20;
+  std::uint64_t cache_memory_size = 256ull << 20;
+  std::uint64_t cache_fill_budget_bytes = 1ull << 30;
+  unsigned cache_max_fills = 64;
+  std::uint64_t cache_max_fetch = 8ull << 20;  // largest coalesced upstream range request
+
   // io_uring: probe at start-up; "auto" | "off"
   std::string io_uring = "auto";
 
