@@ -43,6 +43,27 @@ std::string Metrics::render_prometheus() const {
   counter("upstream_connections_opened_total", "Upstream connections opened", upstream_connections_opened);
   counter("upstream_connections_reused_total", "Upstream requests on a kept-alive connection",
           upstream_connections_reused);
+  out << "# HELP tagd_cache_requests_total Object GET/HEAD outcomes (same source as X-Cache)\n"
+      << "# TYPE tagd_cache_requests_total counter\n"
+      << "tagd_cache_requests_total{result=\"hit\"} " << cache_hits.get() << "\n"
+      << "tagd_cache_requests_total{result=\"miss\"} " << cache_misses.get() << "\n"
+      << "tagd_cache_requests_total{result=\"revalidated\"} " << cache_revalidated.get() << "\n"
+      << "tagd_cache_requests_total{result=\"bypass\"} " << cache_bypass.get() << "\n"
+      << "tagd_cache_requests_total{result=\"disabled\"} " << cache_disabled.get() << "\n";
+  counter("cache_hit_bytes_total", "Body bytes served from the cache", cache_hit_bytes);
+  counter("cache_fill_bytes_total", "Bytes fetched from upstream into the cache", cache_fill_bytes);
+  counter("cache_fills_started_total", "Fills started", cache_fills_started);
+  counter("cache_fills_completed_total", "Fills that completed", cache_fills_completed);
+  counter("cache_fills_failed_total", "Fills that failed or were truncated (nothing partial published)",
+          cache_fills_failed);
+  counter("cache_fills_rejected_total", "Objects served but not cached: fill budget spent", cache_fills_rejected);
+  counter("cache_joined_fills_total", "Requests that joined a fill in progress", cache_joined_fills);
+  counter("cache_checksum_failures_total", "Corrupt cache blocks detected (dropped and refetched)",
+          cache_checksum_failures);
+  counter("cache_write_errors_total", "Cache device write failures (disk full, I/O error)", cache_write_errors);
+  counter("cache_stale_served_total", "Stale entries served because the upstream failed", cache_stale_served);
+  counter("cache_invalidations_total", "Entries invalidated by writes through tagd", cache_invalidations);
+  gauge("cache_enabled", "1 if the cache is in use", cache_enabled);
   gauge("inflight_requests", "Requests in flight", inflight_requests);
   gauge("open_connections", "Client connections open", open_connections);
   gauge("io_uring_enabled", "1 if io_uring is in use, 0 if tagd fell back", io_uring_enabled);

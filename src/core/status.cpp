@@ -23,6 +23,8 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::kRequestTimeout: return 400;
     case ErrorCode::kMissingContentLength: return 411;
     case ErrorCode::kMethodNotAllowed: return 405;
+    case ErrorCode::kPreconditionFailed: return 412;
+    case ErrorCode::kInvalidRange: return 416;
     case ErrorCode::kNotImplemented: return 501;
     case ErrorCode::kSlowDown:
     case ErrorCode::kServiceUnavailable: return 503;
@@ -54,6 +56,8 @@ const char* s3_code(ErrorCode code) noexcept {
     case ErrorCode::kRequestHeaderSectionTooLarge: return "RequestHeaderSectionTooLarge";
     case ErrorCode::kRequestTimeout: return "RequestTimeout";
     case ErrorCode::kMethodNotAllowed: return "MethodNotAllowed";
+    case ErrorCode::kPreconditionFailed: return "PreconditionFailed";
+    case ErrorCode::kInvalidRange: return "InvalidRange";
     case ErrorCode::kNotImplemented: return "NotImplemented";
     case ErrorCode::kSlowDown: return "SlowDown";
     case ErrorCode::kInternalError: return "InternalError";

@@ -45,6 +45,19 @@ struct Metrics {
   Counter upstream_tls_errors;
   Counter upstream_connections_opened;
   Counter upstream_connections_reused;
+  // Cache. X-Cache on each object response is derived from the same outcome that bumps
+  // exactly one of these five (TAG bug 10: the two drifted apart).
+  Counter cache_hits, cache_misses, cache_revalidated, cache_bypass, cache_disabled;
+  Counter cache_hit_bytes;             // body bytes served from the cache
+  Counter cache_fill_bytes;            // bytes fetched from upstream into the cache
+  Counter cache_fills_started, cache_fills_completed, cache_fills_failed;
+  Counter cache_fills_rejected;        // admission budget spent: served, not cached
+  Counter cache_joined_fills;          // requests that joined a fill in progress
+  Counter cache_checksum_failures;     // corrupt blocks detected on read (then refetched)
+  Counter cache_write_errors;          // device write failures (disk full, I/O error)
+  Counter cache_stale_served;          // stale entries served because the upstream failed
+  Counter cache_invalidations;
+  Gauge cache_enabled;
   Gauge inflight_requests;
   Gauge open_connections;
   Gauge io_uring_enabled;  // 1 when the io_uring probe succeeded and it is in use

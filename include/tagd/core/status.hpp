@@ -30,6 +30,8 @@ enum class ErrorCode {
   kRequestHeaderSectionTooLarge,
   kRequestTimeout,
   kMethodNotAllowed,
+  kPreconditionFailed,
+  kInvalidRange,
   kNotImplemented,
   kSlowDown,
   kInternalError,

@@ -1,0 +1,138 @@
+#pragma once
+// The cache as the gateway sees it: object metadata, blocks (DRAM tier, then disk),
+// invalidation that races safely with fills, and the registry of blocks being fetched so
+// that concurrent requests join one upstream fetch.
+//
+// Threading: shared by every event loop; each part has its own lock (index and block
+// store inside, the in-flight registry and invalidation epochs here). Waiters are woken by
+// posting to their own executor, so no loop ever runs another loop's handlers.
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tagd/cache/admission.hpp"
+#include "tagd/cache/block_store.hpp"
+#include "tagd/cache/index.hpp"
+#include "tagd/cache/memory_tier.hpp"
+#include "tagd/config/config.hpp"
+
+namespace tagd::cache {
+
+// A block being fetched. The fill appends bytes and wakes waiters; readers copy what is
+// there at their own pace, so a slow reader holds no one back.
+class InflightBlock {
+ public:
+  explicit InflightBlock(std::uint32_t expected_length) { data_.reserve(expected_length); expected_ = expected_length; }
+
+  // Fill side.
+  void append(const std::byte* data, std::size_t n);
+  void complete();
+  void fail();
+
+  // Reader side: copies up to `max` bytes from `offset` into `out`; returns the number
+  // copied, 0 if none are there yet. `done` is set once no more bytes will come
+  // (complete or failed; check failed()).
+  std::size_t read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const;
+  bool failed() const;
+  std::uint32_t expected_length() const noexcept { return expected_; }
+
+  // Arranges for `timer` (running on `executor`) to be cancelled at the next progress.
+  // Returns false (and registers nothing) if progress already happened past `seen`.
+  bool wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
+                         std::shared_ptr<boost::asio::steady_timer> timer);
+
+  // The fill's finished bytes (only valid after complete()).
+  std::vector<std::byte> take_bytes_for_store() const;
+
+ private:
+  void notify_locked();
+  mutable std::mutex mu_;
+  std::vector<std::byte> data_;
+  std::uint32_t expected_ = 0;
+  bool complete_ = false;
+  bool failed_ = false;
+  std::vector<std::pair<boost::asio::any_io_executor, std::shared_ptr<boost::asio::steady_timer>>> waiters_;
+};
+
+struct ObjectCacheOptions {
+  std::uint32_t block_size = 1u << 20;
+  std::chrono::milliseconds ttl{24 * 3600 * 1000};
+  std::chrono::milliseconds stale_if_error{3600 * 1000};
+  std::uint64_t max_fetch = 8ull << 20;
+};
+
+class ObjectCache {
+ public:
+  // Opens the configured cache: block file in cache.disk_path (io_uring device when
+  // available, pread/pwrite otherwise), RocksDB index beside it. Throws std::runtime_error
+  // naming the setting on start-up problems (not enough free space, unusable directory).
+  static std::unique_ptr<ObjectCache> open(const config::Config& config, bool io_uring_available);
+
+  ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<CacheIndex> index,
+              std::unique_ptr<EvictionPolicy> eviction, std::unique_ptr<AdmissionPolicy> admission,
+              std::uint64_t memory_bytes, std::uint64_t region_size, ObjectCacheOptions options);
+  ObjectCache(const ObjectCache&) = delete;
+  ObjectCache& operator=(const ObjectCache&) = delete;
+
+  const ObjectCacheOptions& options() const noexcept { return options_; }
+  AdmissionPolicy& admission() { return *admission_; }
+  const char* device_kind() const noexcept { return device_->kind(); }
+  BlockStoreStats block_stats() const { return store_->stats(); }
+
+  std::optional<ObjectMeta> lookup(const ObjectKey& key);
+  // A fill records epoch() before its upstream request; publish() refuses if the key was
+  // invalidated since (TAG bug 2: a write racing a fill re-cached stale data).
+  std::uint64_t epoch() const;
+  bool publish(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t fill_epoch);
+  void invalidate(const std::string& bucket, const std::string& key);
+
+  // DRAM tier, then disk. kCorrupt is counted and the block dropped (the caller refetches).
+  ReadOutcome read_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes& out);
+  // Stores a finished block (disk, then DRAM tier). Failures are counted, not fatal.
+  void store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes);
+
+  // In-flight registry. find_or_start returns the block being fetched and whether the
+  // caller must fetch it (true: the caller owns the fill and must finish() it).
+  std::pair<std::shared_ptr<InflightBlock>, bool> find_or_start(std::uint64_t key_hash, const std::string& etag,
+                                                                std::uint64_t block, std::uint32_t length);
+  std::shared_ptr<InflightBlock> find(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  void finish(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  // True if the block is cached (DRAM tier or index) or being fetched; reads no data.
+  bool present_or_inflight(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+
+  // Object-level single flight for cold objects: the first request fetches the object's
+  // head (and first blocks); others wait for `signal` and then look the metadata up.
+  struct PendingObject {
+    InflightBlock signal{0};
+  };
+  std::pair<std::shared_ptr<PendingObject>, bool> find_or_start_object(const ObjectKey& key);
+  void finish_object(const ObjectKey& key);
+
+ private:
+  std::size_t epoch_slot(const std::string& bucket, const std::string& key) const;
+
+  std::unique_ptr<BlockDevice> device_;
+  std::unique_ptr<CacheIndex> index_;
+  std::unique_ptr<BlockStore> store_;
+  std::unique_ptr<AdmissionPolicy> admission_;
+  MemoryTier memory_;
+  ObjectCacheOptions options_;
+
+  mutable std::mutex mu_;
+  std::uint64_t epoch_ = 1;
+  // Last invalidation epoch per key, in a fixed hashed table: a collision only makes a
+  // fill skip publishing (safe), and memory stays constant.
+  std::vector<std::uint64_t> invalidated_at_;
+  std::unordered_map<std::string, std::shared_ptr<InflightBlock>> inflight_;
+  std::unordered_map<std::string, std::shared_ptr<PendingObject>> pending_objects_;
+};
+
+}  // namespace tagd::cache

@@ -1,0 +1,240 @@
+#include "tagd/cache/object_cache.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+
+#include <boost/asio/post.hpp>
+#include <filesystem>
+#include <stdexcept>
+
+#include "tagd/core/metrics.hpp"
+
+namespace tagd::cache {
+
+void InflightBlock::append(const std::byte* data, std::size_t n) {
+  std::lock_guard lock(mu_);
+  data_.insert(data_.end(), data, data + n);
+  notify_locked();
+}
+
+void InflightBlock::complete() {
+  std::lock_guard lock(mu_);
+  complete_ = true;
+  notify_locked();
+}
+
+void InflightBlock::fail() {
+  std::lock_guard lock(mu_);
+  failed_ = true;
+  notify_locked();
+}
+
+bool InflightBlock::failed() const {
+  std::lock_guard lock(mu_);
+  return failed_;
+}
+
+std::size_t InflightBlock::read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const {
+  std::lock_guard lock(mu_);
+  std::size_t n = offset < data_.size() ? std::min(max, data_.size() - offset) : 0;
+  if (n > 0) std::memcpy(out, data_.data() + offset, n);
+  done = failed_ || (complete_ && offset + n >= data_.size());
+  return n;
+}
+
+bool InflightBlock::wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
+                                      std::shared_ptr<boost::asio::steady_timer> timer) {
+  std::lock_guard lock(mu_);
+  if (data_.size() > seen || complete_ || failed_) return false;
+  waiters_.emplace_back(std::move(executor), std::move(timer));
+  return true;
+}
+
+void InflightBlock::notify_locked() {
+  for (auto& [executor, timer] : waiters_) {
+    boost::asio::post(executor, [t = timer] { t->cancel(); });
+  }
+  waiters_.clear();
+}
+
+std::vector<std::byte> InflightBlock::take_bytes_for_store() const {
+  std::lock_guard lock(mu_);
+  return data_;
+}
+
+ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<CacheIndex> index,
+                         std::unique_ptr<EvictionPolicy> eviction, std::unique_ptr<AdmissionPolicy> admission,
+                         std::uint64_t memory_bytes, std::uint64_t region_size, ObjectCacheOptions options)
+    : device_(std::move(device)),
+      index_(std::move(index)),
+      admission_(std::move(admission)),
+      memory_(memory_bytes),
+      options_(options),
+      invalidated_at_(1 << 16, 0) {
+  auto store = BlockStore::open(*device_, *index_, std::move(eviction), BlockStoreOptions{region_size, options.block_size});
+  if (!store) throw std::runtime_error("cache: " + store.error().message());
+  store_ = std::move(store.value());
+}
+
+std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, bool io_uring_available) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(config.cache_disk_path, ec);
+  if (ec) throw std::runtime_error("invalid setting cache.disk_path: cannot create " + config.cache_disk_path + ": " + ec.message());
+  const std::string block_file = (fs::path(config.cache_disk_path) / "blocks.v1").string();
+  const std::string index_dir = (fs::path(config.cache_disk_path) / "index.v1").string();
+
+  // Respect the free-space floor: the block file is preallocated whole, so check before.
+  std::uint64_t already = fs::exists(block_file, ec) ? fs::file_size(block_file, ec) : 0;
+  struct statvfs vfs {};
+  if (::statvfs(config.cache_disk_path.c_str(), &vfs) == 0) {
+    std::uint64_t free_bytes = std::uint64_t{vfs.f_bavail} * vfs.f_frsize;
+    std::uint64_t needed = config.cache_max_disk_usage > already ? config.cache_max_disk_usage - already : 0;
+    if (free_bytes < needed + config.cache_min_free_disk) {
+      throw std::runtime_error("invalid setting cache.max_disk_usage: " + std::to_string(config.cache_max_disk_usage) +
+                               " bytes do not fit in " + config.cache_disk_path + " while keeping cache.min_free_disk (" +
+                               std::to_string(config.cache_min_free_disk) + ") free; " + std::to_string(free_bytes) +
+                               " bytes are free");
+    }
+  }
+  std::uint64_t usable = config.cache_max_disk_usage / config.cache_region_size * config.cache_region_size;
+  FileDeviceOptions file{block_file, usable, true};
+  Result<std::unique_ptr<BlockDevice>> device = Status(ErrorCode::kInternalError, "unset");
+  if (io_uring_available) {
+    device = open_uring_device(file);
+    if (!device) {
+      metrics().io_uring_enabled.set(0);
+      spdlog::warn("cache: io_uring device unavailable ({}); falling back to pread/pwrite", device.error().message());
+    }
+  }
+  if (!device) device = open_pread_device(file);
+  if (!device) throw std::runtime_error("invalid setting cache.disk_path: " + device.error().message());
+
+  auto index = open_rocksdb_index(index_dir);
+  if (!index) throw std::runtime_error("invalid setting cache.disk_path: " + index.error().message());
+  auto eviction = make_eviction_policy(config.cache_eviction_policy);
+  if (!eviction) throw std::runtime_error("invalid setting cache.eviction_policy: " + config.cache_eviction_policy);
+  ObjectCacheOptions options{config.cache_block_size, config.cache_ttl, config.cache_stale_if_error,
+                             config.cache_max_fetch};
+  auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index.value()), std::move(eviction),
+                                             make_fill_budget(config.cache_fill_budget_bytes, config.cache_max_fills),
+                                             config.cache_memory_size, config.cache_region_size, options);
+  spdlog::info("cache: {} bytes in {} ({} device, {} regions of {} bytes), index {}, DRAM tier {} bytes",
+               usable, block_file, cache->device_kind(), usable / config.cache_region_size, config.cache_region_size,
+               index_dir, config.cache_memory_size);
+  return cache;
+}
+
+std::optional<ObjectMeta> ObjectCache::lookup(const ObjectKey& key) {
+  auto r = index_->get_object(key);
+  if (!r) {
+    spdlog::warn("cache index read failed: {}", r.error().message());
+    return std::nullopt;
+  }
+  return std::move(r.value());
+}
+
+std::uint64_t ObjectCache::epoch() const {
+  std::lock_guard lock(mu_);
+  return epoch_;
+}
+
+std::size_t ObjectCache::epoch_slot(const std::string& bucket, const std::string& key) const {
+  return hash_bytes(bucket + '\0' + key) % invalidated_at_.size();
+}
+
+bool ObjectCache::publish(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t fill_epoch) {
+  std::lock_guard lock(mu_);
+  // Under the lock, so an invalidation either happened before (we see it and refuse) or
+  // after (it erases what we publish).
+  if (invalidated_at_[epoch_slot(key.bucket, key.key)] >= fill_epoch) return false;
+  if (Status s = index_->put_object(key, meta); !s) {
+    spdlog::warn("cache index write failed: {}", s.message());
+    return false;
+  }
+  return true;
+}
+
+void ObjectCache::invalidate(const std::string& bucket, const std::string& key) {
+  std::lock_guard lock(mu_);
+  invalidated_at_[epoch_slot(bucket, key)] = ++epoch_;
+  // Versioned variants are immutable; only the plain object changes with a write.
+  (void)index_->erase_object(ObjectKey{bucket, key, ""});
+  metrics().cache_invalidations.inc();
+}
+
+ReadOutcome ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
+                                    BlockBytes& out) {
+  const std::string mkey = MemoryTier::key(key_hash, etag, block);
+  if ((out = memory_.get(mkey))) return ReadOutcome::kHit;
+  std::vector<std::byte> bytes;
+  ReadOutcome r = store_->get(BlockIdentity{key_hash, block, etag}, bytes);
+  if (r == ReadOutcome::kCorrupt) {
+    metrics().cache_checksum_failures.inc();
+    spdlog::warn("cache: corrupt block {} of key {:016x} etag {} dropped; refetching", block, key_hash, etag);
+  }
+  if (r != ReadOutcome::kHit) return r;
+  out = std::make_shared<const std::vector<std::byte>>(std::move(bytes));
+  memory_.put(mkey, out);
+  return r;
+}
+
+void ObjectCache::store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes) {
+  Status s = store_->put(BlockIdentity{key_hash, block, etag}, std::span<const std::byte>(bytes->data(), bytes->size()));
+  if (!s) {
+    metrics().cache_write_errors.inc();
+    spdlog::warn("cache: block write failed ({}); serving without caching", s.message());
+    return;
+  }
+  memory_.put(MemoryTier::key(key_hash, etag, block), std::move(bytes));
+}
+
+std::pair<std::shared_ptr<InflightBlock>, bool> ObjectCache::find_or_start(std::uint64_t key_hash,
+                                                                           const std::string& etag,
+                                                                           std::uint64_t block, std::uint32_t length) {
+  std::lock_guard lock(mu_);
+  auto& slot = inflight_[MemoryTier::key(key_hash, etag, block)];
+  if (slot) return {slot, false};
+  slot = std::make_shared<InflightBlock>(length);
+  return {slot, true};
+}
+
+std::shared_ptr<InflightBlock> ObjectCache::find(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  std::lock_guard lock(mu_);
+  auto it = inflight_.find(MemoryTier::key(key_hash, etag, block));
+  return it == inflight_.end() ? nullptr : it->second;
+}
+
+void ObjectCache::finish(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  std::lock_guard lock(mu_);
+  inflight_.erase(MemoryTier::key(key_hash, etag, block));
+}
+
+bool ObjectCache::present_or_inflight(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  if (memory_.get(MemoryTier::key(key_hash, etag, block))) return true;
+  if (find(key_hash, etag, block)) return true;
+  auto loc = index_->get_block(key_hash, etag, block);
+  return loc && loc->has_value();
+}
+
+std::pair<std::shared_ptr<ObjectCache::PendingObject>, bool> ObjectCache::find_or_start_object(const ObjectKey& key) {
+  std::lock_guard lock(mu_);
+  auto& slot = pending_objects_[key.encoded()];
+  if (slot) return {slot, false};
+  slot = std::make_shared<PendingObject>();
+  return {slot, true};
+}
+
+void ObjectCache::finish_object(const ObjectKey& key) {
+  std::shared_ptr<PendingObject> done;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_objects_.find(key.encoded());
+    if (it == pending_objects_.end()) return;
+    done = std::move(it->second);
+    pending_objects_.erase(it);
+  }
+  done->signal.complete();
+}
+
+}  // namespace tagd::cache
