@@ -135,7 +135,12 @@ Operation classify(std::string_view method, const Target& t) {
       op.name = "ListParts";
       op.action = Action::kWrite;
     } else {
-      op.name = head ? "HeadObject" : (t.query.empty() ? "GetObject" : "GetObjectSubresource");
+      // Presign parameters and the SDKs' x-id do not make a GET a sub-resource request.
+      const bool plain = std::all_of(t.query.begin(), t.query.end(), [](const auto& p) {
+        return p.first == "x-id" || p.first == "versionId" || p.first == "partNumber" ||
+               p.first.rfind("response-", 0) == 0 || is_presign_param(p.first);
+      });
+      op.name = head ? "HeadObject" : (plain ? "GetObject" : "GetObjectSubresource");
       op.action = Action::kRead;
     }
     return op;

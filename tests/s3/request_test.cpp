@@ -76,6 +76,9 @@ TEST(ClassifyTest, ObjectOperations) {
   EXPECT_EQ(op("DELETE", "/b/k").action, Action::kDelete);
   EXPECT_EQ(op("DELETE", "/b/k?uploadId=x").action, Action::kWrite);
   EXPECT_EQ(op("GET", "/b/k?uploadId=x").name, "ListParts");
+  EXPECT_EQ(op("GET", "/b/k?X-Amz-Signature=a&X-Amz-Date=b&x-id=GetObject").name, "GetObject");
+  EXPECT_EQ(op("GET", "/b/k?versionId=3").name, "GetObject");
+  EXPECT_EQ(op("GET", "/b/k?tagging").name, "GetObjectSubresource");
 }
 
 TEST(ClassifyTest, BucketOperations) {
