@@ -91,8 +91,10 @@ def versions():
             return (r.stdout + r.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return None
-    v["nginx"] = out(["nginx", "-v"])
-    v["wrk"] = out(["wrk", "-v"])
+    ng = out(["nginx", "-v"]) or ""
+    v["nginx"] = ng.split("nginx/")[-1] if "nginx/" in ng else ng
+    wk = out(["wrk", "-v"]) or ""
+    v["wrk"] = wk.split()[1] if len(wk.split()) > 1 else wk
     try:
         import boto3
         import moto

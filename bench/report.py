@@ -23,6 +23,31 @@ BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 
 
+ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss"]
+
+
+def ordered(res):
+    sc = res.get("scenarios", {})
+    return [sc[k] for k in ORDER if k in sc] + [v for k, v in sc.items() if k not in ORDER]
+
+
+NUMBER = {"ceiling": "0", "hit": "1", "peer": "2", "epoch": "3", "herd": "4", "large": "5", "memory": "6",
+          "miss": "7"}
+
+
+def _tidy(res):
+    """Older result files: number every title, shorten version strings."""
+    for k, sc in res.get("scenarios", {}).items():
+        if k in NUMBER and not sc["title"][:1].isdigit():
+            sc["title"] = f"{NUMBER[k]}. {sc['title']}"
+    v = res.get("versions", {})
+    if "nginx/" in (v.get("nginx") or ""):
+        v["nginx"] = v["nginx"].split("nginx/")[-1]
+    if (v.get("wrk") or "").startswith("wrk "):
+        v["wrk"] = v["wrk"].split()[1]
+    return res
+
+
 def summary_md(res, img_rel):
     m = res.get("machine", {})
     t = res.get("tagd", {})
@@ -41,7 +66,7 @@ def summary_md(res, img_rel):
         "| scenario | headline |",
         "|---|---|",
     ]
-    for name, sc in res.get("scenarios", {}).items():
+    for sc in ordered(res):
         lines.append(f"| {sc['title']} | {sc['headline']} |")
     for name, err in res.get("errors", {}).items():
         lines.append(f"| {name} | FAILED: {err.strip().splitlines()[-1] if err.strip() else ''} |")
@@ -55,7 +80,7 @@ def summary_md(res, img_rel):
 
 def full_md(res, img_rel):
     parts = [summary_md(res, img_rel)]
-    for sc in res.get("scenarios", {}).values():
+    for sc in ordered(res):
         parts.append(table.markdown(sc))
     return "\n".join(parts)
 
@@ -106,6 +131,7 @@ set ylabel "MiB/s (log scale)"
 set logscale y
 set datafile missing "-"
 set yrange [1:*]
+set key below horizontal
 plot "hit.dat" using 2:xtic(1) title "nginx static (limit)" lc rgb "#4477aa", \\
      "" using 3 title "tagd" lc rgb "#ee6677", \\
      "" using 4 title "nginx proxy_cache+slice (peer)" lc rgb "#228833"
@@ -132,7 +158,7 @@ set title "Epoch time, 8 workers, 25 ms each way (lower is better)"
 set ylabel "seconds (log scale)"
 set logscale y
 set datafile missing "-"
-set key top right
+set key below horizontal
 plot "ep.dat" using 2:xtic(1) title "direct over the WAN" lc rgb "#4477aa", \\
      "" using 3 title "tagd epoch 1 (cold)" lc rgb "#ee6677", \\
      "" using 4 title "tagd epoch 2 (warm)" lc rgb "#aa3377", \\
@@ -152,6 +178,7 @@ def chart_memory(res, out, tmp):
 set title "tagd RSS with 1,000 connections streaming (900 fast, 100 slow)"
 set ylabel "MiB"
 set yrange [0:*]
+set key below horizontal
 plot "mem.dat" using 2:xtic(1) title "idle RSS" lc rgb "#bbbbbb", \\
      "" using 3 title "peak RSS (VmHWM)" lc rgb "#ee6677"
 """
@@ -166,7 +193,7 @@ def main():
     ap.add_argument("--print", action="store_true")
     a = ap.parse_args()
     with open(a.result) as f:
-        res = json.load(f)
+        res = _tidy(json.load(f))
     img_rel = None
     if a.img:
         os.makedirs(a.img, exist_ok=True)

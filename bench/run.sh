@@ -47,11 +47,12 @@ missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# nginx-light conflicts with nothing we need, but any nginx with the slice module will do
-if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v nginx >/dev/null && nginx -V 2>&1 | grep -q http_slice_module; then
-  missing=("${missing[@]/nginx-light}")
+# any installed nginx with the slice module will do instead of nginx-light
+if command -v nginx >/dev/null && nginx -V 2>&1 | grep -q http_slice_module; then
+  kept=()
+  for p in ${missing[@]+"${missing[@]}"}; do [[ $p == nginx-light ]] || kept+=("$p"); done
+  missing=(${kept[@]+"${kept[@]}"})
 fi
-missing=(${missing[@]+"${missing[@]}"})
 if ((${#missing[@]})); then
   log "installing ${missing[*]} from apt"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo

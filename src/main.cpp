@@ -52,7 +52,15 @@ int main(int argc, char** argv) {
     }
 
     tagd::auth::CredentialStore credentials;
-    if (!config.credentials_file.empty()) credentials.load_file(config.credentials_file);
+    if (!config.credentials_file.empty()) {
+      try {
+        credentials.load_file(config.credentials_file);
+      } catch (const std::runtime_error& e) {
+        throw tagd::config::ConfigError(
+            std::string("invalid setting auth.credentials_file (flag --credentials-file, env TAG_CREDENTIALS_FILE): ") +
+            e.what());
+      }
+    }
     if (!config.client_access_key_id.empty()) {
       credentials.add_full_access(config.client_access_key_id, config.client_secret_access_key);
     }

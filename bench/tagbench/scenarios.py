@@ -15,7 +15,7 @@ import urllib.parse
 from . import data as D
 from . import loads
 from . import servers as S
-from .util import cpu_seconds, fmt, log, median, proc_status_kib, ratio, reset_hwm
+from .util import busy_fraction, cpu_seconds, cpu_times, fmt, log, median, proc_status_kib, ratio, reset_hwm
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -240,7 +240,7 @@ def client_ceiling(ctx):
         rows.append([tool, conns, _med(rr, "ops_s"), _med(rr, "mib_s"), _med(rr, "p50_ms"), _med(rr, "p99_ms")])
     best = max((r[2] or 0) for r in rows if r[0] == "wrk")
     return {
-        "id": "ceiling", "title": "Client ceiling: the load generator against nginx static 1 KiB",
+        "id": "ceiling", "title": "0. Client ceiling: the load generator against nginx static 1 KiB",
         "origin": "nginx static files on loopback (no upstream)",
         "tagd": "not involved",
         "columns": ["client", "conns", "ops/s", "MiB/s", "p50 ms", "p99 ms"],
@@ -464,7 +464,7 @@ def miss_path(ctx):
         if r_ops is not None:
             head.append(f"{_size_label(ds.size)} {r_ops:.2f}")
     return {
-        "id": "miss", "title": "Miss path on loopback: tagd cold vs direct to the same moto",
+        "id": "miss", "title": "7. Miss path on loopback: tagd cold vs direct to the same moto",
         "origin": "moto under waitress on loopback (2-4 ms of Python CPU per request: it bounds both columns)",
         "tagd": ctx.tagd_label(),
         "columns": ["size", "objects", "conns", "direct ops/s", "tagd ops/s", "tagd/direct",
@@ -533,11 +533,15 @@ def epochs(ctx):
                 if what == "tagd":
                     if "tagd" not in files:
                         continue
-                    ctx.tagd(up, fresh=True)
+                    td = ctx.tagd(up, fresh=True)
                     for phase in ("cold", "warm"):
                         mark = _log_lines(up) if getattr(up, "access_log", None) else 0
+                        c0, m0 = cpu_seconds(td.pid), cpu_times()
                         r = _run_or_none(loads.s3get, ctx.state, files["tagd"], conns=p["epoch_workers"],
                                          seed=ctx.next_seed())
+                        if r:
+                            r["tagd_cpu_s"] = cpu_seconds(td.pid) - c0
+                            r["machine_busy"] = busy_fraction(m0, cpu_times())
                         runs[phase].append(r)
                         if getattr(up, "access_log", None):
                             time.sleep(0.5)
@@ -546,8 +550,11 @@ def epochs(ctx):
                     if ctx.tagd_xcache is None:
                         ctx.tagd_xcache = ctx.probe_xcache(open(files["tagd"]).readline().strip())
                 else:
+                    m0 = cpu_times()
                     r = _run_or_none(loads.s3get, ctx.state, files[what], conns=p["epoch_workers"],
                                      seed=ctx.next_seed())
+                    if r:
+                        r["machine_busy"] = busy_fraction(m0, cpu_times())
                     runs[what].append(r)
                     log(f"  epoch {_size_label(size)} {what}: {fmt(r['wall_s']) if r else 'fail'} s")
         t = {k: _med(v, "wall_s") for k, v in runs.items()}
@@ -564,7 +571,9 @@ def epochs(ctx):
                          median([r["ttfb_ms"]["p50"] for r in rr if r]),
                          median([r["ttlb_ms"]["p99"] for r in rr if r]),
                          median([r["errors"] + r["non2xx"] for r in rr if r]),
-                         median(upbytes[k]) / ds.total_bytes() if upbytes.get(k) else None])
+                         median(upbytes[k]) / ds.total_bytes() if upbytes.get(k) else None,
+                         _med(rr, "tagd_cpu_s"),
+                         (100 * _med(rr, "machine_busy")) if _med(rr, "machine_busy") is not None else None])
         data[label] = {"runs": runs, "upstream_bytes": upbytes, "origin": up.name,
                        "warm_speedup_over_direct": speedup, "warm_over_nginx": warm_vs_nginx,
                        "cold_over_direct": cold_over}
@@ -584,7 +593,7 @@ def epochs(ctx):
         "tagd": ctx.tagd_label(),
         "wan": ctx.wan.mode if ctx.wan else None,
         "columns": ["dataset", "configuration", "epoch s", "MiB/s", "TTFB p50 ms", "p99 ms",
-                    "errors", "upstream bytes / dataset"],
+                    "errors", "upstream bytes / dataset", "tagd CPU s", "machine CPU busy %"],
         "rows": rows,
         "headline": "; ".join(heads),
         "notes": notes,
@@ -698,13 +707,20 @@ def large_cold(ctx):
         for what in seq:
             if what == "direct":
                 uf = ctx.urls(up.url, [key], key.replace("/", "_"))[0]
+                m0 = cpu_times()
                 direct.append(_run_or_none(loads.s3get, ctx.state, uf, conns=1))
+                if direct[-1]:
+                    direct[-1]["machine_busy"] = busy_fraction(m0, cpu_times())
                 log(f"  large: direct {fmt(direct[-1]['wall_s']) if direct[-1] else 'fail'} s")
             elif ctx.tagd_available():
-                ctx.tagd(up, fresh=True)
+                td = ctx.tagd(up, fresh=True)
                 uf = ctx.urls(ctx.tagd_url(), [key], key.replace("/", "_"))[0]
                 mark = _log_lines(up)
+                c0, m0 = cpu_seconds(td.pid), cpu_times()
                 r = _run_or_none(loads.s3get, ctx.state, uf, conns=1)
+                if r:
+                    r["tagd_cpu_s"] = cpu_seconds(td.pid) - c0
+                    r["machine_busy"] = busy_fraction(m0, cpu_times())
                 time.sleep(0.5)
                 b = _upstream_bytes(up, key, mark)[0]
                 via.append(r)
@@ -714,16 +730,19 @@ def large_cold(ctx):
     rows = []
     for name, rr in (("direct single-stream GET", direct), ("through tagd, cold", via)):
         if rr:
+            busy = _med(rr, "machine_busy")
             rows.append([D.human(size), name, median([r["ttlb_ms"]["max"] / 1000 for r in rr if r]),
                          _med(rr, "mib_s"), median([r["ttfb_ms"]["p50"] for r in rr if r]),
-                         median(amp) if rr is via else None])
+                         median(amp) if rr is via else None, _med(rr, "tagd_cpu_s"),
+                         100 * busy if busy is not None else None])
     rt = _paired_ratio(via, direct, "wall_s") if via else None
     return {
         "id": "large", "title": "5. Large cold object over the WAN, one client",
         "origin": f"nginx static inside the WAN namespace ({up.url})",
         "tagd": ctx.tagd_label(),
         "wan": ctx.wan.mode if ctx.wan else None,
-        "columns": ["object", "path", "time s", "MiB/s", "TTFB ms", "upstream bytes / object"],
+        "columns": ["object", "path", "time s", "MiB/s", "TTFB ms", "upstream bytes / object", "tagd CPU s",
+                    "machine CPU busy %"],
         "rows": rows,
         "headline": f"tagd cold / direct time = {fmt(rt)} (below 1 means tagd is faster)" if rt is not None
         else f"tagd not measured: {ctx.tagd_label()}",
@@ -806,4 +825,4 @@ SCENARIOS = {
 }
 ALIASES = {"0": "ceiling", "1": "hit", "2": "peer", "3": "epoch", "4": "herd", "5": "large", "6": "memory",
            "7": "miss"}
-ORDER = ["ceiling", "hit", "peer", "miss", "memory", "epoch", "herd", "large"]
+ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss"]

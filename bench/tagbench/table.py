@@ -46,7 +46,12 @@ def markdown(res):
     cols = res["columns"]
     if res["rows"]:
         out.append("| " + " | ".join(cols) + " |")
-        out.append("|" + "|".join("---:" if i else "---" for i in range(len(cols))) + "|")
+        def numeric(i):
+            vals = [r[i] for r in res["rows"] if r[i] is not None]
+            return all(isinstance(v, (int, float)) or (isinstance(v, str) and v[:1].isdigit() and " x " not in v
+                                                       and not v.endswith("B"))
+                       for v in vals) and i > 0
+        out.append("|" + "|".join("---:" if numeric(i) else "---" for i in range(len(cols))) + "|")
         for r in res["rows"]:
             out.append("| " + " | ".join(cell(v) for v in r) + " |")
         out.append("")

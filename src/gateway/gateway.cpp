@@ -255,9 +255,30 @@ asio::awaitable<Status> read_body_piece(const config::Config& config, Exchange& 
   auto& body = ex.parser.get().body();
   body.data = ex.piece.get();
   body.size = kPiece;
-  ex.client.stream.expires_after(config.idle_timeout);
+  // The stream's own timeout would close the socket, leaving no way to send the client
+  // its RequestTimeout: a separate timer cancels the read instead. Its state is shared
+  // because the handler may run after this frame is gone; `done` (same thread) keeps a
+  // late handler away from a stream that may no longer exist.
+  struct Watch {
+    explicit Watch(asio::any_io_executor e) : timer(std::move(e)) {}
+    asio::steady_timer timer;
+    bool fired = false;
+    bool done = false;
+  };
+  auto watch = std::make_shared<Watch>(ex.client.stream.get_executor());
+  watch->timer.expires_after(config.idle_timeout);
+  watch->timer.async_wait([watch, &stream = ex.client.stream](boost::system::error_code wec) {
+    if (wec || watch->done) return;  // the read finished first
+    watch->fired = true;
+    boost::system::error_code ignored;
+    stream.socket().cancel(ignored);
+  });
+  ex.client.stream.expires_never();
   auto [ec, n] = co_await http::async_read(ex.client.stream, ex.client.buffer, ex.parser, kTuple);
+  watch->done = true;
+  watch->timer.cancel();
   if (ec == http::error::need_buffer) ec = {};
+  if (ec && watch->fired) ec = beast::error::timeout;
   std::size_t got = kPiece - body.size;
   body.data = nullptr;
   if (ec) {
@@ -422,9 +443,13 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     std::tie(ec, std::ignore) =
         co_await conn->visit([&](auto& s) { return http::async_write_header(s, sr, kTuple); });
     if (!ec && replayable && !held.empty()) {
+      conn->tcp().expires_after(config.upstream_read_timeout);
       ec = co_await conn->visit([&](auto& s) { return write_payload(s, held, upstream_chunked); });
     }
-    if (!ec && replayable && upstream_chunked) ec = co_await conn->visit([&](auto& s) { return write_last_chunk(s); });
+    if (!ec && replayable && upstream_chunked) {
+      conn->tcp().expires_after(config.upstream_read_timeout);
+      ec = co_await conn->visit([&](auto& s) { return write_last_chunk(s); });
+    }
     if (ec) {
       conn.reset();
       if (can_retry && (idempotent(req.method()) || attempt == 0)) continue;
@@ -447,6 +472,8 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
         }
         if (next.empty()) continue;
         if (!held.empty()) {
+          // The upstream timeout bounds each write, not the whole (arbitrarily long) upload.
+          conn->tcp().expires_after(config.upstream_read_timeout);
           ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
           if (ec) break;
         }
@@ -460,11 +487,21 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
           spdlog::warn("request {}: upload aborted upstream: {}", ex.request_id, s.message());
           co_return co_await send_error(config, ex, s);
         }
+        conn->tcp().expires_after(config.upstream_read_timeout);
         ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
-        if (!ec && upstream_chunked) ec = co_await conn->visit([&](auto& st) { return write_last_chunk(st); });
+        if (!ec && upstream_chunked) {
+          conn->tcp().expires_after(config.upstream_read_timeout);
+          ec = co_await conn->visit([&](auto& st) { return write_last_chunk(st); });
+        }
       }
-      // A write error can mean the upstream answered early (e.g. NoSuchBucket) and
-      // closed: try to read that answer before giving up.
+      if (ec == beast::error::timeout) {
+        // The stream closed the socket on the timeout: there is no answer to read.
+        conn.reset();
+        spdlog::warn("request {}: upstream stopped reading the request body", ex.request_id);
+        co_return co_await send_error(config, ex, upstream_failure(ec, "while receiving the request body"));
+      }
+      // Any other write error can mean the upstream answered early (e.g. NoSuchBucket)
+      // and closed: try to read that answer before giving up.
       if (ec) spdlog::debug("request {}: upstream write failed: {}", ex.request_id, ec.message());
     }
 
@@ -494,8 +531,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   auto& upres = rp->get();
   const int status = upres.result_int();
   ex.status = status;
-  const bool client_keep_alive = req.keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
-  http::response<http::empty_body> res{upres.result(), 11};
+  bool client_keep_alive = req.keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
+  // An HTTP/1.0 client gets an HTTP/1.0 response: it cannot decode chunked coding.
+  const bool client_http11 = req.version() >= 11;
+  http::response<http::empty_body> res{upres.result(), client_http11 ? 11u : 10u};
   for (const auto& f : upres) {
     if (!drop_response_header(f.name_string())) res.insert(f.name(), f.name_string(), f.value());
   }
@@ -503,8 +542,12 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   const bool no_body = req.method() == http::verb::head || status == 204 || status == 304 || status < 200;
   bool client_chunked = false;
   if (!no_body && !(rp->content_length() && !rp->chunked())) {
-    res.chunked(true);
-    client_chunked = true;
+    if (client_http11) {
+      res.chunked(true);
+      client_chunked = true;
+    } else {
+      client_keep_alive = false;  // the end of the connection marks the end of the body
+    }
   }
   res.keep_alive(client_keep_alive);
   if (status >= 500) m.upstream_errors.inc();

@@ -245,8 +245,53 @@ std::optional<std::string> xml_unescape(std::string_view s) {
 }
 }  // namespace
 
+namespace {
+// The elements a DeleteObjects body may contain. Anything else — other elements,
+// namespace prefixes, attributes (but Delete's xmlns), comments, CDATA, DOCTYPE, or
+// whitespace inside a tag — is refused, so the keys found below are exactly the keys
+// the upstream will parse: a body cannot hide a key from the policy check.
+bool allowed_delete_element(std::string_view name) {
+  static constexpr std::string_view kNames[] = {"Delete", "Object", "Key", "VersionId", "Quiet",
+                                                "ETag",   "LastModifiedTime", "Size"};
+  return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
+}
+
+Status validate_delete_body(std::string_view xml) {
+  auto bad = [](std::string why) { return Status(ErrorCode::kMalformedXML, "DeleteObjects body: " + why); };
+  std::size_t pos = 0;
+  while ((pos = xml.find('<', pos)) != std::string_view::npos) {
+    std::string_view rest = xml.substr(pos);
+    if (rest.substr(0, 5) == "<?xml") {
+      if (xml.substr(0, pos).find_first_not_of(" \t\r\n") != std::string_view::npos) return bad("misplaced declaration");
+      auto end = xml.find("?>", pos);
+      if (end == std::string_view::npos) return bad("unterminated declaration");
+      pos = end + 2;
+      continue;
+    }
+    auto close = rest.find('>');
+    if (close == std::string_view::npos) return bad("unterminated tag");
+    std::string_view tag = rest.substr(1, close - 1);
+    if (!tag.empty() && tag.front() == '/') tag.remove_prefix(1);
+    if (!tag.empty() && tag.back() == '/') tag.remove_suffix(1);
+    std::string_view name = tag.substr(0, tag.find(' '));
+    if (!allowed_delete_element(name)) return bad("unexpected element <" + std::string(name) + ">");
+    if (name.size() != tag.size()) {
+      // Only <Delete xmlns="..."> may carry something after its name.
+      std::string_view attrs = tag.substr(name.size());
+      if (name != "Delete" || attrs.substr(0, 8) != " xmlns=\"" || attrs.back() != '"' ||
+          attrs.find('"', 8) != attrs.size() - 1) {
+        return bad("unexpected attribute on <" + std::string(name) + ">");
+      }
+    }
+    pos += close + 1;
+  }
+  return Status::ok();
+}
+}  // namespace
+
 Result<std::vector<std::string>> delete_objects_keys(std::string_view xml) {
   std::vector<std::string> keys;
+  if (Status s = validate_delete_body(xml); !s) return s;
   if (xml.find("<Delete") == std::string_view::npos) {
     return Status(ErrorCode::kMalformedXML, "DeleteObjects body has no <Delete> element");
   }
@@ -254,7 +299,9 @@ Result<std::vector<std::string>> delete_objects_keys(std::string_view xml) {
   while ((pos = xml.find("<Key>", pos)) != std::string_view::npos) {
     auto end = xml.find("</Key>", pos);
     if (end == std::string_view::npos) return Status(ErrorCode::kMalformedXML, "unterminated <Key>");
-    auto key = xml_unescape(xml.substr(pos + 5, end - pos - 5));
+    std::string_view raw = xml.substr(pos + 5, end - pos - 5);
+    if (raw.find('<') != std::string_view::npos) return Status(ErrorCode::kMalformedXML, "markup inside <Key>");
+    auto key = xml_unescape(raw);
     if (!key) return Status(ErrorCode::kMalformedXML, "bad entity in <Key>");
     keys.push_back(std::move(*key));
     pos = end + 6;

@@ -141,6 +141,12 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> Pool::connect() {
     }
   }
   auto [hec] = co_await tls.async_handshake(asio::ssl::stream_base::client, kTuple);
+  if (hec == beast::error::timeout) {
+    // Accepted but never completed the handshake: a slow upstream, not a bad certificate.
+    metrics().upstream_tls_errors.inc();
+    spdlog::warn("upstream TLS handshake with {} timed out", endpoint_.host_header);
+    co_return Status(ErrorCode::kGatewayTimeout, "upstream TLS handshake with " + endpoint_.host_header + " timed out");
+  }
   if (hec) {
     metrics().upstream_tls_errors.inc();
     long verify = SSL_get_verify_result(tls.native_handle());

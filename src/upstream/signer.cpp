@@ -23,7 +23,9 @@ void sign_request(http::fields& fields, std::string_view method, std::string_vie
   for (const auto& f : fields) {
     std::string name(f.name_string());
     std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-    bool sign = name == "host" || name.rfind("x-amz-", 0) == 0 || name == "content-md5" || name == "content-type";
+    // Vendor headers (X-Tigris-*) change what the upstream does, so they are signed too.
+    bool sign = name == "host" || name.rfind("x-amz-", 0) == 0 || name.rfind("x-tigris-", 0) == 0 ||
+                name == "content-md5" || name == "content-type";
     if (!sign) continue;
     headers.emplace_back(name, std::string(f.value()));
     if (std::find(signed_names.begin(), signed_names.end(), name) == signed_names.end()) signed_names.push_back(name);

@@ -12,6 +12,10 @@
 #   --test-timeout SECS       limit per test phase (default 60; 0 = none)
 #   --total-timeout SECS      limit per pytest run (default 2400)
 #   --log-level LEVEL         tagd log level (default debug)
+#   --tagd-args "ARGS"        extra tagd flags, word-split (e.g. "--allow-anonymous true")
+#   --no-isolate              keep s3-tests' one bucket prefix for the whole session (by
+#                             default each test gets a fresh prefix, so a bucket an earlier
+#                             test could not delete does not fail every later setup)
 # env: PYTHON (default python3) must have boto3 and moto[server]; pytest, munch, isodate,
 # pytz, dateutil are taken from it or, failing that, from Debian's python3-* packages in
 # /usr/lib/python3/dist-packages (symlinked one by one, never that whole directory).
@@ -20,7 +24,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
-[[ $# -ge 1 && -d "${1:-}" ]] || { sed -n '2,19p' "$0"; exit 2; }
+[[ $# -ge 1 && -d "${1:-}" ]] || { sed -n '2,23p' "$0"; exit 2; }
 s3tests="$(cd "$1" && pwd)"; shift
 target=both
 tagd_bin="$repo/build/tagd"
@@ -30,6 +34,8 @@ markers="not fails_on_aws"
 test_timeout=60
 total_timeout=2400
 log_level=debug
+tagd_args=""
+isolate=1
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -41,6 +47,8 @@ while [[ $# -gt 0 ]]; do
     --test-timeout) test_timeout="$2"; shift 2 ;;
     --total-timeout) total_timeout="$2"; shift 2 ;;
     --log-level) log_level="$2"; shift 2 ;;
+    --tagd-args) tagd_args="$2"; shift 2 ;;
+    --no-isolate) isolate=0; shift ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -204,7 +212,7 @@ run_one() {  # run_one moto|tagd
     env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$dir/tagd" --listen-address 127.0.0.1 --port "$port" \
       --upstream-endpoint "http://127.0.0.1:$moto_port" --upstream-region us-east-1 \
       --upstream-access-key-id test --upstream-secret-access-key test \
-      --credentials-file "$dir/credentials.json" --log-level "$log_level" --access-log true \
+      --credentials-file "$dir/credentials.json" --log-level "$log_level" --access-log true $tagd_args \
       >"$dir/tagd.log" 2>&1 &
     tagd_pid=$!; pids+=("$tagd_pid")
     wait_http "http://127.0.0.1:$port/" "$tagd_pid" tagd
@@ -213,9 +221,9 @@ run_one() {  # run_one moto|tagd
   : >"$dir/results.tsv"
   local margs=()
   [[ -n "$markers" ]] && margs=(-m "$markers")
-  echo "== $t: pytest $tests ${markers:+-m '$markers'} on port $port (moto $moto_port); log $dir/pytest.log"
+  echo "== $t: pytest (isolate=$isolate) $tests ${markers:+-m '$markers'} on port $port (moto $moto_port); log $dir/pytest.log"
   (cd "$s3tests" && S3TEST_CONF="$dir/s3tests.conf" S3T_RESULTS="$dir/results.tsv" \
-     S3T_TEST_TIMEOUT="$test_timeout" AWS_DEFAULT_REGION=us-east-1 \
+     S3T_TEST_TIMEOUT="$test_timeout" S3T_ISOLATE="$isolate" AWS_DEFAULT_REGION=us-east-1 \
      env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_PROFILE \
      timeout -k 10 "$total_timeout" "$PY" -m pytest -p s3t_plugin -p no:cacheprovider \
        -o junit_family=xunit2 --junitxml="$dir/junit.xml" -rfE --tb=short \

@@ -6,6 +6,11 @@
   the run goes so a run cut short by the overall timeout still leaves its results.
   outcome: passed | failed | error | skipped. A test whose call passed but whose
   teardown failed counts as error (not passed).
+- S3T_ISOLATE=1: a fresh random bucket prefix before each test (template from
+  S3T_BUCKET_PREFIX_TEMPLATE, default "s3t-{random}-"). s3-tests' autouse fixture deletes
+  every bucket with the session's prefix before and after each test and fails the test
+  when one cannot be deleted, so without this a single undeletable bucket fails every
+  later test's setup.
 """
 import os
 import signal
@@ -14,6 +19,8 @@ import pytest
 
 _TIMEOUT = int(os.environ.get("S3T_TEST_TIMEOUT", "0") or 0)
 _RESULTS = os.environ.get("S3T_RESULTS")
+_ISOLATE = os.environ.get("S3T_ISOLATE", "0") == "1"
+_TEMPLATE = os.environ.get("S3T_BUCKET_PREFIX_TEMPLATE", "s3t-{random}-")
 _state = {}
 
 
@@ -41,7 +48,23 @@ def _timed(phase):
     return hook
 
 
-pytest_runtest_setup = _timed("setup")
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if not _ISOLATE:
+        return
+    import s3tests.functional as f
+    if f.prefix is not None:  # None until the package fixture configured the session
+        f.prefix = f.choose_bucket_prefix(template=_TEMPLATE)
+
+
+class _Timers:
+    pytest_runtest_setup = _timed("setup")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_Timers(), "s3t_timers")
+
+
 pytest_runtest_call = _timed("call")
 pytest_runtest_teardown = _timed("teardown")
 

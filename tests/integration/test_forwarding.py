@@ -12,7 +12,7 @@ import unittest
 from botocore.exceptions import ClientError
 
 import harness
-from harness import FakeUpstream, Tagd, TagdTestCase, unique
+from harness import FakeUpstream, Tagd, TagdTestCase
 
 UPSTREAM_KEY = ("AKIDUPSTREAMFAKE0001", "upstream-fake-secret-0123456789abcdefgh")
 
@@ -23,8 +23,8 @@ class ForwardingTest(TagdTestCase):
         cls.workdir = tempfile.mkdtemp(prefix="tagd-fwd-")
         cls.addClassCleanup(shutil.rmtree, cls.workdir, True)
 
-    def start_pair(self, respond, args=()):
-        upstream = FakeUpstream(respond)
+    def start_pair(self, respond, args=(), read_pace=0.0):
+        upstream = FakeUpstream(respond, read_pace)
         self.addCleanup(upstream.stop)
         t = Tagd(self.workdir, upstream.endpoint, UPSTREAM_KEY, extra_args=args)
         self.__dict__.setdefault("_test_tagds", []).append(t)
@@ -82,6 +82,23 @@ class ForwardingTest(TagdTestCase):
         self.assertEqual(data, body)
         self.assertEqual(headers.get("transfer-encoding"), "chunked")
 
+    def test_http10_client_gets_no_chunked_coding(self):
+        import socket
+        body = os.urandom(100_000)
+        upstream, t = self.start_pair(lambda req: FakeUpstream.response(200, body, chunked=True))
+        host = f"127.0.0.1:{t.port}"
+        headers = harness.sign_headers("GET", f"http://{host}/bucket/key", {"Host": host}, harness.EMPTY_SHA256)
+        with socket.create_connection(("127.0.0.1", t.port), timeout=10) as sock:
+            head = "GET /bucket/key HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            sock.sendall((head + "\r\n").encode())
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        head, _, data = response.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.0 200"), head)
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertEqual(data, body)
+
     def test_idempotent_request_retried_on_dropped_connection(self):
         def respond(req):
             if req["index"] == 0:
@@ -108,6 +125,32 @@ class ForwardingTest(TagdTestCase):
         status, _, data = harness.signed_request(t.port, "PUT", "/bucket/key", os.urandom(500_000))
         self.assertEqual(status, 502, data)
         self.assertEqual(len(upstream.requests), 1)
+
+    def test_long_upload_to_slow_upstream(self):
+        # The upstream timeout bounds each read/write, not the whole transfer: an upload
+        # that takes several timeouts' worth of time while the upstream keeps reading
+        # must go through.
+        upstream, t = self.start_pair(lambda req: FakeUpstream.response(200, b""), ["--upstream-read-timeout", "1s"],
+                                      read_pace=0.01)
+        data = os.urandom(16 * harness.MiB)  # 256 pieces x 10 ms: ~2.6 s upstream
+        start = time.monotonic()
+        status, _, body = harness.signed_request(t.port, "PUT", "/bucket/big", data)
+        elapsed = time.monotonic() - start
+        self.assertEqual(status, 200, body[:300])
+        self.assertGreater(elapsed, 1.5, "the upstream was not slow enough to test anything")
+        self.assertEqual(len(upstream.requests), 1)
+        self.assertEqual(hashlib.sha256(upstream.requests[0]["body"]).digest(), hashlib.sha256(data).digest())
+
+    def test_upstream_that_stops_reading_the_body(self):
+        upstream, t = self.start_pair(lambda req: FakeUpstream.response(200, b""), ["--upstream-read-timeout", "1s"],
+                                      read_pace=60)  # reads 64 KiB, then nothing for a minute
+        start = time.monotonic()
+        status, headers, body = harness.signed_request(t.port, "PUT", "/bucket/stuck", os.urandom(16 * harness.MiB))
+        self.assertLess(time.monotonic() - start, 10)
+        self.assertEqual(status, 504, body[:300])
+        self.assertEqual(harness.s3_error(body)[0], "GatewayTimeout")
+        self.assertTrue(headers.get("x-amz-request-id"))
+        t.wait_for_log(r"\bwarn(ing)?\b.*upstream stopped reading the request body")
 
     def test_truncated_upstream_body(self):
         def respond(req):
@@ -159,6 +202,36 @@ class ForwardingTest(TagdTestCase):
             worker.join(20)
         self.assertEqual(first["r"][0], 200)
         self.assertEqual(len(upstream.requests), 1)
+
+    def test_upstream_keep_alive_reuse_and_concurrency(self):
+        def body_for(target):
+            return hashlib.sha256(target.encode()).digest() * 2000  # 64000 bytes, unique per target
+
+        def respond(req):
+            body = body_for(req["target"])
+            if req["method"] == "HEAD":
+                return FakeUpstream.response(200, b"", {"ETag": '"h"'}, content_length=len(body))
+            return FakeUpstream.response(200, body, {"ETag": '"g"'})
+        upstream, t = self.start_pair(respond, ["--threads", "1"])
+        # Sequential: HEAD and GET alternate on one kept-alive upstream connection.
+        for i in range(6):
+            method = "HEAD" if i % 2 else "GET"
+            status, headers, data = harness.signed_request(t.port, method, f"/bucket/seq-{i}")
+            self.assertEqual(status, 200)
+            self.assertEqual(headers.get("content-length"), str(64000))
+            self.assertEqual(data, b"" if method == "HEAD" else body_for(f"/bucket/seq-{i}"))
+        self.assertEqual(upstream.connections, 1, "tagd did not reuse its upstream connection")
+        self.assertGreaterEqual(t.metrics()["tagd_upstream_connections_reused_total"], 5)
+
+        # Concurrent: every client gets its own object back, whatever connection carried it.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(i):
+            status, _, data = harness.signed_request(t.port, "GET", f"/bucket/par-{i}")
+            return status, data == body_for(f"/bucket/par-{i}")
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(fetch, range(64)))
+        self.assertEqual(results, [(200, True)] * 64)
 
 
 def recompute_signature(req, port) -> str:

@@ -134,6 +134,26 @@ TEST(DeleteObjectsKeysTest, ExtractsAndUnescapes) {
   EXPECT_FALSE(delete_objects_keys("<Delete><Object><Key>x</Object></Delete>").has_value());
   EXPECT_FALSE(delete_objects_keys("<NotDelete/>").has_value());
   EXPECT_FALSE(delete_objects_keys("<Delete><Object><Key>&bogus;</Key></Object></Delete>").has_value());
+  auto ns = delete_objects_keys(R"(<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>k</Key></Object></Delete>)");
+  ASSERT_TRUE(ns.has_value());
+  EXPECT_EQ(ns->size(), 1u);
+}
+
+TEST(DeleteObjectsKeysTest, RefusesFormsThatCouldHideAKeyFromThePolicy) {
+  for (const char* body : {"<Delete><Object><Key >secret</Key></Object></Delete>",
+                           "<Delete><Object><Key\n>secret</Key></Object></Delete>",
+                           "<Delete><Object><Key xml:space=\"preserve\">secret</Key></Object></Delete>",
+                           "<Delete><Object><s3:Key>secret</s3:Key></Object></Delete>",
+                           "<Delete><Object><Key><![CDATA[secret]]></Key></Object></Delete>",
+                           "<!DOCTYPE x><Delete><Object><Key>a</Key></Object></Delete>",
+                           "<Delete><!-- c --><Object><Key>a</Key></Object></Delete>",
+                           "<Delete foo=\"1\"><Object><Key>a</Key></Object></Delete>"}) {
+    auto r = delete_objects_keys(body);
+    EXPECT_FALSE(r.has_value()) << body;
+    if (!r) {
+      EXPECT_EQ(r.error().code(), ErrorCode::kMalformedXML);
+    }
+  }
 }
 
 TEST(ErrorXmlTest, EscapesEverything) {

@@ -16,7 +16,7 @@ struct SigningCredentials {
 };
 
 // Sets Host, x-amz-date, x-amz-content-sha256 and Authorization on `fields`. Signs host,
-// x-amz-*, content-md5 and content-type (the headers a proxy hop must not change).
+// x-amz-*, x-tigris-*, content-md5 and content-type (the headers a proxy hop must not change).
 // `target` is the exact request-target sent ("/bucket/key?a=b", already encoded).
 void sign_request(boost::beast::http::fields& fields, std::string_view method, std::string_view target,
                   std::string_view host_header, std::string_view payload_hash, const SigningCredentials& credentials,
