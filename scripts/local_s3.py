@@ -96,6 +96,9 @@ class Tagd:
         if client_key:
             args += ["--client-access-key-id", client_key[0], "--client-secret-access-key", client_key[1]]
         args += list(extra_args)
+        if "--cache-disk-path" not in args:
+            args += ["--cache-disk-path", os.path.join(os.path.dirname(os.path.abspath(log_path)), "cache"),
+                     "--cache-max-disk-usage", "1GiB"]
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         wait_http(self.endpoint + "/health", proc=self.proc)

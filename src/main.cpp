@@ -9,6 +9,7 @@
 
 #include "tagd/auth/credentials.hpp"
 #include "tagd/auth/request_verifier.hpp"
+#include "tagd/cache/object_cache.hpp"
 #include "tagd/config/config.hpp"
 #include "tagd/core/io_uring_probe.hpp"
 #include "tagd/core/logging.hpp"
@@ -82,7 +83,18 @@ int main(int argc, char** argv) {
     tagd::auth::RequestVerifier verifier(credentials, config.max_clock_skew, config.allow_anonymous);
     tagd::upstream::SigningCredentials signing{config.upstream_access_key_id, config.upstream_secret_access_key,
                                                config.upstream_region};
-    tagd::http::Server server(config, verifier, signing, tls.get());
+    std::unique_ptr<tagd::cache::ObjectCache> cache;
+    if (config.cache_disabled) {
+      spdlog::warn("cache disabled (cache.disabled): every request goes upstream; X-Cache: DISABLED");
+    } else {
+      try {
+        cache = tagd::cache::ObjectCache::open(config, probe.available);
+      } catch (const std::runtime_error& e) {
+        throw tagd::config::ConfigError(e.what());
+      }
+    }
+    tagd::metrics().cache_enabled.set(cache ? 1 : 0);
+    tagd::http::Server server(config, verifier, signing, tls.get(), cache.get());
     spdlog::info("tagd listening on http://{}:{} -> upstream {} (region {}), {} client key(s)", config.listen_address,
                  server.port(), config.upstream_endpoint, config.upstream_region, credentials.size());
     server.run();

@@ -147,7 +147,7 @@ bool ObjectCache::publish(const ObjectKey& key, const ObjectMeta& meta, std::uin
   std::lock_guard lock(mu_);
   // Under the lock, so an invalidation either happened before (we see it and refuse) or
   // after (it erases what we publish).
-  if (invalidated_at_[epoch_slot(key.bucket, key.key)] >= fill_epoch) return false;
+  if (invalidated_at_[epoch_slot(key.bucket, key.key)] > fill_epoch) return false;
   if (Status s = index_->put_object(key, meta); !s) {
     spdlog::warn("cache index write failed: {}", s.message());
     return false;

@@ -1,5 +1,8 @@
 #include "tagd/gateway/gateway.hpp"
 
+#include "cached_reads.hpp"
+#include "exchange.hpp"
+
 #include <spdlog/spdlog.h>
 #include <strings.h>
 
@@ -25,9 +28,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-// Per-direction transfer unit. Memory per request is two of these at most, whatever the
-// object size: one payload piece held back for verification and one in flight.
-constexpr std::size_t kPiece = 64 * 1024;
 
 std::string next_request_id() {
   static std::atomic<std::uint64_t> counter{0};
@@ -100,29 +100,13 @@ void count_status(int status) {
 
 }  // namespace
 
-struct Exchange {
-  ClientConnection& client;
-  RequestParser& parser;
-  std::string request_id = next_request_id();
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  s3::Target target;
-  s3::Operation op;
-  auth::VerifiedRequest verified;
-  std::unique_ptr<char[]> piece = std::make_unique<char[]>(kPiece);
-  int status = 0;
-  std::uint64_t bytes_in = 0;
-  std::uint64_t bytes_out = 0;
-  std::string error;
-};
-
-namespace {
 
 bool body_pending(const Exchange& ex) { return !ex.parser.is_done(); }
 
 // Writes a small locally generated response. The connection stays open only if the
 // request body was consumed (or there was none) and the client wants keep-alive.
 asio::awaitable<bool> send_local(const config::Config& config, Exchange& ex, http::status status,
-                                 std::string content_type, std::string body, bool head_only = false) {
+                                 std::string content_type, std::string body, bool head_only) {
   bool keep_alive = ex.parser.get().keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
   http::response<http::string_body> res{status, 11};
   res.set(http::field::server, "tagd");
@@ -155,21 +139,28 @@ asio::awaitable<bool> send_error(const config::Config& config, Exchange& ex, con
                                 std::move(xml), head);
 }
 
+namespace {
+
 void access_log(const config::Config& config, const Exchange& ex, std::string_view method) {
   if (!config.access_log) return;
   auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ex.start).count();
   std::string_view who = ex.verified.identity ? std::string_view(ex.verified.identity->access_key_id) : "-";
   logging::access().info(
-      "{} bucket={} key={} status={} in={} out={} ms={:.2f} id={} akid={} op={}{}{}", method,
+      "{} bucket={} key={} status={} in={} out={} ms={:.2f} id={} akid={} op={}{}{}{}{}", method,
       ex.target.bucket.empty() ? "-" : ex.target.bucket, ex.target.key.empty() ? "-" : ex.target.key, ex.status,
       ex.bytes_in, ex.bytes_out, ms, ex.request_id, who, ex.op.name.empty() ? "-" : ex.op.name,
-      ex.error.empty() ? "" : " error=", ex.error);
+      ex.x_cache.empty() ? "" : " cache=", ex.x_cache, ex.error.empty() ? "" : " error=", ex.error);
 }
 
 }  // namespace
 
-Gateway::Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool)
-    : shared_(shared), pool_(std::move(pool)) {}
+Gateway::Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool, cache::ObjectCache* cache)
+    : shared_(shared), pool_(std::move(pool)) {
+  if (cache != nullptr) cached_reads_ = std::make_unique<CachedReads>(shared_, *pool_, *cache);
+  cache_ = cache;
+}
+
+Gateway::~Gateway() = default;
 
 asio::awaitable<bool> Gateway::handle(ClientConnection& client, RequestParser& parser) {
   Exchange ex{client, parser};
@@ -242,6 +233,17 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
     if (!allowed) {
       metrics().policy_denials.inc();
       co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+    }
+  }
+  const bool object_read = get_or_head && !ex.target.key.empty() && ex.op.name != "GetObjectSubresource" &&
+                           ex.op.name != "ListParts";
+  if (object_read) {
+    if (cached_reads_ == nullptr) {
+      ex.x_cache = "DISABLED";
+      metrics().cache_disabled.inc();
+    } else {
+      std::optional<bool> served = co_await cached_reads_->serve(ex);
+      if (served) co_return *served;
     }
   }
   co_return co_await forward(ex);
@@ -366,15 +368,29 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
       co_return co_await send_error(config, ex, s);
     }
   }
-  if (ex.op.keys_in_body && ex.verified.identity != nullptr) {
+  // Keys this request may change, invalidated in the cache before forwarding and again
+  // after a success (a fill that raced with the write then cannot publish the old bytes).
+  std::vector<std::string> written_keys;
+  if (ex.op.keys_in_body) {
     auto keys = s3::delete_objects_keys(held);
     if (!keys) co_return co_await send_error(config, ex, keys.error());
-    for (const auto& key : *keys) {
-      if (!ex.verified.identity->may(s3::Action::kDelete, ex.target.bucket, key)) {
-        m.policy_denials.inc();
-        co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied for key " + key));
+    if (ex.verified.identity != nullptr) {
+      for (const auto& key : *keys) {
+        if (!ex.verified.identity->may(s3::Action::kDelete, ex.target.bucket, key)) {
+          m.policy_denials.inc();
+          co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied for key " + key));
+        }
       }
     }
+    written_keys = std::move(keys.value());
+  } else if (!ex.target.key.empty() && (req.method() == http::verb::put || req.method() == http::verb::post ||
+                                        req.method() == http::verb::delete_) &&
+             (ex.op.name == "PutObject" || ex.op.name == "DeleteObject" || ex.op.name == "CompleteMultipartUpload" ||
+              ex.op.name == "PostObject")) {
+    written_keys.push_back(ex.target.key);
+  }
+  if (cache_ != nullptr) {
+    for (const auto& key : written_keys) cache_->invalidate(ex.target.bucket, key);
   }
 
   // The upstream request head.
@@ -539,6 +555,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     if (!drop_response_header(f.name_string())) res.insert(f.name(), f.name_string(), f.value());
   }
   if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", ex.request_id);
+  if (!ex.x_cache.empty()) res.set("X-Cache", ex.x_cache);
+  if (cache_ != nullptr && status >= 200 && status < 300) {
+    for (const auto& key : written_keys) cache_->invalidate(ex.target.bucket, key);
+  }
   const bool no_body = req.method() == http::verb::head || status == 204 || status == 304 || status < 200;
   bool client_chunked = false;
   if (!no_body && !(rp->content_length() && !rp->chunked())) {

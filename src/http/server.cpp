@@ -92,7 +92,8 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
   entry.stream = &stream;
   loop.sessions.insert(&entry);
   // The read buffer holds at most one request head (plus what arrived with it).
-  beast::flat_buffer buffer(config.max_header_bytes + 16 * 1024);
+  beast::flat_buffer buffer(config.max_header_bytes + 64 * 1024);
+  buffer.reserve(64 * 1024);  // request bodies are read through it: keep reads large
   gateway::ClientConnection client{stream, buffer, ep.address().to_string()};
 
   while (!loop.draining) {
@@ -166,7 +167,7 @@ void Server::Impl::drain(Loop& loop) {
 }
 
 Server::Server(const config::Config& config, const auth::RequestVerifier& verifier,
-               upstream::SigningCredentials signing, asio::ssl::context* upstream_tls)
+               upstream::SigningCredentials signing, asio::ssl::context* upstream_tls, cache::ObjectCache* cache)
     : impl_(std::make_unique<Impl>(config, verifier, std::move(signing))) {
   unsigned n = config.threads != 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
   auto endpoint = upstream::Endpoint::parse(config.upstream_endpoint);
@@ -186,7 +187,8 @@ Server::Server(const config::Config& config, const auth::RequestVerifier& verifi
     loop->acceptor.listen(asio::socket_base::max_listen_connections);
     port = loop->acceptor.local_endpoint().port();  // later loops share the port chosen by the first
     loop->gateway = std::make_unique<gateway::Gateway>(
-        impl_->shared, std::make_unique<upstream::Pool>(loop->ctx.get_executor(), endpoint, upstream_tls, pool_options));
+        impl_->shared, std::make_unique<upstream::Pool>(loop->ctx.get_executor(), endpoint, upstream_tls, pool_options),
+        cache);
     impl_->loops.push_back(std::move(loop));
   }
   impl_->port = port;

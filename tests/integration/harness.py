@@ -234,7 +234,13 @@ class Tagd:
         if upstream_key:
             self.args += ["--upstream-access-key-id", upstream_key[0],
                           "--upstream-secret-access-key", upstream_key[1]]
-        self.args += list(extra_args)
+        extra_args = list(extra_args)
+        if "--cache-disk-path" not in extra_args and "--cache-disabled" not in extra_args:
+            # Each tagd gets its own small cache in the test's directory.
+            self.args += ["--cache-disk-path", os.path.join(workdir, f"{name}-{self.port}-cache"),
+                          "--cache-max-disk-usage", "128MiB", "--cache-region-size", "4MiB",
+                          "--cache-memory-size", "32MiB"]
+        self.args += extra_args
         self.env = dict(os.environ)
         # Only what the test says: no ambient AWS_*/TAG_* settings.
         for k in list(self.env):

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "tagd/auth/request_verifier.hpp"
+#include "tagd/cache/object_cache.hpp"
 #include "tagd/config/config.hpp"
 #include "tagd/upstream/pool.hpp"
 #include "tagd/upstream/signer.hpp"
@@ -36,9 +37,13 @@ struct Shared {
 
 struct Exchange;  // one request's state (gateway.cpp)
 
+class CachedReads;  // cached_reads.hpp (module-internal)
+
 class Gateway {
  public:
-  Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool);
+  // `cache` may be null (cache disabled); it outlives the gateway.
+  Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool, cache::ObjectCache* cache);
+  ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
@@ -54,6 +59,8 @@ class Gateway {
 
   const Shared& shared_;
   std::unique_ptr<upstream::Pool> pool_;
+  std::unique_ptr<CachedReads> cached_reads_;
+  cache::ObjectCache* cache_ = nullptr;
 };
 
 // Request ids: 16 upper-case hex characters, unique per process run.

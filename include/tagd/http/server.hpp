@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "tagd/auth/request_verifier.hpp"
+#include "tagd/cache/object_cache.hpp"
 #include "tagd/config/config.hpp"
 #include "tagd/upstream/signer.hpp"
 
@@ -18,8 +19,9 @@ namespace tagd::http {
 
 class Server {
  public:
+  // `cache` may be null (cache disabled); it must outlive the server.
   Server(const config::Config& config, const auth::RequestVerifier& verifier, upstream::SigningCredentials signing,
-         boost::asio::ssl::context* upstream_tls);
+         boost::asio::ssl::context* upstream_tls, cache::ObjectCache* cache);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -1,0 +1,632 @@
+#include "cached_reads.hpp"
+
+#include <spdlog/spdlog.h>
+#include <strings.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "tagd/cache/http_semantics.hpp"
+#include "tagd/core/metrics.hpp"
+#include "tagd/upstream/signer.hpp"
+
+namespace tagd::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using cache::ObjectKey;
+using cache::ObjectMeta;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+using ResponseParser = http::response_parser<http::buffer_body>;
+
+struct UpstreamReply {
+  std::unique_ptr<upstream::Connection> conn;
+  std::unique_ptr<ResponseParser> parser;
+};
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// The upstream request-target for an object key (and its version variant).
+std::string object_target(const ObjectKey& key) {
+  s3::Target t;
+  t.bucket = key.bucket;
+  t.key = key.key;
+  if (key.variant.rfind("versionId=", 0) == 0) t.query.emplace_back("versionId", key.variant.substr(10));
+  return s3::upstream_target(t);
+}
+
+// One bodyless upstream request (GET or HEAD) up to its response head, with retries on a
+// fresh connection when the pooled one failed (idempotent, nothing to replay).
+asio::awaitable<Result<UpstreamReply>> upstream_request(upstream::Pool& pool, const config::Config& config,
+                                                        const upstream::SigningCredentials& signing, http::verb method,
+                                                        const std::string& target,
+                                                        const std::vector<std::pair<std::string, std::string>>& extra) {
+  http::request<http::empty_body> req{method, target, 11};
+  for (const auto& [name, value] : extra) req.set(name, value);
+  upstream::sign_request(req.base(), req.method_string(), target, pool.endpoint().host_header, auth::kEmptySha256,
+                         signing, std::chrono::system_clock::now());
+  Status last(ErrorCode::kBadGateway, "upstream failed");
+  for (unsigned attempt = 0; attempt <= config.upstream_retries; ++attempt) {
+    if (attempt > 0) metrics().upstream_retries.inc();
+    Result<std::unique_ptr<upstream::Connection>> acquired = Status(ErrorCode::kInternalError, "unset");
+    if (attempt == 0) {
+      acquired = co_await pool.acquire();
+    } else {
+      acquired = co_await pool.connect();
+    }
+    if (!acquired) {
+      last = acquired.error();
+      continue;
+    }
+    UpstreamReply reply{std::move(acquired.value()), std::make_unique<ResponseParser>()};
+    metrics().upstream_requests.inc();
+    auto& conn = *reply.conn;
+    conn.tcp().expires_after(config.upstream_read_timeout);
+    http::request_serializer<http::empty_body> sr{req};
+    boost::system::error_code ec;
+    std::tie(ec, std::ignore) = co_await conn.visit([&](auto& s) { return http::async_write_header(s, sr, kTuple); });
+    while (!ec) {
+      reply.parser = std::make_unique<ResponseParser>();
+      reply.parser->body_limit(boost::none);
+      if (method == http::verb::head) reply.parser->skip(true);
+      conn.tcp().expires_after(config.upstream_read_timeout);
+      std::tie(ec, std::ignore) =
+          co_await conn.visit([&](auto& s) { return http::async_read_header(s, conn.buffer(), *reply.parser, kTuple); });
+      if (!ec && reply.parser->get().result_int() >= 200) break;
+    }
+    if (!ec) co_return reply;
+    last = ec == beast::error::timeout ? Status(ErrorCode::kGatewayTimeout, "upstream timed out")
+                                       : Status(ErrorCode::kBadGateway, "upstream failed: " + ec.message());
+  }
+  metrics().upstream_errors.inc();
+  co_return last;
+}
+
+bool replayed_header(std::string_view name) {
+  static constexpr std::string_view kKeep[] = {"content-type", "content-encoding", "content-disposition",
+                                                "content-language", "cache-control", "expires",
+                                                "x-amz-version-id", "x-amz-storage-class",
+                                                "x-amz-server-side-encryption", "x-amz-tagging-count",
+                                                "x-amz-website-redirect-location", "x-amz-object-lock-mode",
+                                                "x-amz-object-lock-retain-until-date", "x-amz-replication-status"};
+  for (auto k : kKeep) {
+    if (iequals(name, k)) return true;
+  }
+  return (name.size() > 11 && strncasecmp(name.data(), "x-amz-meta-", 11) == 0) ||
+         (name.size() > 9 && strncasecmp(name.data(), "x-tigris-", 9) == 0);
+}
+
+// Metadata from an upstream 200/206 head, or nullopt if the response must not be cached.
+std::optional<ObjectMeta> meta_from(const http::response_header<>& h, const cache::ObjectCacheOptions& options,
+                                    std::string& why_not) {
+  ObjectMeta m;
+  m.etag = std::string(h[http::field::etag]);
+  // Empty and weak ETags cannot key blocks (TAG bug 3).
+  if (m.etag.empty() || m.etag.rfind("W/", 0) == 0) {
+    why_not = "no strong ETag";
+    return std::nullopt;
+  }
+  if (h.result_int() == 206) {
+    std::string_view cr = h[http::field::content_range];
+    auto slash = cr.rfind('/');
+    if (slash == std::string_view::npos || cr.substr(slash + 1) == "*") {
+      why_not = "no object size in Content-Range";
+      return std::nullopt;
+    }
+    try {
+      m.size = std::stoull(std::string(cr.substr(slash + 1)));
+    } catch (...) {
+      why_not = "bad Content-Range";
+      return std::nullopt;
+    }
+  } else {
+    auto cl = h[http::field::content_length];
+    try {
+      m.size = std::stoull(std::string(cl));
+    } catch (...) {
+      why_not = "no Content-Length";
+      return std::nullopt;
+    }
+  }
+  auto now = std::chrono::system_clock::now();
+  auto fresh = cache::freshness(h[http::field::cache_control], h[http::field::expires], h[http::field::date], now,
+                                std::chrono::duration_cast<std::chrono::seconds>(options.ttl));
+  if (!fresh.storable) {
+    why_not = "Cache-Control forbids storing";
+    return std::nullopt;
+  }
+  m.last_modified = std::string(h[http::field::last_modified]);
+  for (const auto& f : h) {
+    if (replayed_header(f.name_string())) m.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  }
+  m.fetched_at_ms = now_ms();
+  m.fresh_until_ms = std::chrono::duration_cast<std::chrono::milliseconds>(fresh.until.time_since_epoch()).count();
+  m.block_size = options.block_size;
+  return m;
+}
+
+std::uint32_t block_length(const ObjectMeta& meta, std::uint64_t block) {
+  std::uint64_t start = block * meta.block_size;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(meta.block_size, meta.size - start));
+}
+
+std::uint64_t last_block(const ObjectMeta& meta) { return meta.size == 0 ? 0 : (meta.size - 1) / meta.block_size; }
+
+}  // namespace
+
+// A fill of contiguous blocks: owns the upstream connection and writes each finished
+// block to the cache. Runs detached, so it outlives the request that started it.
+struct CachedReads::Run {
+  cache::ObjectCache* cache = nullptr;
+  upstream::Pool* pool = nullptr;
+  std::uint64_t key_hash = 0;
+  std::string etag;
+  std::uint64_t first_block = 0;
+  std::vector<std::shared_ptr<cache::InflightBlock>> blocks;  // null: someone else fetches it
+  UpstreamReply reply;
+  std::unique_ptr<char[]> piece = std::make_unique<char[]>(kPiece);
+  std::chrono::milliseconds read_timeout{60000};
+  cache::Admission admission;  // the fill budget is held until the run ends
+
+  void fail_from(std::size_t index) {
+    for (std::size_t i = index; i < blocks.size(); ++i) {
+      if (!blocks[i]) continue;
+      blocks[i]->fail();
+      cache->finish(key_hash, etag, first_block + i);
+    }
+  }
+};
+
+namespace {
+
+asio::awaitable<void> pump(std::shared_ptr<CachedReads::Run> run) {
+  auto& parser = *run->reply.parser;
+  auto& conn = *run->reply.conn;
+  auto& m = metrics();
+  std::size_t index = 0;
+  std::size_t filled = 0;
+  bool ok = true;
+  while (!parser.is_done() && index < run->blocks.size()) {
+    auto& body = parser.get().body();
+    body.data = run->piece.get();
+    body.size = kPiece;
+    conn.tcp().expires_after(run->read_timeout);
+    auto [ec, n] = co_await conn.visit([&](auto& s) { return http::async_read(s, conn.buffer(), parser, kTuple); });
+    if (ec == http::error::need_buffer) ec = {};
+    std::size_t got = kPiece - body.size;
+    const char* p = run->piece.get();
+    m.cache_fill_bytes.inc(got);
+    while (got > 0 && index < run->blocks.size()) {
+      std::uint32_t expected = run->blocks[index] ? run->blocks[index]->expected_length() : 0;
+      if (!run->blocks[index]) {
+        // Not ours to fill: skip its bytes (the owner of that block fetches it).
+        ++index;
+        continue;
+      }
+      std::size_t take = std::min<std::size_t>(expected - filled, got);
+      run->blocks[index]->append(reinterpret_cast<const std::byte*>(p), take);
+      p += take;
+      got -= take;
+      filled += take;
+      if (filled == expected) {
+        auto bytes = std::make_shared<const std::vector<std::byte>>(run->blocks[index]->take_bytes_for_store());
+        run->cache->store_block(run->key_hash, run->etag, run->first_block + index, std::move(bytes));
+        run->blocks[index]->complete();
+        run->cache->finish(run->key_hash, run->etag, run->first_block + index);
+        ++index;
+        filled = 0;
+      }
+    }
+    if (ec) {
+      spdlog::warn("cache fill of key {:016x} blocks {}+{} broke after block {}: {}", run->key_hash, run->first_block,
+                   run->blocks.size(), run->first_block + index, ec.message());
+      ok = false;
+      break;
+    }
+  }
+  // Skip trailing blocks someone else owns.
+  while (index < run->blocks.size() && !run->blocks[index]) ++index;
+  if (!ok || index < run->blocks.size()) {
+    // A truncated body never becomes a cached block: unfinished blocks are failed and their
+    // waiters refetch or give up.
+    m.cache_fills_failed.inc();
+    m.upstream_truncated_bodies.inc();
+    run->fail_from(index);
+    co_return;
+  }
+  m.cache_fills_completed.inc();
+  if (parser.is_done() && parser.keep_alive()) run->pool->release(std::move(run->reply.conn));
+}
+
+asio::awaitable<void> start_fetch(std::shared_ptr<CachedReads::Run> run, const config::Config* config,
+                                  const upstream::SigningCredentials* signing, std::string target, std::string range) {
+  // (Headers built outside the co_await: GCC 12 rejects braced string-literal lists there.)
+  std::vector<std::pair<std::string, std::string>> headers;
+  headers.emplace_back("Range", range);
+  headers.emplace_back("If-Match", run->etag);
+  auto reply = co_await upstream_request(*run->pool, *config, *signing, http::verb::get, target, headers);
+  if (!reply || (reply->parser->get().result_int() != 206 && reply->parser->get().result_int() != 200)) {
+    if (reply) {
+      spdlog::warn("cache fill of {} {} answered {} (object changed upstream?)", target, range,
+                   reply->parser->get().result_int());
+    } else {
+      spdlog::warn("cache fill of {} {} failed: {}", target, range, reply.error().message());
+    }
+    metrics().cache_fills_failed.inc();
+    run->fail_from(0);
+    co_return;
+  }
+  run->reply = std::move(reply.value());
+  co_await pump(run);
+}
+
+}  // namespace
+
+void CachedReads::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block) {
+  const std::uint64_t kh = key.hash();
+  if (block > last_block(meta) || cache_.present_or_inflight(kh, meta.etag, block)) return;
+  auto run = std::make_shared<Run>();
+  run->cache = &cache_;
+  run->pool = &pool_;
+  run->key_hash = kh;
+  run->etag = meta.etag;
+  run->first_block = block;
+  run->read_timeout = shared_.config.upstream_read_timeout;
+  const std::uint64_t max_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
+  for (std::uint64_t b = block; b <= last_block(meta) && b < block + max_blocks; ++b) {
+    if (b != block && cache_.present_or_inflight(kh, meta.etag, b)) break;  // runs stop at what is there
+    auto [inflight, owner] = cache_.find_or_start(kh, meta.etag, b, block_length(meta, b));
+    if (!owner) break;
+    run->blocks.push_back(std::move(inflight));
+  }
+  if (run->blocks.empty()) return;
+  metrics().cache_fills_started.inc();
+  std::uint64_t first = block * meta.block_size;
+  std::uint64_t last = std::min(meta.size, (block + run->blocks.size()) * meta.block_size) - 1;
+  std::string range = "bytes=" + std::to_string(first) + "-" + std::to_string(last);
+  asio::co_spawn(pool_.executor(), start_fetch(run, &shared_.config, &shared_.signing, object_target(key), range),
+                 asio::detached);
+}
+
+asio::awaitable<Status> CachedReads::stream_block(Exchange& ex, const ObjectKey& key, const ObjectMeta& meta,
+                                                  std::uint64_t block, std::uint64_t lo, std::uint64_t hi) {
+  const std::uint64_t kh = key.hash();
+  auto& m = metrics();
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    cache::BlockBytes bytes;
+    if (cache_.read_block(kh, meta.etag, block, bytes) == cache::ReadOutcome::kHit) {
+      if (bytes->size() != block_length(meta, block)) co_return Status(ErrorCode::kInternalError, "cache block length");
+      ex.client.stream.expires_after(shared_.config.idle_timeout);
+      auto [ec, n] = co_await asio::async_write(ex.client.stream, asio::buffer(bytes->data() + lo, hi - lo), kTuple);
+      if (ec) co_return Status(ErrorCode::kRequestTimeout, "client went away");
+      ex.bytes_out += hi - lo;
+      m.cache_hit_bytes.inc(hi - lo);
+      m.response_body_bytes.inc(hi - lo);
+      co_return Status::ok();
+    }
+    auto inflight = cache_.find(kh, meta.etag, block);
+    if (!inflight) {
+      ensure_run(key, meta, block);
+      inflight = cache_.find(kh, meta.etag, block);
+      if (!inflight) continue;  // finished between the checks: read it from the cache
+    } else {
+      m.cache_joined_fills.inc();
+    }
+    // Read the block as it arrives, at this client's pace.
+    std::uint64_t offset = lo;
+    auto timer = std::make_shared<asio::steady_timer>(ex.client.stream.get_executor());
+    bool failed = false;
+    while (offset < hi) {
+      bool done = false;
+      std::size_t n = inflight->read(offset, reinterpret_cast<std::byte*>(ex.piece.get()),
+                                     std::min<std::uint64_t>(kPiece, hi - offset), done);
+      if (n > 0) {
+        ex.client.stream.expires_after(shared_.config.idle_timeout);
+        auto [ec, w] = co_await asio::async_write(ex.client.stream, asio::buffer(ex.piece.get(), n), kTuple);
+        if (ec) co_return Status(ErrorCode::kRequestTimeout, "client went away");
+        offset += n;
+        ex.bytes_out += n;
+        m.response_body_bytes.inc(n);
+        continue;
+      }
+      if (done) {
+        failed = true;
+        break;
+      }
+      timer->expires_after(shared_.config.upstream_read_timeout);
+      if (inflight->wait_for_progress(offset, ex.client.stream.get_executor(), timer)) {
+        auto [ec] = co_await timer->async_wait(kTuple);
+        if (!ec) co_return Status(ErrorCode::kGatewayTimeout, "cache fill stalled");
+      }
+    }
+    if (!failed) co_return Status::ok();
+    if (offset > lo) co_return Status(ErrorCode::kBadGateway, "cache fill failed mid-block");
+    // The fill failed before this block's first byte: try again with a new run.
+  }
+  co_return Status(ErrorCode::kBadGateway, "could not fetch a block from upstream");
+}
+
+asio::awaitable<bool> CachedReads::respond(Exchange& ex, const ObjectKey& key, const ObjectMeta& meta,
+                                           const char* x_cache, bool stale) {
+  auto& req = ex.parser.get();
+  const auto& config = shared_.config;
+  ex.x_cache = x_cache;
+  std::string im, inm, ims, ius;
+  cache::ConditionalHeaders cond;
+  if (auto it = req.find(http::field::if_match); it != req.end()) cond.if_match = &(im = std::string(it->value()));
+  if (auto it = req.find(http::field::if_none_match); it != req.end()) cond.if_none_match = &(inm = std::string(it->value()));
+  if (auto it = req.find(http::field::if_modified_since); it != req.end()) {
+    cond.if_modified_since = &(ims = std::string(it->value()));
+  }
+  if (auto it = req.find(http::field::if_unmodified_since); it != req.end()) {
+    cond.if_unmodified_since = &(ius = std::string(it->value()));
+  }
+  const bool head = req.method() == http::verb::head;
+  const bool keep_alive = req.keep_alive() && metrics().draining.get() == 0;
+
+  http::response<http::empty_body> res{http::status::ok, 11};
+  res.set(http::field::server, "tagd");
+  res.set("x-amz-request-id", ex.request_id);
+  res.set(http::field::etag, meta.etag);
+  if (!meta.last_modified.empty()) res.set(http::field::last_modified, meta.last_modified);
+  res.set("X-Cache", x_cache);
+  if (stale) res.set(http::field::warning, "110 tagd \"Response is Stale\"");
+  res.keep_alive(keep_alive);
+
+  auto outcome = cache::evaluate_conditionals(cond, meta.etag, meta.last_modified);
+  if (outcome == cache::ConditionalOutcome::kPreconditionFailed) {
+    co_return co_await send_error(config, ex, Status(ErrorCode::kPreconditionFailed,
+                                                     "At least one of the pre-conditions you specified did not hold"));
+  }
+  for (const auto& [name, value] : meta.headers) res.set(name, value);
+  if (outcome == cache::ConditionalOutcome::kNotModified) {
+    res.result(http::status::not_modified);
+    ex.status = 304;
+    ex.client.stream.expires_after(config.idle_timeout);
+    http::response_serializer<http::empty_body> sr{res};
+    auto [ec, n] = co_await http::async_write_header(ex.client.stream, sr, kTuple);
+    co_return !ec && keep_alive;
+  }
+
+  cache::ByteRange range{0, meta.size == 0 ? 0 : meta.size - 1};
+  bool partial = false;
+  if (auto it = req.find(http::field::range); it != req.end()) {
+    auto r = cache::parse_range(it->value(), meta.size);
+    if (r.kind == cache::RangeKind::kUnsatisfiable) {
+      co_return co_await send_error(config, ex, Status(ErrorCode::kInvalidRange, "The requested range is not satisfiable"));
+    }
+    if (r.kind == cache::RangeKind::kSatisfiable) {
+      range = r.range;
+      partial = true;
+    }
+  }
+  res.set(http::field::accept_ranges, "bytes");
+  const std::uint64_t length = meta.size == 0 ? 0 : range.length();
+  if (partial) {
+    res.result(http::status::partial_content);
+    res.set(http::field::content_range, "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
+                                            "/" + std::to_string(meta.size));
+  }
+  res.content_length(length);
+  ex.status = partial ? 206 : 200;
+  ex.client.stream.expires_after(config.idle_timeout);
+  http::response_serializer<http::empty_body> sr{res};
+  auto [ec, n] = co_await http::async_write_header(ex.client.stream, sr, kTuple);
+  if (ec) co_return false;
+  if (head || length == 0) co_return keep_alive;
+
+  const auto span = cache::blocks_for(range, meta.block_size);
+  const std::uint64_t run_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
+  for (std::uint64_t b = span.first; b <= span.last; ++b) {
+    // Read-ahead: when a run starts, get the next one going so a sequential reader over
+    // a high-latency link does not stall at each run boundary.
+    if ((b - span.first) % run_blocks == 0 && b + run_blocks <= span.last) ensure_run(key, meta, b + run_blocks);
+    std::uint64_t block_start = b * meta.block_size;
+    std::uint64_t lo = std::max(range.first, block_start) - block_start;
+    std::uint64_t hi = std::min(range.last + 1, block_start + block_length(meta, b)) - block_start;
+    Status s = co_await stream_block(ex, key, meta, b, lo, hi);
+    if (!s) {
+      // Headers are sent: a truncated response is the only signal left.
+      ex.error = s3_code(s.code());
+      if (s.code() != ErrorCode::kRequestTimeout) {
+        spdlog::warn("request {}: cached read of {}/{} block {} failed: {}", ex.request_id, key.bucket, key.key, b,
+                     s.message());
+      } else {
+        metrics().client_aborts.inc();
+      }
+      co_return false;
+    }
+  }
+  co_return keep_alive;
+}
+
+asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
+  auto& req = ex.parser.get();
+  auto& m = metrics();
+  std::vector<std::string> names;
+  for (const auto& f : req) {
+    std::string n(f.name_string());
+    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
+    names.push_back(std::move(n));
+  }
+  auto decision = cache::cache_key_for(ex.target.query, names);
+  auto directive = cache::client_directive(req[http::field::cache_control], req[http::field::pragma]);
+  if (!decision.cacheable || directive == cache::ClientDirective::kBypass) {
+    ex.x_cache = "BYPASS";
+    m.cache_bypass.inc();
+    co_return std::nullopt;
+  }
+  ObjectKey key{ex.target.bucket, ex.target.key, decision.variant};
+  const std::string target = object_target(key);
+  const auto& config = shared_.config;
+
+  for (int round = 0; round < 2; ++round) {
+    auto meta = cache_.lookup(key);
+    if (meta && meta->block_size != cache_.options().block_size) meta.reset();  // cached with another geometry
+    if (meta && now_ms() < meta->fresh_until_ms && directive != cache::ClientDirective::kRevalidate) {
+      m.cache_hits.inc();
+      co_return co_await respond(ex, key, *meta, "HIT", false);
+    }
+    if (meta) {
+      // Stale, or the client asked for revalidation: a conditional HEAD upstream.
+      std::uint64_t epoch = cache_.epoch();
+      std::vector<std::pair<std::string, std::string>> headers;
+      headers.emplace_back("If-None-Match", meta->etag);
+      auto reply = co_await upstream_request(pool_, config, shared_.signing, http::verb::head, target, headers);
+      if (!reply || reply->parser->get().result_int() >= 500) {
+        std::int64_t stale_limit = meta->fresh_until_ms + cache_.options().stale_if_error.count();
+        if (now_ms() < stale_limit) {
+          spdlog::warn("request {}: upstream unavailable for revalidation of {}/{}; serving stale copy",
+                       ex.request_id, key.bucket, key.key);
+          m.cache_stale_served.inc();
+          m.cache_hits.inc();
+          co_return co_await respond(ex, key, *meta, "HIT", true);
+        }
+        ex.x_cache = "MISS";
+        m.cache_misses.inc();
+        co_return std::nullopt;  // forwarding reports the upstream failure
+      }
+      auto& h = reply->parser->get();
+      const bool same = h.result_int() == 304 || (h.result_int() == 200 && h[http::field::etag] == meta->etag);
+      if (reply->parser->is_done() && reply->parser->keep_alive()) pool_.release(std::move(reply->conn));
+      if (same) {
+        auto fresh = cache::freshness(h[http::field::cache_control], h[http::field::expires], h[http::field::date],
+                                      std::chrono::system_clock::now(),
+                                      std::chrono::duration_cast<std::chrono::seconds>(cache_.options().ttl));
+        meta->fresh_until_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(fresh.until.time_since_epoch()).count();
+        (void)cache_.publish(key, *meta, epoch);
+        m.cache_revalidated.inc();
+        co_return co_await respond(ex, key, *meta, "REVALIDATED", false);
+      }
+      // Changed or gone: forget it and treat the request as a miss.
+      cache_.invalidate(key.bucket, key.key);
+    }
+
+    // Miss. Requests with conditionals are forwarded as they are (the upstream answers
+    // them); suffix ranges ("bytes=-n") need the size first, so they are forwarded too.
+    const bool conditional = req.find(http::field::if_match) != req.end() ||
+                             req.find(http::field::if_none_match) != req.end() ||
+                             req.find(http::field::if_modified_since) != req.end() ||
+                             req.find(http::field::if_unmodified_since) != req.end();
+    std::uint64_t first_block = 0;
+    if (auto it = req.find(http::field::range); it != req.end()) {
+      std::string_view r = it->value();
+      if (r.rfind("bytes=", 0) != 0 || r.size() < 7 || r[6] == '-' || r.find(',') != std::string_view::npos) {
+        ex.x_cache = "MISS";
+        m.cache_misses.inc();
+        co_return std::nullopt;
+      }
+      try {
+        first_block = std::stoull(std::string(r.substr(6))) / cache_.options().block_size;
+      } catch (...) {
+        ex.x_cache = "MISS";
+        m.cache_misses.inc();
+        co_return std::nullopt;
+      }
+    }
+    if (conditional) {
+      ex.x_cache = "MISS";
+      m.cache_misses.inc();
+      co_return std::nullopt;
+    }
+
+    auto [pending, owner] = cache_.find_or_start_object(key);
+    if (!owner) {
+      // Another request is fetching this object's head: wait for it, then read blocks.
+      m.cache_joined_fills.inc();
+      auto timer = std::make_shared<asio::steady_timer>(ex.client.stream.get_executor());
+      timer->expires_after(config.upstream_read_timeout);
+      if (pending->signal.wait_for_progress(0, ex.client.stream.get_executor(), timer)) {
+        co_await timer->async_wait(kTuple);
+      }
+      if (round == 0) continue;  // look the metadata up again
+      ex.x_cache = "MISS";
+      m.cache_misses.inc();
+      co_return std::nullopt;
+    }
+
+    // This request fetches the head and the first run of blocks.
+    struct Finish {
+      cache::ObjectCache& c;
+      const ObjectKey& k;
+      ~Finish() { c.finish_object(k); }
+    } finish{cache_, key};
+    const std::uint64_t run_bytes = std::max<std::uint64_t>(cache_.options().max_fetch, cache_.options().block_size) /
+                                    cache_.options().block_size * cache_.options().block_size;
+    if (!cache_.admission().try_admit(run_bytes)) {
+      m.cache_fills_rejected.inc();
+      ex.x_cache = "MISS";
+      m.cache_misses.inc();
+      co_return std::nullopt;
+    }
+    cache::Admission admission(&cache_.admission(), run_bytes);
+    std::uint64_t epoch = cache_.epoch();
+    const std::uint64_t first = first_block * cache_.options().block_size;
+    std::vector<std::pair<std::string, std::string>> headers;
+    headers.emplace_back("Range", "bytes=" + std::to_string(first) + "-" + std::to_string(first + run_bytes - 1));
+    auto reply = co_await upstream_request(pool_, config, shared_.signing, http::verb::get, target, headers);
+    m.cache_misses.inc();
+    ex.x_cache = "MISS";
+    if (!reply) co_return co_await send_error(config, ex, reply.error());
+    auto& h = reply->parser->get();
+    std::string why_not;
+    std::optional<ObjectMeta> meta_new;
+    if (h.result_int() == 206 || h.result_int() == 200) meta_new = meta_from(h.base(), cache_.options(), why_not);
+    if (!meta_new) {
+      // Not cacheable (an error, an empty object, no-store, a weak ETag): the request is
+      // forwarded as the client sent it.
+      spdlog::debug("request {}: {}/{} not cached: {}", ex.request_id, key.bucket, key.key,
+                    why_not.empty() ? std::to_string(h.result_int()) : why_not);
+      co_return std::nullopt;
+    }
+    (void)cache_.publish(key, *meta_new, epoch);
+
+    // Hand the response body to a fill run that outlives this request.
+    auto run = std::make_shared<Run>();
+    run->cache = &cache_;
+    run->pool = &pool_;
+    run->key_hash = key.hash();
+    run->etag = meta_new->etag;
+    run->first_block = first_block;
+    run->read_timeout = config.upstream_read_timeout;
+    std::uint64_t body_bytes = h.result_int() == 206 ? std::stoull(std::string(h[http::field::content_length])) : 0;
+    if (h.result_int() == 200) {
+      // The upstream ignored the range: the body starts at byte 0.
+      run->first_block = 0;
+      body_bytes = meta_new->size;
+    }
+    std::uint64_t blocks_in_body = (body_bytes + meta_new->block_size - 1) / meta_new->block_size;
+    for (std::uint64_t i = 0; i < blocks_in_body; ++i) {
+      std::uint64_t b = run->first_block + i;
+      auto [inflight, mine] = cache_.find_or_start(run->key_hash, run->etag, b, block_length(*meta_new, b));
+      run->blocks.push_back(mine ? std::move(inflight) : nullptr);
+    }
+    run->reply = std::move(reply.value());
+    run->admission = std::move(admission);
+    m.cache_fills_started.inc();
+    asio::co_spawn(pool_.executor(), pump(run), asio::detached);
+    co_return co_await respond(ex, key, *meta_new, "MISS", false);
+  }
+  co_return std::nullopt;
+}
+
+}  // namespace tagd::gateway

@@ -1,0 +1,68 @@
+#include "tagd/cache/object_cache.hpp"
+
+#include <gtest/gtest.h>
+
+namespace tagd::cache {
+namespace {
+
+class ObjectCacheTest : public ::testing::Test {
+ protected:
+  ObjectCache cache_{std::make_unique<MemoryBlockDevice>(8 << 20, 4096), make_memory_index(), make_fifo_eviction(),
+                     make_fill_budget(1 << 30, 8), 1 << 20, 1 << 20, ObjectCacheOptions{64 * 1024}};
+  ObjectKey key_{"b", "k", ""};
+  ObjectMeta meta_{100, "\"e\"", "", {}, 0, 0, 64 * 1024};
+};
+
+TEST_F(ObjectCacheTest, AFillThatRacedAWriteDoesNotPublish) {
+  std::uint64_t before_write = cache_.epoch();
+  cache_.invalidate("b", "k");  // a PutObject through tagd
+  EXPECT_FALSE(cache_.publish(key_, meta_, before_write));
+  EXPECT_FALSE(cache_.lookup(key_).has_value());
+  std::uint64_t after_write = cache_.epoch();
+  EXPECT_TRUE(cache_.publish(key_, meta_, after_write));
+  EXPECT_TRUE(cache_.lookup(key_).has_value());
+  cache_.invalidate("b", "k");
+  EXPECT_FALSE(cache_.lookup(key_).has_value());
+}
+
+TEST_F(ObjectCacheTest, OtherKeysAreNotAffected) {
+  std::uint64_t e = cache_.epoch();
+  cache_.invalidate("b", "other");
+  EXPECT_TRUE(cache_.publish(key_, meta_, e));
+}
+
+TEST_F(ObjectCacheTest, BlocksRoundTripThroughBothTiers) {
+  auto bytes = std::make_shared<const std::vector<std::byte>>(100, std::byte{7});
+  cache_.store_block(key_.hash(), meta_.etag, 0, bytes);
+  BlockBytes out;
+  ASSERT_EQ(cache_.read_block(key_.hash(), meta_.etag, 0, out), ReadOutcome::kHit);
+  EXPECT_EQ(*out, *bytes);
+  EXPECT_NE(cache_.read_block(key_.hash(), "\"other\"", 0, out), ReadOutcome::kHit);
+  EXPECT_TRUE(cache_.present_or_inflight(key_.hash(), meta_.etag, 0));
+  EXPECT_FALSE(cache_.present_or_inflight(key_.hash(), meta_.etag, 1));
+}
+
+TEST_F(ObjectCacheTest, OneFillPerBlockAndWaitersSeeProgress) {
+  auto [first, owner] = cache_.find_or_start(1, "\"e\"", 0, 10);
+  auto [second, owner2] = cache_.find_or_start(1, "\"e\"", 0, 10);
+  EXPECT_TRUE(owner);
+  EXPECT_FALSE(owner2);
+  EXPECT_EQ(first, second);
+  std::byte buf[10];
+  bool done = false;
+  EXPECT_EQ(first->read(0, buf, 10, done), 0u);
+  EXPECT_FALSE(done);
+  std::byte data[4] = {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+  first->append(data, 4);
+  EXPECT_EQ(first->read(1, buf, 10, done), 3u);
+  EXPECT_EQ(buf[0], std::byte{2});
+  first->fail();
+  EXPECT_EQ(first->read(4, buf, 10, done), 0u);
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(first->failed());
+  cache_.finish(1, "\"e\"", 0);
+  EXPECT_EQ(cache_.find(1, "\"e\"", 0), nullptr);
+}
+
+}  // namespace
+}  // namespace tagd::cache
