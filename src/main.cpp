@@ -93,6 +93,9 @@ int main(int argc, char** argv) {
         throw tagd::config::ConfigError(e.what());
       }
     }
+    if (cache && config.cache_warm_on_write) {
+      spdlog::warn("cache.warm_on_write is not implemented yet: writes invalidate, the next read fills");
+    }
     tagd::metrics().cache_enabled.set(cache ? 1 : 0);
     tagd::http::Server server(config, verifier, signing, tls.get(), cache.get());
     spdlog::info("tagd listening on http://{}:{} -> upstream {} (region {}), {} client key(s)", config.listen_address,

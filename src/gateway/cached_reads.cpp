@@ -93,8 +93,12 @@ asio::awaitable<Result<UpstreamReply>> upstream_request(upstream::Pool& pool, co
       if (!ec && reply.parser->get().result_int() >= 200) break;
     }
     if (!ec) co_return reply;
-    last = ec == beast::error::timeout ? Status(ErrorCode::kGatewayTimeout, "upstream timed out")
-                                       : Status(ErrorCode::kBadGateway, "upstream failed: " + ec.message());
+    if (ec == beast::error::timeout) {
+      // A slow upstream is not retried: the wait is already as long as the client's patience.
+      last = Status(ErrorCode::kGatewayTimeout, "upstream timed out");
+      break;
+    }
+    last = Status(ErrorCode::kBadGateway, "upstream failed: " + ec.message());
   }
   metrics().upstream_errors.inc();
   co_return last;
@@ -180,7 +184,10 @@ struct CachedReads::Run {
   std::uint64_t key_hash = 0;
   std::string etag;
   std::uint64_t first_block = 0;
-  std::vector<std::shared_ptr<cache::InflightBlock>> blocks;  // null: someone else fetches it
+  // Parallel: each block's length in the body, and the block to fill (null: another fill
+  // owns it, so its bytes are skipped; or it is finished already).
+  std::vector<std::uint32_t> lengths;
+  std::vector<std::shared_ptr<cache::InflightBlock>> blocks;
   UpstreamReply reply;
   std::unique_ptr<char[]> piece = std::make_unique<char[]>(kPiece);
   std::chrono::milliseconds read_timeout{60000};
@@ -215,25 +222,24 @@ asio::awaitable<void> pump(std::shared_ptr<CachedReads::Run> run) {
     const char* p = run->piece.get();
     m.cache_fill_bytes.inc(got);
     while (got > 0 && index < run->blocks.size()) {
-      std::uint32_t expected = run->blocks[index] ? run->blocks[index]->expected_length() : 0;
-      if (!run->blocks[index]) {
-        // Not ours to fill: skip its bytes (the owner of that block fetches it).
-        ++index;
-        continue;
-      }
+      const std::uint32_t expected = run->lengths[index];
       std::size_t take = std::min<std::size_t>(expected - filled, got);
-      run->blocks[index]->append(reinterpret_cast<const std::byte*>(p), take);
+      if (run->blocks[index]) run->blocks[index]->append(reinterpret_cast<const std::byte*>(p), take);
       p += take;
       got -= take;
       filled += take;
-      if (filled == expected) {
+      if (filled < expected) break;
+      if (run->blocks[index]) {
         auto bytes = std::make_shared<const std::vector<std::byte>>(run->blocks[index]->take_bytes_for_store());
         run->cache->store_block(run->key_hash, run->etag, run->first_block + index, std::move(bytes));
         run->blocks[index]->complete();
         run->cache->finish(run->key_hash, run->etag, run->first_block + index);
-        ++index;
-        filled = 0;
+        // Drop the run's reference: readers still copying from it keep it alive, everyone
+        // else reads the block from the cache now. The fill holds one block, not the object.
+        run->blocks[index].reset();
       }
+      ++index;
+      filled = 0;
     }
     if (ec) {
       spdlog::warn("cache fill of key {:016x} blocks {}+{} broke after block {}: {}", run->key_hash, run->first_block,
@@ -242,8 +248,6 @@ asio::awaitable<void> pump(std::shared_ptr<CachedReads::Run> run) {
       break;
     }
   }
-  // Skip trailing blocks someone else owns.
-  while (index < run->blocks.size() && !run->blocks[index]) ++index;
   if (!ok || index < run->blocks.size()) {
     // A truncated body never becomes a cached block: unfinished blocks are failed and their
     // waiters refetch or give up.
@@ -295,6 +299,7 @@ void CachedReads::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::
     if (b != block && cache_.present_or_inflight(kh, meta.etag, b)) break;  // runs stop at what is there
     auto [inflight, owner] = cache_.find_or_start(kh, meta.etag, b, block_length(meta, b));
     if (!owner) break;
+    run->lengths.push_back(block_length(meta, b));
     run->blocks.push_back(std::move(inflight));
   }
   if (run->blocks.empty()) return;
@@ -582,7 +587,11 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     std::uint64_t epoch = cache_.epoch();
     const std::uint64_t first = first_block * cache_.options().block_size;
     std::vector<std::pair<std::string, std::string>> headers;
-    headers.emplace_back("Range", "bytes=" + std::to_string(first) + "-" + std::to_string(first + run_bytes - 1));
+    // A whole-object read fetches the whole object in one stream (one upstream request,
+    // however large); a ranged read fetches the first run of blocks that covers it.
+    if (req.find(http::field::range) != req.end()) {
+      headers.emplace_back("Range", "bytes=" + std::to_string(first) + "-" + std::to_string(first + run_bytes - 1));
+    }
     auto reply = co_await upstream_request(pool_, config, shared_.signing, http::verb::get, target, headers);
     m.cache_misses.inc();
     ex.x_cache = "MISS";
@@ -608,7 +617,18 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     run->etag = meta_new->etag;
     run->first_block = first_block;
     run->read_timeout = config.upstream_read_timeout;
-    std::uint64_t body_bytes = h.result_int() == 206 ? std::stoull(std::string(h[http::field::content_length])) : 0;
+    // For a 206 the body's extent comes from Content-Range ("bytes a-b/total"), which
+    // meta_from already validated; Content-Length may be absent (chunked).
+    std::uint64_t body_bytes = 0;
+    if (h.result_int() == 206) {
+      std::string_view cr = h[http::field::content_range];
+      unsigned long long a = 0, b = 0;
+      if (std::sscanf(std::string(cr).c_str(), "bytes %llu-%llu/", &a, &b) != 2 || b < a || a != first) {
+        spdlog::warn("request {}: unexpected Content-Range '{}' for a cache fill; forwarding", ex.request_id, cr);
+        co_return std::nullopt;
+      }
+      body_bytes = b - a + 1;
+    }
     if (h.result_int() == 200) {
       // The upstream ignored the range: the body starts at byte 0.
       run->first_block = 0;
@@ -618,6 +638,7 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     for (std::uint64_t i = 0; i < blocks_in_body; ++i) {
       std::uint64_t b = run->first_block + i;
       auto [inflight, mine] = cache_.find_or_start(run->key_hash, run->etag, b, block_length(*meta_new, b));
+      run->lengths.push_back(block_length(*meta_new, b));
       run->blocks.push_back(mine ? std::move(inflight) : nullptr);
     }
     run->reply = std::move(reply.value());

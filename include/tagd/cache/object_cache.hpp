@@ -30,7 +30,9 @@ namespace tagd::cache {
 // there at their own pace, so a slow reader holds no one back.
 class InflightBlock {
  public:
-  explicit InflightBlock(std::uint32_t expected_length) { data_.reserve(expected_length); expected_ = expected_length; }
+  // No reserve: a whole-object fill registers every block up front, and memory must only
+  // be taken by the block actually being filled.
+  explicit InflightBlock(std::uint32_t expected_length) : expected_(expected_length) {}
 
   // Fill side.
   void append(const std::byte* data, std::size_t n);
