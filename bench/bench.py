@@ -20,6 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from tagbench import data as D  # noqa: E402
 from tagbench import scenarios as SC  # noqa: E402
 from tagbench import servers as S  # noqa: E402
 from tagbench import table  # noqa: E402
@@ -185,7 +186,11 @@ def main():
         # run a snapshot: other engineers may rebuild build/tagd during the run
         snap = os.path.join(args.state, "tagd.snapshot")
         shutil.copy2(args.tagd_bin, snap)
-        tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads, extra)
+        tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads, extra,
+                                cache_size=os.environ.get("BENCH_CACHE_SIZE", "8GiB"),
+                                cache_memory=os.environ.get("BENCH_CACHE_MEMORY") or None,
+                                cache_base=os.environ.get("BENCH_CACHE_BASE", "/var/tmp"),
+                                run_id=os.environ.get("BENCH_RUN_ID") or str(os.getpid()))
 
     ctx = SC.Ctx(args, prof, args.state, www, args.tools, creds, tagd_cfg, why)
 
@@ -200,7 +205,13 @@ def main():
         "command": os.environ.get("BENCH_COMMAND", "bench/run.sh " + " ".join(sys.argv[1:])),
         "started": started.isoformat(), "machine": machine_info(), "versions": versions(),
         "tagd": tagd_info(args.tagd_bin) if tagd_cfg else {"unavailable": why},
-        "params": {k: v for k, v in prof.items() if k != "hit_counts"},
+        "params": dict({k: v for k, v in prof.items() if k != "hit_counts"},
+                       tagd_cache={"max_disk_usage": tagd_cfg.cache_size,
+                                   "memory_size": tagd_cfg.cache_memory or "256MiB (tagd default)",
+                                   "folders": os.path.join(tagd_cfg.cache_base,
+                                                           f"tagd-bench-cache-{tagd_cfg.run_id}-N"),
+                                   "min_free_disk": S.CACHE_MIN_FREE,
+                                   "extra_args": tagd_cfg.extra_args} if tagd_cfg else None),
         "scenarios": {}, "errors": {},
     }
     log(f"profile {args.profile}; scenarios: {' '.join(selected)}; tagd: {args.tagd_bin if tagd_cfg else why}")
@@ -209,8 +220,10 @@ def main():
         if tagd_cfg:
             # fail early and clearly when tagd cannot serve at all
             try:
-                ctx.tagd(ctx.nginx(), fresh=True)
-                ctx.stop_tagd()
+                # ... and learn whether it caches: a fresh tagd in front of nginx, one object GET twice
+                probe = D.Dataset(ctx.www, "hit-1kib", KiB, prof["hit_counts"][KiB]).ensure()
+                seen = ctx.probe_cache(ctx.nginx(), probe.keys[0])
+                log(f"tagd X-Cache on a repeated GET: {seen} -> {ctx.tagd_label()}")
             except RuntimeError as e:
                 log(f"tagd does not start: {e}")
                 result["tagd"]["start_error"] = str(e)[-2000:]

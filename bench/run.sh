@@ -16,14 +16,20 @@
 # Environment: TAGD_BIN (default build/tagd), TAGD_THREADS, TAGD_EXTRA_ARGS,
 # BENCH_STATE_DIR (/tmp/tagd-bench), BENCH_DATA_DIR (/var/tmp/tagd-bench-data),
 # BENCH_TOOLS (../shared/tools), BENCH_WAN_DELAY_MS (25), BENCH_EPOCH_ORIGIN
-# (moto|nginx), WAN_MODE / WAN_CC (passed to wan.sh).
+# (moto|nginx), WAN_MODE / WAN_CC (passed to wan.sh), BENCH_CACHE_SIZE (8GiB:
+# tagd's preallocated block file; the suite keeps 10 GiB free besides),
+# BENCH_CACHE_MEMORY (tagd's DRAM tier; default tagd's own, 256MiB),
+# BENCH_CACHE_BASE (/var/tmp: cache folders tagd-bench-cache-<run>-<n>, deleted
+# when each tagd stops and again on exit).
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$BENCH")"
 STATE="${BENCH_STATE_DIR:-/tmp/tagd-bench}"
 TOOLS="${BENCH_TOOLS:-$(dirname "$ROOT")/shared/tools}"
-export BENCH_STATE_DIR="$STATE" BENCH_TOOLS="$TOOLS"
+# every tagd start gets its own cache folder $BENCH_CACHE_BASE/tagd-bench-cache-<run id>-<n>
+# (listed in $STATE/cachedirs; the exit trap deletes them)
+export BENCH_STATE_DIR="$STATE" BENCH_TOOLS="$TOOLS" BENCH_RUN_ID="${BENCH_RUN_ID:-$$}"
 mkdir -p "$STATE"
 
 args=()
@@ -33,7 +39,7 @@ for a in "$@"; do
   case $a in
     --update-docs) update_docs=1 ;;
     --rebuild) rebuild=1 ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -98,6 +104,12 @@ cleanup() {
     done <"$STATE/pids"
     : >"$STATE/pids"
   fi
+  if [[ -f "$STATE/cachedirs" ]]; then
+    while read -r d; do
+      [[ $(basename -- "$d") == tagd-bench-cache-"$BENCH_RUN_ID"-* ]] && rm -rf -- "$d"
+    done <"$STATE/cachedirs"
+    : >"$STATE/cachedirs"
+  fi
   if [[ -f "$STATE/wan.owned" ]]; then
     BENCH_STATE="$STATE/wan" bash "$TOOLS/wan.sh" down || true
     rm -f "$STATE/wan.owned"
@@ -109,6 +121,7 @@ trap 'exit 130' INT TERM
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 : >"$STATE/pids"
+: >"$STATE/cachedirs"
 
 rc=0
 python3 "$BENCH/bench.py" ${args[@]+"${args[@]}"} || rc=$?

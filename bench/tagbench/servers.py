@@ -236,52 +236,160 @@ def moto(state, tools_dir, host="127.0.0.1", port=None, threads=16, netns=False,
 # ---------------------------------------------------------------- tagd
 
 class TagdConfig:
-    def __init__(self, binary, access_key, secret_key, region, threads, extra_args):
+    def __init__(self, binary, access_key, secret_key, region, threads, extra_args,
+                 cache_size="8GiB", cache_memory=None, cache_base="/var/tmp", run_id=None):
         self.binary = binary
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
         self.threads = threads
         self.extra_args = extra_args
+        self.cache_size = cache_size      # --cache-max-disk-usage (preallocated)
+        self.cache_memory = cache_memory  # --cache-memory-size; None: tagd's default (256MiB)
+        self.cache_base = cache_base      # cache folders are <base>/tagd-bench-cache-<run>-<n>
+        self.run_id = run_id or str(os.getpid())
 
 
 _tagd_seq = [0]
+FREE_FLOOR = 10 << 30  # bytes the suite leaves free on the cache filesystem
+CACHE_MIN_FREE = "10GiB"  # the same floor, as tagd's --cache-min-free-disk
 
 
-def tagd(state, cfg, upstream_url, port=None, log_level="warn"):
-    """Starts tagd in front of upstream_url with a fresh, empty cache folder
-    (TAG_CACHE_DISK_PATH; ignored by a tagd without a cache)."""
+def parse_size(text):
+    """'8GiB' / '512MiB' / '1048576' -> bytes."""
+    t = str(text).strip()
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "K": 1 << 10, "M": 1 << 20,
+             "G": 1 << 30, "T": 1 << 40, "B": 1}
+    for u in sorted(units, key=len, reverse=True):
+        if t.endswith(u):
+            return int(float(t[:-len(u)]) * units[u])
+    return int(t)
+
+
+def cache_dir_for(cfg):
+    """A new, empty cache folder for one tagd start, recorded in STATE/cachedirs so
+    bench/run.sh's exit trap deletes it even if Python dies."""
     _tagd_seq[0] += 1
-    cache = os.path.join(state, f"tagd-cache-{_tagd_seq[0]}")
-    shutil.rmtree(cache, ignore_errors=True)
-    os.makedirs(cache)
+    return os.path.join(cfg.cache_base, f"tagd-bench-cache-{cfg.run_id}-{_tagd_seq[0]}")
+
+
+def remove_cache_dir(path, state=None):
+    if path and os.path.basename(path).startswith("tagd-bench-cache-"):
+        shutil.rmtree(path, ignore_errors=True)
+    if state:
+        listing = os.path.join(state, "cachedirs")
+        try:
+            with open(listing) as f:
+                keep = [p for p in f.read().split() if p != path]
+            with open(listing, "w") as f:
+                f.write("".join(p + "\n" for p in keep))
+        except OSError:
+            pass
+
+
+def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None):
+    """Starts tagd in front of upstream_url.  Every start gets its own fresh,
+    empty cache folder (<cache_base>/tagd-bench-cache-<run>-<n>, never tagd's
+    default /var/tmp/tagd-cache) unless cache_dir names a warm one to reuse."""
+    fresh = cache_dir is None
+    if fresh:
+        cache_dir = cache_dir_for(cfg)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        os.makedirs(cache_dir)
+        with open(os.path.join(state, "cachedirs"), "a") as f:
+            f.write(cache_dir + "\n")
+        # the block file is preallocated: leave FREE_FLOOR free on the filesystem
+        st = os.statvfs(cache_dir)
+        free = st.f_bavail * st.f_frsize
+        if free - parse_size(cfg.cache_size) < FREE_FLOOR:
+            remove_cache_dir(cache_dir, state)
+            raise RuntimeError(f"not enough disk for a {cfg.cache_size} tagd cache in {cfg.cache_base}: "
+                               f"{free / (1 << 30):.1f} GiB free, the suite keeps {FREE_FLOOR >> 30} GiB free "
+                               "(set BENCH_CACHE_SIZE lower)")
     port = port or free_port()
     argv = [cfg.binary, "--port", str(port), "--listen-address", "127.0.0.1",
             "--upstream-endpoint", upstream_url, "--upstream-region", cfg.region,
             "--upstream-access-key-id", cfg.access_key,
             "--upstream-secret-access-key", cfg.secret_key,
-            "--log-level", log_level, "--threads", str(cfg.threads)] + cfg.extra_args
+            "--log-level", log_level, "--threads", str(cfg.threads),
+            "--cache-disk-path", cache_dir, "--cache-max-disk-usage", cfg.cache_size,
+            "--cache-min-free-disk", CACHE_MIN_FREE]
+    if cfg.cache_memory:
+        argv += ["--cache-memory-size", cfg.cache_memory]
+    argv += cfg.extra_args
     env = {"AWS_ACCESS_KEY_ID": cfg.access_key, "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
-           "TAG_CACHE_DISK_PATH": cache, "TAG_ACCESS_LOG": os.environ.get("TAG_ACCESS_LOG", "false")}
+           "TAG_ACCESS_LOG": os.environ.get("TAG_ACCESS_LOG", "false")}
     s = Server("tagd", argv, "127.0.0.1", port, state, env=env, log_name=f"tagd-{_tagd_seq[0]}")
-    s.cache_dir = cache
+    s.cache_dir = cache_dir
     s.upstream = upstream_url
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if not s.alive():
+            if fresh:
+                remove_cache_dir(cache_dir, state)
             raise RuntimeError(f"tagd exited at start-up: {s.tail()}")
         if http_get_status("127.0.0.1", port, "/health") == 200:
             return s
         time.sleep(0.1)
     s.stop()
-    raise RuntimeError(f"tagd /health did not answer 200 within 30 s: {s.tail()}")
+    if fresh:
+        remove_cache_dir(cache_dir, state)
+    raise RuntimeError(f"tagd /health did not answer 200 within 60 s: {s.tail()}")
 
 
-def stop_tagd(s):
+def stop_tagd(s, keep_cache=False):
+    """Stops tagd; deletes its cache folder unless keep_cache (a later start reuses it)."""
     if s is None:
         return
     s.stop()
-    shutil.rmtree(getattr(s, "cache_dir", ""), ignore_errors=True)
+    if not keep_cache:
+        remove_cache_dir(getattr(s, "cache_dir", ""), s.state)
+
+
+def tagd_metrics(port, host="127.0.0.1"):
+    """tagd's /metrics as {name or name{labels}: value}; {} when unreachable."""
+    out = {}
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read().decode(errors="replace")
+        c.close()
+    except OSError:
+        return out
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, val = line.rpartition(" ")
+        try:
+            out[name] = float(val)
+        except ValueError:
+            pass
+    return out
+
+
+CACHE_RESULTS = ("hit", "miss", "revalidated", "bypass", "disabled")
+
+
+def cache_delta(m0, m1):
+    """What happened between two /metrics snapshots: requests per X-Cache result,
+    hit ratio over object GETs, upstream requests, fill and hit bytes."""
+    def d(k):
+        return m1.get(k, 0) - m0.get(k, 0)
+    res = {r: int(d(f'tagd_cache_requests_total{{result="{r}"}}')) for r in CACHE_RESULTS}
+    total = sum(res.values())
+    return {
+        "x_cache": res,
+        "hit_ratio": res["hit"] / total if total else None,
+        "upstream_requests": int(d("tagd_upstream_requests_total")),
+        "fill_bytes": int(d("tagd_cache_fill_bytes_total")),
+        "hit_bytes": int(d("tagd_cache_hit_bytes_total")),
+        "joined_fills": int(d("tagd_cache_joined_fills_total")),
+        "fills_rejected": int(d("tagd_cache_fills_rejected_total")),
+        "fills_failed": int(d("tagd_cache_fills_failed_total")),
+        "checksum_failures": int(d("tagd_cache_checksum_failures_total")),
+        "responses_5xx": int(d('tagd_responses_total{class="5xx"}')),
+    }
 
 
 # ---------------------------------------------------------------- WAN

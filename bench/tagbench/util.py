@@ -124,3 +124,19 @@ def cpu_times():
 def busy_fraction(t0, t1):
     db, dt = t1[0] - t0[0], t1[1] - t0[1]
     return db / dt if dt else None
+
+
+def io_bytes(pid):
+    """(read_bytes, write_bytes) that pid caused at the storage layer, from
+    /proc/PID/io (O_DIRECT cache reads count here; page-cache hits do not)."""
+    r = w = None
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    r = int(line.split()[1])
+                elif line.startswith("write_bytes:"):
+                    w = int(line.split()[1])
+    except OSError:
+        pass
+    return r, w

@@ -601,10 +601,14 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     std::optional<ObjectMeta> meta_new;
     if (h.result_int() == 206 || h.result_int() == 200) meta_new = meta_from(h.base(), cache_.options(), why_not);
     if (!meta_new) {
-      // Not cacheable (an error, an empty object, no-store, a weak ETag): the request is
-      // forwarded as the client sent it.
+      // Not cacheable (an error, an empty object, no-store, a weak ETag).
       spdlog::debug("request {}: {}/{} not cached: {}", ex.request_id, key.bucket, key.key,
                     why_not.empty() ? std::to_string(h.result_int()) : why_not);
+      // Without a Range this was exactly the client's request: relay the answer rather
+      // than asking the upstream twice. A ranged fetch was ours, so forward the client's.
+      if (req.find(http::field::range) == req.end()) {
+        co_return co_await relay_response(config, pool_, ex, std::move(reply->conn), *reply->parser);
+      }
       co_return std::nullopt;
     }
     (void)cache_.publish(key, *meta_new, epoch);

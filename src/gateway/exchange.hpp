@@ -10,6 +10,7 @@
 #include "tagd/auth/request_verifier.hpp"
 #include "tagd/gateway/gateway.hpp"
 #include "tagd/s3/request.hpp"
+#include "tagd/upstream/pool.hpp"
 
 namespace tagd::gateway {
 
@@ -40,5 +41,12 @@ bool body_pending(const Exchange& ex);
 boost::asio::awaitable<bool> send_local(const config::Config& config, Exchange& ex, boost::beast::http::status status,
                                         std::string content_type, std::string body, bool head_only = false);
 boost::asio::awaitable<bool> send_error(const config::Config& config, Exchange& ex, const Status& error);
+
+// Streams an upstream response whose head `parser` has read to the client (hop-by-hop
+// headers dropped, X-Cache added, backpressure both ways) and returns the connection to
+// the pool when the exchange ended cleanly.
+boost::asio::awaitable<bool> relay_response(
+    const config::Config& config, upstream::Pool& pool, Exchange& ex, std::unique_ptr<upstream::Connection> conn,
+    boost::beast::http::response_parser<boost::beast::http::buffer_body>& parser);
 
 }  // namespace tagd::gateway

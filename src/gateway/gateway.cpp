@@ -322,6 +322,86 @@ Status upstream_failure(const boost::system::error_code& ec, std::string_view wh
 
 }  // namespace
 
+asio::awaitable<bool> relay_response(const config::Config& config, upstream::Pool& pool, Exchange& ex,
+                                     std::unique_ptr<upstream::Connection> conn,
+                                     http::response_parser<http::buffer_body>& rp) {
+  auto& req = ex.parser.get();
+  auto& m = metrics();
+  auto& upres = rp.get();
+  const int status = upres.result_int();
+  ex.status = status;
+  bool client_keep_alive = req.keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
+  // An HTTP/1.0 client gets an HTTP/1.0 response: it cannot decode chunked coding.
+  const bool client_http11 = req.version() >= 11;
+  http::response<http::empty_body> res{upres.result(), client_http11 ? 11u : 10u};
+  for (const auto& f : upres) {
+    if (!drop_response_header(f.name_string())) res.insert(f.name(), f.name_string(), f.value());
+  }
+  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", ex.request_id);
+  if (!ex.x_cache.empty()) res.set("X-Cache", ex.x_cache);
+  const bool no_body = req.method() == http::verb::head || status == 204 || status == 304 || status < 200;
+  bool client_chunked = false;
+  if (!no_body && !(rp.content_length() && !rp.chunked())) {
+    if (client_http11) {
+      res.chunked(true);
+      client_chunked = true;
+    } else {
+      client_keep_alive = false;  // the end of the connection marks the end of the body
+    }
+  }
+  res.keep_alive(client_keep_alive);
+  if (status >= 500) m.upstream_errors.inc();
+
+  ex.client.stream.expires_after(config.idle_timeout);
+  http::response_serializer<http::empty_body> rs{res};
+  auto [wec, wn] = co_await http::async_write_header(ex.client.stream, rs, kTuple);
+  if (wec) {
+    m.client_aborts.inc();
+    co_return false;
+  }
+  if (!no_body) {
+    auto& body = upres.body();
+    while (!rp.is_done()) {
+      body.data = ex.piece.get();
+      body.size = kPiece;
+      conn->tcp().expires_after(config.upstream_read_timeout);
+      auto [ec, n] = co_await conn->visit([&](auto& s) { return http::async_read(s, conn->buffer(), rp, kTuple); });
+      if (ec == http::error::need_buffer) ec = {};
+      std::size_t got = kPiece - body.size;
+      if (got > 0) {
+        // Backpressure: the next upstream read waits for this write, so a slow client
+        // slows the upstream transfer instead of growing a buffer.
+        ex.client.stream.expires_after(config.idle_timeout);
+        auto wec2 = co_await write_payload(ex.client.stream, std::string_view(ex.piece.get(), got), client_chunked);
+        if (wec2) {
+          m.client_aborts.inc();
+          ex.error = "ClientAborted";
+          co_return false;
+        }
+        ex.bytes_out += got;
+        m.response_body_bytes.inc(got);
+      }
+      if (ec) {
+        // Headers are gone already: the only honest signal left is a truncated response.
+        m.upstream_truncated_bodies.inc();
+        ex.error = "UpstreamTruncated";
+        spdlog::warn("request {}: upstream body ended early after {} bytes: {}", ex.request_id, ex.bytes_out,
+                     ec.message());
+        boost::system::error_code ignored;
+        ex.client.stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+        ex.client.stream.socket().close(ignored);
+        co_return false;
+      }
+    }
+    if (client_chunked) {
+      auto lec = co_await write_last_chunk(ex.client.stream);
+      if (lec) co_return false;
+    }
+  }
+  if (rp.is_done() && rp.keep_alive() && conn) pool.release(std::move(conn));
+  co_return client_keep_alive;
+}
+
 asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   const auto& config = shared_.config;
   auto& req = ex.parser.get();
@@ -544,83 +624,13 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   }
 
   // Relay the response.
-  auto& upres = rp->get();
-  const int status = upres.result_int();
-  ex.status = status;
-  bool client_keep_alive = req.keep_alive() && !body_pending(ex) && metrics().draining.get() == 0;
-  // An HTTP/1.0 client gets an HTTP/1.0 response: it cannot decode chunked coding.
-  const bool client_http11 = req.version() >= 11;
-  http::response<http::empty_body> res{upres.result(), client_http11 ? 11u : 10u};
-  for (const auto& f : upres) {
-    if (!drop_response_header(f.name_string())) res.insert(f.name(), f.name_string(), f.value());
-  }
-  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", ex.request_id);
-  if (!ex.x_cache.empty()) res.set("X-Cache", ex.x_cache);
+  const int status = rp->get().result_int();
   if (cache_ != nullptr && status >= 200 && status < 300) {
     for (const auto& key : written_keys) cache_->invalidate(ex.target.bucket, key);
   }
-  const bool no_body = req.method() == http::verb::head || status == 204 || status == 304 || status < 200;
-  bool client_chunked = false;
-  if (!no_body && !(rp->content_length() && !rp->chunked())) {
-    if (client_http11) {
-      res.chunked(true);
-      client_chunked = true;
-    } else {
-      client_keep_alive = false;  // the end of the connection marks the end of the body
-    }
-  }
-  res.keep_alive(client_keep_alive);
-  if (status >= 500) m.upstream_errors.inc();
-
-  ex.client.stream.expires_after(config.idle_timeout);
-  http::response_serializer<http::empty_body> rs{res};
-  auto [wec, wn] = co_await http::async_write_header(ex.client.stream, rs, kTuple);
-  if (wec) {
-    m.client_aborts.inc();
-    co_return false;
-  }
-  if (!no_body) {
-    auto& body = upres.body();
-    while (!rp->is_done()) {
-      body.data = ex.piece.get();
-      body.size = kPiece;
-      conn->tcp().expires_after(config.upstream_read_timeout);
-      auto [ec, n] = co_await conn->visit([&](auto& s) { return http::async_read(s, conn->buffer(), *rp, kTuple); });
-      if (ec == http::error::need_buffer) ec = {};
-      std::size_t got = kPiece - body.size;
-      if (got > 0) {
-        // Backpressure: the next upstream read waits for this write, so a slow client
-        // slows the upstream transfer instead of growing a buffer.
-        ex.client.stream.expires_after(config.idle_timeout);
-        auto wec2 = co_await write_payload(ex.client.stream, std::string_view(ex.piece.get(), got), client_chunked);
-        if (wec2) {
-          m.client_aborts.inc();
-          ex.error = "ClientAborted";
-          co_return false;
-        }
-        ex.bytes_out += got;
-        m.response_body_bytes.inc(got);
-      }
-      if (ec) {
-        // Headers are gone already: the only honest signal left is a truncated response.
-        m.upstream_truncated_bodies.inc();
-        ex.error = "UpstreamTruncated";
-        spdlog::warn("request {}: upstream body ended early after {} bytes: {}", ex.request_id, ex.bytes_out,
-                     ec.message());
-        boost::system::error_code ignored;
-        ex.client.stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-        ex.client.stream.socket().close(ignored);
-        co_return false;
-      }
-    }
-    if (client_chunked) {
-      auto lec = co_await write_last_chunk(ex.client.stream);
-      if (lec) co_return false;
-    }
-  }
   m.request_body_bytes.inc(verifier.payload_bytes());
-  if (rp->is_done() && rp->keep_alive() && conn) pool_->release(std::move(conn));
-  co_return client_keep_alive;
+  co_return co_await relay_response(config, *pool_, ex, std::move(conn), *rp);
 }
+
 
 }  // namespace tagd::gateway

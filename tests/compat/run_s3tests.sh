@@ -209,10 +209,17 @@ run_one() {  # run_one moto|tagd
     cp "$tagd_bin_src" "$dir/tagd"
     write_credentials "$dir/credentials.json"
     port=$(free_port)
+    # Newer tagd has a disk cache that defaults to the shared /var/tmp/tagd-cache: give
+    # this run a private, small one (removed afterwards) so runs neither collide with
+    # other tagd processes nor see each other's blocks.
+    local cache_args=""
+    if "$dir/tagd" --help 2>/dev/null | grep -- '--cache-disk-path' >/dev/null; then
+      cache_args="--cache-disk-path $dir/cache --cache-max-disk-usage 256MiB"
+    fi
     env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$dir/tagd" --listen-address 127.0.0.1 --port "$port" \
       --upstream-endpoint "http://127.0.0.1:$moto_port" --upstream-region us-east-1 \
       --upstream-access-key-id test --upstream-secret-access-key test \
-      --credentials-file "$dir/credentials.json" --log-level "$log_level" --access-log true $tagd_args \
+      --credentials-file "$dir/credentials.json" --log-level "$log_level" --access-log true $cache_args $tagd_args \
       >"$dir/tagd.log" 2>&1 &
     tagd_pid=$!; pids+=("$tagd_pid")
     wait_http "http://127.0.0.1:$port/" "$tagd_pid" tagd
@@ -230,6 +237,7 @@ run_one() {  # run_one moto|tagd
        $tests "${margs[@]}" "${extra[@]}") >"$dir/pytest.log" 2>&1 || rc=$?
   [[ $rc == 124 || $rc == 137 ]] && echo "   WARNING: pytest hit --total-timeout ($total_timeout s); results are partial"
   cleanup
+  rm -rf "$dir/cache"
   local o
   for o in passed failed error skipped; do
     awk -F'\t' -v o="$o" '$1==o {print $2}' "$dir/results.tsv" | sort >"$dir/$o.txt"

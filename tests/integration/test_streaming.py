@@ -98,7 +98,10 @@ class StreamingTest(TagdTestCase):
         self.assertGreater(received, 1 * MiB)
         self.assertLess(received, size // 2, "the reader was not slow enough to test anything")
         growth = peak_rss - rss_before
-        self.assertLess(growth, 32 * MiB, f"tagd's RSS grew {growth / MiB:.1f} MiB while a slow client read "
+        # The cache fill runs at the upstream's pace, not the client's: the blocks it
+        # finishes go to disk and to the DRAM tier (32 MiB in the harness), so that tier is
+        # the most RSS may grow by, plus a constant; never the object's size.
+        self.assertLess(growth, 32 * MiB + 16 * MiB, f"tagd's RSS grew {growth / MiB:.1f} MiB while a slow client read "
                                           f"{received / MiB:.1f} MiB of a {size // MiB} MiB object")
         self.assertPeakBelowBound("with a slow reader")
         print(f"\nslow reader: {received / MiB:.1f} MiB in 3 s, tagd RSS growth {growth / MiB:.1f} MiB", flush=True)
