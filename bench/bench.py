@@ -106,11 +106,17 @@ def versions():
     return v
 
 
-def tagd_info(binary):
+def tagd_info(binary, snapshot=None):
     if not binary or not os.path.exists(binary):
         return {}
-    st = os.stat(binary)
+    st = os.stat(snapshot or binary)  # copy2 keeps the mtime
     info = {"binary": os.path.relpath(binary, os.path.dirname(HERE)), "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat()}
+    import hashlib
+    h = hashlib.sha256()
+    with open(snapshot or binary, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    info["sha256"] = h.hexdigest()[:16]  # the snapshot that ran: the source tree may have moved on
     src = os.path.dirname(HERE)
     r = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     info["git"] = r.stdout.strip() or "no commit yet"
@@ -204,7 +210,7 @@ def main():
         "suite": "tagd bench", "version": 1, "profile": args.profile,
         "command": os.environ.get("BENCH_COMMAND", "bench/run.sh " + " ".join(sys.argv[1:])),
         "started": started.isoformat(), "machine": machine_info(), "versions": versions(),
-        "tagd": tagd_info(args.tagd_bin) if tagd_cfg else {"unavailable": why},
+        "tagd": tagd_info(args.tagd_bin, tagd_cfg.binary) if tagd_cfg else {"unavailable": why},
         "params": dict({k: v for k, v in prof.items() if k != "hit_counts"},
                        tagd_cache={"max_disk_usage": tagd_cfg.cache_size,
                                    "memory_size": tagd_cfg.cache_memory or "256MiB (tagd default)",

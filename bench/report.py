@@ -58,8 +58,9 @@ def summary_md(res, img_rel):
         f"- machine: {m.get('cpus')} vCPU ({m.get('cpu', '?')}), {m.get('mem_gib')} GiB, kernel {m.get('kernel')}; "
         f"load average at start {' '.join(m.get('loadavg_start', []))}, at end {' '.join(m.get('loadavg_end', []))} "
         "(the cores are shared with other engineers' compiles)",
-        f"- tagd: {res.get('tagd_mode')}; binary {t.get('binary', '-')} built {t.get('mtime', '-')[:19]}, "
-        f"source {t.get('git', '-')}{' (uncommitted changes)' if t.get('dirty') else ''}, "
+        f"- tagd: {res.get('tagd_mode')}; binary {t.get('binary', '-')} built {t.get('mtime', '-')[:19]}"
+        f"{' (sha256 ' + t['sha256'] + ')' if t.get('sha256') else ''}, "
+        f"source tree at {t.get('git', '-')}{' (uncommitted changes)' if t.get('dirty') else ''} when the run began, "
         f"build type {t.get('build_type', '?')}",
         f"- versions: " + ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items()),
         "",

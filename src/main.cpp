@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
           "(--credentials-file), or auth.allow_anonymous");
     }
     if (config.allow_anonymous) {
-      spdlog::warn("anonymous access is enabled: unsigned requests are forwarded with tagd's upstream credentials");
+      spdlog::warn("anonymous access is enabled: unsigned requests are forwarded unsigned (the upstream's ACLs "
+                   "decide) and bypass the cache");
     }
     auto endpoint = tagd::upstream::Endpoint::parse(config.upstream_endpoint);
     std::unique_ptr<boost::asio::ssl::context> tls;

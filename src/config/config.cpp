@@ -223,7 +223,7 @@ const std::vector<Setting>& settings() {
     csecret.secret = true;
     t.push_back(csecret);
     t.push_back(bool_setting("auth.allow_anonymous", "TAG_ALLOW_ANONYMOUS", "allow-anonymous",
-                             "forward unsigned requests (with tagd's upstream credentials!)",
+                             "forward unsigned requests unsigned (the upstream's ACLs decide; never cached)",
                              &Config::allow_anonymous));
     t.push_back(uint_setting(
         "auth.max_clock_skew_seconds", "TAG_MAX_CLOCK_SKEW", "max-clock-skew",

@@ -238,7 +238,11 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
   const bool object_read = get_or_head && !ex.target.key.empty() && ex.op.name != "GetObjectSubresource" &&
                            ex.op.name != "ListParts";
   if (object_read) {
-    if (cached_reads_ == nullptr) {
+    if (ex.verified.identity == nullptr) {
+      // Anonymous reads are the upstream's to authorize: never from, or into, the cache.
+      ex.x_cache = "BYPASS";
+      metrics().cache_bypass.inc();
+    } else if (cached_reads_ == nullptr) {
       ex.x_cache = "DISABLED";
       metrics().cache_disabled.inc();
     } else {
@@ -500,8 +504,13 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   std::string payload_hash = ex.verified.body.mode == auth::PayloadMode::kSignedSha256 ? ex.verified.body.expected_sha256
                              : has_body ? std::string(auth::kUnsignedPayload)
                                         : std::string(auth::kEmptySha256);
+  // An anonymous request (allowed by auth.allow_anonymous) goes upstream unsigned: the
+  // upstream's own ACLs decide, and tagd's credentials never make a private object public
+  // (TAG bug 6).
+  static const upstream::SigningCredentials kAnonymous{};
   upstream::sign_request(up.base(), req.method_string(), up.target(), pool_->endpoint().host_header, payload_hash,
-                         shared_.signing, std::chrono::system_clock::now());
+                         ex.verified.identity != nullptr ? shared_.signing : kAnonymous,
+                         std::chrono::system_clock::now());
 
   const bool replayable = body_complete;
   std::unique_ptr<upstream::Connection> conn;

@@ -99,6 +99,20 @@ class ForwardingTest(TagdTestCase):
         self.assertNotIn(b"transfer-encoding", head.lower())
         self.assertEqual(data, body)
 
+    def test_anonymous_requests_go_upstream_unsigned_and_bypass_the_cache(self):
+        def respond(req):
+            return FakeUpstream.response(200, b"public bytes", {"ETag": '"pub"'})
+        upstream, t = self.start_pair(respond, ["--allow-anonymous"])
+        for _ in range(2):
+            status, headers, data = harness.raw_request(t.port, "GET", "/bucket/public.txt",
+                                                        {"Host": f"127.0.0.1:{t.port}"})
+            self.assertEqual((status, data), (200, b"public bytes"))
+            self.assertEqual(headers.get("x-cache"), "BYPASS")
+        self.assertEqual(len(upstream.requests), 2)  # never served from the cache
+        for req in upstream.requests:
+            self.assertNotIn("authorization", req["headers"])  # the upstream's ACLs decide
+        t.wait_for_log(r"anonymous access is enabled")
+
     def test_idempotent_request_retried_on_dropped_connection(self):
         def respond(req):
             if req["index"] == 0:
