@@ -533,6 +533,7 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
                              req.find(http::field::if_modified_since) != req.end() ||
                              req.find(http::field::if_unmodified_since) != req.end();
     std::uint64_t first_block = 0;
+    std::optional<std::uint64_t> last_wanted_block;  // a closed range needs no more than its blocks
     if (auto it = req.find(http::field::range); it != req.end()) {
       std::string_view r = it->value();
       if (r.rfind("bytes=", 0) != 0 || r.size() < 7 || r[6] == '-' || r.find(',') != std::string_view::npos) {
@@ -541,7 +542,11 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
         co_return std::nullopt;
       }
       try {
-        first_block = std::stoull(std::string(r.substr(6))) / cache_.options().block_size;
+        std::string spec(r.substr(6));
+        first_block = std::stoull(spec) / cache_.options().block_size;
+        if (auto dash = spec.find('-'); dash != std::string::npos && dash + 1 < spec.size()) {
+          last_wanted_block = std::stoull(spec.substr(dash + 1)) / cache_.options().block_size;
+        }
       } catch (...) {
         ex.x_cache = "MISS";
         m.cache_misses.inc();
@@ -575,8 +580,13 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
       const ObjectKey& k;
       ~Finish() { c.finish_object(k); }
     } finish{cache_, key};
-    const std::uint64_t run_bytes = std::max<std::uint64_t>(cache_.options().max_fetch, cache_.options().block_size) /
-                                    cache_.options().block_size * cache_.options().block_size;
+    // A range miss fetches the blocks that cover it (a parquet footer costs one block, not
+    // a whole run); an open-ended range or a whole object starts with a full run.
+    const std::uint64_t bs = cache_.options().block_size;
+    std::uint64_t run_bytes = std::max<std::uint64_t>(cache_.options().max_fetch, bs) / bs * bs;
+    if (last_wanted_block && *last_wanted_block >= first_block) {
+      run_bytes = std::min(run_bytes, (*last_wanted_block - first_block + 1) * bs);
+    }
     if (!cache_.admission().try_admit(run_bytes)) {
       m.cache_fills_rejected.inc();
       ex.x_cache = "MISS";

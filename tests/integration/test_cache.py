@@ -100,6 +100,19 @@ class HitMissTest(CacheTestCase):
         r = s3.get_object(Bucket=self.bucket, Key="ranged", IfMatch=etag, IfUnmodifiedSince=past)
         self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 200)
 
+    def test_a_small_range_miss_fetches_only_the_block_that_covers_it(self):
+        data = os.urandom(20 * MiB)
+        self.moto.client().upload_fileobj(__import__("io").BytesIO(data), self.bucket, "footer")
+        before = self.tagd.metrics()["tagd_cache_fill_bytes_total"]
+        r = self.tagd.client().get_object(Bucket=self.bucket, Key="footer", Range=f"bytes={10 * MiB + 5}-{10 * MiB + 104}")
+        self.assertEqual(r["Body"].read(), data[10 * MiB + 5:10 * MiB + 105])
+        self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "MISS")
+        fetched = self.tagd.metrics()["tagd_cache_fill_bytes_total"] - before
+        self.assertLessEqual(fetched, 1 * MiB)  # one 1 MiB block, not a run and not the object
+        r = self.tagd.client().get_object(Bucket=self.bucket, Key="footer", Range=f"bytes={10 * MiB}-{10 * MiB + 9}")
+        self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "HIT")
+        self.assertEqual(r["Body"].read(), data[10 * MiB:10 * MiB + 10])
+
     def test_overwrite_and_delete_through_tagd_are_seen_at_once(self):
         s3 = self.tagd.client()
         s3.put_object(Bucket=self.bucket, Key="mutable", Body=b"one" * 1000)
