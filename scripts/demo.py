@@ -47,8 +47,12 @@ def main():
         body = b"hello from tagd\n" * 4096
         s3.put_object(Bucket="demo", Key="greeting.txt", Body=body)
         print(f"  put_object greeting.txt      -> {len(body)} bytes")
-        got = s3.get_object(Bucket="demo", Key="greeting.txt")["Body"].read()
-        print(f"  get_object greeting.txt      -> {len(got)} bytes, identical={got == body}")
+        for attempt in ("first", "second"):
+            r = s3.get_object(Bucket="demo", Key="greeting.txt")
+            got = r["Body"].read()
+            x_cache = r["ResponseMetadata"]["HTTPHeaders"].get("x-cache")
+            print(f"  get_object greeting.txt ({attempt}) -> {len(got)} bytes, identical={got == body}, "
+                  f"X-Cache: {x_cache}")
         rng = s3.get_object(Bucket="demo", Key="greeting.txt", Range="bytes=0-15")["Body"].read()
         print(f"  get_object Range bytes=0-15  -> {rng!r}")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="demo").get("Contents", [])]
@@ -68,7 +72,7 @@ def main():
         with urllib.request.urlopen(tagd.endpoint + "/metrics") as r:
             lines = [ln for ln in r.read().decode().splitlines()
                      if ln.startswith(("tagd_requests_total", "tagd_auth_failures_total",
-                                       "tagd_upstream_requests_total"))]
+                                       "tagd_upstream_requests_total", "tagd_cache_requests_total"))]
         print("  metrics: " + ", ".join(lines))
         print()
         print(f"tagd is serving on {tagd.endpoint}  (upstream: embedded moto at {moto.endpoint})")

@@ -45,6 +45,19 @@ def stop(proc, timeout=10.0):
         proc.wait()
 
 
+def create_s3_user(endpoint, user="tagd"):
+    """For a moto started with INITIAL_NO_AUTH_ACTION_COUNT=3: exactly three unauthenticated
+    IAM calls create a user with full S3 access; returns its (access key, secret)."""
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="s3-all", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
 class Moto:
     """moto's S3 server. With verify_signatures, moto checks every request's SigV4
     signature after the first three (which create the IAM user whose key tagd uses)."""
@@ -65,14 +78,7 @@ class Moto:
             self.access_key, self.secret_key = self._bootstrap_user()
 
     def _bootstrap_user(self):
-        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="tagd")
-        iam.put_user_policy(UserName="tagd", PolicyName="s3-all", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="tagd")["AccessKey"]
-        return key["AccessKeyId"], key["SecretAccessKey"]
+        return create_s3_user(self.endpoint)
 
     def client(self):
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",

@@ -49,6 +49,8 @@ from botocore.config import Config as BotoConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("TAGD_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "scripts"))
+from local_s3 import create_s3_user  # noqa: E402  (shared with the demo)
 TAGD_BINARY = os.environ.get("TAGD_BINARY") or os.path.join(SOURCE_DIR, "build", "tagd")
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -158,15 +160,7 @@ class Moto:
         if not self.auth:
             self.access_key, self.secret_key = "unchecked", "unchecked"
             return self
-        # Exactly three unauthenticated calls.
-        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name=REGION,
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="tagd")
-        iam.put_user_policy(UserName="tagd", PolicyName="s3all", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="tagd")["AccessKey"]
-        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.access_key, self.secret_key = create_s3_user(self.endpoint)
         return self
 
     def client(self):
