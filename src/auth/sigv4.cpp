@@ -519,7 +519,7 @@ Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
   }
   std::int64_t expires_seconds = 0;
   for (const char c : *expires) expires_seconds = expires_seconds * 10 + (c - '0');
-  if (expires_seconds < 1) return query_error("X-Amz-Expires must be non-negative");
+  // 0 is legal and simply already expired (the verifier answers 403 "Request has expired").
   if (expires_seconds > kMaxPresignExpires) {
     return query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800");
   }

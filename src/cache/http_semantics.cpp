@@ -181,6 +181,7 @@ CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::str
       d.reason = "SSE-C request";
       return d;
     }
+
   }
   for (const auto& [name, value] : query) {
     if (name == "versionId") {

@@ -104,18 +104,19 @@ asio::awaitable<Result<UpstreamReply>> upstream_request(upstream::Pool& pool, co
   co_return last;
 }
 
+// Every upstream header is replayed on a hit except those that describe one response or
+// one connection (and the ones tagd sets itself). A fixed allow-list dropped SSE-KMS key
+// ids, object-lock legal holds and whatever vendors add next.
 bool replayed_header(std::string_view name) {
-  static constexpr std::string_view kKeep[] = {"content-type", "content-encoding", "content-disposition",
-                                                "content-language", "cache-control", "expires",
-                                                "x-amz-version-id", "x-amz-storage-class",
-                                                "x-amz-server-side-encryption", "x-amz-tagging-count",
-                                                "x-amz-website-redirect-location", "x-amz-object-lock-mode",
-                                                "x-amz-object-lock-retain-until-date", "x-amz-replication-status"};
-  for (auto k : kKeep) {
-    if (iequals(name, k)) return true;
+  static constexpr std::string_view kPerResponse[] = {
+      "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+      "content-length", "content-range", "date", "server", "x-amz-request-id", "x-amz-id-2", "etag",
+      "last-modified", "accept-ranges", "x-cache", "set-cookie", "age", "warning"};
+  for (auto k : kPerResponse) {
+    if (iequals(name, k)) return false;
   }
-  return (name.size() > 11 && strncasecmp(name.data(), "x-amz-meta-", 11) == 0) ||
-         (name.size() > 9 && strncasecmp(name.data(), "x-tigris-", 9) == 0);
+  // Whole-object checksums never apply to a range, and a hit may be one: not replayed.
+  return !(name.size() > 15 && strncasecmp(name.data(), "x-amz-checksum-", 15) == 0);
 }
 
 // Metadata from an upstream 200/206 head, or nullopt if the response must not be cached.
@@ -528,6 +529,8 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
 
     // Miss. Requests with conditionals are forwarded as they are (the upstream answers
     // them); suffix ranges ("bytes=-n") need the size first, so they are forwarded too.
+    // (Their X-Cache is MISS: the object was not in the cache, and this request does not
+    // fill it.)
     const bool conditional = req.find(http::field::if_match) != req.end() ||
                              req.find(http::field::if_none_match) != req.end() ||
                              req.find(http::field::if_modified_since) != req.end() ||
@@ -553,7 +556,8 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
         co_return std::nullopt;
       }
     }
-    if (conditional) {
+    // A HEAD miss is forwarded: filling would download the whole object to answer it.
+    if (conditional || req.method() == http::verb::head) {
       ex.x_cache = "MISS";
       m.cache_misses.inc();
       co_return std::nullopt;

@@ -208,6 +208,13 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
   ex.target = std::move(target.value());
   ex.op = s3::classify(req.method_string(), ex.target);
 
+  if (req.method() == http::verb::options) {
+    // CORS preflight: browsers never sign it. It goes upstream unsigned (identity stays
+    // null), where the bucket's CORS configuration answers; it reads and writes nothing.
+    ex.op.name = "CorsPreflight";
+    co_return co_await forward(ex);
+  }
+
   auth::HeaderList headers;
   for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
   auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers};
@@ -467,10 +474,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
       }
     }
     written_keys = std::move(keys.value());
-  } else if (!ex.target.key.empty() && (req.method() == http::verb::put || req.method() == http::verb::post ||
-                                        req.method() == http::verb::delete_) &&
-             (ex.op.name == "PutObject" || ex.op.name == "DeleteObject" || ex.op.name == "CompleteMultipartUpload" ||
-              ex.op.name == "PostObject")) {
+  } else if (!ex.target.key.empty() && req.method() != http::verb::get && req.method() != http::verb::head &&
+             req.method() != http::verb::options) {
+    // Any change to an object (body, tags, ACL, retention, ...) may change what a cached
+    // GET/HEAD replays, so every successful object write invalidates.
     written_keys.push_back(ex.target.key);
   }
   if (cache_ != nullptr) {

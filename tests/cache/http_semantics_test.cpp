@@ -133,6 +133,9 @@ TEST(CacheKeyTest, VariantsAndBypass) {
   EXPECT_FALSE(cache_key_for({{"response-content-type", "text/plain"}}, {}).cacheable);
   EXPECT_FALSE(cache_key_for({{"tagging", ""}}, {}).cacheable);
   EXPECT_FALSE(cache_key_for({}, {"x-amz-server-side-encryption-customer-key"}).cacheable);
+  // boto3 sends x-amz-checksum-mode: ENABLED on every GetObject: it must not bypass. Hits
+  // carry no whole-object checksum headers, which clients treat as "nothing to validate".
+  EXPECT_TRUE(cache_key_for({}, {"x-amz-checksum-mode"}).cacheable);
   auto presigned = cache_key_for({{"X-Amz-Signature", "abc"}, {"X-Amz-Date", "x"}}, {});
   EXPECT_TRUE(presigned.cacheable);
 }

@@ -127,6 +127,17 @@ class HitMissTest(CacheTestCase):
             s3.get_object(Bucket=self.bucket, Key="mutable")
         self.assertEqual(ctx.exception.response["Error"]["Code"], "NoSuchKey")
 
+    def test_any_object_write_through_tagd_invalidates(self):
+        s3 = self.tagd.client()
+        s3.put_object(Bucket=self.bucket, Key="tagged", Body=b"t" * 100, Tagging="a=1")
+        self.get("tagged")
+        self.assertEqual(self.get("tagged")[1]["x-cache"], "HIT")
+        s3.put_object_tagging(Bucket=self.bucket, Key="tagged",
+                              Tagging={"TagSet": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]})
+        body, h = self.get("tagged")
+        self.assertEqual(h["x-cache"], "MISS")
+        self.assertEqual(h.get("x-amz-tagging-count"), "2")
+
     def test_bypass_and_client_revalidation(self):
         data = os.urandom(50_000)
         self.put("bypass", data)

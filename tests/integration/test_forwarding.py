@@ -113,6 +113,36 @@ class ForwardingTest(TagdTestCase):
             self.assertNotIn("authorization", req["headers"])  # the upstream's ACLs decide
         t.wait_for_log(r"anonymous access is enabled")
 
+    def test_cache_hits_replay_every_object_header(self):
+        def respond(req):
+            return FakeUpstream.response(200, b"x" * 1000, {
+                "ETag": '"v1"', "X-Tigris-Region": "iad", "x-amz-object-lock-legal-hold": "ON",
+                "x-amz-server-side-encryption-aws-kms-key-id": "arn:key/1", "Content-Type": "text/x-test"})
+        upstream, t = self.start_pair(respond)
+        seen = []
+        for _ in range(2):
+            status, headers, data = harness.signed_request(t.port, "GET", "/bucket/replayed")
+            self.assertEqual((status, data), (200, b"x" * 1000))
+            seen.append(headers)
+        self.assertEqual([h["x-cache"] for h in seen], ["MISS", "HIT"])
+        self.assertEqual(len(upstream.requests), 1)
+        for h in seen:
+            self.assertEqual(h.get("x-tigris-region"), "iad")
+            self.assertEqual(h.get("x-amz-object-lock-legal-hold"), "ON")
+            self.assertEqual(h.get("x-amz-server-side-encryption-aws-kms-key-id"), "arn:key/1")
+            self.assertEqual(h.get("content-type"), "text/x-test")
+
+    def test_cors_preflight_goes_upstream_unsigned(self):
+        def respond(req):
+            return FakeUpstream.response(200, b"", {"Access-Control-Allow-Origin": "*"})
+        upstream, t = self.start_pair(respond)
+        status, headers, _ = harness.raw_request(t.port, "OPTIONS", "/bucket/key", {
+            "Host": f"127.0.0.1:{t.port}", "Origin": "https://example.com", "Access-Control-Request-Method": "GET"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("access-control-allow-origin"), "*")
+        self.assertEqual(upstream.requests[0]["method"], "OPTIONS")
+        self.assertNotIn("authorization", upstream.requests[0]["headers"])
+
     def test_idempotent_request_retried_on_dropped_connection(self):
         def respond(req):
             if req["index"] == 0:

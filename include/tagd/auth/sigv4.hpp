@@ -103,7 +103,7 @@ struct PresignedQuery {
   std::string access_key_id;
   CredentialScope scope;
   std::string amz_date;
-  std::int64_t expires_seconds = 0;  // 1..604800
+  std::int64_t expires_seconds = 0;  // 0..604800
   std::vector<std::string> signed_headers;
   std::string signature;
 };
