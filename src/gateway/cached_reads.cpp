@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <strings.h>
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -593,6 +594,12 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     }
     if (!cache_.admission().try_admit(run_bytes)) {
       m.cache_fills_rejected.inc();
+      // Once per 10 s at most: under a burst this would otherwise be one line per request.
+      static std::atomic<std::int64_t> last_warned{0};
+      std::int64_t now = now_ms(), last = last_warned.load();
+      if (now - last > 10'000 && last_warned.compare_exchange_strong(last, now)) {
+        spdlog::warn("cache fill budget spent (cache.fill_budget / cache.max_fills): serving without caching");
+      }
       ex.x_cache = "MISS";
       m.cache_misses.inc();
       co_return std::nullopt;

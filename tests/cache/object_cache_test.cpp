@@ -1,4 +1,5 @@
 #include "tagd/cache/object_cache.hpp"
+#include "tagd/core/metrics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -62,6 +63,25 @@ TEST_F(ObjectCacheTest, OneFillPerBlockAndWaitersSeeProgress) {
   EXPECT_TRUE(first->failed());
   cache_.finish(1, "\"e\"", 0);
   EXPECT_EQ(cache_.find(1, "\"e\"", 0), nullptr);
+}
+
+}  // namespace
+}  // namespace tagd::cache
+
+namespace tagd::cache {
+namespace {
+
+TEST(ObjectCacheDegradedTest, DiskFullIsCountedAndTheBlockSimplyNotCached) {
+  auto device = std::make_unique<MemoryBlockDevice>(8 << 20, 4096);
+  MemoryBlockDevice* raw = device.get();
+  ObjectCache cache(std::move(device), make_memory_index(), make_fifo_eviction(), make_fill_budget(1 << 30, 8),
+                    /*memory_bytes=*/0, 1 << 20, ObjectCacheOptions{64 * 1024});
+  raw->fail_writes_after(0);  // ENOSPC from now on
+  const auto before = metrics().cache_write_errors.get();
+  cache.store_block(42, "\"e\"", 0, std::make_shared<const std::vector<std::byte>>(100, std::byte{1}));
+  EXPECT_EQ(metrics().cache_write_errors.get(), before + 1);
+  BlockBytes out;
+  EXPECT_EQ(cache.read_block(42, "\"e\"", 0, out), ReadOutcome::kMissing);
 }
 
 }  // namespace

@@ -262,6 +262,21 @@ class DurabilityTest(CacheTestCase):
         self.assertLess(t.peak_rss(), 200 * MiB)
 
 
+class BudgetTest(CacheTestCase):
+    def test_spent_fill_budget_serves_without_caching(self):
+        path = os.path.join(self.workdir, unique("cache-budget"))
+        t = self.start_test_tagd(cache_args(path, extra=["--cache-max-fills", "1", "--cache-fill-budget", "1MiB",
+                                                         "--cache-max-fetch", "4MiB"]))
+        data = os.urandom(100_000)
+        self.put("unbudgeted", data)
+        for _ in range(2):
+            body, h = self.get("unbudgeted", t)
+            self.assertEqual(body, data)
+            self.assertEqual(h["x-cache"], "MISS")  # a 4 MiB run never fits a 1 MiB budget
+        self.assertGreaterEqual(t.metrics()["tagd_cache_fills_rejected_total"], 2)
+        t.wait_for_log(r"warn.*fill budget spent")
+
+
 class DisabledTest(CacheTestCase):
     def test_disabled_cache_forwards_and_says_so(self):
         t = self.start_test_tagd(["--cache-disabled"])
