@@ -1,3 +1,4 @@
+#include "tagd/core/strings.hpp"
 #include "tagd/auth/request_verifier.hpp"
 
 #include <algorithm>
@@ -7,20 +8,10 @@
 namespace tagd::auth {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
 bool is_hex64(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
          });
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
 }
 
 // Content-MD5 and x-amz-checksum-* promised in headers.
@@ -34,7 +25,7 @@ Result<std::vector<ExpectedChecksum>> expected_checksums(const HeaderList& heade
     out.push_back({ChecksumAlgorithm::kMd5, std::move(*digest), "Content-MD5"});
   }
   for (const auto& [name, value] : headers) {
-    std::string n = lower(name);
+    std::string n = to_lower(name);
     static constexpr std::string_view kPrefix = "x-amz-checksum-";
     if (n.rfind(kPrefix, 0) != 0 || n == "x-amz-checksum-mode" || n == "x-amz-checksum-type" ||
         n == "x-amz-checksum-algorithm") {
@@ -219,7 +210,7 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
       std::string_view t = *trailer;
       while (!t.empty()) {
         auto comma = t.find(',');
-        std::string name = lower(t.substr(0, comma));
+        std::string name = to_lower(t.substr(0, comma));
         name.erase(0, name.find_first_not_of(" \t"));
         name.erase(name.find_last_not_of(" \t") + 1);
         if (!name.empty()) options.expected_trailers.push_back(std::move(name));

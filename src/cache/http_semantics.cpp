@@ -1,3 +1,4 @@
+#include "tagd/core/strings.hpp"
 #include "tagd/cache/http_semantics.hpp"
 
 #include <algorithm>
@@ -8,12 +9,6 @@
 namespace tagd::cache {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
   if (s.empty() || s.size() > 19) return std::nullopt;
   std::uint64_t v = 0;
@@ -22,18 +17,12 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return v;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
 // Splits a comma list and calls fn(token) on each trimmed token.
 template <class Fn>
 void for_each_token(std::string_view list, Fn fn) {
   while (true) {
     auto comma = list.find(',');
-    auto token = trim(list.substr(0, comma));
+    auto token = trim_ows(list.substr(0, comma));
     if (!token.empty()) fn(token);
     if (comma == std::string_view::npos) return;
     list.remove_prefix(comma + 1);
@@ -41,7 +30,7 @@ void for_each_token(std::string_view list, Fn fn) {
 }
 
 std::string_view strip_weak(std::string_view etag) {
-  etag = trim(etag);
+  etag = trim_ows(etag);
   if (etag.size() >= 2 && (etag[0] == 'W' || etag[0] == 'w') && etag[1] == '/') etag.remove_prefix(2);
   return etag;
 }
@@ -70,14 +59,14 @@ bool etag_list_matches(std::string_view list, std::string_view etag, bool weak) 
 }  // namespace
 
 RangeResult parse_range(std::string_view header, std::uint64_t size) {
-  header = trim(header);
+  header = trim_ows(header);
   if (header.substr(0, 6) != "bytes=") return {};
-  std::string_view spec = trim(header.substr(6));
+  std::string_view spec = trim_ows(header.substr(6));
   if (spec.find(',') != std::string_view::npos) return {RangeKind::kUnsupported, {}};
   auto dash = spec.find('-');
   if (dash == std::string_view::npos) return {};
-  auto a = trim(spec.substr(0, dash));
-  auto b = trim(spec.substr(dash + 1));
+  auto a = trim_ows(spec.substr(0, dash));
+  auto b = trim_ows(spec.substr(dash + 1));
   if (a.empty()) {  // suffix: last n bytes
     auto n = parse_u64(b);
     if (!n) return {};
@@ -103,7 +92,7 @@ BlockSpan blocks_for(const ByteRange& range, std::uint32_t block_size) {
 
 std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view value) {
   std::tm tm{};
-  std::string v(trim(value));
+  std::string v(trim_ows(value));
   // IMF-fixdate first; RFC 850 and asctime are obsolete but still legal.
   for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"}) {
     tm = {};
@@ -138,7 +127,7 @@ Freshness freshness(std::string_view cache_control, std::string_view expires, st
   std::optional<std::chrono::seconds> max_age;
   bool revalidate = false;
   for_each_token(cache_control, [&](std::string_view token) {
-    std::string t = lower(token);
+    std::string t = to_lower(token);
     if (t == "no-store" || t == "private") f.storable = false;
     if (t == "no-cache") revalidate = true;
     for (std::string_view name : {"s-maxage=", "max-age="}) {
@@ -165,11 +154,11 @@ Freshness freshness(std::string_view cache_control, std::string_view expires, st
 ClientDirective client_directive(std::string_view cache_control, std::string_view pragma) {
   ClientDirective d = ClientDirective::kNone;
   for_each_token(cache_control, [&](std::string_view token) {
-    std::string t = lower(token);
+    std::string t = to_lower(token);
     if (t == "no-store") d = ClientDirective::kBypass;
     if (d != ClientDirective::kBypass && (t == "no-cache" || t == "max-age=0")) d = ClientDirective::kRevalidate;
   });
-  if (d == ClientDirective::kNone && lower(trim(pragma)) == "no-cache") d = ClientDirective::kRevalidate;
+  if (d == ClientDirective::kNone && to_lower(trim_ows(pragma)) == "no-cache") d = ClientDirective::kRevalidate;
   return d;
 }
 

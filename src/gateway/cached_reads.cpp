@@ -1,3 +1,4 @@
+#include "tagd/core/strings.hpp"
 #include "cached_reads.hpp"
 
 #include <spdlog/spdlog.h>
@@ -39,10 +40,6 @@ struct UpstreamReply {
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 // The upstream request-target for an object key (and its version variant).

@@ -1,3 +1,4 @@
+#include "tagd/core/strings.hpp"
 #include "tagd/gateway/gateway.hpp"
 
 #include "cached_reads.hpp"
@@ -44,10 +45,6 @@ std::string next_request_id() {
 }
 
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 // Headers that describe one hop, or that tagd replaces when it re-signs.
 bool drop_request_header(std::string_view name) {

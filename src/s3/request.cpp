@@ -1,3 +1,4 @@
+#include "tagd/core/strings.hpp"
 #include "tagd/s3/request.hpp"
 
 #include <algorithm>
@@ -7,17 +8,11 @@
 namespace tagd::s3 {
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
 bool is_presign_param(std::string_view name) {
   static constexpr std::array<std::string_view, 7> kNames = {
       "x-amz-algorithm", "x-amz-credential", "x-amz-date",         "x-amz-expires",
       "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token"};
-  std::string l = lower(name);
+  std::string l = to_lower(name);
   return std::find(kNames.begin(), kNames.end(), l) != kNames.end();
 }
 
@@ -60,12 +55,12 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
 
   // Host without port, lower-case. IPv6 literals ("[::1]:8080") are never virtual hosts.
-  std::string h = lower(host);
+  std::string h = to_lower(host);
   if (!h.empty() && h.front() != '[') {
     if (auto colon = h.rfind(':'); colon != std::string::npos) h.resize(colon);
   }
   if (!virtual_host_domain.empty() && h.size() > virtual_host_domain.size() + 1 &&
-      h.compare(h.size() - virtual_host_domain.size(), std::string::npos, lower(virtual_host_domain)) == 0 &&
+      h.compare(h.size() - virtual_host_domain.size(), std::string::npos, to_lower(virtual_host_domain)) == 0 &&
       h[h.size() - virtual_host_domain.size() - 1] == '.') {
     t.virtual_hosted = true;
     t.bucket = h.substr(0, h.size() - virtual_host_domain.size() - 1);
