@@ -57,7 +57,8 @@ std::string Metrics::render_prometheus() const {
   counter("cache_fills_failed_total", "Fills that failed or were truncated (nothing partial published)",
           cache_fills_failed);
   counter("cache_fills_rejected_total", "Objects served but not cached: fill budget spent", cache_fills_rejected);
-  counter("cache_joined_fills_total", "Requests that joined a fill in progress", cache_joined_fills);
+  counter("cache_joined_fills_total", "Waits on a fill in progress (object head or block being fetched)",
+          cache_joined_fills);
   counter("cache_checksum_failures_total", "Corrupt cache blocks detected (dropped and refetched)",
           cache_checksum_failures);
   counter("cache_write_errors_total", "Cache device write failures (disk full, I/O error)", cache_write_errors);

@@ -577,10 +577,18 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     }
 
     // This request fetches the head and the first run of blocks.
+    // Waiters are released as soon as the metadata is published and the blocks are
+    // registered — not when this request's own response ends, or a herd would wait for
+    // the first client's whole transfer. On every early return the destructor does it.
     struct Finish {
       cache::ObjectCache& c;
       const ObjectKey& k;
-      ~Finish() { c.finish_object(k); }
+      bool done = false;
+      void release() {
+        if (!done) c.finish_object(k);
+        done = true;
+      }
+      ~Finish() { release(); }
     } finish{cache_, key};
     // A range miss fetches the blocks that cover it (a parquet footer costs one block, not
     // a whole run); an open-ended range or a whole object starts with a full run.
@@ -667,6 +675,7 @@ asio::awaitable<std::optional<bool>> CachedReads::serve(Exchange& ex) {
     run->admission = std::move(admission);
     m.cache_fills_started.inc();
     asio::co_spawn(pool_.executor(), pump(run), asio::detached);
+    finish.release();
     co_return co_await respond(ex, key, *meta_new, "MISS", false);
   }
   co_return std::nullopt;
