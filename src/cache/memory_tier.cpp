@@ -21,6 +21,11 @@ BlockBytes MemoryTier::get(const std::string& block_key) {
   return it->second->bytes;
 }
 
+bool MemoryTier::contains(const std::string& block_key) const {
+  std::lock_guard lock(mu_);
+  return map_.count(block_key) != 0;
+}
+
 void MemoryTier::put(const std::string& block_key, BlockBytes bytes) {
   if (!bytes || bytes->size() > capacity_) return;
   std::lock_guard lock(mu_);

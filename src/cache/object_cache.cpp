@@ -211,7 +211,8 @@ void ObjectCache::finish(std::uint64_t key_hash, const std::string& etag, std::u
 }
 
 bool ObjectCache::present_or_inflight(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
-  if (memory_.get(MemoryTier::key(key_hash, etag, block))) return true;
+  // contains(), not get(): a prefetch check must not make a block look hot to SIEVE.
+  if (memory_.contains(MemoryTier::key(key_hash, etag, block))) return true;
   if (find(key_hash, etag, block)) return true;
   auto loc = index_->get_block(key_hash, etag, block);
   return loc && loc->has_value();

@@ -29,6 +29,16 @@ TEST(MemoryTierTest, SieveKeepsReReadBlocksThroughAScan) {
   EXPECT_LE(tier.bytes(), 5'000u);
 }
 
+TEST(MemoryTierTest, ContainsDoesNotCountAsAUse) {
+  MemoryTier tier(2'000);
+  tier.put(MemoryTier::key(1, "e", 0), bytes(1000));
+  tier.put(MemoryTier::key(1, "e", 1), bytes(1000));
+  EXPECT_TRUE(tier.contains(MemoryTier::key(1, "e", 0)));  // not a hit
+  tier.put(MemoryTier::key(1, "e", 2), bytes(1000));       // evicts the oldest unvisited: block 0
+  EXPECT_FALSE(tier.contains(MemoryTier::key(1, "e", 0)));
+  EXPECT_TRUE(tier.contains(MemoryTier::key(1, "e", 2)));
+}
+
 TEST(MemoryTierTest, KeysSeparateEtagsAndReaderKeepsEvictedBlock) {
   MemoryTier tier(1'000);
   tier.put(MemoryTier::key(1, "\"a\"", 0), bytes(600));

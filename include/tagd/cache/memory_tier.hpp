@@ -22,6 +22,8 @@ class MemoryTier {
   MemoryTier& operator=(const MemoryTier&) = delete;
 
   BlockBytes get(const std::string& block_key);
+  // Presence only: unlike get(), does not count as a use for eviction.
+  bool contains(const std::string& block_key) const;
   void put(const std::string& block_key, BlockBytes bytes);
   void erase(const std::string& block_key);
 
