@@ -23,7 +23,6 @@ Result<std::unique_ptr<BlockStore>> BlockStore::open(BlockDevice& device, CacheI
   auto generations = index.region_generations(static_cast<std::uint32_t>(count));
   if (!generations) return generations.error();
   store->generations_ = std::move(generations.value());
-  store->sealed_.assign(count, false);
 
   // Regions written before a restart are sealed, oldest first, so FIFO resumes where it
   // stopped. The one that was being filled is sealed too: its indexed blocks are whole
@@ -36,7 +35,6 @@ Result<std::unique_ptr<BlockStore>> BlockStore::open(BlockDevice& device, CacheI
   std::sort(used.begin(), used.end(),
             [&](std::uint32_t a, std::uint32_t b) { return store->generations_[a] < store->generations_[b]; });
   for (std::uint32_t r : used) {
-    store->sealed_[r] = true;
     store->eviction_->on_sealed(r);
   }
   std::lock_guard lock(store->mu_);
@@ -57,7 +55,6 @@ Status BlockStore::start_new_region_locked() {
     region = eviction_->pick_victim();
     ++stats_.regions_evicted;
   }
-  sealed_[region] = false;
   std::uint64_t generation = next_generation_++;
   // Persist the new generation before any block lands in the region: from here on, every
   // index entry of the region's previous life is stale.
@@ -81,7 +78,6 @@ Status BlockStore::put(const BlockIdentity& id, std::span<const std::byte> paylo
 
   std::lock_guard lock(mu_);
   if (active_offset_ + stored > options_.region_size) {
-    sealed_[active_region_] = true;
     eviction_->on_sealed(active_region_);
     if (Status s = start_new_region_locked(); !s) return s;
   }

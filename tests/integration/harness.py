@@ -402,6 +402,21 @@ def signed_request(tagd_port: int, method: str, path: str, body: bytes = b"", he
     return raw_request(tagd_port, method, path, signed, send_body if send_body is not None else body)
 
 
+def open_signed_get(port: int, path: str, http_version: str = "1.1", rcvbuf: int | None = None,
+                    timeout: float = 30.0) -> socket.socket:
+    """Sends a SigV4-signed GET head over a raw socket and returns the socket, for tests
+    that control how (and whether) the response is read. `rcvbuf` shrinks the receive
+    buffer so the kernel cannot absorb a large body on the reader's behalf."""
+    host = f"127.0.0.1:{port}"
+    headers = sign_headers("GET", f"http://{host}{path}", {"Host": host}, EMPTY_SHA256)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    head = f"GET {path} HTTP/{http_version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock.sendall(head.encode())
+    return sock
+
+
 def s3_error(body: bytes) -> tuple[str, str]:
     """(Code, Message) of an S3 XML error body."""
     root = ET.fromstring(body)

@@ -203,18 +203,11 @@ class ConcurrencyTest(CacheTestCase):
 
 
     def test_a_paused_first_reader_does_not_hold_back_the_others(self):
-        import socket
         size = 32 * MiB
         data = os.urandom(size)
         self.moto.client().upload_fileobj(__import__("io").BytesIO(data), self.bucket, "paused")
-        path = f"/{self.bucket}/paused"
-        host = f"127.0.0.1:{self.tagd.port}"
-        headers = harness.sign_headers("GET", f"http://{host}{path}", {"Host": host}, harness.EMPTY_SHA256)
-        first = socket.create_connection(("127.0.0.1", self.tagd.port), timeout=30)
-        first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        first = harness.open_signed_get(self.tagd.port, f"/{self.bucket}/paused", rcvbuf=64 * 1024)
         try:
-            first.sendall((f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                           + "\r\n").encode())
             got = first.recv(65536)
             self.assertIn(b"X-Cache: MISS", got)
             # The first client now stops reading. A second client must still get the whole

@@ -83,14 +83,9 @@ class ForwardingTest(TagdTestCase):
         self.assertEqual(headers.get("transfer-encoding"), "chunked")
 
     def test_http10_client_gets_no_chunked_coding(self):
-        import socket
         body = os.urandom(100_000)
         upstream, t = self.start_pair(lambda req: FakeUpstream.response(200, body, chunked=True))
-        host = f"127.0.0.1:{t.port}"
-        headers = harness.sign_headers("GET", f"http://{host}/bucket/key", {"Host": host}, harness.EMPTY_SHA256)
-        with socket.create_connection(("127.0.0.1", t.port), timeout=10) as sock:
-            head = "GET /bucket/key HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            sock.sendall((head + "\r\n").encode())
+        with harness.open_signed_get(t.port, "/bucket/key", http_version="1.0", timeout=10) as sock:
             response = b""
             while chunk := sock.recv(65536):
                 response += chunk

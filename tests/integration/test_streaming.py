@@ -3,7 +3,6 @@ comes back down while tagd's peak memory stays far below the object size, and a 
 that reads slowly does not make tagd buffer the object."""
 import hashlib
 import os
-import socket
 import time
 import unittest
 
@@ -72,15 +71,9 @@ class StreamingTest(TagdTestCase):
         rss_before = self.tagd.rss()
         aborts_before = self.tagd.metrics()["tagd_client_aborts_total"]
 
-        path = f"/{self.bucket}/{key}"
-        host = f"127.0.0.1:{self.tagd.port}"
-        headers = harness.sign_headers("GET", f"http://{host}{path}", {"Host": host}, harness.EMPTY_SHA256)
-        sock = socket.create_connection(("127.0.0.1", self.tagd.port), timeout=30)
         # A small receive buffer, so the kernel cannot absorb the object on our behalf.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock = harness.open_signed_get(self.tagd.port, f"/{self.bucket}/{key}", rcvbuf=64 * 1024)
         try:
-            head = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-            sock.sendall(head.encode())
             received = 0
             peak_rss = 0
             deadline = time.monotonic() + 3.0

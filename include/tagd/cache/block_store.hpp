@@ -68,11 +68,9 @@ class BlockStore {
   BlockStoreOptions options_;
   mutable std::mutex mu_;
   std::vector<std::uint64_t> generations_;
-  std::vector<bool> sealed_;
   std::uint64_t next_generation_ = 1;
   std::uint32_t active_region_ = 0;
   std::uint64_t active_offset_ = 0;  // within the active region
-  std::uint32_t never_used_ = 0;     // regions [never_used_, count) were never written this run
   BlockStoreStats stats_;
 };
 

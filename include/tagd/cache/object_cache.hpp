@@ -87,7 +87,6 @@ class ObjectCache {
   const ObjectCacheOptions& options() const noexcept { return options_; }
   AdmissionPolicy& admission() { return *admission_; }
   const char* device_kind() const noexcept { return device_->kind(); }
-  BlockStoreStats block_stats() const { return store_->stats(); }
 
   std::optional<ObjectMeta> lookup(const ObjectKey& key);
   // A fill records epoch() before its upstream request; publish() refuses if the key was
