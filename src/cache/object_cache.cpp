@@ -13,14 +13,18 @@ namespace tagd::cache {
 
 void InflightBlock::append(const std::byte* data, std::size_t n) {
   std::lock_guard lock(mu_);
-  data_.insert(data_.end(), data, data + n);
+  // Reserved on the first byte, not at registration: only the block being filled takes
+  // memory, and the buffer (later shared with the DRAM tier) is exactly one block.
+  if (data_->capacity() == 0) data_->reserve(expected_);
+  data_->insert(data_->end(), data, data + n);
   notify_locked();
 }
 
-void InflightBlock::complete() {
+BlockBytes InflightBlock::complete() {
   std::lock_guard lock(mu_);
   complete_ = true;
   notify_locked();
+  return data_;
 }
 
 void InflightBlock::fail() {
@@ -36,16 +40,16 @@ bool InflightBlock::failed() const {
 
 std::size_t InflightBlock::read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const {
   std::lock_guard lock(mu_);
-  std::size_t n = offset < data_.size() ? std::min(max, data_.size() - offset) : 0;
-  if (n > 0) std::memcpy(out, data_.data() + offset, n);
-  done = failed_ || (complete_ && offset + n >= data_.size());
+  std::size_t n = offset < data_->size() ? std::min(max, data_->size() - offset) : 0;
+  if (n > 0) std::memcpy(out, data_->data() + offset, n);
+  done = failed_ || (complete_ && offset + n >= data_->size());
   return n;
 }
 
 bool InflightBlock::wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
                                       std::shared_ptr<boost::asio::steady_timer> timer) {
   std::lock_guard lock(mu_);
-  if (data_.size() > seen || complete_ || failed_) return false;
+  if (data_->size() > seen || complete_ || failed_) return false;
   waiters_.emplace_back(std::move(executor), std::move(timer));
   return true;
 }
@@ -55,11 +59,6 @@ void InflightBlock::notify_locked() {
     boost::asio::post(executor, [t = timer] { t->cancel(); });
   }
   waiters_.clear();
-}
-
-std::vector<std::byte> InflightBlock::take_bytes_for_store() const {
-  std::lock_guard lock(mu_);
-  return data_;
 }
 
 ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<CacheIndex> index,

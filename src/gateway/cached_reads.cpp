@@ -229,9 +229,8 @@ asio::awaitable<void> pump(std::shared_ptr<CachedReads::Run> run) {
       filled += take;
       if (filled < expected) break;
       if (run->blocks[index]) {
-        auto bytes = std::make_shared<const std::vector<std::byte>>(run->blocks[index]->take_bytes_for_store());
-        run->cache->store_block(run->key_hash, run->etag, run->first_block + index, std::move(bytes));
-        run->blocks[index]->complete();
+        // Stored before it leaves the registry, so a new reader finds it in one or the other.
+        run->cache->store_block(run->key_hash, run->etag, run->first_block + index, run->blocks[index]->complete());
         run->cache->finish(run->key_hash, run->etag, run->first_block + index);
         // Drop the run's reference: readers still copying from it keep it alive, everyone
         // else reads the block from the cache now. The fill holds one block, not the object.

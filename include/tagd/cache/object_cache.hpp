@@ -36,7 +36,9 @@ class InflightBlock {
 
   // Fill side.
   void append(const std::byte* data, std::size_t n);
-  void complete();
+  // Marks the block whole and returns its bytes, shared with readers still copying from
+  // it (no copy: nothing is appended after this).
+  BlockBytes complete();
   void fail();
 
   // Reader side: copies up to `max` bytes from `offset` into `out`; returns the number
@@ -51,13 +53,10 @@ class InflightBlock {
   bool wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
                          std::shared_ptr<boost::asio::steady_timer> timer);
 
-  // The fill's finished bytes (only valid after complete()).
-  std::vector<std::byte> take_bytes_for_store() const;
-
  private:
   void notify_locked();
   mutable std::mutex mu_;
-  std::vector<std::byte> data_;
+  std::shared_ptr<std::vector<std::byte>> data_ = std::make_shared<std::vector<std::byte>>();
   std::uint32_t expected_ = 0;
   bool complete_ = false;
   bool failed_ = false;
