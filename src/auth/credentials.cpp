@@ -1,5 +1,6 @@
 #include "tagd/auth/credentials.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -12,6 +13,7 @@ bool Grant::allows(s3::Action action) const noexcept {
     case s3::Action::kWrite: return write;
     case s3::Action::kList: return list;
     case s3::Action::kDelete: return del;
+    case s3::Action::kAdmin: return admin;
   }
   return false;
 }
@@ -21,29 +23,54 @@ bool bucket_matches(const Grant& g, std::string_view bucket) { return g.bucket =
 bool has_prefix(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 }  // namespace
 
+bool is_plain_key(std::string_view key) noexcept {
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t slash = key.find('/', start);
+    std::string_view segment = key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (segment == "." || segment == "..") return false;
+    if (slash == std::string_view::npos) return true;
+    if (segment.empty()) return false;  // "//" or a leading '/'
+    start = slash + 1;
+    if (start == key.size()) return true;  // a trailing '/': a directory marker
+  }
+}
+
 bool Identity::may(s3::Action action, std::string_view bucket, std::string_view key) const {
   for (const auto& g : grants) {
-    if (g.allows(action) && bucket_matches(g, bucket) && has_prefix(key, g.prefix)) return true;
+    if (!g.allows(action) || !bucket_matches(g, bucket) || !has_prefix(key, g.prefix)) continue;
+    if (g.prefix.empty() || is_plain_key(key)) return true;
   }
   return false;
 }
 
-bool Identity::may_list(std::string_view bucket, std::string_view prefix) const {
-  return may(s3::Action::kList, bucket, prefix);
-}
-
-bool Identity::may_bucket(s3::Action action, std::string_view bucket) const {
+bool Identity::allows(const s3::Permission& p) const {
+  using s3::Scope;
   for (const auto& g : grants) {
-    if (g.allows(action) && bucket_matches(g, bucket) && g.prefix.empty()) return true;
+    switch (p.scope) {
+      case Scope::kService:
+        if (g.allows(p.action)) return true;
+        break;
+      case Scope::kBucket:
+        if (g.allows(p.action) && bucket_matches(g, p.bucket) && g.prefix.empty()) return true;
+        break;
+      case Scope::kBucketAny:
+        // Knowing that a bucket exists (HeadBucket, its location) needs read or list on
+        // some part of it; DeleteObjects needs delete somewhere in it (each key is checked
+        // once the body is read).
+        if (bucket_matches(g, p.bucket) && (g.allows(p.action) || (p.action == s3::Action::kRead && g.list))) {
+          return true;
+        }
+        break;
+      case Scope::kPrefix:
+        // A listing prefix is matched as text: no upstream normalizes a query value.
+        if (g.allows(p.action) && bucket_matches(g, p.bucket) && has_prefix(p.path, g.prefix)) return true;
+        break;
+      case Scope::kObject:
+        break;
+    }
   }
-  return false;
-}
-
-bool Identity::may_list_buckets() const {
-  for (const auto& g : grants) {
-    if (g.list) return true;
-  }
-  return false;
+  return p.scope == Scope::kObject && may(p.action, p.bucket, p.path);
 }
 
 void CredentialStore::add(Identity identity) {
@@ -53,7 +80,7 @@ void CredentialStore::add(Identity identity) {
 
 void CredentialStore::add_full_access(std::string access_key_id, std::string secret_access_key) {
   Identity id{std::move(access_key_id), std::move(secret_access_key), {}};
-  id.grants.push_back(Grant{"*", "", true, true, true, true});
+  id.grants.push_back(Grant{"*", "", true, true, true, true, true});
   add(std::move(id));
 }
 
@@ -101,8 +128,9 @@ void CredentialStore::load_file(const std::string& path) {
         else if (action == "write") grant.write = true;
         else if (action == "list") grant.list = true;
         else if (action == "delete") grant.del = true;
-        else if (action == "*") grant.read = grant.write = grant.list = grant.del = true;
-        else fail(where + ": unknown action '" + action + "' (read|write|list|delete|*)");
+        else if (action == "admin") grant.admin = true;
+        else if (action == "*") grant.read = grant.write = grant.list = grant.del = grant.admin = true;
+        else fail(where + ": unknown action '" + action + "' (read|write|list|delete|admin|*)");
       }
       id.grants.push_back(std::move(grant));
     }
@@ -110,26 +138,8 @@ void CredentialStore::load_file(const std::string& path) {
   }
 }
 
-bool authorize(const Identity& identity, const s3::Operation& op, const s3::Target& target) {
-  if (target.bucket.empty()) return identity.may_list_buckets();
-  if (op.bucket_wide) return identity.may_bucket(op.action, target.bucket);
-  if (op.keys_in_body) {
-    // The keys themselves are checked once the body is read; here only "could any".
-    for (const auto& g : identity.grants) {
-      if (g.allows(op.action) && (g.bucket == "*" || g.bucket == target.bucket)) return true;
-    }
-    return false;
-  }
-  if (target.key.empty()) {
-    if (op.name == "HeadBucket") {
-      for (const auto& g : identity.grants) {
-        if ((g.list || g.read) && (g.bucket == "*" || g.bucket == target.bucket)) return true;
-      }
-      return false;
-    }
-    return identity.may_list(target.bucket, op.prefix);
-  }
-  return identity.may(op.action, target.bucket, target.key);
+bool authorize(const Identity& identity, const s3::Operation& op) {
+  return std::all_of(op.needs.begin(), op.needs.end(), [&](const s3::Permission& p) { return identity.allows(p); });
 }
 
 }  // namespace tagd::auth

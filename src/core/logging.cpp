@@ -34,6 +34,27 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JsonEscapedMessage>(); }
 };
 
+// %~ : the message with control bytes escaped (\xNN) and '\' doubled, so text from a
+// request (a key holding "%0A", a header) can never start a forged log line.
+class ConsoleEscapedMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+      auto u = static_cast<unsigned char>(c);
+      if (c == '\\') {
+        dest.append(std::string_view("\\\\"));
+      } else if (u < 0x20 || u == 0x7f) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", u);
+        dest.append(std::string_view(buf));
+      } else {
+        dest.push_back(c);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<ConsoleEscapedMessage>(); }
+};
+
 std::shared_ptr<spdlog::logger>& access_logger() {
   static std::shared_ptr<spdlog::logger> logger;
   return logger;
@@ -52,7 +73,10 @@ void setup(const std::string& level, const std::string& format) {
       f->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","logger":"%n","msg":"%*"})");
       l->set_formatter(std::move(f));
     } else if (format == "console") {
-      l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+      auto f = std::make_unique<spdlog::pattern_formatter>();
+      f->add_flag<ConsoleEscapedMessage>('~');
+      f->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %~");
+      l->set_formatter(std::move(f));
     } else {
       throw std::invalid_argument("unknown log format " + format);
     }

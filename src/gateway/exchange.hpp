@@ -9,7 +9,7 @@
 
 #include "tagd/auth/request_verifier.hpp"
 #include "tagd/gateway/gateway.hpp"
-#include "tagd/s3/request.hpp"
+#include "tagd/s3/operation.hpp"
 #include "tagd/upstream/pool.hpp"
 
 namespace tagd::gateway {

@@ -143,9 +143,9 @@ void access_log(const config::Config& config, const Exchange& ex, std::string_vi
   auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ex.start).count();
   std::string_view who = ex.verified.identity ? std::string_view(ex.verified.identity->access_key_id) : "-";
   logging::access().info(
-      "{} bucket={} key={} status={} in={} out={} ms={:.2f} id={} akid={} op={}{}{}{}{}", method,
-      ex.target.bucket.empty() ? "-" : ex.target.bucket, ex.target.key.empty() ? "-" : ex.target.key, ex.status,
-      ex.bytes_in, ex.bytes_out, ms, ex.request_id, who, ex.op.name.empty() ? "-" : ex.op.name,
+      "{} bucket={} key={} status={} in={} out={} ms={:.2f} id={} akid={} op={}{}{}{}{}", log_field(method),
+      ex.target.bucket.empty() ? "-" : log_field(ex.target.bucket), ex.target.key.empty() ? "-" : log_field(ex.target.key),
+      ex.status, ex.bytes_in, ex.bytes_out, ms, ex.request_id, log_field(who), ex.op.name.empty() ? "-" : ex.op.name,
       ex.x_cache.empty() ? "" : " cache=", ex.x_cache, ex.error.empty() ? "" : " error=", ex.error);
 }
 
@@ -165,6 +165,9 @@ asio::awaitable<bool> Gateway::handle(ClientConnection& client, RequestParser& p
   m.requests_total.inc();
   m.inflight_requests.add(1);
   bool keep_alive = co_await dispatch(ex);
+  // One request, one response: a body left unread (a GET answered from the cache, a
+  // local error, a refusal) would be parsed as the next request. Close instead.
+  if (keep_alive && body_pending(ex)) keep_alive = false;
   m.inflight_requests.add(-1);
   count_status(ex.status);
   access_log(shared_.config, ex, parser.get().method_string());
@@ -203,17 +206,19 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
   auto target = s3::resolve_target(host, raw_target, config.virtual_host_domain);
   if (!target) co_return co_await send_error(config, ex, target.error());
   ex.target = std::move(target.value());
-  ex.op = s3::classify(req.method_string(), ex.target);
+
+  auth::HeaderList headers;
+  for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  auto op = s3::classify(req.method_string(), ex.target, headers);
+  if (!op) co_return co_await send_error(config, ex, op.error());
+  ex.op = std::move(op.value());
 
   if (req.method() == http::verb::options) {
     // CORS preflight: browsers never sign it. It goes upstream unsigned (identity stays
     // null), where the bucket's CORS configuration answers; it reads and writes nothing.
-    ex.op.name = "CorsPreflight";
     co_return co_await forward(ex);
   }
 
-  auth::HeaderList headers;
-  for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
   auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers};
   auto verified = shared_.verifier.verify(head_view, std::chrono::system_clock::now());
   if (!verified) {
@@ -223,25 +228,11 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
   }
   ex.verified = std::move(verified.value());
 
-  if (const auth::Identity* id = ex.verified.identity) {
-    bool allowed = auth::authorize(*id, ex.op, ex.target);
-    if (allowed) {
-      if (auto it = req.find("x-amz-copy-source"); it != req.end()) {
-        auto source = s3::parse_copy_source(it->value());
-        if (!source) {
-          co_return co_await send_error(config, ex, Status(ErrorCode::kInvalidArgument, "Invalid copy source"));
-        }
-        allowed = id->may(s3::Action::kRead, source->bucket, source->key);
-      }
-    }
-    if (!allowed) {
-      metrics().policy_denials.inc();
-      co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
-    }
+  if (const auth::Identity* id = ex.verified.identity; id != nullptr && !auth::authorize(*id, ex.op)) {
+    metrics().policy_denials.inc();
+    co_return co_await send_error(config, ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
   }
-  const bool object_read = get_or_head && !ex.target.key.empty() && ex.op.name != "GetObjectSubresource" &&
-                           ex.op.name != "ListParts";
-  if (object_read) {
+  if (ex.op.object_read) {
     if (ex.verified.identity == nullptr) {
       // Anonymous reads are the upstream's to authorize: never from, or into, the cache.
       ex.x_cache = "BYPASS";
@@ -448,7 +439,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     }
   }
   bool body_complete = !body_pending(ex);
-  if (has_body && body_complete) {
+  if (body_complete) {
+    // Also for a request with no body at all: an aws-chunked upload without its body, or
+    // one shorter than x-amz-decoded-content-length, is refused here and nothing is
+    // committed upstream.
     Status s = verifier.finish();
     if (!s) {
       m.body_verification_failures.inc();
@@ -456,9 +450,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
       co_return co_await send_error(config, ex, s);
     }
   }
-  // Keys this request may change, invalidated in the cache before forwarding and again
-  // after a success (a fill that raced with the write then cannot publish the old bytes).
-  std::vector<std::string> written_keys;
+  // Objects this request may change (body, tags, ACL, a move's source, DeleteObjects'
+  // keys, ...), invalidated in the cache before forwarding and again after a success (a
+  // fill that raced with the write then cannot publish the old bytes).
+  std::vector<s3::ObjectRef> written = ex.op.writes;
   if (ex.op.keys_in_body) {
     auto keys = s3::delete_objects_keys(held);
     if (!keys) co_return co_await send_error(config, ex, keys.error());
@@ -470,15 +465,10 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
         }
       }
     }
-    written_keys = std::move(keys.value());
-  } else if (!ex.target.key.empty() && req.method() != http::verb::get && req.method() != http::verb::head &&
-             req.method() != http::verb::options) {
-    // Any change to an object (body, tags, ACL, retention, ...) may change what a cached
-    // GET/HEAD replays, so every successful object write invalidates.
-    written_keys.push_back(ex.target.key);
+    for (auto& key : *keys) written.push_back({ex.target.bucket, std::move(key)});
   }
   if (cache_ != nullptr) {
-    for (const auto& key : written_keys) cache_->invalidate(ex.target.bucket, key);
+    for (const auto& w : written) cache_->invalidate(w.bucket, w.key);
   }
 
   // The upstream request head.
@@ -639,7 +629,7 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   // Relay the response.
   const int status = rp->get().result_int();
   if (cache_ != nullptr && status >= 200 && status < 300) {
-    for (const auto& key : written_keys) cache_->invalidate(ex.target.bucket, key);
+    for (const auto& w : written) cache_->invalidate(w.bucket, w.key);
   }
   m.request_body_bytes.inc(verifier.payload_bytes());
   co_return co_await relay_response(config, *pool_, ex, std::move(conn), *rp);

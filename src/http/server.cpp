@@ -19,6 +19,7 @@
 #include <unordered_set>
 
 #include "tagd/core/metrics.hpp"
+#include "tagd/http/framing.hpp"
 #include "tagd/gateway/gateway.hpp"
 #include "tagd/s3/request.hpp"
 
@@ -112,8 +113,8 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
     // The whole head must arrive within header_timeout, however it is trickled.
     stream.expires_after(config.header_timeout);
     auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+    Status error;
     if (ec) {
-      Status error;
       if (ec == bhttp::error::header_limit) {
         error = Status(ErrorCode::kRequestHeaderSectionTooLarge, "Your request header section exceeds the maximum allowed size.");
       } else if (ec == beast::error::timeout) {
@@ -123,6 +124,12 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
                  ec != bhttp::error::partial_message) {
         error = Status(ErrorCode::kInvalidRequest, "malformed HTTP request: " + ec.message());
       }
+    } else {
+      // A body tagd cannot frame exactly must not be read as "no body" and run as the
+      // next request: refuse and close.
+      error = check_request_framing(parser.get().base(), parser.get().version());
+    }
+    if (ec || !error.is_ok()) {
       if (!error.is_ok()) {
         std::string id = gateway::next_request_id();
         bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(http_status(error.code())), 11};
@@ -135,7 +142,7 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
         stream.expires_after(config.idle_timeout);
         co_await bhttp::async_write(stream, res, kTuple);
         m.requests_total.inc();
-        m.responses_4xx.inc();
+        (http_status(error.code()) >= 500 ? m.responses_5xx : m.responses_4xx).inc();
       }
       break;
     }

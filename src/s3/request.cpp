@@ -1,33 +1,13 @@
 #include "tagd/core/strings.hpp"
 #include "tagd/s3/request.hpp"
+#include "tagd/s3/operation.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <unordered_set>
 
 namespace tagd::s3 {
-namespace {
-
-bool is_presign_param(std::string_view name) {
-  static constexpr std::array<std::string_view, 7> kNames = {
-      "x-amz-algorithm", "x-amz-credential", "x-amz-date",         "x-amz-expires",
-      "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token"};
-  std::string l = to_lower(name);
-  return std::find(kNames.begin(), kNames.end(), l) != kNames.end();
-}
-
-}  // namespace
-
-const char* action_name(Action action) noexcept {
-  switch (action) {
-    case Action::kRead: return "read";
-    case Action::kWrite: return "write";
-    case Action::kList: return "list";
-    case Action::kDelete: return "delete";
-  }
-  return "?";
-}
-
 bool Target::has_param(std::string_view name) const {
   return std::any_of(query.begin(), query.end(), [&](const auto& p) { return p.first == name; });
 }
@@ -51,6 +31,12 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   auto query = auth::parse_query(t.raw_query);
   if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
   t.query = std::move(*query);
+  std::unordered_set<std::string_view> names;
+  for (const auto& [name, value] : t.query) {
+    if (!names.insert(name).second) {
+      return Status(ErrorCode::kInvalidArgument, "query parameter " + name + " is repeated");
+    }
+  }
   auto path = auth::uri_decode(t.raw_path);
   if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
 
@@ -75,94 +61,6 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   return t;
 }
 
-Operation classify(std::string_view method, const Target& t) {
-  Operation op;
-  const bool get = method == "GET";
-  const bool head = method == "HEAD";
-  if (t.bucket.empty()) {
-    op.name = "ListBuckets";
-    op.action = Action::kList;
-    op.bucket_wide = false;
-    return op;
-  }
-  if (t.key.empty()) {  // bucket level
-    if (get || head) {
-      op.action = Action::kList;
-      if (head) {
-        op.name = "HeadBucket";
-      } else if (t.has_param("uploads")) {
-        op.name = "ListMultipartUploads";
-        op.prefix = t.param("prefix").value_or("");
-      } else if (t.has_param("versions")) {
-        op.name = "ListObjectVersions";
-        op.prefix = t.param("prefix").value_or("");
-      } else if (t.query.empty() || t.has_param("list-type") || t.has_param("prefix") ||
-                 t.has_param("delimiter") || t.has_param("marker") || t.has_param("max-keys") ||
-                 t.has_param("encoding-type") || t.has_param("continuation-token") ||
-                 t.has_param("start-after") || t.has_param("fetch-owner")) {
-        op.name = t.param("list-type") == "2" ? "ListObjectsV2" : "ListObjects";
-        op.prefix = t.param("prefix").value_or("");
-      } else {
-        op.name = "GetBucketConfiguration";
-        op.bucket_wide = true;
-      }
-      return op;
-    }
-    if (method == "POST" && t.has_param("delete")) {
-      op.name = "DeleteObjects";
-      op.action = Action::kDelete;
-      op.keys_in_body = true;
-      return op;
-    }
-    op.bucket_wide = true;
-    if (method == "DELETE") {
-      op.name = t.query.empty() ? "DeleteBucket" : "DeleteBucketConfiguration";
-      op.action = Action::kDelete;
-    } else {
-      op.name = t.query.empty() && method == "PUT" ? "CreateBucket" : "PutBucketConfiguration";
-      op.action = Action::kWrite;
-    }
-    return op;
-  }
-  // Object level.
-  if (get || head) {
-    if (get && t.has_param("uploadId")) {
-      op.name = "ListParts";
-      op.action = Action::kWrite;
-    } else {
-      // Presign parameters and the SDKs' x-id do not make a GET a sub-resource request.
-      const bool plain = std::all_of(t.query.begin(), t.query.end(), [](const auto& p) {
-        return p.first == "x-id" || p.first == "versionId" || p.first == "partNumber" ||
-               p.first.rfind("response-", 0) == 0 || is_presign_param(p.first);
-      });
-      op.name = head ? "HeadObject" : (plain ? "GetObject" : "GetObjectSubresource");
-      op.action = Action::kRead;
-    }
-    return op;
-  }
-  if (method == "DELETE") {
-    if (t.has_param("uploadId")) {
-      op.name = "AbortMultipartUpload";
-      op.action = Action::kWrite;
-    } else {
-      op.name = t.has_param("tagging") ? "DeleteObjectTagging" : "DeleteObject";
-      op.action = Action::kDelete;
-    }
-    return op;
-  }
-  op.action = Action::kWrite;
-  if (method == "POST") {
-    op.name = t.has_param("uploads") ? "CreateMultipartUpload"
-              : t.has_param("uploadId") ? "CompleteMultipartUpload"
-                                        : "PostObject";
-  } else if (method == "PUT") {
-    op.name = t.has_param("partNumber") ? "UploadPart" : t.has_param("tagging") ? "PutObjectTagging" : "PutObject";
-  } else {
-    op.name = std::string(method) + "Object";
-  }
-  return op;
-}
-
 std::optional<CopySource> parse_copy_source(std::string_view value) {
   auto q = value.find('?');
   auto decoded = auth::uri_decode(value.substr(0, q));
@@ -184,7 +82,7 @@ std::string upstream_target(const Target& t) {
   }
   auth::QueryParams kept;
   for (const auto& p : t.query) {
-    if (!is_presign_param(p.first)) kept.push_back(p);
+    if (!is_auth_param(t, p.first)) kept.push_back(p);
   }
   if (!kept.empty()) out += "?" + auth::canonical_query_string(kept);
   return out;

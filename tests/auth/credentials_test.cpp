@@ -8,13 +8,6 @@
 namespace tagd::auth {
 namespace {
 
-s3::Target target(std::string bucket, std::string key, s3::Action /*unused*/ = s3::Action::kRead) {
-  s3::Target t;
-  t.bucket = std::move(bucket);
-  t.key = std::move(key);
-  return t;
-}
-
 std::string write_temp(const std::string& text) {
   char name[] = "/tmp/tagd_creds_testXXXXXX";
   int fd = mkstemp(name);
@@ -38,12 +31,13 @@ TEST(CredentialsTest, LoadsKeysAndGrants) {
   EXPECT_FALSE(reader->may(s3::Action::kRead, "data", "private/a.txt"));
   EXPECT_FALSE(reader->may(s3::Action::kWrite, "data", "public/a.txt"));
   EXPECT_FALSE(reader->may(s3::Action::kRead, "other", "public/a.txt"));
-  EXPECT_TRUE(reader->may_list("data", "public/2024/"));
-  EXPECT_FALSE(reader->may_list("data", ""));
-  EXPECT_FALSE(reader->may_bucket(s3::Action::kWrite, "data"));
+  EXPECT_TRUE(reader->allows({s3::Action::kList, s3::Scope::kPrefix, "data", "public/2024/"}));
+  EXPECT_FALSE(reader->allows({s3::Action::kList, s3::Scope::kPrefix, "data", ""}));
+  EXPECT_FALSE(reader->allows({s3::Action::kWrite, s3::Scope::kBucket, "data", ""}));
   const Identity* admin = store.find("ADMIN");
   ASSERT_NE(admin, nullptr);
-  EXPECT_TRUE(admin->may_bucket(s3::Action::kDelete, "anything"));
+  EXPECT_TRUE(admin->allows({s3::Action::kDelete, s3::Scope::kBucket, "anything", ""}));
+  EXPECT_TRUE(admin->allows({s3::Action::kAdmin, s3::Scope::kBucket, "anything", ""}));
   EXPECT_EQ(store.find("NOBODY"), nullptr);
   std::remove(path.c_str());
 }
@@ -61,26 +55,88 @@ TEST(CredentialsTest, RejectsBadFiles) {
   }
 }
 
+s3::Operation classify(std::string_view method, std::string_view request_target, auth::HeaderList headers = {}) {
+  auto t = s3::resolve_target("localhost", request_target, "");
+  EXPECT_TRUE(t.has_value()) << request_target;
+  auto op = s3::classify(method, *t, headers);
+  EXPECT_TRUE(op.has_value()) << method << " " << request_target;
+  return op ? op.value() : s3::Operation{};
+}
+
 TEST(AuthorizeTest, OperationsMapToGrants) {
   Identity id{"K", "S", {Grant{"data", "team/", true, true, true, false}}};
-  auto op = [](std::string method, s3::Target t) { return s3::classify(method, t); };
-  EXPECT_TRUE(authorize(id, op("GET", target("data", "team/x")), target("data", "team/x")));
-  EXPECT_TRUE(authorize(id, op("PUT", target("data", "team/x")), target("data", "team/x")));
-  EXPECT_FALSE(authorize(id, op("DELETE", target("data", "team/x")), target("data", "team/x")));
-  EXPECT_FALSE(authorize(id, op("PUT", target("data", "other/x")), target("data", "other/x")));
+  EXPECT_TRUE(authorize(id, classify("GET", "/data/team/x")));
+  EXPECT_TRUE(authorize(id, classify("PUT", "/data/team/x")));
+  EXPECT_FALSE(authorize(id, classify("DELETE", "/data/team/x")));
+  EXPECT_FALSE(authorize(id, classify("PUT", "/data/other/x")));
   // Bucket administration needs a whole-bucket grant.
-  EXPECT_FALSE(authorize(id, op("PUT", target("data", "")), target("data", "")));
+  EXPECT_FALSE(authorize(id, classify("PUT", "/data")));
   // Listing: the requested prefix must be inside the grant.
-  s3::Target list = target("data", "");
-  list.query = {{"list-type", "2"}, {"prefix", "team/a"}};
-  EXPECT_TRUE(authorize(id, op("GET", list), list));
-  list.query = {{"list-type", "2"}, {"prefix", "te"}};
-  EXPECT_FALSE(authorize(id, op("GET", list), list));
+  EXPECT_TRUE(authorize(id, classify("GET", "/data?list-type=2&prefix=team/a")));
+  EXPECT_FALSE(authorize(id, classify("GET", "/data?list-type=2&prefix=te")));
   // ListBuckets needs some list grant.
-  EXPECT_TRUE(authorize(id, op("GET", target("", "")), target("", "")));
+  EXPECT_TRUE(authorize(id, classify("GET", "/")));
+  // Knowing the bucket exists needs read or list somewhere in it.
+  EXPECT_TRUE(authorize(id, classify("HEAD", "/data")));
+  EXPECT_FALSE(authorize(id, classify("HEAD", "/other")));
   Identity writer{"W", "S", {Grant{"data", "", false, true, false, false}}};
-  EXPECT_FALSE(authorize(writer, op("GET", target("", "")), target("", "")));
-  EXPECT_TRUE(authorize(writer, op("PUT", target("data", "")), target("data", "")));
+  EXPECT_FALSE(authorize(writer, classify("GET", "/")));
+  EXPECT_TRUE(authorize(writer, classify("PUT", "/data")));
+  EXPECT_FALSE(authorize(writer, classify("HEAD", "/data")));
+}
+
+// Class 1: a prefix-limited key reads neither the bucket policy nor its ACL.
+TEST(AuthorizeTest, Trust1PrefixKeyCannotReadBucketConfiguration) {
+  Identity id{"K", "S", {Grant{"data", "pub/", true, false, true, false}}};
+  EXPECT_FALSE(authorize(id, classify("GET", "/data?policy")));
+  EXPECT_FALSE(authorize(id, classify("GET", "/data?acl")));
+  EXPECT_FALSE(authorize(id, classify("GET", "/data?versioning")));
+  EXPECT_TRUE(authorize(id, classify("GET", "/data?list-type=2&prefix=pub/")));
+}
+
+// Class 1: ACL and configuration writes need admin; write alone is not enough.
+TEST(AuthorizeTest, Trust1AdminGrantForAccessControl) {
+  Identity writer{"W", "S", {Grant{"data", "", true, true, true, true}}};
+  EXPECT_TRUE(authorize(writer, classify("PUT", "/data/k")));
+  EXPECT_FALSE(authorize(writer, classify("PUT", "/data/k", {{"x-amz-acl", "public-read"}})));
+  EXPECT_FALSE(authorize(writer, classify("PUT", "/data/k?acl")));
+  EXPECT_FALSE(authorize(writer, classify("PUT", "/data?policy")));
+  EXPECT_FALSE(authorize(writer, classify("DELETE", "/data?lifecycle")));
+  Identity admin{"A", "S", {Grant{"data", "", true, true, true, true, true}}};
+  EXPECT_TRUE(authorize(admin, classify("PUT", "/data/k", {{"x-amz-acl", "public-read"}})));
+  EXPECT_TRUE(authorize(admin, classify("PUT", "/data?policy")));
+}
+
+// Class 1: a move needs delete on its source.
+TEST(AuthorizeTest, Trust1RenameNeedsDeleteOnSource) {
+  Identity rw{"W", "S", {Grant{"data", "", true, true, true, false}}};
+  EXPECT_TRUE(authorize(rw, classify("PUT", "/data/new", {{"x-amz-copy-source", "/data/old"}})));
+  EXPECT_FALSE(
+      authorize(rw, classify("PUT", "/data/new", {{"x-amz-copy-source", "/data/old"}, {"x-tigris-rename", "true"}})));
+  EXPECT_FALSE(authorize(rw, classify("PUT", "/data/new?renameObject", {{"x-amz-rename-source", "/data/old"}})));
+  Identity rwd{"D", "S", {Grant{"data", "", true, true, true, true}}};
+  EXPECT_TRUE(
+      authorize(rwd, classify("PUT", "/data/new", {{"x-amz-copy-source", "/data/old"}, {"x-tigris-rename", "true"}})));
+}
+
+// Class 1: dot and empty segments never let a prefix-limited key out of its prefix.
+TEST(AuthorizeTest, Trust1DotSegmentsStayInsideThePrefix) {
+  EXPECT_TRUE(is_plain_key("pub/a/b.txt"));
+  EXPECT_TRUE(is_plain_key("pub/dir/"));
+  EXPECT_TRUE(is_plain_key("pub/.hidden/..x"));
+  EXPECT_FALSE(is_plain_key("pub/../private/x"));
+  EXPECT_FALSE(is_plain_key("pub/./x"));
+  EXPECT_FALSE(is_plain_key("pub//x"));
+  EXPECT_FALSE(is_plain_key("/pub/x"));
+  EXPECT_FALSE(is_plain_key("pub/.."));
+  Identity id{"K", "S", {Grant{"data", "pub/", true, true, true, true}}};
+  EXPECT_TRUE(id.may(s3::Action::kRead, "data", "pub/x"));
+  EXPECT_FALSE(id.may(s3::Action::kRead, "data", "pub/../private/x"));
+  EXPECT_FALSE(id.may(s3::Action::kWrite, "data", "pub//x"));
+  EXPECT_FALSE(authorize(id, classify("PUT", "/data/pub/x", {{"x-amz-copy-source", "/data/pub/../secret"}})));
+  // A whole-bucket grant has nothing to escape from.
+  Identity all{"A", "S", {Grant{"data", "", true, true, true, true}}};
+  EXPECT_TRUE(all.may(s3::Action::kRead, "data", "pub/../private/x"));
 }
 
 }  // namespace

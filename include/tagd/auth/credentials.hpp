@@ -8,7 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "tagd/s3/request.hpp"
+#include "tagd/s3/operation.hpp"
 
 namespace tagd::auth {
 
@@ -16,28 +16,32 @@ struct Grant {
   std::string bucket;  // "*" = every bucket
   std::string prefix;  // "" = the whole bucket
   bool read = false, write = false, list = false, del = false;
+  bool admin = false;  // ACLs, grants, object locks, bucket configuration
 
   bool allows(s3::Action action) const noexcept;
 };
+
+// A key a prefix-limited grant may name: no "." or ".." segment and no empty segment
+// (a trailing '/' — a directory marker — is allowed). An upstream or proxy that
+// normalizes paths would otherwise turn "pub/../private/x" into "private/x".
+bool is_plain_key(std::string_view key) noexcept;
 
 struct Identity {
   std::string access_key_id;
   std::string secret_access_key;
   std::vector<Grant> grants;
 
-  // Object-level check: the key must fall under a grant's prefix.
+  // Object-level check: the key must fall under a grant's prefix (and be a plain key
+  // when that prefix is not empty).
   bool may(s3::Action action, std::string_view bucket, std::string_view key) const;
-  // Listing: the requested prefix must fall under a grant's prefix.
-  bool may_list(std::string_view bucket, std::string_view prefix) const;
-  // Bucket administration: needs a grant covering the whole bucket.
-  bool may_bucket(s3::Action action, std::string_view bucket) const;
-  bool may_list_buckets() const;
+  bool allows(const s3::Permission& permission) const;
 };
 
 class CredentialStore {
  public:
   // {"keys":[{"access_key_id":..,"secret_access_key":..,
   //           "grants":[{"bucket":"b","prefix":"p/","actions":["read","list"]}]}]}
+  // Actions: read, write, list, delete, admin, or "*" (all five).
   // Throws std::runtime_error naming the file and the problem.
   void load_file(const std::string& path);
   // The TAG shortcut: one key with every permission on every bucket.
@@ -51,8 +55,8 @@ class CredentialStore {
   std::unordered_map<std::string, std::unique_ptr<Identity>> identities_;
 };
 
-// Authorization decision for an operation (object, listing, bucket admin or service).
-// DeleteObjects keys and copy sources are checked by the caller with Identity::may.
-bool authorize(const Identity& identity, const s3::Operation& op, const s3::Target& target);
+// Every permission the operation needs must hold. DeleteObjects keys are checked by the
+// caller with Identity::may once the body is read.
+bool authorize(const Identity& identity, const s3::Operation& op);
 
 }  // namespace tagd::auth

@@ -29,4 +29,24 @@ constexpr std::string_view trim_ows(std::string_view s) noexcept {
   return s;
 }
 
+// A value for a space-separated "name=value" log line: bytes that could end the field or
+// the line (controls, space, DEL) and '%' are percent-encoded, so a key like
+// "a status=200" or "x%0Afake line" cannot forge a field or a line.
+inline std::string log_field(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f || c == '%') {
+      out += '%';
+      out += kHex[u >> 4];
+      out += kHex[u & 0xF];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace tagd

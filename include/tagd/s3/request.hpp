@@ -11,9 +11,6 @@
 
 namespace tagd::s3 {
 
-enum class Action { kRead, kWrite, kList, kDelete };
-const char* action_name(Action action) noexcept;
-
 struct Target {
   std::string bucket;        // empty for service-level requests (ListBuckets)
   std::string key;           // decoded; empty for bucket-level requests
@@ -28,19 +25,11 @@ struct Target {
 
 // Splits host + request-target into bucket and key. Virtual-hosted style applies when the
 // Host (port stripped) is "<bucket>.<domain>"; otherwise the first path segment is the
-// bucket. Errors: kInvalidRequest (malformed target), kInvalidArgument (bad escapes).
+// bucket. Errors: kInvalidRequest (malformed target), kInvalidArgument (bad escapes, a
+// repeated query parameter: the upstream could read another occurrence than the one
+// authorized).
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain);
-
-// The permission an operation needs and what it applies to.
-struct Operation {
-  std::string name;       // e.g. "GetObject", "ListObjectsV2", "DeleteObjects"
-  Action action = Action::kRead;
-  bool bucket_wide = false;  // needs a grant covering the whole bucket (bucket admin ops)
-  std::string prefix;        // for listings: the prefix requested
-  bool keys_in_body = false;  // DeleteObjects: each <Key> in the body must be authorized
-};
-Operation classify(std::string_view method, const Target& target);
 
 // x-amz-copy-source ("/bucket/key?versionId=x", URL-encoded) → bucket and decoded key.
 struct CopySource {
@@ -50,7 +39,7 @@ struct CopySource {
 std::optional<CopySource> parse_copy_source(std::string_view header_value);
 
 // The path-style target tagd sends upstream: "/bucket/encoded-key?sorted-query", with
-// presign parameters (X-Amz-*) removed.
+// authentication parameters (SigV4 X-Amz-* presign, SigV2 query auth) removed.
 std::string upstream_target(const Target& target);
 
 // Keys named in a DeleteObjects body (<Delete><Object><Key>..</Key>...). Entities in keys
