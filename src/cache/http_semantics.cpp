@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <ctime>
+#include <span>
 
 namespace tagd::cache {
 namespace {
@@ -162,31 +163,242 @@ ClientDirective client_directive(std::string_view cache_control, std::string_vie
   return d;
 }
 
-CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
-                               const std::vector<std::string>& header_names) {
-  CacheKeyDecision d;
-  for (const auto& h : header_names) {
-    if (h.rfind("x-amz-server-side-encryption-customer-", 0) == 0) {
-      d.reason = "SSE-C request";
-      return d;
-    }
+namespace {
 
+// Request headers known not to change what S3 answers to a GET/HEAD of an object, or
+// whose effect the cache itself implements (Range, conditionals, Cache-Control). What
+// boto3/botocore, the aws CLI, the AWS SDKs (JS v3, Go v2, Java), s3fs/aiobotocore, curl
+// and browsers' fetch send on a GET, minus what changes the answer.
+constexpr std::string_view kNeutralHeaders[] = {
+    // Addressing and authentication (tagd verifies the request before the cache is asked).
+    "host", "authorization", "x-amz-date", "date", "x-amz-content-sha256", "x-amz-security-token",
+    // Client identification, SDK bookkeeping and tracing.
+    "user-agent", "x-amz-user-agent", "amz-sdk-invocation-id", "amz-sdk-request", "amz-sdk-retry",
+    "traceparent", "tracestate", "x-amzn-trace-id",
+    // Content negotiation S3 does not do (an object's Content-Encoding is stored metadata).
+    "accept", "accept-encoding", "content-type",
+    // Connection management and proxies.
+    "connection", "keep-alive", "proxy-connection", "te", "expect", "via", "forwarded", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
+    // Answered by the cache exactly as S3 would.
+    "range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "cache-control", "pragma",
+};
+
+// Query parameters that authenticate a presigned URL (SigV4 and SigV2): not a variant.
+constexpr std::string_view kPresignParams[] = {
+    "x-amz-algorithm", "x-amz-credential", "x-amz-date",          "x-amz-expires",    "x-amz-signedheaders",
+    "x-amz-signature", "x-amz-security-token", "x-amz-content-sha256", "x-amz-user-agent",
+};
+constexpr std::string_view kSigV2Params[] = {"AWSAccessKeyId", "Expires", "Signature"};
+
+bool in(std::string_view name, std::span<const std::string_view> list, bool case_insensitive) {
+  for (auto n : list) {
+    if (case_insensitive ? iequals(name, n) : name == n) return true;
+  }
+  return false;
+}
+
+bool checksum_mode_value(std::string_view value) { return trim_ows(value) == "ENABLED"; }
+
+std::string percent_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    }
+  }
+  return out;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::string_view unquote(std::string_view e) {
+  e = trim_ows(e);
+  if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+  return e;
+}
+
+}  // namespace
+
+CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
+                               const std::vector<std::pair<std::string, std::string>>& headers) {
+  CacheKeyDecision d;
+  VariantParts parts;
+  auto bypass = [&](std::string reason) {
+    d = CacheKeyDecision{};
+    d.reason = std::move(reason);
+    return d;
+  };
+  for (const auto& [raw_name, value] : headers) {
+    const std::string name = to_lower(raw_name);
+    if (in(name, kNeutralHeaders, false)) continue;
+    if (name == "content-length") {
+      // A GET/HEAD with an (empty) body is still a plain read.
+      if (trim_ows(value) == "0") continue;
+      return bypass("request with a body");
+    }
+    if (name == "x-amz-checksum-mode") {
+      if (!checksum_mode_value(value)) return bypass("x-amz-checksum-mode " + value);
+      d.checksum_mode = true;
+      continue;
+    }
+    if (name == "x-tigris-snapshot-version") {
+      if (parts.snapshot || trim_ows(value).empty()) return bypass("unusable X-Tigris-Snapshot-Version");
+      parts.snapshot = std::string(trim_ows(value));
+      continue;
+    }
+    if (name.rfind("x-amz-server-side-encryption-customer-", 0) == 0) return bypass("SSE-C request");
+    return bypass("request header " + name);
   }
   for (const auto& [name, value] : query) {
     if (name == "versionId") {
-      d.variant = "versionId=" + value;
+      if (parts.version_id || value.empty()) return bypass("unusable versionId");
+      parts.version_id = value;
     } else if (name == "x-id") {
       // SDKs add x-id=GetObject; it does not change the response.
-    } else if (name.rfind("X-Amz-", 0) == 0) {
+    } else if (in(name, kPresignParams, true) || in(name, kSigV2Params, false)) {
       // Presigned-URL parameters: authentication, not a different representation.
+    } else if (iequals(name, "x-amz-checksum-mode")) {
+      // The AWS SDK for JavaScript v3 hoists the header into a presigned URL's query.
+      if (!checksum_mode_value(value)) return bypass("x-amz-checksum-mode " + value);
+      d.checksum_mode = true;
     } else {
-      // partNumber, response-* overrides, sub-resources (?tagging, ?acl, ...).
-      d.reason = "query parameter " + name;
-      return d;
+      // partNumber, response-* overrides, sub-resources (?tagging, ?acl, ...), unknown.
+      return bypass("query parameter " + name);
     }
   }
+  d.variant = make_variant(parts);
   d.cacheable = true;
   return d;
+}
+
+std::string make_variant(const VariantParts& parts) {
+  std::string v;
+  if (parts.version_id) v += "versionId=" + percent_encode(*parts.version_id);
+  if (parts.snapshot) v += (v.empty() ? "" : "&") + std::string("snapshot=") + percent_encode(*parts.snapshot);
+  return v;
+}
+
+VariantParts parse_variant(std::string_view variant) {
+  VariantParts parts;
+  while (!variant.empty()) {
+    auto amp = variant.find('&');
+    std::string_view item = variant.substr(0, amp);
+    auto eq = item.find('=');
+    if (eq != std::string_view::npos) {
+      std::string_view name = item.substr(0, eq);
+      std::string value = percent_decode(item.substr(eq + 1));
+      if (name == "versionId") parts.version_id = std::move(value);
+      if (name == "snapshot") parts.snapshot = std::move(value);
+    }
+    if (amp == std::string_view::npos) break;
+    variant.remove_prefix(amp + 1);
+  }
+  return parts;
+}
+
+bool immutable_variant(std::string_view variant) { return parse_variant(variant).snapshot.has_value(); }
+
+std::optional<ContentRange> parse_content_range(std::string_view value) {
+  value = trim_ows(value);
+  if (value.substr(0, 6) != "bytes ") return std::nullopt;
+  value.remove_prefix(6);
+  auto dash = value.find('-');
+  auto slash = value.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || dash > slash) return std::nullopt;
+  auto a = parse_u64(value.substr(0, dash));
+  auto b = parse_u64(value.substr(dash + 1, slash - dash - 1));
+  auto total = parse_u64(value.substr(slash + 1));
+  if (!a || !b || !total || *b < *a || *b >= *total) return std::nullopt;
+  return ContentRange{*a, *b, *total};
+}
+
+FillVerdict check_fill_response(int status, std::string_view content_range, std::string_view content_length,
+                                std::string_view etag, const FillExpectation& expected, std::string& why) {
+  if (status == 412 || status == 404) {
+    why = "upstream answered " + std::to_string(status);
+    return FillVerdict::kChanged;
+  }
+  if (status != 200 && status != 206) {
+    why = "upstream answered " + std::to_string(status);
+    return FillVerdict::kBad;
+  }
+  if (etag.empty()) {
+    why = "no ETag in the answer";
+    return FillVerdict::kBad;
+  }
+  // The same object comes back with the same ETag (quotes are not significant).
+  if (unquote(etag) != unquote(expected.etag)) {
+    why = "ETag " + std::string(etag) + " instead of " + std::string(expected.etag);
+    return FillVerdict::kChanged;
+  }
+  if (status == 206) {
+    auto cr = parse_content_range(content_range);
+    if (!cr) {
+      why = "unusable Content-Range '" + std::string(content_range) + "'";
+      return FillVerdict::kBad;
+    }
+    if (cr->size != expected.size) {
+      why = "object size " + std::to_string(cr->size) + " instead of " + std::to_string(expected.size);
+      return FillVerdict::kChanged;
+    }
+    if (cr->first != expected.first || cr->last != expected.last) {
+      why = "Content-Range '" + std::string(content_range) + "' for bytes " + std::to_string(expected.first) + "-" +
+            std::to_string(expected.last);
+      return FillVerdict::kBad;
+    }
+    return FillVerdict::kOk;
+  }
+  // 200: the upstream sent the whole object. Usable only if that is what was asked for.
+  auto length = parse_u64(trim_ows(content_length));
+  if (!length) {
+    why = "200 without Content-Length";
+    return FillVerdict::kBad;
+  }
+  if (*length != expected.size) {
+    why = "object size " + std::to_string(*length) + " instead of " + std::to_string(expected.size);
+    return FillVerdict::kChanged;
+  }
+  if (expected.first != 0 || expected.last + 1 != expected.size) {
+    why = "200 (whole object) for bytes " + std::to_string(expected.first) + "-" + std::to_string(expected.last);
+    return FillVerdict::kBad;
+  }
+  return FillVerdict::kOk;
+}
+
+bool is_checksum_header(std::string_view name) {
+  return name.size() > 15 && iequals(name.substr(0, 15), "x-amz-checksum-");
+}
+
+bool return_checksums(const ChecksumContext& c) {
+  if (!c.checksum_mode) return false;
+  if (!c.partial) return true;
+  // A range: only one that covers the whole object, and only for an object uploaded in
+  // one part (a multipart ETag ends in "-<parts>").
+  const bool whole = c.size > 0 && c.range.first == 0 && c.range.last + 1 == c.size;
+  return whole && unquote(c.etag).find('-') == std::string_view::npos;
 }
 
 }  // namespace tagd::cache

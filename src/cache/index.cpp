@@ -65,11 +65,18 @@ class KvIndex : public CacheIndex {
     if (!v) return v.error();
     if (!v->has_value()) return std::optional<ObjectMeta>();
     auto meta = decode_meta(**v);
-    if (!meta) return Status(ErrorCode::kInternalError, "cache index: undecodable object metadata");
+    if (!meta) {
+      // An entry of an older encoding (or a damaged one): dropped, never misread.
+      (void)erase(key.encoded());
+      return std::optional<ObjectMeta>();
+    }
     return meta;
   }
   Status put_object(const ObjectKey& key, const ObjectMeta& meta) override { return put(key.encoded(), encode_meta(meta)); }
   Status erase_object(const ObjectKey& key) override { return erase(key.encoded()); }
+  Status erase_object_variants(const std::string& bucket, const std::string& key) override {
+    return erase_prefix(ObjectKey::variants_prefix(bucket, key));
+  }
 
   Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
                                                  std::uint64_t block) override {
@@ -106,6 +113,7 @@ class KvIndex : public CacheIndex {
   virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
   virtual Status put(const std::string& key, const std::string& value) = 0;
   virtual Status erase(const std::string& key) = 0;
+  virtual Status erase_prefix(const std::string& prefix) = 0;
 };
 
 class MemoryIndex final : public KvIndex {
@@ -124,6 +132,12 @@ class MemoryIndex final : public KvIndex {
   Status erase(const std::string& key) override {
     std::lock_guard lock(mu_);
     map_.erase(key);
+    return Status::ok();
+  }
+  Status erase_prefix(const std::string& prefix) override {
+    std::lock_guard lock(mu_);
+    auto it = map_.lower_bound(prefix);
+    while (it != map_.end() && it->first.compare(0, prefix.size(), prefix) == 0) it = map_.erase(it);
     return Status::ok();
   }
 
@@ -154,6 +168,16 @@ class RocksDbIndex final : public KvIndex {
     rocksdb::Status s = db_->Delete(rocksdb::WriteOptions(), key);
     return s.ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
   }
+  Status erase_prefix(const std::string& prefix) override {
+    // A bounded scan: keys sort bytewise, so every variant of one object is contiguous.
+    rocksdb::WriteBatch batch;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) batch.Delete(it->key());
+    if (!it->status().ok()) return Status(ErrorCode::kInternalError, "cache index: " + it->status().ToString());
+    if (batch.Count() == 0) return Status::ok();
+    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+    return s.ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
+  }
 
  private:
   std::unique_ptr<rocksdb::DB> db_;
@@ -173,9 +197,13 @@ std::string ObjectKey::encoded() const {
 
 std::uint64_t ObjectKey::hash() const { return hash_bytes(encoded()); }
 
+std::string ObjectKey::variants_prefix(const std::string& bucket, const std::string& key) {
+  return ObjectKey{bucket, key, ""}.encoded();
+}
+
 std::string encode_meta(const ObjectMeta& m) {
   nlohmann::json j;
-  j["v"] = 1;
+  j["v"] = kObjectMetaVersion;
   j["size"] = m.size;
   j["etag"] = m.etag;
   j["last_modified"] = m.last_modified;
@@ -183,13 +211,15 @@ std::string encode_meta(const ObjectMeta& m) {
   j["fetched_at_ms"] = m.fetched_at_ms;
   j["fresh_until_ms"] = m.fresh_until_ms;
   j["block_size"] = m.block_size;
+  j["checksums"] = m.checksums;
+  j["checksums_known"] = m.checksums_known;
   return j.dump();
 }
 
 std::optional<ObjectMeta> decode_meta(std::string_view data) {
   try {
     auto j = nlohmann::json::parse(data);
-    if (j.value("v", 0) != 1) return std::nullopt;
+    if (!j.is_object() || j.value("v", 0) != kObjectMetaVersion) return std::nullopt;
     ObjectMeta m;
     m.size = j.at("size").get<std::uint64_t>();
     m.etag = j.at("etag").get<std::string>();
@@ -198,6 +228,8 @@ std::optional<ObjectMeta> decode_meta(std::string_view data) {
     m.fetched_at_ms = j.at("fetched_at_ms").get<std::int64_t>();
     m.fresh_until_ms = j.at("fresh_until_ms").get<std::int64_t>();
     m.block_size = j.at("block_size").get<std::uint32_t>();
+    m.checksums = j.at("checksums").get<std::vector<std::pair<std::string, std::string>>>();
+    m.checksums_known = j.at("checksums_known").get<bool>();
     return m;
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;

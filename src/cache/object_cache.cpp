@@ -27,15 +27,40 @@ BlockBytes InflightBlock::complete() {
   return data_;
 }
 
-void InflightBlock::fail() {
+void InflightBlock::fail(bool changed) {
   std::lock_guard lock(mu_);
   failed_ = true;
+  changed_ = changed_ || changed;
+  notify_locked();
+}
+
+void InflightBlock::mark_validated() {
+  std::lock_guard lock(mu_);
+  validated_ = true;
   notify_locked();
 }
 
 bool InflightBlock::failed() const {
   std::lock_guard lock(mu_);
   return failed_;
+}
+
+bool InflightBlock::changed() const {
+  std::lock_guard lock(mu_);
+  return changed_;
+}
+
+bool InflightBlock::validated() const {
+  std::lock_guard lock(mu_);
+  return validated_ || complete_;
+}
+
+bool InflightBlock::wait_for_validation(boost::asio::any_io_executor executor,
+                                        std::shared_ptr<boost::asio::steady_timer> timer) {
+  std::lock_guard lock(mu_);
+  if (validated_ || complete_ || failed_) return false;
+  waiters_.emplace_back(std::move(executor), std::move(timer));
+  return true;
 }
 
 std::size_t InflightBlock::read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const {
@@ -157,8 +182,11 @@ bool ObjectCache::publish(const ObjectKey& key, const ObjectMeta& meta, std::uin
 void ObjectCache::invalidate(const std::string& bucket, const std::string& key) {
   std::lock_guard lock(mu_);
   invalidated_at_[epoch_slot(bucket, key)] = ++epoch_;
-  // Versioned variants are immutable; only the plain object changes with a write.
-  (void)index_->erase_object(ObjectKey{bucket, key, ""});
+  // Every variant: a DELETE ?versionId= removes a version, a PUT to a versioning-suspended
+  // bucket replaces the "null" version, and a snapshot read is conservatively refetched.
+  if (Status s = index_->erase_object_variants(bucket, key); !s) {
+    spdlog::warn("cache index erase failed: {}", s.message());
+  }
   metrics().cache_invalidations.inc();
 }
 
@@ -213,6 +241,12 @@ bool ObjectCache::present_or_inflight(std::uint64_t key_hash, const std::string&
   // contains(), not get(): a prefetch check must not make a block look hot to SIEVE.
   if (memory_.contains(MemoryTier::key(key_hash, etag, block))) return true;
   if (find(key_hash, etag, block)) return true;
+  auto loc = index_->get_block(key_hash, etag, block);
+  return loc && loc->has_value();
+}
+
+bool ObjectCache::block_cached(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  if (memory_.contains(MemoryTier::key(key_hash, etag, block))) return true;
   auto loc = index_->get_block(key_hash, etag, block);
   return loc && loc->has_value();
 }

@@ -64,6 +64,9 @@ std::string Metrics::render_prometheus() const {
   counter("cache_write_errors_total", "Cache device write failures (disk full, I/O error)", cache_write_errors);
   counter("cache_stale_served_total", "Stale entries served because the upstream failed", cache_stale_served);
   counter("cache_invalidations_total", "Entries invalidated by writes through tagd", cache_invalidations);
+  counter("cache_changed_resets_total",
+          "Responses cut (connection reset) because the object changed upstream after the head was sent",
+          cache_changed_resets);
   gauge("cache_enabled", "1 if the cache is in use", cache_enabled);
   gauge("inflight_requests", "Requests in flight", inflight_requests);
   gauge("open_connections", "Client connections open", open_connections);

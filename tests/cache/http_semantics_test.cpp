@@ -120,24 +120,182 @@ TEST(ClientDirectiveTest, Forms) {
   EXPECT_EQ(client_directive("max-age=10", ""), ClientDirective::kNone);
 }
 
-TEST(CacheKeyTest, VariantsAndBypass) {
-  auto plain = cache_key_for({}, {"host", "range"});
-  EXPECT_TRUE(plain.cacheable);
-  EXPECT_EQ(plain.variant, "");
-  auto sdk = cache_key_for({{"x-id", "GetObject"}}, {});
-  EXPECT_TRUE(sdk.cacheable);
+using Pairs = std::vector<std::pair<std::string, std::string>>;
+
+// What boto3 (botocore 1.3x+) sends on a GetObject.
+Pairs boto3_get() {
+  return {{"Host", "127.0.0.1:8080"},
+          {"User-Agent", "Boto3/1.36 md/Botocore#1.36"},
+          {"Accept-Encoding", "identity"},
+          {"x-amz-checksum-mode", "ENABLED"},
+          {"X-Amz-Date", "20261205T000000Z"},
+          {"X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD"},
+          {"Authorization", "AWS4-HMAC-SHA256 Credential=..."},
+          {"amz-sdk-invocation-id", "0d7c"},
+          {"amz-sdk-request", "attempt=1; max=5"},
+          {"Range", "bytes=0-9"}};
+}
+
+TEST(CacheKeyTest, RealClientsAreCacheable) {
+  auto boto = cache_key_for({{"x-id", "GetObject"}}, boto3_get());
+  EXPECT_TRUE(boto.cacheable) << boto.reason;
+  EXPECT_EQ(boto.variant, "");
+  EXPECT_TRUE(boto.checksum_mode);
+  // AWS SDK for JavaScript v3 (node): x-amz-user-agent, connection, tracing.
+  Pairs js = {{"host", "h"},         {"x-amz-user-agent", "aws-sdk-js/3"}, {"user-agent", "aws-sdk-js/3"},
+              {"amz-sdk-invocation-id", "x"}, {"amz-sdk-request", "attempt=1"}, {"x-amz-date", "d"},
+              {"x-amz-content-sha256", "e3b0"}, {"authorization", "a"},    {"connection", "keep-alive"},
+              {"x-amzn-trace-id", "Root=1-abc"}, {"traceparent", "00-abc-def-01"}};
+  EXPECT_TRUE(cache_key_for({{"x-id", "GetObject"}}, js).cacheable);
+  EXPECT_FALSE(cache_key_for({}, js).checksum_mode);
+  // curl / python requests / aiohttp.
+  Pairs curl = {{"Host", "h"}, {"User-Agent", "curl/8"}, {"Accept", "*/*"}, {"Accept-Encoding", "gzip, deflate"},
+                {"Authorization", "a"}, {"x-amz-date", "d"}, {"x-amz-content-sha256", "UNSIGNED-PAYLOAD"},
+                {"Content-Length", "0"}, {"If-None-Match", "\"e\""}, {"Cache-Control", "no-cache"},
+                {"Pragma", "no-cache"}, {"x-amz-security-token", "t"}};
+  EXPECT_TRUE(cache_key_for({}, curl).cacheable) << cache_key_for({}, curl).reason;
+}
+
+TEST(CacheKeyTest, HeadersThatChangeTheAnswerBypass) {
+  for (std::string name : {"x-amz-expected-bucket-owner", "x-amz-request-payer", "Origin",
+                           "x-amz-server-side-encryption-customer-algorithm",
+                           "x-amz-server-side-encryption-customer-key", "If-Range", "X-Something-New",
+                           "x-tigris-consistent", "Referer", "Transfer-Encoding", "Access-Control-Request-Method"}) {
+    auto d = cache_key_for({}, {{"Host", "h"}, {name, "v"}});
+    EXPECT_FALSE(d.cacheable) << name;
+    EXPECT_FALSE(d.reason.empty()) << name;
+  }
+  EXPECT_EQ(cache_key_for({}, {{"Origin", "https://a.example"}}).reason, "request header origin");
+  EXPECT_EQ(cache_key_for({}, {{"x-amz-server-side-encryption-customer-key", "k"}}).reason, "SSE-C request");
+  EXPECT_FALSE(cache_key_for({}, {{"Content-Length", "5"}}).cacheable);
+  EXPECT_TRUE(cache_key_for({}, {{"Content-Length", "0"}}).cacheable);
+  // Checksum mode other than ENABLED is not something tagd knows how to answer.
+  EXPECT_FALSE(cache_key_for({}, {{"x-amz-checksum-mode", "DISABLED"}}).cacheable);
+}
+
+TEST(CacheKeyTest, QueryParameters) {
   auto version = cache_key_for({{"versionId", "v3"}}, {});
   EXPECT_TRUE(version.cacheable);
   EXPECT_EQ(version.variant, "versionId=v3");
+  EXPECT_EQ(cache_key_for({{"versionId", "null"}}, {}).variant, "versionId=null");
+  EXPECT_FALSE(cache_key_for({{"versionId", ""}}, {}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"versionId", "a"}, {"versionId", "b"}}, {}).cacheable);
   EXPECT_FALSE(cache_key_for({{"partNumber", "2"}}, {}).cacheable);
   EXPECT_FALSE(cache_key_for({{"response-content-type", "text/plain"}}, {}).cacheable);
   EXPECT_FALSE(cache_key_for({{"tagging", ""}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({}, {"x-amz-server-side-encryption-customer-key"}).cacheable);
-  // boto3 sends x-amz-checksum-mode: ENABLED on every GetObject: it must not bypass. Hits
-  // carry no whole-object checksum headers, which clients treat as "nothing to validate".
-  EXPECT_TRUE(cache_key_for({}, {"x-amz-checksum-mode"}).cacheable);
-  auto presigned = cache_key_for({{"X-Amz-Signature", "abc"}, {"X-Amz-Date", "x"}}, {});
-  EXPECT_TRUE(presigned.cacheable);
+  EXPECT_FALSE(cache_key_for({{"unknown", "1"}}, {}).cacheable);
+  EXPECT_EQ(cache_key_for({{"acl", ""}}, {}).reason, "query parameter acl");
+  // SigV4 presign parameters, including the ones the JS SDK v3 adds, are authentication.
+  auto v4 = cache_key_for({{"X-Amz-Algorithm", "AWS4-HMAC-SHA256"}, {"X-Amz-Credential", "c"},
+                           {"X-Amz-Date", "d"}, {"X-Amz-Expires", "60"}, {"X-Amz-SignedHeaders", "host"},
+                           {"X-Amz-Signature", "abc"}, {"X-Amz-Security-Token", "t"},
+                           {"X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"}, {"x-id", "GetObject"}},
+                          {{"Host", "h"}});
+  EXPECT_TRUE(v4.cacheable) << v4.reason;
+  EXPECT_FALSE(v4.checksum_mode);
+  // ... and x-amz-checksum-mode=ENABLED hoisted into the query is checksum mode.
+  auto js = cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-checksum-mode", "ENABLED"}}, {});
+  EXPECT_TRUE(js.cacheable);
+  EXPECT_TRUE(js.checksum_mode);
+  // Other hoisted headers still change the answer.
+  EXPECT_FALSE(cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-expected-bucket-owner", "1"}}, {}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"X-Amz-Meta-Foo", "1"}}, {}).cacheable);
+  // SigV2 presign parameters.
+  auto v2 = cache_key_for({{"AWSAccessKeyId", "AKID"}, {"Expires", "1800000000"}, {"Signature", "c2ln"}}, {});
+  EXPECT_TRUE(v2.cacheable) << v2.reason;
+}
+
+TEST(CacheKeyTest, SnapshotIsAVariant) {
+  auto live = cache_key_for({}, {{"Host", "h"}});
+  auto snap = cache_key_for({}, {{"Host", "h"}, {"X-Tigris-Snapshot-Version", "1733000000"}});
+  ASSERT_TRUE(snap.cacheable);
+  EXPECT_NE(snap.variant, live.variant);
+  EXPECT_EQ(snap.variant, "snapshot=1733000000");
+  EXPECT_TRUE(immutable_variant(snap.variant));
+  EXPECT_FALSE(immutable_variant(live.variant));
+  auto both = cache_key_for({{"versionId", "v1"}}, {{"x-tigris-snapshot-version", "7"}});
+  EXPECT_EQ(both.variant, "versionId=v1&snapshot=7");
+  auto parts = parse_variant(both.variant);
+  EXPECT_EQ(parts.version_id, "v1");
+  EXPECT_EQ(parts.snapshot, "7");
+  EXPECT_FALSE(cache_key_for({}, {{"X-Tigris-Snapshot-Version", ""}}).cacheable);
+}
+
+TEST(CacheKeyTest, VariantEncodingIsInjective) {
+  // A versionId that looks like a snapshot component must not collide with one.
+  auto tricky = make_variant({std::string("a&snapshot=7"), std::nullopt});
+  auto real = make_variant({std::string("a"), std::string("7")});
+  EXPECT_NE(tricky, real);
+  auto back = parse_variant(tricky);
+  EXPECT_EQ(back.version_id, "a&snapshot=7");
+  EXPECT_FALSE(back.snapshot.has_value());
+  auto odd = make_variant({std::string("%41 x/y"), std::string("s%")});
+  auto odd_back = parse_variant(odd);
+  EXPECT_EQ(odd_back.version_id, "%41 x/y");
+  EXPECT_EQ(odd_back.snapshot, "s%");
+  EXPECT_EQ(make_variant({}), "");
+  EXPECT_FALSE(parse_variant("").version_id.has_value());
+}
+
+TEST(FillValidationTest, ExactRangeOfTheExpectedObject) {
+  std::string why;
+  const FillExpectation want{1048576, 2097151, 3000000, "\"abc\""};
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2097151/3000000", "1048576", "\"abc\"", want, why),
+            FillVerdict::kOk);
+  // Unquoted ETags compare equal.
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2097151/3000000", "", "abc", want, why), FillVerdict::kOk);
+  // The object changed: 412 (If-Match), another ETag, another size, gone.
+  EXPECT_EQ(check_fill_response(412, "", "", "", want, why), FillVerdict::kChanged);
+  EXPECT_EQ(check_fill_response(404, "", "", "", want, why), FillVerdict::kChanged);
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2097151/3000000", "", "\"new\"", want, why), FillVerdict::kChanged);
+  EXPECT_NE(why.find("ETag"), std::string::npos);
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2097151/4000000", "", "\"abc\"", want, why), FillVerdict::kChanged);
+  // Not the bytes asked for, or not an answer at all: stored nowhere, but not a change.
+  EXPECT_EQ(check_fill_response(206, "bytes 0-1048575/3000000", "", "\"abc\"", want, why), FillVerdict::kBad);
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2000000/3000000", "", "\"abc\"", want, why), FillVerdict::kBad);
+  EXPECT_EQ(check_fill_response(206, "bytes */3000000", "", "\"abc\"", want, why), FillVerdict::kBad);
+  EXPECT_EQ(check_fill_response(206, "", "", "\"abc\"", want, why), FillVerdict::kBad);
+  EXPECT_EQ(check_fill_response(503, "", "", "", want, why), FillVerdict::kBad);
+  EXPECT_EQ(check_fill_response(206, "bytes 1048576-2097151/3000000", "", "", want, why), FillVerdict::kBad);
+  // A 200 (range ignored) is the whole object: fine only when the whole object was asked.
+  EXPECT_EQ(check_fill_response(200, "", "3000000", "\"abc\"", want, why), FillVerdict::kBad);
+  const FillExpectation whole{0, 2999999, 3000000, "\"abc\""};
+  EXPECT_EQ(check_fill_response(200, "", "3000000", "\"abc\"", whole, why), FillVerdict::kOk);
+  EXPECT_EQ(check_fill_response(200, "", "2999999", "\"abc\"", whole, why), FillVerdict::kChanged);
+  EXPECT_EQ(check_fill_response(200, "", "", "\"abc\"", whole, why), FillVerdict::kBad);
+}
+
+TEST(FillValidationTest, ContentRangeParsing) {
+  auto cr = parse_content_range("bytes 0-9/100");
+  ASSERT_TRUE(cr);
+  EXPECT_EQ(cr->first, 0u);
+  EXPECT_EQ(cr->last, 9u);
+  EXPECT_EQ(cr->size, 100u);
+  EXPECT_FALSE(parse_content_range("bytes 0-9/*"));
+  EXPECT_FALSE(parse_content_range("bytes 9-0/100"));
+  EXPECT_FALSE(parse_content_range("bytes 0-100/100"));
+  EXPECT_FALSE(parse_content_range("items 0-9/100"));
+  EXPECT_FALSE(parse_content_range("bytes 0-9"));
+}
+
+TEST(ChecksumTest, ReturnedOnlyWhereS3ReturnsThem) {
+  EXPECT_TRUE(is_checksum_header("x-amz-checksum-crc32"));
+  EXPECT_TRUE(is_checksum_header("X-Amz-Checksum-Type"));
+  EXPECT_FALSE(is_checksum_header("x-amz-checksum-"));
+  EXPECT_FALSE(is_checksum_header("x-amz-meta-checksum"));
+  const std::string single = "\"d41d8cd98f00b204e9800998ecf8427e\"";
+  const std::string multipart = "\"d41d8cd98f00b204e9800998ecf8427e-3\"";
+  // Whole object, client asked: yes. Client did not ask: never.
+  EXPECT_TRUE(return_checksums({true, false, {}, 100, single}));
+  EXPECT_FALSE(return_checksums({false, false, {}, 100, single}));
+  // A range: never, unless it covers the whole single-part object.
+  EXPECT_FALSE(return_checksums({true, true, {0, 9}, 100, single}));
+  EXPECT_FALSE(return_checksums({true, true, {1, 99}, 100, single}));
+  EXPECT_TRUE(return_checksums({true, true, {0, 99}, 100, single}));
+  EXPECT_FALSE(return_checksums({true, true, {0, 99}, 100, multipart}));
+  EXPECT_FALSE(return_checksums({false, true, {0, 99}, 100, single}));
+  // Multipart objects' (composite) checksums on a whole-object answer: as S3 sends them.
+  EXPECT_TRUE(return_checksums({true, false, {}, 100, multipart}));
 }
 
 TEST(HttpDateTest, Formats) {

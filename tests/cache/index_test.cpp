@@ -2,6 +2,7 @@
 #include "tagd/cache/index.hpp"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -89,6 +90,43 @@ TYPED_TEST(CacheIndexTest, VariantsAndSimilarKeysAreDistinct) {
   (void)joined;
 }
 
+TYPED_TEST(CacheIndexTest, EraseObjectVariantsErasesEveryVariantAndNothingElse) {
+  ObjectMeta m = this->sample();
+  const std::vector<ObjectKey> mine = {{"b", "k", ""},
+                                       {"b", "k", "versionId=7"},
+                                       {"b", "k", "versionId=null"},
+                                       {"b", "k", "snapshot=1733000000"},
+                                       {"b", "k", "versionId=7&snapshot=1"}};
+  const std::vector<ObjectKey> others = {{"b", "k2", ""},   {"b", "kk", "versionId=7"}, {"b", "j", ""},
+                                         {"b2", "k", ""},   {"bb", "k", ""},           {"b", "", ""},
+                                         {"a", "k", "versionId=7"}};
+  for (const auto& k : mine) ASSERT_TRUE(this->index_->put_object(k, m).is_ok());
+  for (const auto& k : others) ASSERT_TRUE(this->index_->put_object(k, m).is_ok());
+  ASSERT_TRUE(this->index_->put_block(ObjectKey{"b", "k", ""}.hash(), m.etag, 0, BlockLocation{1, 1, 0, 10}).is_ok());
+  ASSERT_TRUE(this->index_->erase_object_variants("b", "k").is_ok());
+  for (const auto& k : mine) EXPECT_FALSE(this->index_->get_object(k)->has_value()) << k.variant;
+  for (const auto& k : others) EXPECT_TRUE(this->index_->get_object(k)->has_value()) << k.bucket << "/" << k.key;
+  // Blocks are not object entries: they are keyed by ETag and simply never asked for again.
+  EXPECT_TRUE(this->index_->get_block(ObjectKey{"b", "k", ""}.hash(), m.etag, 0)->has_value());
+  ASSERT_TRUE(this->index_->erase_object_variants("b", "nothing-here").is_ok());
+}
+
+TYPED_TEST(CacheIndexTest, ChecksumsRoundTrip) {
+  ObjectKey key{"b", "k", ""};
+  ObjectMeta m = this->sample();
+  m.checksums = {{"x-amz-checksum-crc32", "AAAAAA=="}, {"x-amz-checksum-type", "FULL_OBJECT"}};
+  m.checksums_known = true;
+  ASSERT_TRUE(this->index_->put_object(key, m).is_ok());
+  auto got = this->index_->get_object(key);
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  EXPECT_EQ((*got)->checksums, m.checksums);
+  EXPECT_TRUE((*got)->checksums_known);
+  m.checksums.clear();
+  m.checksums_known = false;
+  ASSERT_TRUE(this->index_->put_object(key, m).is_ok());
+  EXPECT_FALSE((*this->index_->get_object(key))->checksums_known);
+}
+
 TYPED_TEST(CacheIndexTest, BlocksAreKeyedByEtag) {
   BlockLocation loc{3, 17, 48ull << 20, 1 << 20};
   ASSERT_TRUE(this->index_->put_block(42, "\"etag-1\"", 5, loc).is_ok());
@@ -136,6 +174,52 @@ TEST(MetaCodecTest, RejectsGarbageAndOtherVersions) {
   EXPECT_FALSE(decode_meta("not json").has_value());
   EXPECT_FALSE(decode_meta(R"({"v":2,"size":1})").has_value());
   EXPECT_FALSE(decode_meta(R"({"v":1})").has_value());
+  EXPECT_FALSE(decode_meta("[1,2]").has_value());
+  // A complete version-1 entry (before checksums were kept) is not misread as version 2.
+  const std::string v1 =
+      R"({"v":1,"size":10,"etag":"\"e\"","last_modified":"","headers":[],"fetched_at_ms":0,)"
+      R"("fresh_until_ms":99999999999999,"block_size":1048576})";
+  EXPECT_FALSE(decode_meta(v1).has_value());
+  ObjectMeta m;
+  m.etag = "\"e\"";
+  m.checksums = {{"x-amz-checksum-crc32", "AAAAAA=="}};
+  m.checksums_known = true;
+  auto round = decode_meta(encode_meta(m));
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->checksums, m.checksums);
+  EXPECT_NE(encode_meta(m).find("\"v\":2"), std::string::npos);
+}
+
+TEST(RocksDbIndexTest, AnOldFormatEntryIsDroppedNotMisread) {
+  auto dir = std::filesystem::temp_directory_path() / ("tagd_index_oldmeta_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ObjectKey key{"b", "k", ""};
+  {
+    // What tagd before metadata version 2 wrote.
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir.string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    const std::string v1 =
+        R"({"v":1,"size":10,"etag":"\"e\"","last_modified":"","headers":[],"fetched_at_ms":0,)"
+        R"("fresh_until_ms":99999999999999,"block_size":1048576})";
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key.encoded(), v1).ok());
+  }
+  auto index = open_rocksdb_index(dir.string());
+  ASSERT_TRUE(index.has_value());
+  auto got = (*index)->get_object(key);
+  ASSERT_TRUE(got.has_value());  // not an error: simply not cached
+  EXPECT_FALSE(got->has_value());
+  index.value().reset();
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string value;
+    EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), key.encoded(), &value).IsNotFound());  // dropped
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -26,6 +26,45 @@ TEST_F(ObjectCacheTest, AFillThatRacedAWriteDoesNotPublish) {
   EXPECT_FALSE(cache_.lookup(key_).has_value());
 }
 
+TEST_F(ObjectCacheTest, InvalidateErasesEveryVariantOfTheKey) {
+  // DELETE ?versionId=, PUT over versionId=null, and snapshot reads: every variant goes.
+  const std::vector<ObjectKey> variants = {{"b", "k", ""},
+                                           {"b", "k", "versionId=v1"},
+                                           {"b", "k", "versionId=null"},
+                                           {"b", "k", "snapshot=1733000000"},
+                                           {"b", "k", "versionId=v1&snapshot=2"}};
+  const ObjectKey neighbour{"b", "k2", "versionId=v1"};
+  std::uint64_t e = cache_.epoch();
+  for (const auto& k : variants) ASSERT_TRUE(cache_.publish(k, meta_, e));
+  ASSERT_TRUE(cache_.publish(neighbour, meta_, e));
+  cache_.invalidate("b", "k");
+  for (const auto& k : variants) EXPECT_FALSE(cache_.lookup(k).has_value()) << k.variant;
+  EXPECT_TRUE(cache_.lookup(neighbour).has_value());
+  // A fill of any variant that started before the write does not publish afterwards.
+  for (const auto& k : variants) EXPECT_FALSE(cache_.publish(k, meta_, e)) << k.variant;
+  std::uint64_t after = cache_.epoch();
+  for (const auto& k : variants) EXPECT_TRUE(cache_.publish(k, meta_, after)) << k.variant;
+}
+
+TEST_F(ObjectCacheTest, InflightBlocksCarryValidationAndChange) {
+  auto [block, owner] = cache_.find_or_start(9, "\"e\"", 0, 10);
+  ASSERT_TRUE(owner);
+  EXPECT_FALSE(block->validated());
+  block->mark_validated();
+  EXPECT_TRUE(block->validated());
+  EXPECT_FALSE(block->changed());
+  block->fail(/*changed=*/true);
+  EXPECT_TRUE(block->failed());
+  EXPECT_TRUE(block->changed());
+  cache_.finish(9, "\"e\"", 0);
+  auto [other, owner2] = cache_.find_or_start(9, "\"e\"", 1, 10);
+  ASSERT_TRUE(owner2);
+  other->fail();
+  EXPECT_FALSE(other->changed());
+  cache_.finish(9, "\"e\"", 1);
+  EXPECT_FALSE(cache_.block_cached(9, "\"e\"", 1));
+}
+
 TEST_F(ObjectCacheTest, OtherKeysAreNotAffected) {
   std::uint64_t e = cache_.epoch();
   cache_.invalidate("b", "other");

@@ -63,13 +63,74 @@ enum class ClientDirective { kNone, kRevalidate, kBypass };
 ClientDirective client_directive(std::string_view cache_control, std::string_view pragma);
 
 // Whether a GET/HEAD can use the cache, and under which variant of the key.
+//
+// Decided from ALLOW-lists: a request header or query parameter that is not known to
+// leave the response unchanged (or to be a variant tagd keys on) bypasses the cache.
+//   - variants: `versionId` (query), `X-Tigris-Snapshot-Version` (header);
+//   - checked: `x-amz-checksum-mode: ENABLED` (header, or `x-amz-checksum-mode=ENABLED` in
+//     a presigned URL's query) selects whether the object's checksum headers are returned;
+//   - authentication (SigV4 and SigV2 headers and presign parameters), SDK bookkeeping,
+//     tracing, connection management, Range, the four conditionals and Cache-Control are
+//     answered by the cache itself or change nothing;
+//   - everything else (SSE-C, x-amz-expected-bucket-owner, x-amz-request-payer, Origin,
+//     If-Range, partNumber, response-* overrides, sub-resources, unknown names) bypasses.
 struct CacheKeyDecision {
   bool cacheable = false;
-  std::string variant;  // "" for the plain object, "versionId=..." for a version
-  std::string reason;   // why not, for the log and X-Cache: BYPASS
+  std::string variant;         // "" for the plain object; see make_variant()
+  std::string reason;          // why not, for the log and X-Cache: BYPASS
+  bool checksum_mode = false;  // the client asked for the object's checksums
 };
-// query: decoded pairs; headers_present: lower-case names of the request's headers.
+// query: decoded pairs; headers: (name, value) pairs, names in any case.
 CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
-                               const std::vector<std::string>& header_names);
+                               const std::vector<std::pair<std::string, std::string>>& headers);
+
+// The parts of a variant and its canonical encoding ("versionId=<v>&snapshot=<s>", values
+// percent-encoded so the encoding is injective; "" for the plain object).
+struct VariantParts {
+  std::optional<std::string> version_id;
+  std::optional<std::string> snapshot;  // X-Tigris-Snapshot-Version
+};
+std::string make_variant(const VariantParts& parts);
+VariantParts parse_variant(std::string_view variant);
+// A read as of a past snapshot never changes: no TTL, no revalidation.
+bool immutable_variant(std::string_view variant);
+
+// Whether an upstream answer to a fill may be stored: `first`..`last` were asked for
+// (with If-Match on `etag`) of an object of `size` bytes.
+enum class FillVerdict {
+  kOk,       // exactly the bytes asked for, of the expected object
+  kChanged,  // the object changed or went away upstream (412, 404, another ETag or size)
+  kBad,      // an error or a malformed answer: store nothing, the object may be fine
+};
+struct FillExpectation {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;  // inclusive
+  std::uint64_t size = 0;
+  std::string_view etag;
+};
+FillVerdict check_fill_response(int status, std::string_view content_range, std::string_view content_length,
+                                std::string_view etag, const FillExpectation& expected, std::string& why);
+
+// Parses "bytes a-b/total" (total may not be "*").
+struct ContentRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::uint64_t size = 0;
+};
+std::optional<ContentRange> parse_content_range(std::string_view value);
+
+// Checksum headers (x-amz-checksum-<algorithm>, x-amz-checksum-type) describe the whole
+// object. S3 returns them only when the client asked (checksum mode) and the response
+// carries the whole object: a 200, a HEAD, or a range that covers every byte of an object
+// uploaded in one part (a multipart ETag "...-N" never). Never on 304 or other ranges.
+bool is_checksum_header(std::string_view name);
+struct ChecksumContext {
+  bool checksum_mode = false;
+  bool partial = false;  // a 206
+  ByteRange range;       // what the 206 covers
+  std::uint64_t size = 0;
+  std::string_view etag;
+};
+bool return_checksums(const ChecksumContext& context);
 
 }  // namespace tagd::cache

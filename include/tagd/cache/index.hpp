@@ -5,6 +5,9 @@
 // Keys:  "o" bucket \0 key \0 variant          → ObjectMeta (versioned JSON)
 //        "b" key_hash(8) etag_hash(8) block(8)  → BlockLocation (fixed 24 bytes)
 //        "r" region(4)                          → region generation (8)
+// Every variant of one object (plain, versionId=..., snapshot=..., see
+// http_semantics.hpp) shares the prefix "o" bucket \0 key \0, so a write erases them all
+// with one prefix scan (erase_object_variants), whatever the cache's size.
 // Blocks are keyed by the ETag, so an overwrite can never pair new metadata with old
 // bytes: old blocks are simply never asked for again, and die with their region.
 #include <cstdint>
@@ -21,8 +24,10 @@ namespace tagd::cache {
 struct ObjectKey {
   std::string bucket;
   std::string key;
-  std::string variant;  // "" = the plain object; e.g. "versionId=3" for a version
+  std::string variant;  // "" = the plain object; e.g. "versionId=3" for a version (make_variant)
   std::string encoded() const;
+  // The prefix every variant of (bucket, key) is encoded under.
+  static std::string variants_prefix(const std::string& bucket, const std::string& key);
   std::uint64_t hash() const;
 };
 
@@ -36,7 +41,16 @@ struct ObjectMeta {
   std::int64_t fetched_at_ms = 0;   // wall clock
   std::int64_t fresh_until_ms = 0;  // wall clock
   std::uint32_t block_size = 0;     // block size the object was cached with
+  // The object's x-amz-checksum-* and x-amz-checksum-type headers, returned only to
+  // clients in checksum mode on whole-object responses (return_checksums()). Known once a
+  // whole-object answer to a checksum-mode request was seen (a 200, a HEAD, or a 206 that
+  // covers every byte); a fill of a range learns nothing about them.
+  std::vector<std::pair<std::string, std::string>> checksums;
+  bool checksums_known = false;
 };
+// Metadata encoding version (the "v" field). Entries of another version are dropped on
+// read, never misread.
+inline constexpr int kObjectMetaVersion = 2;
 
 struct BlockLocation {
   std::uint32_t region = 0;
@@ -52,9 +66,12 @@ class CacheIndex {
   CacheIndex(const CacheIndex&) = delete;
   CacheIndex& operator=(const CacheIndex&) = delete;
 
+  // Metadata of another encoding version (or undecodable) is erased and reported missing.
   [[nodiscard]] virtual Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) = 0;
   [[nodiscard]] virtual Status put_object(const ObjectKey& key, const ObjectMeta& meta) = 0;
   [[nodiscard]] virtual Status erase_object(const ObjectKey& key) = 0;
+  // Erases every variant of (bucket, key): one prefix scan, O(variants of that key).
+  [[nodiscard]] virtual Status erase_object_variants(const std::string& bucket, const std::string& key) = 0;
 
   [[nodiscard]] virtual Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
                                                                        std::uint64_t block) = 0;

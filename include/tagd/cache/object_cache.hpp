@@ -39,19 +39,28 @@ class InflightBlock {
   // Marks the block whole and returns its bytes, shared with readers still copying from
   // it (no copy: nothing is appended after this).
   BlockBytes complete();
-  void fail();
+  // `changed`: the upstream said the object is not the one the metadata describes (412,
+  // another ETag or size): readers must not retry with the same metadata.
+  void fail(bool changed = false);
+  // The fill's upstream answer was checked (status, Content-Range, ETag): bytes that will
+  // arrive belong to the object the metadata describes. Set before the first append.
+  void mark_validated();
 
   // Reader side: copies up to `max` bytes from `offset` into `out`; returns the number
   // copied, 0 if none are there yet. `done` is set once no more bytes will come
   // (complete or failed; check failed()).
   std::size_t read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const;
   bool failed() const;
+  bool changed() const;
+  bool validated() const;
   std::uint32_t expected_length() const noexcept { return expected_; }
 
   // Arranges for `timer` (running on `executor`) to be cancelled at the next progress.
   // Returns false (and registers nothing) if progress already happened past `seen`.
   bool wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
                          std::shared_ptr<boost::asio::steady_timer> timer);
+  // Same, until the block is validated, complete or failed.
+  bool wait_for_validation(boost::asio::any_io_executor executor, std::shared_ptr<boost::asio::steady_timer> timer);
 
  private:
   void notify_locked();
@@ -60,6 +69,8 @@ class InflightBlock {
   std::uint32_t expected_ = 0;
   bool complete_ = false;
   bool failed_ = false;
+  bool changed_ = false;
+  bool validated_ = false;
   std::vector<std::pair<boost::asio::any_io_executor, std::shared_ptr<boost::asio::steady_timer>>> waiters_;
 };
 
@@ -92,6 +103,9 @@ class ObjectCache {
   // invalidated since (TAG bug 2: a write racing a fill re-cached stale data).
   std::uint64_t epoch() const;
   bool publish(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t fill_epoch);
+  // Every variant of (bucket, key) — plain, versionId=..., snapshot=... — is erased (one
+  // prefix scan in the index) and fills of any of them that started before refuse to
+  // publish (the epoch slot is per bucket and key, not per variant).
   void invalidate(const std::string& bucket, const std::string& key);
 
   // DRAM tier, then disk. kCorrupt is counted and the block dropped (the caller refetches).
@@ -107,6 +121,8 @@ class ObjectCache {
   void finish(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
   // True if the block is cached (DRAM tier or index) or being fetched; reads no data.
   bool present_or_inflight(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  // True if the block is cached (DRAM tier or index); reads no data.
+  bool block_cached(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
 
   // Object-level single flight for cold objects: the first request fetches the object's
   // head (and first blocks); others wait for `signal` and then look the metadata up.

@@ -57,6 +57,7 @@ struct Metrics {
   Counter cache_write_errors;          // device write failures (disk full, I/O error)
   Counter cache_stale_served;          // stale entries served because the upstream failed
   Counter cache_invalidations;
+  Counter cache_changed_resets;        // cached object changed upstream mid-response: client connection reset
   Gauge cache_enabled;
   Gauge inflight_requests;
   Gauge open_connections;
