@@ -266,6 +266,19 @@ Sha256Digest hmac_sha256(std::string_view key, std::string_view data) {
       std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()), data);
 }
 
+Sha1Digest hmac_sha1(std::string_view key, std::string_view data) {
+  Sha1Digest out{};
+  unsigned int len = 0;
+  static constexpr std::uint8_t kEmptyKey[1] = {0};
+  const auto* key_ptr = key.empty() ? kEmptyKey : reinterpret_cast<const std::uint8_t*>(key.data());
+  if (key.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+      HMAC(EVP_sha1(), key_ptr, static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+           data.size(), out.data(), &len) == nullptr) {
+    out.fill(0);
+  }
+  return out;
+}
+
 std::optional<ChecksumAlgorithm> checksum_algorithm_from_name(std::string_view name) {
   if (iequals(name, "crc32")) return ChecksumAlgorithm::kCrc32;
   if (iequals(name, "crc32c")) return ChecksumAlgorithm::kCrc32c;

@@ -1,12 +1,18 @@
-#include "tagd/core/strings.hpp"
 #include "tagd/auth/request_verifier.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <strings.h>
 
+#include "tagd/auth/repeated_headers.hpp"
+#include "tagd/auth/sigv2.hpp"
+#include "tagd/auth/unsigned_headers.hpp"
+#include "tagd/core/strings.hpp"
+
 namespace tagd::auth {
 namespace {
+
+constexpr std::string_view kSigV4aAlgorithm = "AWS4-ECDSA-P256-SHA256";
 
 bool is_hex64(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -55,6 +61,76 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return v;
 }
 
+// What a SigV4 signature gives aws-chunked bodies: the chain of chunk signatures.
+struct SigV4ChunkContext {
+  Sha256Digest signing_key;
+  std::string amz_date;
+  CredentialScope scope;
+  std::string seed_signature;
+};
+
+// How the body must be checked, from the payload hash the signature covers (the
+// x-amz-content-sha256 value, or UNSIGNED-PAYLOAD). `v4` is null for SigV2, which has no
+// chunk-signature chain: signed aws-chunked bodies are then refused.
+Status plan_body(BodyPlan& plan, const HeaderList& headers, const std::string& payload_hash,
+                 const SigV4ChunkContext* v4, bool presigned) {
+  if (is_hex64(payload_hash)) {
+    plan.mode = PayloadMode::kSignedSha256;
+    plan.expected_sha256 = payload_hash;
+    return Status::ok();
+  }
+  if (payload_hash == kUnsignedPayload) {
+    plan.mode = PayloadMode::kUnsigned;
+    return Status::ok();
+  }
+  if (payload_hash == kStreamingSignedPayload || payload_hash == kStreamingSignedPayloadTrailer ||
+      payload_hash == kStreamingUnsignedPayloadTrailer) {
+    if (presigned) return Status(ErrorCode::kInvalidRequest, "streaming payloads need header authorization");
+    const bool signed_chunks = payload_hash != kStreamingUnsignedPayloadTrailer;
+    if (signed_chunks && v4 == nullptr) {
+      return Status(ErrorCode::kInvalidRequest, "x-amz-content-sha256 " + payload_hash + " needs a SigV4 signature");
+    }
+    const std::string* decoded = find_header(headers, "x-amz-decoded-content-length");
+    if (decoded == nullptr) {
+      return Status(ErrorCode::kMissingContentLength, "x-amz-decoded-content-length is required for aws-chunked");
+    }
+    plan.decoded_length = parse_u64(*decoded);
+    if (!plan.decoded_length) return Status(ErrorCode::kInvalidArgument, "x-amz-decoded-content-length is invalid");
+    AwsChunkedOptions options;
+    options.signed_chunks = signed_chunks;
+    options.signed_trailer = payload_hash == kStreamingSignedPayloadTrailer;
+    if (v4 != nullptr) {
+      options.signing_key = v4->signing_key;
+      options.amz_date = v4->amz_date;
+      options.scope = v4->scope;
+      options.seed_signature = v4->seed_signature;
+    }
+    const std::string* trailer = find_header(headers, "x-amz-trailer");
+    // Only the -TRAILER variants carry trailers; the plain signed-chunk format has none.
+    if (payload_hash == kStreamingSignedPayload) trailer = nullptr;
+    if (trailer != nullptr) {
+      std::string_view t = *trailer;
+      while (!t.empty()) {
+        auto comma = t.find(',');
+        std::string name = to_lower(t.substr(0, comma));
+        name.erase(0, name.find_first_not_of(" \t"));
+        name.erase(name.find_last_not_of(" \t") + 1);
+        if (!name.empty()) options.expected_trailers.push_back(std::move(name));
+        if (comma == std::string_view::npos) break;
+        t.remove_prefix(comma + 1);
+      }
+    }
+    plan.mode = options.signed_chunks ? PayloadMode::kAwsChunkedSigned : PayloadMode::kAwsChunkedUnsigned;
+    plan.chunked = std::move(options);
+    return Status::ok();
+  }
+  if (payload_hash.rfind("STREAMING-", 0) == 0) {
+    return Status(ErrorCode::kNotImplemented, "x-amz-content-sha256 " + payload_hash + " is not supported");
+  }
+  return Status(ErrorCode::kInvalidArgument, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-*, or a "
+                                             "hex SHA-256 digest");
+}
+
 }  // namespace
 
 const std::string* find_header(const HeaderList& headers, std::string_view name) {
@@ -67,6 +143,7 @@ const std::string* find_header(const HeaderList& headers, std::string_view name)
 Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
                                                 std::chrono::system_clock::time_point now) const {
   const HeaderList& headers = *head.headers;
+  if (Status s = check_repeated_headers(headers); !s) return s;
   auto query = parse_query(head.raw_query);
   if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
   const bool complete_multipart =
@@ -79,25 +156,43 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
   VerifiedRequest out;
   out.body.expected_checksums = std::move(checksums.value());
   const std::string* authorization = find_header(headers, "authorization");
-  const bool presigned = has_presigned_query(*query);
 
-  // Signature Version 2 (header "AWS AKID:sig", or ?AWSAccessKeyId=&Signature=; boto3
-  // still presigns with it unless told s3v4). Refused explicitly, as S3's v4-only
-  // regions do, rather than mistaken for an anonymous request.
-  const bool sigv2_query = std::any_of(query->begin(), query->end(), [](const auto& kv) {
-    return kv.first == "AWSAccessKeyId" || kv.first == "Signature";
+  // SigV4a: asymmetric keys tagd does not hold. Refused explicitly, not as malformed.
+  const bool sigv4a_query = std::any_of(query->begin(), query->end(), [](const auto& kv) {
+    return kv.first == "X-Amz-Algorithm" && kv.second == kSigV4aAlgorithm;
   });
-  if ((authorization != nullptr && authorization->rfind("AWS ", 0) == 0) || (!presigned && sigv2_query)) {
-    return Status(ErrorCode::kInvalidRequest,
-                  "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.");
+  if ((authorization != nullptr && authorization->rfind(kSigV4aAlgorithm, 0) == 0) || sigv4a_query) {
+    return Status(ErrorCode::kNotImplemented, "AWS4-ECDSA-P256-SHA256 (SigV4a) signatures are not supported");
   }
-  if (authorization == nullptr && !presigned) {
+
+  const bool presigned = has_presigned_query(*query);
+  const bool sigv2_header = authorization != nullptr && sigv2::is_sigv2_authorization(*authorization);
+  const bool sigv2_query = sigv2::has_presigned_query(*query);
+  if (static_cast<int>(authorization != nullptr) + static_cast<int>(presigned) + static_cast<int>(sigv2_query) > 1) {
+    return Status(ErrorCode::kInvalidArgument, "Only one auth mechanism allowed");
+  }
+  if (authorization == nullptr && !presigned && !sigv2_query) {
     if (!allow_anonymous_) return Status(ErrorCode::kAccessDenied, "Anonymous access is not allowed");
     out.body.mode = PayloadMode::kUnsigned;
     return out;
   }
-  if (authorization != nullptr && presigned) {
-    return Status(ErrorCode::kInvalidArgument, "Only one auth mechanism allowed");
+
+  if (sigv2_header || sigv2_query) {
+    // Every x-amz-* header is in the SigV2 string to sign; x-tigris-* never are.
+    if (Status s = check_unsigned_headers(headers, {}, SignatureKind::kSigV2); !s) return s;
+    sigv2::Request request{head.method, head.raw_path, head.raw_query, head.virtual_host_bucket, &headers,
+                           &query.value()};
+    auto v = sigv2::verify(request, store_, now, max_skew_);
+    if (!v) return v.error();
+    out.identity = v->identity;
+    out.presigned = v->presigned;
+    out.sigv2 = true;
+    // SigV2 does not sign the body. A client may still promise its digest in
+    // x-amz-content-sha256 (signed here as an x-amz-* header), which is then checked.
+    const std::string* content_sha = find_header(headers, "x-amz-content-sha256");
+    const std::string payload_hash = content_sha != nullptr ? *content_sha : std::string(kUnsignedPayload);
+    if (Status s = plan_body(out.body, headers, payload_hash, nullptr, out.presigned); !s) return s;
+    return out;
   }
 
   std::string access_key, amz_date, signature;
@@ -162,6 +257,11 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
   if (std::find(signed_headers.begin(), signed_headers.end(), "host") == signed_headers.end()) {
     return Status(ErrorCode::kAccessDenied, "host must be a signed header");
   }
+  if (Status s = check_unsigned_headers(headers, signed_headers,
+                                        presigned ? SignatureKind::kSigV4Presigned : SignatureKind::kSigV4Header);
+      !s) {
+    return s;
+  }
   const Identity* identity = store_.find(access_key);
   if (identity == nullptr) {
     return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
@@ -181,51 +281,8 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
   }
   out.identity = identity;
 
-  // How the body must be checked.
-  if (is_hex64(payload_hash)) {
-    out.body.mode = PayloadMode::kSignedSha256;
-    out.body.expected_sha256 = payload_hash;
-  } else if (payload_hash == kUnsignedPayload) {
-    out.body.mode = PayloadMode::kUnsigned;
-  } else if (payload_hash == kStreamingSignedPayload || payload_hash == kStreamingSignedPayloadTrailer ||
-             payload_hash == kStreamingUnsignedPayloadTrailer) {
-    if (presigned) return Status(ErrorCode::kInvalidRequest, "streaming payloads need header authorization");
-    const std::string* decoded = find_header(headers, "x-amz-decoded-content-length");
-    if (decoded == nullptr) {
-      return Status(ErrorCode::kMissingContentLength, "x-amz-decoded-content-length is required for aws-chunked");
-    }
-    out.body.decoded_length = parse_u64(*decoded);
-    if (!out.body.decoded_length) return Status(ErrorCode::kInvalidArgument, "x-amz-decoded-content-length is invalid");
-    AwsChunkedOptions options;
-    options.signed_chunks = payload_hash != kStreamingUnsignedPayloadTrailer;
-    options.signed_trailer = payload_hash == kStreamingSignedPayloadTrailer;
-    options.signing_key = key;
-    options.amz_date = amz_date;
-    options.scope = scope;
-    options.seed_signature = signature;
-    const std::string* trailer = find_header(headers, "x-amz-trailer");
-    // Only the -TRAILER variants carry trailers; the plain signed-chunk format has none.
-    if (payload_hash == kStreamingSignedPayload) trailer = nullptr;
-    if (trailer != nullptr) {
-      std::string_view t = *trailer;
-      while (!t.empty()) {
-        auto comma = t.find(',');
-        std::string name = to_lower(t.substr(0, comma));
-        name.erase(0, name.find_first_not_of(" \t"));
-        name.erase(name.find_last_not_of(" \t") + 1);
-        if (!name.empty()) options.expected_trailers.push_back(std::move(name));
-        if (comma == std::string_view::npos) break;
-        t.remove_prefix(comma + 1);
-      }
-    }
-    out.body.mode = options.signed_chunks ? PayloadMode::kAwsChunkedSigned : PayloadMode::kAwsChunkedUnsigned;
-    out.body.chunked = std::move(options);
-  } else if (payload_hash.rfind("STREAMING-", 0) == 0) {
-    return Status(ErrorCode::kNotImplemented, "x-amz-content-sha256 " + payload_hash + " is not supported");
-  } else {
-    return Status(ErrorCode::kInvalidArgument, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-*, or a "
-                                               "hex SHA-256 digest");
-  }
+  SigV4ChunkContext chunk_context{key, amz_date, scope, signature};
+  if (Status s = plan_body(out.body, headers, payload_hash, &chunk_context, presigned); !s) return s;
   return out;
 }
 
@@ -255,6 +312,11 @@ Status BodyVerifier::feed(std::string_view raw, std::string& payload_out) {
     return Status(ErrorCode::kIncompleteBody, "aws-chunked body is longer than x-amz-decoded-content-length");
   }
   return s;
+}
+
+const std::vector<std::pair<std::string, std::string>>& BodyVerifier::trailers() const noexcept {
+  static const std::vector<std::pair<std::string, std::string>> kNone;
+  return decoder_ ? decoder_->trailers() : kNone;
 }
 
 Status BodyVerifier::finish() {

@@ -22,6 +22,7 @@
 #include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
 #include "tagd/s3/request.hpp"
+#include "tagd/upstream/aws_chunked_encoder.hpp"
 
 namespace tagd::gateway {
 
@@ -80,6 +81,48 @@ std::string strip_aws_chunked(std::string_view value) {
     value.remove_prefix(comma + 1);
   }
   return out;
+}
+
+// The x-amz-checksum-* trailer an aws-chunked upload announced, if any: it is forwarded
+// as a trailer. (The decoder has refused algorithms tagd cannot compute.)
+std::optional<std::string> forwarded_trailer(const auth::BodyPlan& plan) {
+  if (!plan.chunked) return std::nullopt;
+  for (const auto& name : plan.chunked->expected_trailers) {
+    if (name.rfind("x-amz-checksum-", 0) == 0) return name;
+  }
+  return std::nullopt;
+}
+
+// Base64 length of the digest a checksum trailer carries (base64 is strict, so exact).
+std::size_t trailer_value_length(std::string_view trailer_name) {
+  auto algorithm = auth::checksum_algorithm_from_name(trailer_name.substr(std::string_view("x-amz-checksum-").size()));
+  std::size_t digest = !algorithm ? 0
+                       : *algorithm == auth::ChecksumAlgorithm::kSha256 ? 32
+                       : *algorithm == auth::ChecksumAlgorithm::kSha1   ? 20
+                                                                         : 4;
+  return (digest + 2) / 3 * 4;
+}
+
+std::string_view trailer_value(const auth::BodyVerifier& verifier, std::string_view name) {
+  for (const auto& [n, v] : verifier.trailers()) {
+    if (n == name) return v;
+  }
+  // finish() succeeded, so the announced trailer was received and checked.
+  assert(false && "verified trailer missing");
+  return {};
+}
+
+// Whether an upstream request carries a checksum value (a header or a trailer).
+bool carries_checksum(const http::request<http::empty_body>& up, bool trailer) {
+  if (trailer) return true;
+  for (const auto& f : up) {
+    std::string_view n = f.name_string();
+    if (n.size() > 15 && iequals(n.substr(0, 15), "x-amz-checksum-") && !iequals(n, "x-amz-checksum-mode") &&
+        !iequals(n, "x-amz-checksum-type") && !iequals(n, "x-amz-checksum-algorithm")) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool idempotent(http::verb v) {
@@ -219,7 +262,9 @@ asio::awaitable<bool> Gateway::dispatch(Exchange& ex) {
     co_return co_await forward(ex);
   }
 
-  auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers};
+  // SigV2 signs "/bucket" + path: a virtual-hosted request names its bucket in Host.
+  auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers,
+                              ex.target.virtual_hosted ? std::string_view(ex.target.bucket) : std::string_view()};
   auto verified = shared_.verifier.verify(head_view, std::chrono::system_clock::now());
   if (!verified) {
     metrics().auth_failures.inc();
@@ -471,20 +516,36 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     for (const auto& w : written) cache_->invalidate(w.bucket, w.key);
   }
 
+  // A checksum the client sent as an aws-chunked trailer goes on as a trailer (the body
+  // re-framed as unsigned aws-chunked), so the upstream stores and checks it too.
+  const std::optional<std::string> trailer = forwarded_trailer(ex.verified.body);
+  std::optional<upstream::AwsChunkedEncoder> encoder;
+  if (trailer) encoder.emplace(kPiece, *trailer);
+
   // The upstream request head.
   http::request<http::empty_body> up{req.method(), s3::upstream_target(ex.target), 11};
   for (const auto& f : req) {
     if (drop_request_header(f.name_string())) continue;
     if (f.name() == http::field::content_encoding && verifier.is_aws_chunked()) {
       std::string rest = strip_aws_chunked(f.value());
+      if (trailer) rest = rest.empty() ? "aws-chunked" : "aws-chunked," + rest;
       if (!rest.empty()) up.insert(f.name(), f.name_string(), rest);
       continue;
     }
     up.insert(f.name(), f.name_string(), f.value());
   }
+  if (!carries_checksum(up, trailer.has_value())) {
+    // An algorithm without its value is an error to S3 (400 InvalidRequest).
+    up.erase("x-amz-sdk-checksum-algorithm");
+  }
   bool upstream_chunked = false;
   if (!has_body) {
     if (req.method() == http::verb::put || req.method() == http::verb::post) up.content_length(0);
+  } else if (trailer) {
+    const std::uint64_t decoded = body_complete ? held.size() : ex.verified.body.decoded_length.value_or(0);
+    up.set("x-amz-decoded-content-length", std::to_string(decoded));
+    up.set("x-amz-trailer", *trailer);
+    up.content_length(encoder->encoded_length(decoded, trailer_value_length(*trailer)));
   } else if (body_complete) {
     up.content_length(held.size());
   } else if (ex.verified.body.decoded_length) {
@@ -495,7 +556,8 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     up.chunked(true);
     upstream_chunked = true;
   }
-  std::string payload_hash = ex.verified.body.mode == auth::PayloadMode::kSignedSha256 ? ex.verified.body.expected_sha256
+  std::string payload_hash = trailer ? std::string(auth::kStreamingUnsignedPayloadTrailer)
+                             : ex.verified.body.mode == auth::PayloadMode::kSignedSha256 ? ex.verified.body.expected_sha256
                              : has_body ? std::string(auth::kUnsignedPayload)
                                         : std::string(auth::kEmptySha256);
   // An anonymous request (allowed by auth.allow_anonymous) goes upstream unsigned: the
@@ -505,6 +567,16 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
   upstream::sign_request(up.base(), req.method_string(), up.target(), pool_->endpoint().host_header, payload_hash,
                          ex.verified.identity != nullptr ? shared_.signing : kAnonymous,
                          std::chrono::system_clock::now());
+  // The bytes that carry `payload` upstream: itself, or its aws-chunked framing (with the
+  // final chunk and the verified trailer once `last`).
+  std::string framed;
+  auto frame = [&](std::string_view payload, bool last) -> std::string_view {
+    if (!encoder) return payload;
+    framed.clear();
+    encoder->encode(payload, framed);
+    if (last) encoder->finish(trailer_value(verifier, *trailer), framed);
+    return framed;
+  };
 
   const bool replayable = body_complete;
   std::unique_ptr<upstream::Connection> conn;
@@ -541,9 +613,11 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
     boost::system::error_code ec;
     std::tie(ec, std::ignore) =
         co_await conn->visit([&](auto& s) { return http::async_write_header(s, sr, kTuple); });
-    if (!ec && replayable && !held.empty()) {
+    if (!ec && replayable && has_body) {
+      if (trailer) encoder.emplace(kPiece, *trailer);  // a retry frames the body anew
+      std::string_view bytes = frame(held, true);
       conn->tcp().expires_after(config.upstream_read_timeout);
-      ec = co_await conn->visit([&](auto& s) { return write_payload(s, held, upstream_chunked); });
+      ec = co_await conn->visit([&](auto& s) { return write_payload(s, bytes, upstream_chunked); });
     }
     if (!ec && replayable && upstream_chunked) {
       conn->tcp().expires_after(config.upstream_read_timeout);
@@ -572,8 +646,9 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
         if (next.empty()) continue;
         if (!held.empty()) {
           // The upstream timeout bounds each write, not the whole (arbitrarily long) upload.
+          std::string_view bytes = frame(held, false);
           conn->tcp().expires_after(config.upstream_read_timeout);
-          ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
+          ec = co_await conn->visit([&](auto& st) { return write_payload(st, bytes, upstream_chunked); });
           if (ec) break;
         }
         held = std::move(next);
@@ -586,8 +661,9 @@ asio::awaitable<bool> Gateway::forward(Exchange& ex) {
           spdlog::warn("request {}: upload aborted upstream: {}", ex.request_id, s.message());
           co_return co_await send_error(config, ex, s);
         }
+        std::string_view bytes = frame(held, true);
         conn->tcp().expires_after(config.upstream_read_timeout);
-        ec = co_await conn->visit([&](auto& st) { return write_payload(st, held, upstream_chunked); });
+        ec = co_await conn->visit([&](auto& st) { return write_payload(st, bytes, upstream_chunked); });
         if (!ec && upstream_chunked) {
           conn->tcp().expires_after(config.upstream_read_timeout);
           ec = co_await conn->visit([&](auto& st) { return write_last_chunk(st); });

@@ -262,7 +262,13 @@ bool is_auth_param(const Target& target, std::string_view name) {
   // a query would still be one to S3, so compare without case.
   std::string lower = to_lower(name);
   if (std::find(kSigV4.begin(), kSigV4.end(), lower) != kSigV4.end()) return true;
-  if (name == "AWSAccessKeyId" || name == "Signature" || name == "Expires") return target.has_param("AWSAccessKeyId");
+  // SigV2 query auth; botocore also copies the signed Content-Type/Content-MD5 into the
+  // URL (the verifier requires the header to carry the same value, and it is the header
+  // that goes upstream).
+  if (name == "AWSAccessKeyId" || name == "Signature" || name == "Expires" || name == "content-type" ||
+      name == "content-md5") {
+    return target.has_param("AWSAccessKeyId");
+  }
   return false;
 }
 

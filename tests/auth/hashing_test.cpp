@@ -74,6 +74,14 @@ TEST(HashingTest, HmacSha256Rfc4231) {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+TEST(HashingTest, HmacSha1Rfc2202) {
+  // Test case 2: key = "Jefe"; test case 1: key = 0x0b * 20, "Hi There".
+  EXPECT_EQ(to_hex(hmac_sha1("Jefe", "what do ya want for nothing?")), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+  EXPECT_EQ(to_hex(hmac_sha1(std::string(20, '\x0b'), "Hi There")), "b617318655057264e28bc0b6fb378c8ef146be00");
+  const Sha1Digest zero{};
+  EXPECT_NE(hmac_sha1("", "x"), zero);
+}
+
 TEST(HashingTest, HmacWithEmptyKeyIsWellDefined) {
   const Sha256Digest a = hmac_sha256(std::string_view(), "x");
   const Sha256Digest zero{};

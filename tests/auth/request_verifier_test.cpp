@@ -96,9 +96,10 @@ TEST_F(RequestVerifierTest, UnknownKeyAnonymousAndSigV2) {
   ASSERT_TRUE(allowed.has_value());
   EXPECT_EQ(allowed->identity, nullptr);
 
+  // A SigV2 query is verified (sigv2_test.cpp), never mistaken for an anonymous request.
   auto v2 = verify("GET", "/b/k", "AWSAccessKeyId=AK&Signature=abc&Expires=1", bare, signing_time(), true);
   ASSERT_FALSE(v2.has_value());
-  EXPECT_EQ(v2.error().code(), ErrorCode::kInvalidRequest);
+  EXPECT_EQ(v2.error().code(), ErrorCode::kExpiredPresign);
 }
 
 TEST_F(RequestVerifierTest, MissingContentSha256IsRefused) {
@@ -188,14 +189,28 @@ TEST_F(RequestVerifierTest, ContentMd5AndChecksumHeaders) {
                         static_cast<std::uint8_t>(crc >> 8), static_cast<std::uint8_t>(crc)};
   auto with_crc = put_object_headers();
   with_crc.emplace_back("x-amz-checksum-crc32", base64_encode(be));
-  auto c = verify("PUT", "/test%24file.text", "", with_crc, signing_time());
+  // Outside SignedHeaders it is refused (unsigned_headers_test.cpp); the digest itself is
+  // checked the same way for every kind of request, shown here on an anonymous one.
+  auto unsigned_crc = verify("PUT", "/test%24file.text", "", with_crc, signing_time());
+  ASSERT_FALSE(unsigned_crc.has_value());
+  EXPECT_EQ(unsigned_crc.error().code(), ErrorCode::kAccessDenied);
+  HeaderList anonymous_crc{{"Host", "examplebucket.s3.amazonaws.com"}, {"x-amz-checksum-crc32", base64_encode(be)}};
+  auto c = verify("PUT", "/test%24file.text", "", anonymous_crc, signing_time(), /*anonymous=*/true);
   ASSERT_TRUE(c.has_value());
   BodyVerifier ok(c->body);
   ASSERT_TRUE(ok.feed(body, out).is_ok());
   EXPECT_TRUE(ok.finish().is_ok());
   BodyVerifier wrong(c->body);
   ASSERT_TRUE(wrong.feed("Welcome to Amazon S3!", out).is_ok());
-  EXPECT_EQ(wrong.finish().code(), ErrorCode::kXAmzContentSHA256Mismatch);  // first failing digest wins
+  EXPECT_EQ(wrong.finish().code(), ErrorCode::kBadDigest);
+
+  // With a signed payload hash too, the first failing digest wins.
+  BodyPlan both = c->body;
+  both.mode = PayloadMode::kSignedSha256;
+  both.expected_sha256 = sha256_hex(body);
+  BodyVerifier wrong_both(both);
+  ASSERT_TRUE(wrong_both.feed("Welcome to Amazon S3!", out).is_ok());
+  EXPECT_EQ(wrong_both.finish().code(), ErrorCode::kXAmzContentSHA256Mismatch);
 }
 
 }  // namespace

@@ -226,5 +226,65 @@ class AccessLogTest(TagdTestCase):
         self.assertFalse(any(line.startswith("FORGED") for line in log.splitlines()), log[-2000:])
 
 
+
+
+class TrailerChecksumTest(TagdTestCase):
+    """Class 5 (checksums end to end). Before: a checksum sent as an aws-chunked trailer
+    was verified by tagd and then dropped, while x-amz-sdk-checksum-algorithm still went
+    upstream (AWS answers that combination 400)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.bucket = unique("trust-trailer")
+        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+
+    def test_trust5_trailer_checksum_reaches_the_upstream(self):
+        from harness import FakeUpstream, streaming_put
+        # What tagd sends, seen by a scripted upstream: the same checksum, as a trailer of
+        # an unsigned aws-chunked body, with the algorithm header beside it.
+        fake = FakeUpstream(lambda req: FakeUpstream.response(200, headers={"ETag": '"e"'}))
+        self.addCleanup(fake.stop)
+        gw = self.start_test_tagd(upstream=fake.endpoint)
+        for algorithm, size in (("crc32", 300 * 1024 + 7), ("crc32c", 0), ("sha256", 65536), ("sha1", 5)):
+            with self.subTest(algorithm=algorithm, size=size):
+                key = unique(f"tr-{algorithm}")
+                payload = bytes((i * 7) % 251 for i in range(size))
+                value = checksum_b64(algorithm, payload)
+                st, _, body = streaming_put(gw.port, f"/{self.bucket}/{key}", payload,
+                                            mode=STREAMING_UNSIGNED_TRAILER, trailer_algorithm=algorithm)
+                self.assertEqual(st, 200, body)
+                sent = fake.requests[-1]
+                self.assertEqual(sent["headers"]["x-amz-content-sha256"], STREAMING_UNSIGNED_TRAILER)
+                self.assertEqual(sent["headers"]["x-amz-trailer"], f"x-amz-checksum-{algorithm}")
+                self.assertEqual(sent["headers"]["x-amz-decoded-content-length"], str(size))
+                self.assertIn("aws-chunked", sent["headers"]["content-encoding"])
+                self.assertTrue(sent["body"].endswith(f"0\r\nx-amz-checksum-{algorithm}:{value}\r\n\r\n".encode()),
+                                sent["body"][-100:])
+                # A real S3 implementation (moto) decodes that framing to the same bytes.
+                st, _, body = streaming_put(self.tagd.port, f"/{self.bucket}/{key}", payload,
+                                            mode=STREAMING_UNSIGNED_TRAILER, trailer_algorithm=algorithm)
+                self.assertEqual(st, 200, body)
+                self.assertEqual(self.moto.object_bytes(self.bucket, key), payload)
+
+    def test_trust5_algorithm_header_never_travels_without_its_value(self):
+        from harness import FakeUpstream
+        fake = FakeUpstream(lambda req: FakeUpstream.response(200, headers={"ETag": '"e"'}))
+        self.addCleanup(fake.stop)
+        gw = self.start_test_tagd(upstream=fake.endpoint)
+        # A signed PUT that names an algorithm but carries no checksum value: the name is
+        # dropped. With its value, both travel.
+        r = signed_request(gw.port, "PUT", f"/{self.bucket}/a", body=b"abc",
+                           headers={"x-amz-sdk-checksum-algorithm": "CRC32"})
+        self.assertEqual(r[0], 200, r[2])
+        self.assertNotIn("x-amz-sdk-checksum-algorithm", fake.requests[-1]["headers"])
+        r = signed_request(gw.port, "PUT", f"/{self.bucket}/b", body=b"abc",
+                           headers={"x-amz-sdk-checksum-algorithm": "CRC32",
+                                    "x-amz-checksum-crc32": checksum_b64("crc32", b"abc")})
+        self.assertEqual(r[0], 200, r[2])
+        self.assertEqual(fake.requests[-1]["headers"].get("x-amz-sdk-checksum-algorithm"), "CRC32")
+        self.assertEqual(fake.requests[-1]["headers"].get("x-amz-checksum-crc32"), checksum_b64("crc32", b"abc"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -191,6 +191,8 @@ TEST(AuthParams, SigV2OnlyWithAccessKeyId) {
   Target plain = resolve("/b/k?Expires=1");
   EXPECT_FALSE(is_auth_param(plain, "Expires"));
   EXPECT_EQ(name("GET", "/b/k?AWSAccessKeyId=A&Expires=1&Signature=s"), "GetObject");
+  EXPECT_EQ(name("PUT", "/b/k?AWSAccessKeyId=A&Expires=1&Signature=s&content-type=text%2Fplain"), "PutObject");
+  EXPECT_EQ(name("PUT", "/b/k?content-type=text%2Fplain"), "error:InvalidArgument");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 namespace tagd::auth {
 
 using Sha256Digest = std::array<std::uint8_t, 32>;
+using Sha1Digest = std::array<std::uint8_t, 20>;
 
 [[nodiscard]] std::string to_hex(std::span<const std::uint8_t> bytes);
 [[nodiscard]] std::string base64_encode(std::span<const std::uint8_t> bytes);
@@ -23,6 +24,8 @@ using Sha256Digest = std::array<std::uint8_t, 32>;
 [[nodiscard]] std::string sha256_hex(std::string_view data);
 [[nodiscard]] Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data);
 [[nodiscard]] Sha256Digest hmac_sha256(std::string_view key, std::string_view data);
+// HMAC-SHA1: Signature Version 2 only.
+[[nodiscard]] Sha1Digest hmac_sha1(std::string_view key, std::string_view data);
 
 // Algorithms a client may name in Content-MD5 / x-amz-checksum-* / x-amz-trailer.
 enum class ChecksumAlgorithm { kCrc32, kCrc32c, kSha1, kSha256, kMd5 };

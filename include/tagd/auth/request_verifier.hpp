@@ -1,6 +1,9 @@
 #pragma once
-// Decides who sent a request (SigV4 header or presigned URL, or anonymous) and how its
-// body must be checked while it streams. Header-level checks happen before any body byte
+// Decides who sent a request (SigV4 header or presigned URL, SigV2 header or query, or
+// anonymous) and how its body must be checked while it streams. Before any signature is
+// looked at, a repeated security-relevant header is refused (repeated_headers.hpp); an
+// x-amz-*/x-tigris-* header the signature does not cover is refused (unsigned_headers.hpp);
+// SigV4a (AWS4-ECDSA-P256-SHA256) is refused with NotImplemented. Header-level checks happen before any body byte
 // is read; body-level checks (payload hash, aws-chunked signatures, Content-MD5,
 // x-amz-checksum-*) run in BodyVerifier as bytes pass through.
 #include <chrono>
@@ -22,6 +25,9 @@ struct RequestHead {
   std::string_view raw_path;   // as received, still percent-encoded
   std::string_view raw_query;  // without '?'
   const HeaderList* headers = nullptr;
+  // The bucket when the Host header names it (virtual-hosted style), else empty. Only
+  // Signature Version 2 needs it: its CanonicalizedResource is "/bucket" + raw_path.
+  std::string_view virtual_host_bucket;
 };
 
 enum class PayloadMode {
@@ -47,7 +53,8 @@ struct BodyPlan {
 
 struct VerifiedRequest {
   const Identity* identity = nullptr;  // nullptr: anonymous (only when allowed)
-  bool presigned = false;
+  bool presigned = false;              // X-Amz-Signature or (SigV2) Signature in the query
+  bool sigv2 = false;                  // Signature Version 2 (header or query form)
   BodyPlan body;
 };
 
@@ -77,6 +84,9 @@ class BodyVerifier {
   Status finish();
   std::uint64_t payload_bytes() const noexcept { return payload_bytes_; }
   bool is_aws_chunked() const noexcept { return decoder_ != nullptr; }
+  // Trailer headers of an aws-chunked body (lower-case name, value); valid once finish()
+  // returned ok. Empty for other bodies.
+  const std::vector<std::pair<std::string, std::string>>& trailers() const noexcept;
 
  private:
   void hash(std::string_view payload);

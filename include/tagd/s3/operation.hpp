@@ -59,8 +59,9 @@ struct Operation {
 Result<Operation> classify(std::string_view method, const Target& target, const auth::HeaderList& headers);
 
 // True for query parameters that authenticate a request (SigV4 X-Amz-* presign
-// parameters, and SigV2's AWSAccessKeyId/Signature/Expires when AWSAccessKeyId is
-// present). They are never forwarded and never select a variant.
+// parameters, and SigV2's AWSAccessKeyId/Signature/Expires — with the content-type and
+// content-md5 copies botocore adds — when AWSAccessKeyId is present). They are never
+// forwarded and never select a variant.
 bool is_auth_param(const Target& target, std::string_view name);
 
 }  // namespace tagd::s3
