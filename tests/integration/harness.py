@@ -363,12 +363,13 @@ def signature_of(headers: dict) -> str:
     return re.search(r"Signature=([0-9a-f]{64})", headers["Authorization"]).group(1)
 
 
-def raw_request(port: int, method: str, path: str, headers: dict, body=None, timeout: float = 30.0):
-    """Sends one request over a fresh connection; returns (status, headers, body)."""
+def raw_request(port: int, method: str, path: str, headers, body=None, timeout: float = 30.0):
+    """Sends one request over a fresh connection; returns (status, headers, body).
+    `headers` is a dict, or a list of (name, value) pairs when a name must repeat."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for k, v in headers.items():
+        for k, v in (headers.items() if isinstance(headers, dict) else headers):
             conn.putheader(k, v)
         conn.endheaders()
         try:

@@ -80,6 +80,20 @@ def get_raw(port: int, path: str, headers: dict | None = None, timeout: float = 
         conn.close()
 
 
+class CacheTrustCase(TagdTestCase):
+    """moto + a tagd with a cache of 1 MiB blocks in a directory of its own, and a bucket."""
+    cache_dir_name = "tagd-trust"
+    bucket_name = "trust"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tagd_args = cache_args(os.path.join("/tmp", unique(cls.cache_dir_name)))
+        super().setUpClass()
+        cls.addClassCleanup(shutil.rmtree, cls.tagd_args[1], True)
+        cls.bucket = unique(cls.bucket_name)
+        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+
+
 class ScriptedStore:
     """A minimal object store behind FakeUpstream: GET/HEAD with Range, If-Match and
     If-None-Match, DELETE, and objects per X-Tigris-Snapshot-Version ("" = live).
@@ -269,14 +283,8 @@ class SnapshotTest(ScriptedTestCase):
 
 # ----------------------------------------------------------------------------- headers
 
-class HeadersTest(TagdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tagd_args = cache_args(os.path.join("/tmp", unique("tagd-trust-headers")))
-        super().setUpClass()
-        cls.addClassCleanup(shutil.rmtree, cls.tagd_args[1], True)
-        cls.bucket = unique("hdr")
-        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+class HeadersTest(CacheTrustCase):
+    cache_dir_name, bucket_name = "tagd-trust-headers", "hdr"
 
     def test_headers_unknown_or_answer_changing_request_headers_bypass(self):
         data = os.urandom(20_000)
@@ -305,14 +313,8 @@ class HeadersTest(TagdTestCase):
 
 # ----------------------------------------------------------------------------- changed upstream
 
-class ChangedUpstreamTest(TagdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tagd_args = cache_args(os.path.join("/tmp", unique("tagd-trust-changed")))
-        super().setUpClass()
-        cls.addClassCleanup(shutil.rmtree, cls.tagd_args[1], True)
-        cls.bucket = unique("chg")
-        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+class ChangedUpstreamTest(CacheTrustCase):
+    cache_dir_name, bucket_name = "tagd-trust-changed", "chg"
 
     def test_changed_upstream_after_partial_cache_gives_the_new_object(self):
         old = os.urandom(3 * MiB + 100)
@@ -385,14 +387,8 @@ class ChangedMidResponseTest(ScriptedTestCase):
 
 # ----------------------------------------------------------------------------- checksum
 
-class ChecksumTest(TagdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tagd_args = cache_args(os.path.join("/tmp", unique("tagd-trust-checksum")))
-        super().setUpClass()
-        cls.addClassCleanup(shutil.rmtree, cls.tagd_args[1], True)
-        cls.bucket = unique("sum")
-        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+class ChecksumTest(CacheTrustCase):
+    cache_dir_name, bucket_name = "tagd-trust-checksum", "sum"
 
     def put(self, key, data):
         self.moto.client().put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="CRC32")

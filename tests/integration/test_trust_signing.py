@@ -40,25 +40,9 @@ WRITER_PREFIX = "scratch-"
 NOT_SIGNED = "There were headers present in the request which were not signed"
 
 
-def send(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None = None,
-         timeout: float = 30.0):
-    """One request with headers given as a list, so a name may repeat; returns
-    (status, headers, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for k, v in headers:
-            conn.putheader(k, v)
-        conn.endheaders()
-        if body:
-            try:
-                conn.send(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
+def send(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None = None):
+    """One request with headers given as a list, so a name may repeat."""
+    return harness.raw_request(port, method, path, headers, body or None)
 
 
 def send_url(url: str, method: str = "GET", headers: dict | None = None, body: bytes | None = None):
