@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""The README's run command without an upstream: moto (signature checking on) as the
-embedded upstream, tagd in front of it on 127.0.0.1:8080, a short boto3 session through
-tagd, then tagd keeps serving until Ctrl-C."""
+"""The README's run command without an upstream: moto as the embedded upstream, tagd in
+front of it on 127.0.0.1:8080, a short boto3 session through tagd, then tagd keeps serving
+until Ctrl-C.
+
+The embedded moto runs without its own signature check: tagd verifies every client
+itself, and moto's check refuses valid listings that carry a delimiter (`aws s3 ls`), so
+with it on the first command printed below would fail. (The integration tests keep moto's
+check on where re-signing is what they test.)"""
 import argparse
 import os
 import secrets
@@ -26,8 +31,8 @@ def main():
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="tagd-demo-")
-    print(f"[demo] starting moto (local S3, signature checking on); logs in {workdir}")
-    moto = Moto(verify_signatures=True, log_path=os.path.join(workdir, "moto.log"))
+    print(f"[demo] starting moto (local S3 on loopback; tagd verifies clients); logs in {workdir}")
+    moto = Moto(verify_signatures=False, log_path=os.path.join(workdir, "moto.log"))
     client_key = ("TAGDDEMO" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30))
     print(f"[demo] starting tagd on 127.0.0.1:{args.port} -> {moto.endpoint}")
     try:
@@ -80,7 +85,11 @@ def main():
         print(f"  export AWS_ENDPOINT_URL={tagd.endpoint} AWS_ACCESS_KEY_ID={client_key[0]} "
               f"AWS_SECRET_ACCESS_KEY={client_key[1]} AWS_DEFAULT_REGION=us-east-1")
         print("  aws s3 ls s3://demo/")
-        print(f"Logs: {workdir}/tagd.log   Stop: Ctrl-C")
+        print("  aws s3 cp s3://demo/greeting.txt -")
+        print("  echo hi | aws s3 cp - s3://demo/hi.txt")
+        print(f"  python3 -c \"import boto3; print(boto3.client('s3').list_objects_v2(Bucket='demo', "
+              f"Delimiter='/')['KeyCount'])\"")
+        print(f"Logs: {workdir}/tagd.log   Stop: Ctrl-C", flush=True)
         sys.stdout.flush()
         if not args.no_wait:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
