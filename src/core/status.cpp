@@ -17,6 +17,7 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::kInvalidDigest:
     case ErrorCode::kInvalidRequest:
     case ErrorCode::kInvalidArgument:
+    case ErrorCode::kInvalidBucketName:
     case ErrorCode::kIncompleteBody:
     case ErrorCode::kMalformedXML:
     case ErrorCode::kRequestHeaderSectionTooLarge:
@@ -50,6 +51,7 @@ const char* s3_code(ErrorCode code) noexcept {
     case ErrorCode::kInvalidDigest: return "InvalidDigest";
     case ErrorCode::kInvalidRequest: return "InvalidRequest";
     case ErrorCode::kInvalidArgument: return "InvalidArgument";
+    case ErrorCode::kInvalidBucketName: return "InvalidBucketName";
     case ErrorCode::kIncompleteBody: return "IncompleteBody";
     case ErrorCode::kMissingContentLength: return "MissingContentLength";
     case ErrorCode::kMalformedXML: return "MalformedXML";

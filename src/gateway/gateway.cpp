@@ -47,8 +47,14 @@ std::string next_request_id() {
 
 namespace {
 
-// Headers that describe one hop, or that tagd replaces when it re-signs.
+// Headers that describe one hop, or that tagd replaces when it re-signs; and headers an
+// upstream or proxy might honour without tagd having authorized them: method overrides,
+// and names with '_' (some servers map "x_amz_acl" to "x-amz-acl"; S3 defines none).
 bool drop_request_header(std::string_view name) {
+  if (name.find('_') != std::string_view::npos) return true;
+  for (auto d : {"x-http-method-override", "x-http-method", "x-method-override"}) {
+    if (iequals(name, d)) return true;
+  }
   static constexpr std::string_view kDrop[] = {
       "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding",
       "upgrade", "host", "authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "expect",

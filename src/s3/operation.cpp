@@ -112,6 +112,27 @@ bool takes_param(std::string_view op, std::string_view p) {
   return p == "versionId";
 }
 
+// A key that a path-normalizing upstream or proxy would read as another path: a "." or
+// ".." segment ("b/../c/x" leaves the bucket, "x/..?acl" becomes a bucket request), or
+// nothing but '/' (the bucket itself). Refused for every grant; prefix-limited grants
+// refuse empty segments too (credentials.cpp).
+Status check_key(std::string_view key, std::string_view what) {
+  bool only_slashes = !key.empty();
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t slash = key.find('/', start);
+    std::string_view segment = key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (segment == "." || segment == "..") {
+      return Status(ErrorCode::kInvalidArgument, std::string(what) + " has a '.' or '..' path segment");
+    }
+    if (!segment.empty()) only_slashes = false;
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  if (only_slashes) return Status(ErrorCode::kInvalidArgument, std::string(what) + " is only '/'");
+  return Status::ok();
+}
+
 Permission need(Action action, Scope scope, std::string bucket, std::string path = {}) {
   return Permission{action, scope, std::move(bucket), std::move(path)};
 }
@@ -238,6 +259,7 @@ Result<Operation> from_table(std::string_view method, Level level, std::string_v
 Result<ObjectRef> source_of(std::string_view header, const std::string& value) {
   auto source = parse_copy_source(value);
   if (!source) return Status(ErrorCode::kInvalidArgument, "Invalid " + std::string(header));
+  if (Status s = check_key(source->key, header); !s) return s;
   return ObjectRef{source->bucket, source->key};
 }
 
@@ -281,6 +303,9 @@ Result<Operation> classify(std::string_view method, const Target& t, const auth:
     return op;
   }
   const Level level = t.bucket.empty() ? Level::kService : t.key.empty() ? Level::kBucket : Level::kObject;
+  if (level == Level::kObject) {
+    if (Status s = check_key(t.key, "the key"); !s) return s;
+  }
   const auto* subs_begin = level == Level::kObject ? kObjectSubresources.begin() : kBucketSubresources.begin();
   const auto* subs_end = level == Level::kObject ? kObjectSubresources.end() : kBucketSubresources.end();
 
@@ -320,6 +345,10 @@ Result<Operation> classify(std::string_view method, const Target& t, const auth:
     if (!source) return source.error();
     op->name = op->name == "PutObject" ? "CopyObject" : "UploadPartCopy";
     op->needs.push_back(need(Action::kRead, Scope::kObject, source->bucket, source->key));
+    if (*tigris_rename && !iequals(**tigris_rename, "true") && !iequals(**tigris_rename, "false")) {
+      // A lenient upstream might read "1" or "t" as true: only the two words are accepted.
+      return Status(ErrorCode::kInvalidArgument, "X-Tigris-Rename must be true or false");
+    }
     if (*tigris_rename && iequals(**tigris_rename, "true")) {
       if (op->name != "CopyObject") return Status(ErrorCode::kInvalidArgument, "X-Tigris-Rename needs CopyObject");
       // A move: the source disappears, so its holder must be allowed to delete it.
@@ -335,6 +364,9 @@ Result<Operation> classify(std::string_view method, const Target& t, const auth:
     // x-amz-rename-source names a key of the same bucket ("/bucket/key" or "bucket/key").
     auto source = source_of("x-amz-rename-source", **rename_source);
     if (!source) return source.error();
+    if (source->bucket != t.bucket) {
+      return Status(ErrorCode::kInvalidArgument, "x-amz-rename-source must name a key of the same bucket");
+    }
     op->needs.push_back(need(Action::kDelete, Scope::kObject, source->bucket, source->key));
     op->writes.push_back(*source);
   } else if (*rename_source) {

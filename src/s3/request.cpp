@@ -19,6 +19,23 @@ std::optional<std::string> Target::param(std::string_view name) const {
   return std::nullopt;
 }
 
+namespace {
+// Characters an upstream never reads as structure. A '/', '%' or '\' in a bucket taken
+// from Host would be encoded into the upstream path and split there differently (an
+// object request the policy saw as a bucket request); "." and ".." are path segments.
+// Upper case and '_' stay allowed: legacy buckets have them, and the upstream judges the
+// finer naming rules (length, DNS form) itself.
+Status check_bucket_name(std::string_view bucket) {
+  const bool safe = bucket.size() <= 255 && bucket != "." && bucket != ".." &&
+                    std::all_of(bucket.begin(), bucket.end(), [](char c) {
+                      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                             c == '-' || c == '_';
+                    });
+  if (safe) return Status::ok();
+  return Status(ErrorCode::kInvalidBucketName, "The specified bucket is not valid.");
+}
+}  // namespace
+
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain) {
   if (request_target.empty() || request_target.front() != '/') {
@@ -51,6 +68,7 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
     t.virtual_hosted = true;
     t.bucket = h.substr(0, h.size() - virtual_host_domain.size() - 1);
     t.key = path->substr(1);
+    if (Status s = check_bucket_name(t.bucket); !s) return s;
     return t;
   }
   std::string_view rest = std::string_view(*path).substr(1);
@@ -58,6 +76,9 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   t.bucket = std::string(rest.substr(0, slash));
   if (slash != std::string_view::npos) t.key = std::string(rest.substr(slash + 1));
   if (t.bucket.empty() && !t.key.empty()) return Status(ErrorCode::kInvalidRequest, "empty bucket name");
+  if (!t.bucket.empty()) {
+    if (Status s = check_bucket_name(t.bucket); !s) return s;
+  }
   return t;
 }
 

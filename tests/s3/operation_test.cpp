@@ -177,6 +177,27 @@ TEST(OperationTable, Trust1CopyRenameAndForkSources) {
   EXPECT_TRUE(needs(*fork, Action::kRead, Scope::kBucket, "parent"));
 }
 
+// Class 1: keys a path-normalizing upstream would read as another path are refused for
+// every grant (prefix grants also refuse empty segments: credentials_test).
+TEST(OperationTable, Trust1DotSegmentsAreRefusedForEveryone) {
+  for (const char* target : {"/b/../c/secret", "/b/x/..", "/b/x/../y", "/b/./x", "/b/x/.", "/b//", "/b///"}) {
+    EXPECT_EQ(name("GET", target), "error:InvalidArgument") << target;
+    EXPECT_EQ(name("PUT", target), "error:InvalidArgument") << target;
+  }
+  EXPECT_EQ(name("GET", "/b/x/..?acl"), "error:InvalidArgument");
+  EXPECT_EQ(name("PUT", "/b/k", {{"x-amz-copy-source", "/b/x/../../c/secret"}}), "error:InvalidArgument");
+  // Dots inside a segment, empty segments and directory markers are ordinary keys.
+  EXPECT_EQ(name("GET", "/b/a..b/.hidden/x..."), "GetObject");
+  EXPECT_EQ(name("GET", "/b/a//b"), "GetObject");
+  EXPECT_EQ(name("PUT", "/b/dir/"), "PutObject");
+}
+
+TEST(OperationTable, Trust1MovesAreUnambiguous) {
+  EXPECT_EQ(name("PUT", "/b/k", {{"x-amz-copy-source", "b/old"}, {"X-Tigris-Rename", "1"}}), "error:InvalidArgument");
+  EXPECT_EQ(name("PUT", "/b/k", {{"x-amz-copy-source", "b/old"}, {"X-Tigris-Rename", "FALSE"}}), "CopyObject");
+  EXPECT_EQ(name("PUT", "/b/new?renameObject", {{"x-amz-rename-source", "/other/old"}}), "error:InvalidArgument");
+}
+
 TEST(OperationTable, CorsPreflightNeedsNothing) {
   auto o = op("OPTIONS", "/b/k");
   ASSERT_TRUE(o.has_value());

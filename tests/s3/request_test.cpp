@@ -74,6 +74,24 @@ TEST(UpstreamTargetTest, PathStyleSortedQueryWithoutPresignParameters) {
   EXPECT_EQ(upstream_target(not_v2), "/b?Signature=s&prefix=p");
 }
 
+// Class 1: a bucket name is never read as path structure upstream (a '/' from a
+// virtual-hosted Host would become "%2F" in the upstream path and split there).
+TEST(ResolveTargetTest, Trust1BucketNamesAreNeverPathStructure) {
+  for (auto [host, target] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"bb1/topsecret.localhost", "/?prefix=pub/"},
+           {"bb1%2Fx.localhost", "/k"},
+           {"..localhost", "/pub/x"},
+           {"b\\x.localhost", "/k"},
+           {"localhost", "/../k"},
+           {"localhost", "/./k"}}) {
+    auto r = resolve_target(host, target, "localhost");
+    ASSERT_FALSE(r.has_value()) << host << target;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidBucketName) << host << target;
+  }
+  EXPECT_TRUE(resolve_target("localhost", "/Legacy_Bucket.name-1/k", "localhost").has_value());
+  EXPECT_TRUE(resolve_target("my-bucket.localhost", "/k", "localhost").has_value());
+}
+
 // Class 1 (authorize exactly what is forwarded): the upstream receives every occurrence
 // of a parameter, the policy saw only one.
 TEST(ResolveTargetTest, Trust1RefusesRepeatedQueryParameters) {

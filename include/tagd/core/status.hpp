@@ -24,6 +24,7 @@ enum class ErrorCode {
   kInvalidDigest,
   kInvalidRequest,
   kInvalidArgument,
+  kInvalidBucketName,
   kIncompleteBody,
   kMissingContentLength,
   kMalformedXML,
