@@ -232,6 +232,26 @@ class OneResponseTest(TagdTestCase):
                 self.assertNotIn(key, self.moto.keys(self.bucket))
 
 
+class ForwardedHeadersTest(TagdTestCase):
+    """Class 2 (tagd signs only what it authorized). Before: headers with '_' (which some
+    servers map to '-': `x_amz_acl`) and method overrides went upstream under tagd's
+    signature."""
+
+    def test_trust2_lookalike_and_override_headers_are_not_forwarded(self):
+        from harness import FakeUpstream
+        fake = FakeUpstream(lambda req: FakeUpstream.response(200, headers={"ETag": '"e"'}))
+        self.addCleanup(fake.stop)
+        gw = self.start_test_tagd(upstream=fake.endpoint)
+        r = signed_request(gw.port, "PUT", "/bucket/k", body=b"x",
+                           headers={"x_amz_acl": "public-read", "X-HTTP-Method-Override": "DELETE",
+                                    "X-Method-Override": "DELETE", "x-amz-meta-ok": "1"})
+        self.assertEqual(r[0], 200, r[2])
+        sent = fake.requests[-1]["headers"]
+        for name in ("x_amz_acl", "x-http-method-override", "x-method-override"):
+            self.assertNotIn(name, sent)
+        self.assertEqual(sent.get("x-amz-meta-ok"), "1")
+
+
 class AccessLogTest(TagdTestCase):
     """Class 5 (log). Before: keys went into the access log verbatim, so a key holding
     %0A wrote a line of the client's choosing."""
