@@ -118,6 +118,12 @@ std::optional<std::chrono::system_clock::time_point> make_time(int y, int mon, i
   // Leap seconds are not representable in system_clock; no client sends them.
   if (h < 0 || h > 23 || min < 0 || min > 59 || sec < 0 || sec > 59) return std::nullopt;
   const sys_seconds t = sys_days{ymd} + hours{h} + minutes{min} + seconds{sec};
+  // system_clock counts nanoseconds in 64 bits (1677-09-21 .. 2262-04-11); converting a
+  // date outside that range would overflow (undefined behaviour, found by fuzzing).
+  if (t < time_point_cast<seconds>(system_clock::time_point::min()) ||
+      t > time_point_cast<seconds>(system_clock::time_point::max())) {
+    return std::nullopt;
+  }
   return system_clock::time_point{t};
 }
 
@@ -582,15 +588,25 @@ std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string
   int h = 0;
   int m = 0;
   int s = 0;
-  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
-  if (value.size() == 29 && value[3] == ',' && value[4] == ' ' && value[7] == ' ' && value[11] == ' ' &&
-      value[16] == ' ' && value.substr(25) == " GMT") {
+  // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT", or with an RFC 5322 numeric zone
+  // "Sun, 06 Nov 1994 08:49:37 -0000" (what botocore signs when a Date header is set).
+  const bool gmt = value.size() == 29 && value.substr(25) == " GMT";
+  const bool numeric_zone = value.size() == 31 && value[25] == ' ' && (value[26] == '+' || value[26] == '-');
+  if ((gmt || numeric_zone) && value[3] == ',' && value[4] == ' ' && value[7] == ' ' && value[11] == ' ' &&
+      value[16] == ' ') {
     if (!is_one_of(value.substr(0, 3), kWeekdaysShort)) return std::nullopt;
     const auto d = parse_fixed_digits(value, 5, 2);
     const auto mon = parse_month(value.substr(8, 3));
     const auto y = parse_fixed_digits(value, 12, 4);
     if (!d || !mon || !y || !parse_clock(value, 17, h, m, s)) return std::nullopt;
-    return make_time(*y, *mon, *d, h, m, s);
+    auto t = make_time(*y, *mon, *d, h, m, s);
+    if (!t || gmt) return t;
+    const auto zh = parse_fixed_digits(value, 27, 2);
+    const auto zm = parse_fixed_digits(value, 29, 2);
+    if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
+    const auto offset = std::chrono::hours(*zh) + std::chrono::minutes(*zm);
+    // Local time = UTC + offset, so UTC = local - offset.
+    return value[26] == '+' ? *t - offset : *t + offset;
   }
   // RFC 850 (obsolete, but HTTP/1.1 recipients must accept it): "Sunday, 06-Nov-94 08:49:37 GMT"
   const std::size_t comma = value.find(',');

@@ -908,11 +908,44 @@ TEST(SigV4DateTest, AmzDateRejectsMalformed) {
   }
 }
 
+// Found by tests/fuzz/sigv4_parse_fuzz: a year the nanosecond system_clock cannot hold
+// (e.g. X-Amz-Date 99991231T235959Z, or a credential scope date 31200524) overflowed a
+// signed multiplication converting seconds to nanoseconds. Such dates are refused.
+TEST(SigV4DateTest, DatesOutsideTheClockRangeAreRefused) {
+  for (const std::string_view bad : {"99991231T235959Z", "31200524T000000Z", "22620411T234717Z", "16770921T001243Z",
+                                     "00010101T000000Z"}) {
+    EXPECT_FALSE(parse_amz_date(bad).has_value()) << bad;
+  }
+  EXPECT_TRUE(parse_amz_date("22620411T234716Z").has_value());
+  EXPECT_TRUE(parse_amz_date("16770921T001244Z").has_value());
+  EXPECT_FALSE(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").has_value());
+  EXPECT_FALSE(parse_http_date("Mon Jan  1 00:00:00 1000").has_value());
+
+  const std::string sig(64, 'a');
+  auto query = parse_query(
+      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F31200524%2Fus-east-1%2Fs3%2Faws4_request"
+      "&X-Amz-Date=31200524T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=" + sig);
+  ASSERT_TRUE(query.has_value());
+  auto presigned = parse_presigned_query(*query);
+  ASSERT_FALSE(presigned.has_value());
+  EXPECT_EQ(presigned.error().code(), ErrorCode::kAuthorizationQueryParametersError);
+  auto header = parse_authorization_header("AWS4-HMAC-SHA256 Credential=AKID/99991231/us-east-1/s3/aws4_request, "
+                                           "SignedHeaders=host, Signature=" + sig);
+  ASSERT_FALSE(header.has_value());
+  EXPECT_EQ(header.error().code(), ErrorCode::kAuthorizationHeaderMalformed);
+}
+
 TEST(SigV4DateTest, HttpDateFormats) {
   const auto expected = parse_amz_date("20130524T000000Z");
   EXPECT_EQ(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), expected);
   EXPECT_EQ(parse_http_date("Friday, 24-May-13 00:00:00 GMT"), expected);
   EXPECT_EQ(parse_http_date("Fri May 24 00:00:00 2013"), expected);
+  // RFC 5322 numeric zones, as botocore formats a Date header it signs.
+  EXPECT_EQ(parse_http_date("Fri, 24 May 2013 00:00:00 -0000"), expected);
+  EXPECT_EQ(parse_http_date("Fri, 24 May 2013 02:30:00 +0230"), expected);
+  EXPECT_EQ(parse_http_date("Thu, 23 May 2013 19:00:00 -0500"), expected);
+  EXPECT_FALSE(parse_http_date("Fri, 24 May 2013 00:00:00 +2400").has_value());
+  EXPECT_FALSE(parse_http_date("Fri, 24 May 2013 00:00:00 *0000").has_value());
   EXPECT_EQ(parse_http_date("Sun Nov  6 08:49:37 1994"), parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"));
   EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"));
