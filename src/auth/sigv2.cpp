@@ -265,14 +265,11 @@ std::string signature(std::string_view secret_access_key, std::string_view strin
 
 std::optional<std::chrono::system_clock::time_point> parse_date(std::string_view value) {
   value = trim_ows(value);
+  // parse_http_date takes RFC 1123 dates with "GMT" or a numeric zone ("+0000").
   if (auto t = parse_http_date(value)) return t;
-  // "Tue, 27 Mar 2007 19:36:42 +0000": RFC 1123 with a numeric zone of zero.
-  for (std::string_view zone : {std::string_view(" +0000"), std::string_view(" -0000"), std::string_view(" UTC")}) {
-    if (value.size() > zone.size() && value.substr(value.size() - zone.size()) == zone) {
-      std::string gmt(value.substr(0, value.size() - zone.size()));
-      gmt += " GMT";
-      return parse_http_date(gmt);
-    }
+  constexpr std::string_view kUtc = " UTC";
+  if (value.size() > kUtc.size() && value.substr(value.size() - kUtc.size()) == kUtc) {
+    return parse_http_date(std::string(value.substr(0, value.size() - kUtc.size())) + " GMT");
   }
   return parse_amz_date(value);
 }

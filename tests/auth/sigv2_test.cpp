@@ -384,7 +384,8 @@ TEST(SigV2KnownAnswerTest, ParsesDates) {
   ASSERT_TRUE(gmt.has_value());
   EXPECT_EQ(sigv2::parse_date("Tue, 27 Mar 2007 19:36:42 +0000"), gmt);
   EXPECT_EQ(sigv2::parse_date("20070327T193642Z"), gmt);
-  EXPECT_FALSE(sigv2::parse_date("Tue, 27 Mar 2007 19:36:42 +0200").has_value());
+  EXPECT_EQ(sigv2::parse_date("Tue, 27 Mar 2007 21:36:42 +0200"), gmt);
+  EXPECT_EQ(sigv2::parse_date("Tue, 27 Mar 2007 19:36:42 UTC"), gmt);
   EXPECT_FALSE(sigv2::parse_date("yesterday").has_value());
 }
 
