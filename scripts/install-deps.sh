@@ -9,6 +9,9 @@ PACKAGES=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   nginx-light openssl curl
   python3-waitress python3-pytest python3-munch python3-isodate python3-tz
+  # scripts/test.sh sanitize / scripts/fuzz.sh: libFuzzer and the sanitizer runtimes for
+  # clang 14 (gcc's ASan/UBSan runtimes come with build-essential); ccache for rebuilds.
+  clang-14 libclang-rt-14-dev ccache
 )
 if [[ "${TAGD_BENCH_DEPS:-0}" == "1" ]]; then
   PACKAGES+=(wrk gnuplot-nox iproute2)

@@ -96,7 +96,7 @@ void CredentialStore::load_file(const std::string& path) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for "1e400"
     fail(e.what());
   }
   if (!doc.is_object() || !doc.contains("keys") || !doc["keys"].is_array()) fail("needs a \"keys\" array");

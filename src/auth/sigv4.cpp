@@ -605,8 +605,14 @@ std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string
     const auto zm = parse_fixed_digits(value, 29, 2);
     if (!zh || !zm || *zh > 23 || *zm > 59) return std::nullopt;
     const auto offset = std::chrono::hours(*zh) + std::chrono::minutes(*zm);
-    // Local time = UTC + offset, so UTC = local - offset.
-    return value[26] == '+' ? *t - offset : *t + offset;
+    // Local time = UTC + offset, so UTC = local - offset. In seconds, then range-checked
+    // as in make_time: near the clock's ends the shift would overflow the nanoseconds.
+    const auto utc = std::chrono::time_point_cast<std::chrono::seconds>(*t) + (value[26] == '+' ? -offset : offset);
+    if (utc < std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::time_point::min()) ||
+        utc > std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::time_point::max())) {
+      return std::nullopt;
+    }
+    return std::chrono::system_clock::time_point{utc};
   }
   // RFC 850 (obsolete, but HTTP/1.1 recipients must accept it): "Sunday, 06-Nov-94 08:49:37 GMT"
   const std::size_t comma = value.find(',');

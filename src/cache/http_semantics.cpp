@@ -1,5 +1,6 @@
 #include "tagd/core/strings.hpp"
 #include "tagd/cache/http_semantics.hpp"
+#include "tagd/auth/sigv4.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -92,15 +93,9 @@ BlockSpan blocks_for(const ByteRange& range, std::uint32_t block_size) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view value) {
-  std::tm tm{};
-  std::string v(trim_ows(value));
-  // IMF-fixdate first; RFC 850 and asctime are obsolete but still legal.
-  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"}) {
-    tm = {};
-    const char* end = strptime(v.c_str(), format, &tm);
-    if (end != nullptr && *end == '\0') return std::chrono::system_clock::from_time_t(timegm(&tm));
-  }
-  return std::nullopt;
+  // One parser for HTTP dates (auth's: the three RFC 9110 forms and numeric zones, dates
+  // outside the clock's range refused rather than overflowed).
+  return auth::parse_http_date(value);
 }
 
 ConditionalOutcome evaluate_conditionals(const ConditionalHeaders& h, std::string_view etag,
@@ -140,13 +135,20 @@ Freshness freshness(std::string_view cache_control, std::string_view expires, st
       }
     }
   });
+  // Lifetimes are clamped to [0, ttl] before they are added to `now`: a max-age of
+  // 10^10 s or an Expires centuries away would overflow the clock.
   if (max_age) {
-    f.until = std::min(f.until, now + *max_age);
+    f.until = now + std::min(*max_age, ttl);
   } else if (!expires.empty()) {
     auto e = parse_http_date(expires);
     auto d = date.empty() ? std::optional(now) : parse_http_date(date);
     // An invalid Expires (e.g. "0") means already expired.
-    f.until = std::min(f.until, (e && d) ? now + (*e - *d) : now);
+    std::chrono::seconds lifetime{0};
+    if (e && d) {
+      using std::chrono::seconds, std::chrono::time_point_cast;
+      lifetime = time_point_cast<seconds>(*e) - time_point_cast<seconds>(*d);
+    }
+    f.until = now + std::clamp(lifetime, std::chrono::seconds{0}, ttl);
   }
   if (revalidate) f.until = now;
   return f;

@@ -6,8 +6,10 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <limits>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "tagd/cache/block_format.hpp"
@@ -72,7 +74,11 @@ class KvIndex : public CacheIndex {
     }
     return meta;
   }
-  Status put_object(const ObjectKey& key, const ObjectMeta& meta) override { return put(key.encoded(), encode_meta(meta)); }
+  Status put_object(const ObjectKey& key, const ObjectMeta& meta) override {
+    auto encoded = encode_meta(meta);
+    if (!encoded) return Status(ErrorCode::kInvalidArgument, "object metadata is not valid UTF-8: not cached");
+    return put(key.encoded(), *encoded);
+  }
   Status erase_object(const ObjectKey& key) override { return erase(key.encoded()); }
   Status erase_object_variants(const std::string& bucket, const std::string& key) override {
     return erase_prefix(ObjectKey::variants_prefix(bucket, key));
@@ -201,7 +207,7 @@ std::string ObjectKey::variants_prefix(const std::string& bucket, const std::str
   return ObjectKey{bucket, key, ""}.encoded();
 }
 
-std::string encode_meta(const ObjectMeta& m) {
+std::optional<std::string> encode_meta(const ObjectMeta& m) {
   nlohmann::json j;
   j["v"] = kObjectMetaVersion;
   j["size"] = m.size;
@@ -213,25 +219,51 @@ std::string encode_meta(const ObjectMeta& m) {
   j["block_size"] = m.block_size;
   j["checksums"] = m.checksums;
   j["checksums_known"] = m.checksums_known;
-  return j.dump();
+  try {
+    return j.dump();
+  } catch (const nlohmann::json::type_error&) {
+    // A header value that is not UTF-8 (obs-text from the upstream): JSON cannot carry
+    // it unchanged, and a replaced byte would replay a wrong header. Not cached.
+    return std::nullopt;
+  }
 }
+
+namespace {
+// Integers only: nlohmann converts a float such as 1e85 to an integer type with
+// undefined behaviour, and a too-large unsigned silently wraps.
+template <class T>
+T integer_field(const nlohmann::json& j, const char* name) {
+  const auto& v = j.at(name);
+  if (v.is_number_unsigned()) {
+    auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) throw std::out_of_range(name);
+    return static_cast<T>(u);
+  }
+  if (v.is_number_integer() && std::numeric_limits<T>::is_signed) {
+    auto i = v.get<std::int64_t>();
+    if (i < static_cast<std::int64_t>(std::numeric_limits<T>::min())) throw std::out_of_range(name);
+    return static_cast<T>(i);
+  }
+  throw std::out_of_range(name);
+}
+}  // namespace
 
 std::optional<ObjectMeta> decode_meta(std::string_view data) {
   try {
     auto j = nlohmann::json::parse(data);
     if (!j.is_object() || j.value("v", 0) != kObjectMetaVersion) return std::nullopt;
     ObjectMeta m;
-    m.size = j.at("size").get<std::uint64_t>();
+    m.size = integer_field<std::uint64_t>(j, "size");
     m.etag = j.at("etag").get<std::string>();
     m.last_modified = j.at("last_modified").get<std::string>();
     m.headers = j.at("headers").get<std::vector<std::pair<std::string, std::string>>>();
-    m.fetched_at_ms = j.at("fetched_at_ms").get<std::int64_t>();
-    m.fresh_until_ms = j.at("fresh_until_ms").get<std::int64_t>();
-    m.block_size = j.at("block_size").get<std::uint32_t>();
+    m.fetched_at_ms = integer_field<std::int64_t>(j, "fetched_at_ms");
+    m.fresh_until_ms = integer_field<std::int64_t>(j, "fresh_until_ms");
+    m.block_size = integer_field<std::uint32_t>(j, "block_size");
     m.checksums = j.at("checksums").get<std::vector<std::pair<std::string, std::string>>>();
     m.checksums_known = j.at("checksums_known").get<bool>();
     return m;
-  } catch (const nlohmann::json::exception&) {
+  } catch (const std::exception&) {  // nlohmann's exceptions and integer_field's
     return std::nullopt;
   }
 }

@@ -343,7 +343,8 @@ void apply_file(Config& config, const std::string& path) {
   Json doc;
   try {
     doc = Json::parse(in, nullptr, true, /*ignore_comments=*/true);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
+    // Not only parse_error: a number too large for a double ("1e400") is out_of_range.
     throw ConfigError("config file " + path + ": " + e.what());
   }
   if (!doc.is_object()) throw ConfigError("config file " + path + ": top level must be an object");

@@ -128,6 +128,11 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
       // A body tagd cannot frame exactly must not be read as "no body" and run as the
       // next request: refuse and close.
       error = check_request_framing(parser.get().base(), parser.get().version());
+      // And the parser that reads the body must agree that it is chunked.
+      if (error.is_ok() && parser.get().base().find(bhttp::field::transfer_encoding) != parser.get().base().end() &&
+          !parser.chunked()) {
+        error = Status(ErrorCode::kInvalidRequest, "Transfer-Encoding: the body cannot be framed");
+      }
     }
     if (ec || !error.is_ok()) {
       if (!error.is_ok()) {

@@ -47,7 +47,9 @@ TEST(CredentialsTest, RejectsBadFiles) {
                            R"({"keys":[{"access_key_id":"A","secret_access_key":"s","grants":[{"bucket":"b","actions":["fly"]}]}]})",
                            R"({"keys":[{"access_key_id":"A","secret_access_key":"s","grants":[]},
                                        {"access_key_id":"A","secret_access_key":"t","grants":[]}]})",
-                           "[]", "{bad"}) {
+                           "[]", "{bad",
+                           // found by fuzzing: numbers too large for a double
+                           "1e2222", R"({"keys":[1e400]})"}) {
     std::string path = write_temp(text);
     CredentialStore store;
     EXPECT_THROW(store.load_file(path), std::runtime_error) << text;

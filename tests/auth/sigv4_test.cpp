@@ -935,6 +935,15 @@ TEST(SigV4DateTest, DatesOutsideTheClockRangeAreRefused) {
   EXPECT_EQ(header.error().code(), ErrorCode::kAuthorizationHeaderMalformed);
 }
 
+// Found by fuzzing the numeric-zone form: a zone offset applied to a date at the clock's
+// ends overflowed the nanosecond count. Such dates are refused.
+TEST(SigV4DateTest, NumericZoneAtTheClockRangeIsRefused) {
+  EXPECT_FALSE(parse_http_date("Fri, 11 Apr 2262 23:47:16 -2359").has_value());
+  EXPECT_FALSE(parse_http_date("Tue, 21 Sep 1677 00:12:44 +2359").has_value());
+  EXPECT_EQ(parse_http_date("Fri, 24 May 2013 02:00:00 +0200"), parse_amz_date("20130524T000000Z"));
+  EXPECT_EQ(parse_http_date("Thu, 23 May 2013 23:00:00 -0100"), parse_amz_date("20130524T000000Z"));
+}
+
 TEST(SigV4DateTest, HttpDateFormats) {
   const auto expected = parse_amz_date("20130524T000000Z");
   EXPECT_EQ(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), expected);

@@ -110,6 +110,16 @@ TEST(FreshnessTest, TtlAndUpstreamDirectives) {
   EXPECT_EQ(freshness("", "0", "", now, day).until, now);  // invalid Expires: expired
 }
 
+// Found by fuzzing: lifetimes far beyond the clock's range overflowed when added to now.
+TEST(FreshnessTest, HugeLifetimesAreClampedNotOverflowed) {
+  auto now = std::chrono::system_clock::from_time_t(1'800'000'000);
+  const std::chrono::seconds day(86400);
+  EXPECT_EQ(freshness("max-age=99999999999999", "", "", now, day).until, now + day);
+  EXPECT_EQ(freshness("s-maxage=18446744073709551615", "", "", now, day).until, now + day);
+  EXPECT_EQ(freshness("", "Fri, 11 Apr 2262 00:00:00 GMT", "Tue, 21 Sep 1677 01:00:00 GMT", now, day).until, now + day);
+  EXPECT_EQ(freshness("", "Tue, 21 Sep 1677 01:00:00 GMT", "Fri, 11 Apr 2262 00:00:00 GMT", now, day).until, now);
+}
+
 TEST(ClientDirectiveTest, Forms) {
   EXPECT_EQ(client_directive("", ""), ClientDirective::kNone);
   EXPECT_EQ(client_directive("no-cache", ""), ClientDirective::kRevalidate);
@@ -305,6 +315,9 @@ TEST(HttpDateTest, Formats) {
   EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), t);
   EXPECT_EQ(parse_http_date("Sun Nov  6 08:49:37 1994"), t);
   EXPECT_FALSE(parse_http_date("yesterday"));
+  // Found by fuzzing: years outside the clock's range are refused, not overflowed.
+  EXPECT_FALSE(parse_http_date("Sun, 06 Nov 3000 08:49:37 GMT"));
+  EXPECT_FALSE(parse_http_date("Sun Nov  6 08:49:37 15"));
 }
 
 }  // namespace

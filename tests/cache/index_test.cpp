@@ -184,10 +184,46 @@ TEST(MetaCodecTest, RejectsGarbageAndOtherVersions) {
   m.etag = "\"e\"";
   m.checksums = {{"x-amz-checksum-crc32", "AAAAAA=="}};
   m.checksums_known = true;
-  auto round = decode_meta(encode_meta(m));
+  auto round = decode_meta(encode_meta(m).value());
   ASSERT_TRUE(round.has_value());
   EXPECT_EQ(round->checksums, m.checksums);
-  EXPECT_NE(encode_meta(m).find("\"v\":2"), std::string::npos);
+  EXPECT_NE(encode_meta(m).value().find("\"v\":2"), std::string::npos);
+}
+
+// Found by fuzzing: metadata JSON cannot carry unchanged is refused, not thrown; numbers
+// that are not in-range integers drop the record instead of converting with UB.
+TEST(MetaCodecTest, NonUtf8MetadataAndFloatNumbers) {
+  ObjectMeta m;
+  m.etag = "\"e\"";
+  m.headers = {{"x-amz-meta-name", "caf\xe9"}};  // Latin-1 obs-text from an upstream
+  EXPECT_FALSE(encode_meta(m).has_value());
+  m.headers.clear();
+  auto good = encode_meta(m);
+  ASSERT_TRUE(good.has_value());
+  auto with = [&](std::string_view from, std::string_view to) {
+    std::string record = *good;
+    auto pos = record.find(from);
+    EXPECT_NE(pos, std::string::npos) << from;
+    if (pos != std::string::npos) record.replace(pos, from.size(), to);
+    return record;
+  };
+  EXPECT_TRUE(decode_meta(with("\"size\":0", "\"size\":7")).has_value());
+  for (const char* to : {"\"size\":1e85", "\"size\":-1", "\"size\":1.5", "\"size\":123456789012345678901234"}) {
+    EXPECT_FALSE(decode_meta(with("\"size\":0", to)).has_value()) << to;
+  }
+  EXPECT_FALSE(decode_meta(with("\"block_size\":0", "\"block_size\":4294967296")).has_value());
+}
+
+TEST(RocksDbIndexTest, NonUtf8MetadataIsAStatusNotAThrow) {
+  auto dir = std::filesystem::temp_directory_path() / ("tagd_index_utf8_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto index = open_rocksdb_index(dir.string());
+  ASSERT_TRUE(index.has_value());
+  ObjectMeta m;
+  m.etag = "\"e\"";
+  m.last_modified = "\xff";
+  EXPECT_FALSE((*index)->put_object(ObjectKey{"b", "k", ""}, m).is_ok());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(RocksDbIndexTest, AnOldFormatEntryIsDroppedNotMisread) {

@@ -110,6 +110,14 @@ TEST(ConfigTest, FileErrorsNameTheFileAndKey) {
   std::remove(bad_json.c_str());
 }
 
+// Found by tests/fuzz/config_fuzz: a number the JSON parser cannot hold as a double makes
+// nlohmann throw out_of_range (not parse_error), which escaped load() untranslated.
+TEST(ConfigTest, OverflowingNumberInTheFileIsAConfigError) {
+  std::string huge = write_temp(R"({"listen": {"port": 1e400}})");
+  expect_error_naming({"--config", huge}, {}, huge);
+  std::remove(huge.c_str());
+}
+
 TEST(ConfigTest, DescribeMasksSecrets) {
   Config c = load({}, {{"AWS_ACCESS_KEY_ID", "AK"}, {"AWS_SECRET_ACCESS_KEY", "supersecret"}});
   for (const auto& line : describe(c)) EXPECT_EQ(line.find("supersecret"), std::string::npos) << line;

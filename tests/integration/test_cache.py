@@ -21,9 +21,11 @@ def cache_args(path, size="256MiB", extra=()):
 
 
 class CacheTestCase(TagdTestCase):
+    cache_size = "256MiB"
+
     @classmethod
     def setUpClass(cls):
-        cls.tagd_args = cache_args(os.path.join("/tmp", unique("tagd-cache-cls")))
+        cls.tagd_args = cache_args(os.path.join("/tmp", unique("tagd-cache-cls")), cls.cache_size)
         super().setUpClass()
         cls.addClassCleanup(harness.shutil.rmtree, cls.tagd_args[1], True)
         cls.bucket = unique("cache")
@@ -180,6 +182,11 @@ class HitMissTest(CacheTestCase):
 
 
 class ConcurrencyTest(CacheTestCase):
+    # The herd's object (256 MiB) must fit with room to spare: in a cache of its own size,
+    # FIFO eviction of its first regions while slow readers (a loaded machine) are still
+    # behind refetches them, and the single-flight count below measures eviction instead.
+    cache_size = "768MiB"
+
     def test_concurrent_cold_readers_cause_one_upstream_fetch(self):
         size = 256 * MiB
         data = os.urandom(size)

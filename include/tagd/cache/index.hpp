@@ -90,7 +90,8 @@ std::unique_ptr<CacheIndex> make_memory_index();
 Result<std::unique_ptr<CacheIndex>> open_rocksdb_index(const std::string& directory);
 
 // Serialization, exposed for tests and tools.
-std::string encode_meta(const ObjectMeta& meta);
+// nullopt when a string in it is not valid UTF-8 (JSON cannot carry it unchanged).
+std::optional<std::string> encode_meta(const ObjectMeta& meta);
 std::optional<ObjectMeta> decode_meta(std::string_view data);
 
 }  // namespace tagd::cache
