@@ -49,9 +49,13 @@ namespace {
 
 // Headers that describe one hop, or that tagd replaces when it re-signs; and headers an
 // upstream or proxy might honour without tagd having authorized them: method overrides,
-// and names with '_' (some servers map "x_amz_acl" to "x-amz-acl"; S3 defines none).
+// and names with '_' (some servers map "x_amz_acl" to "x-amz-acl"; S3 defines none) —
+// except user metadata ("x-amz-meta-my_key"), which stays metadata whatever the mapping.
 bool drop_request_header(std::string_view name) {
-  if (name.find('_') != std::string_view::npos) return true;
+  if (name.find('_') != std::string_view::npos &&
+      !(name.size() > 11 && iequals(name.substr(0, 11), "x-amz-meta-"))) {
+    return true;
+  }
   for (auto d : {"x-http-method-override", "x-http-method", "x-method-override"}) {
     if (iequals(name, d)) return true;
   }

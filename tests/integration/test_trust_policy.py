@@ -244,12 +244,15 @@ class ForwardedHeadersTest(TagdTestCase):
         gw = self.start_test_tagd(upstream=fake.endpoint)
         r = signed_request(gw.port, "PUT", "/bucket/k", body=b"x",
                            headers={"x_amz_acl": "public-read", "X-HTTP-Method-Override": "DELETE",
-                                    "X-Method-Override": "DELETE", "x-amz-meta-ok": "1"})
+                                    "X-Method-Override": "DELETE", "x-amz-meta-ok": "1",
+                                    "x-amz-meta-my_key": "kept"})
         self.assertEqual(r[0], 200, r[2])
         sent = fake.requests[-1]["headers"]
         for name in ("x_amz_acl", "x-http-method-override", "x-method-override"):
             self.assertNotIn(name, sent)
         self.assertEqual(sent.get("x-amz-meta-ok"), "1")
+        self.assertEqual(sent.get("x-amz-meta-my_key"), "kept")  # user metadata may hold '_'
+
 
 
 class AccessLogTest(TagdTestCase):
