@@ -42,6 +42,11 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
+# TAGD_FUZZ_SEED fixes libFuzzer's random seed: the test command's short run then explores
+# the same inputs on every machine (only how far it gets depends on the machine's speed).
+seed_flag=()
+if [[ -n "${TAGD_FUZZ_SEED:-}" ]]; then seed_flag=(-seed="$TAGD_FUZZ_SEED"); fi
+
 failed=()
 summary=()
 for name in "${targets[@]}"; do
@@ -57,7 +62,7 @@ for name in "${targets[@]}"; do
   echo "fuzz: $name for ${duration}s (log $log)"
   rc=0
   # The scratch corpus comes first: libFuzzer writes new inputs into the first directory.
-  "$bin" -max_total_time="$duration" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$bin" -max_total_time="$duration" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${seed_flag[@]+"${seed_flag[@]}"} \
     -artifact_prefix="$work/$name/artifacts/" "$work/$name/corpus" "$seeds" >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)

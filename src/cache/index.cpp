@@ -251,7 +251,9 @@ T integer_field(const nlohmann::json& j, const char* name) {
 std::optional<ObjectMeta> decode_meta(std::string_view data) {
   try {
     auto j = nlohmann::json::parse(data);
-    if (!j.is_object() || j.value("v", 0) != kObjectMetaVersion) return std::nullopt;
+    if (!j.is_object() || !j.contains("v") || integer_field<std::int64_t>(j, "v") != kObjectMetaVersion) {
+      return std::nullopt;
+    }
     ObjectMeta m;
     m.size = integer_field<std::uint64_t>(j, "size");
     m.etag = j.at("etag").get<std::string>();

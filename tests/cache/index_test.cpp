@@ -212,6 +212,7 @@ TEST(MetaCodecTest, NonUtf8MetadataAndFloatNumbers) {
     EXPECT_FALSE(decode_meta(with("\"size\":0", to)).has_value()) << to;
   }
   EXPECT_FALSE(decode_meta(with("\"block_size\":0", "\"block_size\":4294967296")).has_value());
+  EXPECT_FALSE(decode_meta(with("\"v\":2", "\"v\":2.33333e+21")).has_value());
 }
 
 TEST(RocksDbIndexTest, NonUtf8MetadataIsAStatusNotAThrow) {
