@@ -24,16 +24,8 @@ bool has_prefix(std::string_view s, std::string_view prefix) { return s.substr(0
 }  // namespace
 
 bool is_plain_key(std::string_view key) noexcept {
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t slash = key.find('/', start);
-    std::string_view segment = key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-    if (segment == "." || segment == "..") return false;
-    if (slash == std::string_view::npos) return true;
-    if (segment.empty()) return false;  // "//" or a leading '/'
-    start = slash + 1;
-    if (start == key.size()) return true;  // a trailing '/': a directory marker
-  }
+  const s3::KeySegments segments = s3::key_segments(key);
+  return !segments.dot && !segments.empty;
 }
 
 bool Identity::may(s3::Action action, std::string_view bucket, std::string_view key) const {

@@ -1,4 +1,5 @@
 #include "tagd/auth/hashing.hpp"
+#include "tagd/core/strings.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -296,6 +297,24 @@ std::string checksum_header_name(ChecksumAlgorithm algorithm) {
     case ChecksumAlgorithm::kMd5: return "content-md5";
   }
   return {};
+}
+
+std::size_t digest_size(ChecksumAlgorithm algorithm) noexcept {
+  switch (algorithm) {
+    case ChecksumAlgorithm::kCrc32:
+    case ChecksumAlgorithm::kCrc32c: return 4;
+    case ChecksumAlgorithm::kSha1: return 20;
+    case ChecksumAlgorithm::kSha256: return 32;
+    case ChecksumAlgorithm::kMd5: return 16;
+  }
+  return 0;
+}
+
+bool is_checksum_value_header(std::string_view name) noexcept {
+  constexpr std::string_view kPrefix = "x-amz-checksum-";
+  if (name.size() <= kPrefix.size() || !iequals(name.substr(0, kPrefix.size()), kPrefix)) return false;
+  return !iequals(name, "x-amz-checksum-mode") && !iequals(name, "x-amz-checksum-type") &&
+         !iequals(name, "x-amz-checksum-algorithm");
 }
 
 std::unique_ptr<Hasher> make_hasher(ChecksumAlgorithm algorithm) {

@@ -27,23 +27,19 @@ Result<std::vector<ExpectedChecksum>> expected_checksums(const HeaderList& heade
   std::vector<ExpectedChecksum> out;
   if (const auto* md5 = find_header(headers, "content-md5")) {
     auto digest = base64_decode(*md5);
-    if (!digest || digest->size() != 16) return Status(ErrorCode::kInvalidDigest, "The Content-MD5 you specified is not valid.");
+    if (!digest || digest->size() != digest_size(ChecksumAlgorithm::kMd5)) {
+      return Status(ErrorCode::kInvalidDigest, "The Content-MD5 you specified is not valid.");
+    }
     out.push_back({ChecksumAlgorithm::kMd5, std::move(*digest), "Content-MD5"});
   }
   for (const auto& [name, value] : headers) {
+    if (!is_checksum_value_header(name) || composite) continue;
     std::string n = to_lower(name);
-    static constexpr std::string_view kPrefix = "x-amz-checksum-";
-    if (n.rfind(kPrefix, 0) != 0 || n == "x-amz-checksum-mode" || n == "x-amz-checksum-type" ||
-        n == "x-amz-checksum-algorithm") {
-      continue;
-    }
-    if (composite) continue;
-    auto algorithm = checksum_algorithm_from_name(std::string_view(n).substr(kPrefix.size()));
+    auto algorithm = checksum_algorithm_from_name(std::string_view(n).substr(std::string_view("x-amz-checksum-").size()));
     // An algorithm tagd cannot compute (e.g. crc64nvme) is left to the upstream to check.
     if (!algorithm) continue;
     auto digest = base64_decode(value);
-    std::size_t want = *algorithm == ChecksumAlgorithm::kSha256 ? 32 : *algorithm == ChecksumAlgorithm::kSha1 ? 20 : 4;
-    if (!digest || digest->size() != want) {
+    if (!digest || digest->size() != digest_size(*algorithm)) {
       return Status(ErrorCode::kInvalidRequest, "Value for " + n + " header is invalid.");
     }
     out.push_back({*algorithm, std::move(*digest), n});

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <strings.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -106,10 +107,7 @@ std::optional<std::string> forwarded_trailer(const auth::BodyPlan& plan) {
 // Base64 length of the digest a checksum trailer carries (base64 is strict, so exact).
 std::size_t trailer_value_length(std::string_view trailer_name) {
   auto algorithm = auth::checksum_algorithm_from_name(trailer_name.substr(std::string_view("x-amz-checksum-").size()));
-  std::size_t digest = !algorithm ? 0
-                       : *algorithm == auth::ChecksumAlgorithm::kSha256 ? 32
-                       : *algorithm == auth::ChecksumAlgorithm::kSha1   ? 20
-                                                                         : 4;
+  const std::size_t digest = algorithm ? auth::digest_size(*algorithm) : 0;
   return (digest + 2) / 3 * 4;
 }
 
@@ -124,15 +122,8 @@ std::string_view trailer_value(const auth::BodyVerifier& verifier, std::string_v
 
 // Whether an upstream request carries a checksum value (a header or a trailer).
 bool carries_checksum(const http::request<http::empty_body>& up, bool trailer) {
-  if (trailer) return true;
-  for (const auto& f : up) {
-    std::string_view n = f.name_string();
-    if (n.size() > 15 && iequals(n.substr(0, 15), "x-amz-checksum-") && !iequals(n, "x-amz-checksum-mode") &&
-        !iequals(n, "x-amz-checksum-type") && !iequals(n, "x-amz-checksum-algorithm")) {
-      return true;
-    }
-  }
-  return false;
+  return trailer || std::any_of(up.begin(), up.end(),
+                                [](const auto& f) { return auth::is_checksum_value_header(f.name_string()); });
 }
 
 bool idempotent(http::verb v) {

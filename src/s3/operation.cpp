@@ -117,19 +117,9 @@ bool takes_param(std::string_view op, std::string_view p) {
 // nothing but '/' (the bucket itself). Refused for every grant; prefix-limited grants
 // refuse empty segments too (credentials.cpp).
 Status check_key(std::string_view key, std::string_view what) {
-  bool only_slashes = !key.empty();
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t slash = key.find('/', start);
-    std::string_view segment = key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-    if (segment == "." || segment == "..") {
-      return Status(ErrorCode::kInvalidArgument, std::string(what) + " has a '.' or '..' path segment");
-    }
-    if (!segment.empty()) only_slashes = false;
-    if (slash == std::string_view::npos) break;
-    start = slash + 1;
-  }
-  if (only_slashes) return Status(ErrorCode::kInvalidArgument, std::string(what) + " is only '/'");
+  const KeySegments segments = key_segments(key);
+  if (segments.dot) return Status(ErrorCode::kInvalidArgument, std::string(what) + " has a '.' or '..' path segment");
+  if (segments.only_slashes) return Status(ErrorCode::kInvalidArgument, std::string(what) + " is only '/'");
   return Status::ok();
 }
 

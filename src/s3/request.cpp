@@ -82,6 +82,23 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   return t;
 }
 
+KeySegments key_segments(std::string_view key) noexcept {
+  KeySegments out;
+  out.only_slashes = !key.empty();
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = key.find('/', start);
+    const std::string_view segment =
+        key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (segment == "." || segment == "..") out.dot = true;
+    if (!segment.empty()) out.only_slashes = false;
+    if (slash == std::string_view::npos) break;
+    if (segment.empty()) out.empty = true;
+    start = slash + 1;
+  }
+  return out;
+}
+
 std::optional<CopySource> parse_copy_source(std::string_view value) {
   auto q = value.find('?');
   auto decoded = auth::uri_decode(value.substr(0, q));

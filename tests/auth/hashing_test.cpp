@@ -230,5 +230,20 @@ TEST(HashingTest, ConstantTimeEqual) {
   EXPECT_FALSE(constant_time_equal(std::string_view("a\0b", 3), std::string_view("a\0c", 3)));
 }
 
+TEST(HashingTest, ChecksumHeaderShapes) {
+  EXPECT_EQ(digest_size(ChecksumAlgorithm::kCrc32), 4u);
+  EXPECT_EQ(digest_size(ChecksumAlgorithm::kCrc32c), 4u);
+  EXPECT_EQ(digest_size(ChecksumAlgorithm::kSha1), 20u);
+  EXPECT_EQ(digest_size(ChecksumAlgorithm::kSha256), 32u);
+  EXPECT_EQ(digest_size(ChecksumAlgorithm::kMd5), 16u);
+  EXPECT_TRUE(is_checksum_value_header("x-amz-checksum-crc32"));
+  EXPECT_TRUE(is_checksum_value_header("X-Amz-Checksum-CRC64NVME"));
+  EXPECT_FALSE(is_checksum_value_header("x-amz-checksum-mode"));
+  EXPECT_FALSE(is_checksum_value_header("X-Amz-Checksum-Type"));
+  EXPECT_FALSE(is_checksum_value_header("x-amz-checksum-algorithm"));
+  EXPECT_FALSE(is_checksum_value_header("x-amz-checksum-"));
+  EXPECT_FALSE(is_checksum_value_header("x-amz-sdk-checksum-algorithm"));
+}
+
 }  // namespace
 }  // namespace tagd::auth

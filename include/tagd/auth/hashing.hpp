@@ -35,6 +35,12 @@ enum class ChecksumAlgorithm { kCrc32, kCrc32c, kSha1, kSha256, kMd5 };
 [[nodiscard]] std::optional<ChecksumAlgorithm> checksum_algorithm_from_name(std::string_view name);
 // The header that carries it: "x-amz-checksum-crc32", ..., "content-md5" for kMd5.
 [[nodiscard]] std::string checksum_header_name(ChecksumAlgorithm algorithm);
+// Raw digest bytes: 4 for the CRCs, 20 SHA-1, 32 SHA-256, 16 MD5.
+[[nodiscard]] std::size_t digest_size(ChecksumAlgorithm algorithm) noexcept;
+// True for a header that carries a checksum value ("x-amz-checksum-<algorithm>", any
+// algorithm, also ones tagd cannot compute); false for x-amz-checksum-mode, -type and
+// -algorithm, which only describe one.
+[[nodiscard]] bool is_checksum_value_header(std::string_view name) noexcept;
 
 class Hasher {
  public:

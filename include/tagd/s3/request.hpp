@@ -31,6 +31,16 @@ struct Target {
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain);
 
+// How a key splits into '/'-separated segments, for the rules that keep a key from
+// meaning another path to an upstream that normalizes paths.
+struct KeySegments {
+  bool dot = false;           // a "." or ".." segment
+  bool empty = false;         // an empty segment before a '/' ("a//b", a leading '/'); a
+                              // trailing '/' (a directory marker) does not count
+  bool only_slashes = false;  // non-empty and nothing but '/'
+};
+KeySegments key_segments(std::string_view key) noexcept;
+
 // x-amz-copy-source ("/bucket/key?versionId=x", URL-encoded) → bucket and decoded key.
 struct CopySource {
   std::string bucket;
