@@ -62,6 +62,10 @@ READER_KEY = ("AKIDTAGDREADER000001", "reader-secret-0123456789abcdefghijklmno")
 # The reader may only read (and list) under this prefix of READER_BUCKET.
 READER_BUCKET = "policy-bucket"
 READER_PREFIX = "public-"  # (no '/': moto mis-checks signatures of "prefix=a%2F" listings)
+# A key that may do anything, but only under this prefix of READER_BUCKET
+# (see writer_credentials_doc()).
+WRITER_KEY = ("AKIDTAGDWRITER000001", "writer-secret-0123456789abcdefghijklmno")
+WRITER_PREFIX = "scratch-"
 
 
 # ----------------------------------------------------------------------------- ports, waits
@@ -205,6 +209,12 @@ def credentials_doc(extra: Iterable[dict] = ()) -> dict:
     ]
     keys += list(extra)
     return {"keys": keys}
+
+
+def writer_credentials_doc() -> dict:
+    """The standard keys plus WRITER_KEY, limited to WRITER_PREFIX of READER_BUCKET."""
+    return credentials_doc([{"access_key_id": WRITER_KEY[0], "secret_access_key": WRITER_KEY[1],
+                             "grants": [{"bucket": READER_BUCKET, "prefix": WRITER_PREFIX, "actions": ["*"]}]}])
 
 
 class Tagd:

@@ -18,8 +18,7 @@ from harness import (ADMIN_KEY, READER_BUCKET, READER_KEY, READER_PREFIX, STREAM
                      STREAMING_UNSIGNED_TRAILER, TagdTestCase, crc32_b64, s3_client, sha256_hex, signed_request,
                      streaming_put, unique)
 
-WRITER_KEY = ("AKIDTAGDWRITER000001", "writer-secret-0123456789abcdefghijklmno")
-WRITER_PREFIX = "scratch-"
+WRITER_KEY, WRITER_PREFIX = harness.WRITER_KEY, harness.WRITER_PREFIX
 # Large enough to span many 64 KiB transfer pieces: tagd forwards the early ones before
 # it can know the digest of the whole.
 STREAMED_SIZE = 1024 * 1024 + 12345
@@ -44,10 +43,7 @@ class AuthTest(TagdTestCase):
 
     @classmethod
     def start_tagd(cls, args=(), env=None, **kw):
-        creds = harness.credentials_doc([
-            {"access_key_id": WRITER_KEY[0], "secret_access_key": WRITER_KEY[1],
-             "grants": [{"bucket": READER_BUCKET, "prefix": WRITER_PREFIX, "actions": ["*"]}]}])
-        return super().start_tagd(args, env, credentials=creds, **kw)
+        return super().start_tagd(args, env, credentials=harness.writer_credentials_doc(), **kw)
 
     def setUp(self):
         self.key = unique("obj")

@@ -35,8 +35,7 @@ import harness
 from harness import (ADMIN_KEY, EMPTY_SHA256, READER_BUCKET, READER_KEY, READER_PREFIX, REGION, TagdTestCase,
                      sha256_hex, sign_headers, unique)
 
-WRITER_KEY = ("AKIDTAGDWRITER000001", "writer-secret-0123456789abcdefghijklmno")
-WRITER_PREFIX = "scratch-"
+WRITER_KEY, WRITER_PREFIX = harness.WRITER_KEY, harness.WRITER_PREFIX
 NOT_SIGNED = "There were headers present in the request which were not signed"
 
 
@@ -77,10 +76,7 @@ class TrustSigningTest(TagdTestCase):
 
     @classmethod
     def start_tagd(cls, args=(), env=None, **kw):
-        creds = harness.credentials_doc([
-            {"access_key_id": WRITER_KEY[0], "secret_access_key": WRITER_KEY[1],
-             "grants": [{"bucket": READER_BUCKET, "prefix": WRITER_PREFIX, "actions": ["*"]}]}])
-        return super().start_tagd(args, env, credentials=creds, **kw)
+        return super().start_tagd(args, env, credentials=harness.writer_credentials_doc(), **kw)
 
     def setUp(self):
         self.key = unique("obj")
