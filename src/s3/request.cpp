@@ -1,4 +1,5 @@
 #include "tagd/core/strings.hpp"
+#include "tagd/core/uri.hpp"
 #include "tagd/s3/request.hpp"
 #include "tagd/s3/operation.hpp"
 
@@ -45,7 +46,7 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   auto q = request_target.find('?');
   t.raw_path = std::string(request_target.substr(0, q));
   if (q != std::string_view::npos) t.raw_query = std::string(request_target.substr(q + 1));
-  auto query = auth::parse_query(t.raw_query);
+  auto query = parse_query(t.raw_query);
   if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
   t.query = std::move(*query);
   std::unordered_set<std::string_view> names;
@@ -54,7 +55,7 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
       return Status(ErrorCode::kInvalidArgument, "query parameter " + name + " is repeated");
     }
   }
-  auto path = auth::uri_decode(t.raw_path);
+  auto path = uri_decode(t.raw_path);
   if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
 
   // Host without port, lower-case. IPv6 literals ("[::1]:8080") are never virtual hosts.
@@ -101,7 +102,7 @@ KeySegments key_segments(std::string_view key) noexcept {
 
 std::optional<CopySource> parse_copy_source(std::string_view value) {
   auto q = value.find('?');
-  auto decoded = auth::uri_decode(value.substr(0, q));
+  auto decoded = uri_decode(value.substr(0, q));
   if (!decoded) return std::nullopt;
   std::string_view v = *decoded;
   if (!v.empty() && v.front() == '/') v.remove_prefix(1);
@@ -113,16 +114,16 @@ std::optional<CopySource> parse_copy_source(std::string_view value) {
 std::string upstream_target(const Target& t) {
   std::string out = "/";
   if (!t.bucket.empty()) {
-    out += auth::uri_encode(t.bucket, true);
+    out += uri_encode(t.bucket, true);
     // Keep the trailing '/' of bucket-level requests off: "/bucket" and "/bucket/" both
     // mean the bucket, and only the key path needs a separator.
-    if (!t.key.empty()) out += "/" + auth::uri_encode(t.key, false);
+    if (!t.key.empty()) out += "/" + uri_encode(t.key, false);
   }
-  auth::QueryParams kept;
+  QueryParams kept;
   for (const auto& p : t.query) {
     if (!is_auth_param(t, p.first)) kept.push_back(p);
   }
-  if (!kept.empty()) out += "?" + auth::canonical_query_string(kept);
+  if (!kept.empty()) out += "?" + canonical_query_string(kept);
   return out;
 }
 

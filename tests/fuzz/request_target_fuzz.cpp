@@ -15,6 +15,7 @@
 
 #include "fuzz_common.hpp"
 #include "tagd/auth/sigv4.hpp"
+#include "tagd/core/uri.hpp"
 #include "tagd/s3/operation.hpp"
 #include "tagd/s3/request.hpp"
 

@@ -14,6 +14,7 @@
 
 #include "tagd/auth/hashing.hpp"
 #include "tagd/core/status.hpp"
+#include "tagd/core/uri.hpp"
 
 namespace tagd::auth {
 
@@ -26,20 +27,14 @@ inline constexpr std::string_view kStreamingUnsignedPayloadTrailer = "STREAMING-
 inline constexpr std::string_view kEmptySha256 =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-using QueryParams = std::vector<std::pair<std::string, std::string>>;  // decoded name, value
-using HeaderList = std::vector<std::pair<std::string, std::string>>;   // name (any case), raw value
-
-// RFC 3986 percent-encoding as SigV4 wants it: unreserved A-Za-z0-9-_.~ kept, everything
-// else %XX upper-case; '/' kept when encode_slash is false.
-[[nodiscard]] std::string uri_encode(std::string_view text, bool encode_slash);
-// Percent-decoding; '+' is NOT a space (S3 paths). Returns nullopt on a malformed escape.
-[[nodiscard]] std::optional<std::string> uri_decode(std::string_view text);
-
-// Splits a raw query string ("a=1&b=%2F") into decoded pairs, in order. A name without
-// '=' gets an empty value; empty pieces ("a=1&&b") are skipped. Unlike paths, a '+' in a
-// query decodes to a space: S3 accepts form-encoded query strings (SDKs that send "+" but
-// sign "%20" rely on it). Returns nullopt on a malformed escape.
-[[nodiscard]] std::optional<QueryParams> parse_query(std::string_view raw_query);
+// Percent-encoding, query parsing and the canonical query string live in core/uri.hpp
+// (s3 needs them too); these using-declarations keep the auth:: spelling working.
+using tagd::canonical_query_string;
+using tagd::HeaderList;
+using tagd::parse_query;
+using tagd::QueryParams;
+using tagd::uri_decode;
+using tagd::uri_encode;
 
 // Canonical URI for S3: the path decoded once then encoded once with '/' kept. S3 does
 // not normalize ("/a/../b" stays) and does not double-encode.
@@ -49,9 +44,6 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;   // name (
 // The raw (wire) path counts as the client's first encoding, so it is encoded once more
 // without decoding: "/example space/" → "/example%20space/", "/%E1%88%B4" → "/%25E1%2588%25B4".
 [[nodiscard]] std::optional<std::string> canonical_uri_generic(std::string_view raw_path);
-
-// Sorted by encoded name then encoded value, joined with '&'.
-[[nodiscard]] std::string canonical_query_string(const QueryParams& params);
 
 // name:value lines for the signed headers, lower-cased names, values trimmed with inner
 // whitespace runs collapsed; a header repeated is joined with ','. signed_headers must be

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tagd/auth/sigv4.hpp"
 #include "tagd/core/status.hpp"
+#include "tagd/core/uri.hpp"
 #include "tagd/s3/request.hpp"
 
 namespace tagd::s3 {
@@ -56,7 +56,7 @@ struct Operation {
 // Errors: kInvalidArgument (two sub-resources, a parameter the operation does not take,
 // a repeated or malformed security header), kMethodNotAllowed (no such operation for
 // this method and level), kNotImplemented (operations tagd does not forward yet).
-Result<Operation> classify(std::string_view method, const Target& target, const auth::HeaderList& headers);
+Result<Operation> classify(std::string_view method, const Target& target, const HeaderList& headers);
 
 // True for query parameters that authenticate a request (SigV4 X-Amz-* presign
 // parameters, and SigV2's AWSAccessKeyId/Signature/Expires — with the content-type and

@@ -6,8 +6,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tagd/auth/sigv4.hpp"
 #include "tagd/core/status.hpp"
+#include "tagd/core/uri.hpp"
 
 namespace tagd::s3 {
 
@@ -16,7 +16,7 @@ struct Target {
   std::string key;           // decoded; empty for bucket-level requests
   std::string raw_path;      // as the client sent it (signature check needs it)
   std::string raw_query;     // as the client sent it, without '?'
-  auth::QueryParams query;   // decoded
+  QueryParams query;         // decoded
   bool virtual_hosted = false;
 
   bool has_param(std::string_view name) const;
