@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "tagd/core/metrics.hpp"
+#include "tagd/core/strings.hpp"
 
 namespace tagd::upstream {
 
@@ -36,9 +37,10 @@ Endpoint Endpoint::parse(const std::string& url) {
   auto colon = rest.rfind(':');
   if (colon != std::string::npos && rest.find(']', colon) == std::string::npos) {
     host = rest.substr(0, colon);
-    int p = std::stoi(rest.substr(colon + 1));
-    if (p <= 0 || p > 65535) throw std::invalid_argument("endpoint port out of range");
-    port = static_cast<std::uint16_t>(p);
+    auto p = parse_u64(std::string_view(rest).substr(colon + 1));
+    if (!p) throw std::invalid_argument("endpoint port is not a number");
+    if (*p == 0 || *p > 65535) throw std::invalid_argument("endpoint port out of range");
+    port = static_cast<std::uint16_t>(*p);
     explicit_port = true;
   }
   if (host.empty()) throw std::invalid_argument("endpoint has no host");

@@ -1,9 +1,9 @@
 #include "tagd/upstream/signer.hpp"
 
 #include <algorithm>
-#include <cctype>
 
 #include "tagd/auth/sigv4.hpp"
+#include "tagd/core/strings.hpp"
 
 namespace tagd::upstream {
 
@@ -21,8 +21,7 @@ void sign_request(http::fields& fields, std::string_view method, std::string_vie
   auth::HeaderList headers;
   std::vector<std::string> signed_names;
   for (const auto& f : fields) {
-    std::string name(f.name_string());
-    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::string name = to_lower(f.name_string());
     // Vendor headers (X-Tigris-*) change what the upstream does, so they are signed too.
     bool sign = name == "host" || name.rfind("x-amz-", 0) == 0 || name.rfind("x-tigris-", 0) == 0 ||
                 name == "content-md5" || name == "content-type";

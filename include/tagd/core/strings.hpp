@@ -1,6 +1,8 @@
 #pragma once
 // ASCII string helpers for protocol text (header names, tokens). Locale-independent on
 // purpose: HTTP and SigV4 are defined over ASCII.
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +29,20 @@ constexpr std::string_view trim_ows(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
+}
+
+// A decimal number of digits only: no sign, no spaces, no overflow (std::stoull accepts
+// " +5" and throws; data-path code must neither).
+constexpr std::optional<std::uint64_t> parse_u64(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    const std::uint64_t d = static_cast<std::uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
 }
 
 // A value for a space-separated "name=value" log line: bytes that could end the field or
