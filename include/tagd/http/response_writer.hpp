@@ -1,0 +1,94 @@
+#pragma once
+// Every response tagd sends a client goes through one ResponseWriter: local answers,
+// S3 errors, relayed upstream responses and cached objects alike. The rules live here
+// once: keep-alive (only if the client wants it, the request body was consumed and the
+// server is not draining), HTTP/1.0 clients (an HTTP/1.0 head, never chunked: a body of
+// unknown length is delimited by closing), hop-by-hop headers dropped, the X-Cache
+// header and its counter from one CacheOutcome, the status-class counters, and an abort
+// that resets the connection so a short body can never pass for a whole one.
+//
+// One writer per request; used from the connection's event loop only.
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/status.hpp>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "tagd/core/body_source.hpp"
+#include "tagd/core/cache_outcome.hpp"
+#include "tagd/core/status.hpp"
+
+namespace tagd::http {
+
+using RequestParser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+
+class ResponseWriter {
+ public:
+  // `parser` has read the request head (its body may be unread); `request_id` goes into
+  // x-amz-request-id when the head has none (a relayed upstream id is kept).
+  ResponseWriter(boost::beast::tcp_stream& stream, const RequestParser& parser, std::string request_id,
+                 std::chrono::milliseconds idle_timeout);
+
+  // Writes the head. `body_length`: the exact body length (Content-Length), or nullopt
+  // for a body of unknown length (chunked to HTTP/1.1 clients, close-delimited to
+  // HTTP/1.0). Responses without a body (HEAD requests, 1xx/204/304) keep the head's
+  // Content-Length as the length of the entity and send no body. Hop-by-hop headers in
+  // `head` are dropped; Server and x-amz-request-id are added when missing.
+  [[nodiscard]] boost::asio::awaitable<Status> write_head(boost::beast::http::response_header<>& head,
+                                                          std::optional<std::uint64_t> body_length,
+                                                          CacheOutcome outcome = CacheOutcome::kNone);
+  // Body bytes (framed as a chunk when the head chose chunked). Error: the client went
+  // away or stopped reading (kRequestTimeout); counted in client_aborts_total.
+  [[nodiscard]] boost::asio::awaitable<Status> write_body(std::string_view bytes);
+  // Ends the body (the last chunk when chunked). Also checks that a Content-Length body
+  // was written whole (kInternalError otherwise, and the connection is aborted).
+  [[nodiscard]] boost::asio::awaitable<Status> finish();
+  // Streams `body` to its end through `buffer`, one read then one write at a time (the
+  // source is not read again until the client took the last piece). A source error
+  // aborts the connection and is returned.
+  [[nodiscard]] boost::asio::awaitable<Status> write_body_from(BodySource& body, std::span<char> buffer);
+  // Resets the connection (RST): used once a head is out and the body cannot be completed.
+  void abort();
+
+  // A complete small response: head and body (no body sent for HEAD requests).
+  [[nodiscard]] boost::asio::awaitable<Status> send(boost::beast::http::status status, std::string_view content_type,
+                                                    std::string body, CacheOutcome outcome = CacheOutcome::kNone);
+  // An S3 error document for `error` (Code, Message, Resource = the request path,
+  // RequestId), with the status that belongs to its code.
+  [[nodiscard]] boost::asio::awaitable<Status> send_error(const Status& error,
+                                                          CacheOutcome outcome = CacheOutcome::kNone);
+
+  // Whether the connection may carry another request: the head said keep-alive, the
+  // response was written whole, nothing was aborted, and the request body was consumed.
+  [[nodiscard]] bool keep_alive() const;
+  bool head_written() const noexcept { return head_written_; }
+  int status() const noexcept { return status_; }
+  std::uint64_t body_bytes() const noexcept { return body_bytes_; }
+  std::string_view x_cache() const noexcept { return x_cache_label(outcome_); }
+  const std::string& request_id() const noexcept { return request_id_; }
+
+ private:
+  boost::beast::tcp_stream& stream_;
+  const RequestParser& parser_;
+  std::string request_id_;
+  std::chrono::milliseconds idle_timeout_;
+  bool head_written_ = false;
+  bool keep_alive_ = false;
+  bool chunked_ = false;
+  bool no_body_ = false;
+  bool finished_ = false;
+  bool aborted_ = false;
+  std::optional<std::uint64_t> expected_body_;
+  int status_ = 0;
+  std::uint64_t body_bytes_ = 0;
+  CacheOutcome outcome_ = CacheOutcome::kNone;
+};
+
+}  // namespace tagd::http

@@ -1,0 +1,247 @@
+#include "tagd/http/response_writer.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <utility>
+#include <vector>
+
+#include "tagd/core/metrics.hpp"
+#include "tagd/core/strings.hpp"
+#include "tagd/s3/request.hpp"
+
+namespace tagd::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// Headers that describe one hop (RFC 9110 7.6.1, plus the non-standard ones proxies use).
+bool hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kHop[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                              "trailer",    "transfer-encoding", "upgrade"};
+  for (auto h : kHop) {
+    if (iequals(name, h)) return true;
+  }
+  return false;
+}
+
+// Drops the hop-by-hop headers of `head`, including every header the Connection header
+// names ("Connection: close, X-Foo" drops X-Foo).
+void drop_hop_by_hop(bhttp::response_header<>& head) {
+  std::vector<std::string> drop;
+  for (const auto& f : head) {
+    if (!iequals(f.name_string(), "connection")) continue;
+    std::string_view value = f.value();
+    while (!value.empty()) {
+      auto comma = value.find(',');
+      std::string_view token = trim_ows(value.substr(0, comma));
+      if (!token.empty()) drop.emplace_back(token);
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
+  }
+  for (const auto& f : head) {
+    if (hop_by_hop(f.name_string())) drop.emplace_back(f.name_string());
+  }
+  for (const auto& name : drop) head.erase(name);  // erases every field of that name, case-insensitively
+}
+
+// 1xx interim heads are not final responses and have no class counter.
+void count_status_class(int status) {
+  auto& m = metrics();
+  if (status < 200) return;
+  if (status < 300) m.responses_2xx.inc();
+  else if (status < 400) m.responses_3xx.inc();
+  else if (status < 500) m.responses_4xx.inc();
+  else m.responses_5xx.inc();
+}
+
+bool bodyless_status(int status) { return status < 200 || status == 204 || status == 304; }
+
+}  // namespace
+
+ResponseWriter::ResponseWriter(beast::tcp_stream& stream, const RequestParser& parser, std::string request_id,
+                               std::chrono::milliseconds idle_timeout)
+    : stream_(stream), parser_(parser), request_id_(std::move(request_id)), idle_timeout_(idle_timeout) {}
+
+asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& head,
+                                                   std::optional<std::uint64_t> body_length, CacheOutcome outcome) {
+  if (head_written_) co_return Status(ErrorCode::kInternalError, "response head written twice");
+  if (aborted_) co_return Status(ErrorCode::kInternalError, "response already aborted");
+  const auto& req = parser_.get();
+  const bool http11 = req.version() >= 11;
+  status_ = head.result_int();
+  no_body_ = req.method() == bhttp::verb::head || bodyless_status(status_);
+  keep_alive_ = req.keep_alive() && parser_.is_done() && metrics().draining.get() == 0;
+
+  // Framed as a message (content_length/chunked/keep_alive live there); the caller's
+  // head is moved back afterwards, so it sees the head as it went out.
+  bhttp::response<bhttp::empty_body> res{std::move(head)};
+  res.version(http11 ? 11 : 10);  // before keep_alive(): its encoding depends on the version
+  drop_hop_by_hop(res.base());
+  if (no_body_) {
+    // The head's Content-Length (if any) is the length of the entity a GET would get
+    // (HEAD, 304). 1xx and 204 must not carry one (RFC 9110 8.6).
+    if (status_ < 200 || status_ == 204) res.erase(bhttp::field::content_length);
+    finished_ = true;
+  } else if (body_length) {
+    res.content_length(*body_length);
+    expected_body_ = body_length;
+  } else {
+    res.erase(bhttp::field::content_length);
+    if (http11) {
+      res.chunked(true);
+      chunked_ = true;
+    } else {
+      keep_alive_ = false;  // HTTP/1.0 cannot decode chunked: the close ends the body
+    }
+  }
+  res.keep_alive(keep_alive_);
+  if (res.find(bhttp::field::server) == res.end()) res.set(bhttp::field::server, "tagd");
+  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", request_id_);
+  outcome_ = outcome;
+  res.erase("X-Cache");
+  if (outcome != CacheOutcome::kNone) res.set("X-Cache", x_cache_label(outcome));
+
+  // Committed: counted once, whether or not the client takes the head.
+  head_written_ = true;
+  count_cache_outcome(outcome);
+  count_status_class(status_);
+
+  stream_.expires_after(idle_timeout_);
+  bhttp::response_serializer<bhttp::empty_body> sr{res};
+  auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, kTuple);
+  head = std::move(res.base());
+  if (ec) {
+    metrics().client_aborts.inc();
+    abort();
+    co_return Status(ErrorCode::kRequestTimeout, "client went away before the response head: " + ec.message());
+  }
+  co_return Status::ok();
+}
+
+asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
+  if (aborted_) co_return Status(ErrorCode::kInternalError, "response already aborted");
+  if (!head_written_) co_return Status(ErrorCode::kInternalError, "response body before its head");
+  if (bytes.empty()) co_return Status::ok();  // an empty chunk would end a chunked body
+  if (finished_) {
+    // A bodyless response or one already ended: these bytes would be read as the next
+    // response.
+    abort();
+    co_return Status(ErrorCode::kInternalError, "response body bytes after its end");
+  }
+  if (expected_body_ && bytes.size() > *expected_body_ - body_bytes_) {
+    abort();
+    co_return Status(ErrorCode::kInternalError, "response body longer than its Content-Length");
+  }
+  stream_.expires_after(idle_timeout_);
+  boost::system::error_code ec;
+  if (chunked_) {
+    std::tie(ec, std::ignore) =
+        co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(bytes.data(), bytes.size())), kTuple);
+  } else {
+    std::tie(ec, std::ignore) = co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()), kTuple);
+  }
+  if (ec) {
+    metrics().client_aborts.inc();
+    abort();
+    co_return Status(ErrorCode::kRequestTimeout, "client went away or stopped reading: " + ec.message());
+  }
+  body_bytes_ += bytes.size();
+  metrics().response_body_bytes.inc(bytes.size());
+  co_return Status::ok();
+}
+
+asio::awaitable<Status> ResponseWriter::finish() {
+  if (finished_) co_return Status::ok();
+  if (aborted_) co_return Status(ErrorCode::kInternalError, "response already aborted");
+  if (!head_written_) co_return Status(ErrorCode::kInternalError, "response finished before its head");
+  if (chunked_) {
+    stream_.expires_after(idle_timeout_);
+    auto [ec, n] = co_await asio::async_write(stream_, bhttp::make_chunk_last(), kTuple);
+    if (ec) {
+      metrics().client_aborts.inc();
+      abort();
+      co_return Status(ErrorCode::kRequestTimeout, "client went away before the last chunk: " + ec.message());
+    }
+  } else if (expected_body_ && body_bytes_ != *expected_body_) {
+    // A close after a short body could pass for a whole one: reset instead.
+    abort();
+    co_return Status(ErrorCode::kInternalError, "response body ended after " + std::to_string(body_bytes_) +
+                                                    " of " + std::to_string(*expected_body_) + " bytes");
+  }
+  finished_ = true;
+  co_return Status::ok();
+}
+
+asio::awaitable<Status> ResponseWriter::write_body_from(BodySource& body, std::span<char> buffer) {
+  if (buffer.empty()) co_return Status(ErrorCode::kInternalError, "write_body_from: empty buffer");
+  for (;;) {
+    // next(): a cached block is lent whole (one write per block, no copy); other sources
+    // fill `buffer`.
+    auto got = co_await body.next(buffer);
+    if (!got) {
+      Status error = got.error();
+      abort();
+      co_return error;
+    }
+    if (got->empty()) break;
+    Status s = co_await write_body(std::string_view(got->data(), got->size()));
+    if (!s) co_return s;
+  }
+  co_return co_await finish();
+}
+
+void ResponseWriter::abort() {
+  if (aborted_) return;
+  aborted_ = true;
+  keep_alive_ = false;
+  // SO_LINGER 0: close sends a RST, so the client cannot take what it got for a whole
+  // (close-delimited) body.
+  boost::system::error_code ignored;
+  stream_.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+  stream_.socket().close(ignored);
+}
+
+asio::awaitable<Status> ResponseWriter::send(bhttp::status status, std::string_view content_type, std::string body,
+                                             CacheOutcome outcome) {
+  bhttp::response_header<> head;
+  head.result(status);
+  if (!content_type.empty()) head.set(bhttp::field::content_type, content_type);
+  // For a HEAD request this stays the length a GET would get; 1xx/204/304 carry none.
+  if (!bodyless_status(static_cast<int>(status))) head.set(bhttp::field::content_length, std::to_string(body.size()));
+  Status s = co_await write_head(head, body.size(), outcome);
+  if (!s) co_return s;
+  if (!no_body_) {
+    s = co_await write_body(body);
+    if (!s) co_return s;
+  }
+  co_return co_await finish();
+}
+
+asio::awaitable<Status> ResponseWriter::send_error(const Status& error, CacheOutcome outcome) {
+  std::string_view target = parser_.get().target();
+  std::string_view resource = target.substr(0, target.find('?'));
+  std::string xml = s3::error_xml(s3_code(error.code()), error.message(), resource, request_id_);
+  co_return co_await send(static_cast<bhttp::status>(http_status(error.code())), "application/xml", std::move(xml),
+                          outcome);
+}
+
+bool ResponseWriter::keep_alive() const {
+  if (!head_written_ || aborted_ || !keep_alive_) return false;
+  // Finished: bodyless, the last chunk sent, or a Content-Length body written whole.
+  const bool complete = finished_ || (!chunked_ && expected_body_ && body_bytes_ == *expected_body_);
+  // Re-checked: the handler may have left the request body unread after the head went out.
+  return complete && parser_.is_done();
+}
+
+}  // namespace tagd::http
