@@ -14,7 +14,7 @@
 #include "tagd/core/io_uring_probe.hpp"
 #include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
-#include "tagd/http/server.hpp"
+#include "tagd/server/server.hpp"
 #include "tagd/upstream/pool.hpp"
 
 int main(int argc, char** argv) {
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
       spdlog::warn("cache.warm_on_write is not implemented yet: writes invalidate, the next read fills");
     }
     tagd::metrics().cache_enabled.set(cache ? 1 : 0);
-    tagd::http::Server server(config, verifier, signing, tls.get(), cache.get());
+    tagd::server::Server server(config, verifier, signing, tls.get(), cache.get());
     spdlog::info("tagd listening on http://{}:{} -> upstream {} (region {}), {} client key(s)", config.listen_address,
                  server.port(), config.upstream_endpoint, config.upstream_region, credentials.size());
     server.run();

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <strings.h>
 
 #include "tagd/auth/repeated_headers.hpp"
 #include "tagd/auth/sigv2.hpp"

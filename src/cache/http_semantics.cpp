@@ -1,23 +1,15 @@
 #include "tagd/core/strings.hpp"
+#include "tagd/core/uri.hpp"
 #include "tagd/cache/http_semantics.hpp"
 #include "tagd/auth/sigv4.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <ctime>
 #include <span>
 
 namespace tagd::cache {
 namespace {
-
-std::optional<std::uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
 
 // Splits a comma list and calls fn(token) on each trimmed token.
 template <class Fn>
@@ -60,32 +52,43 @@ bool etag_list_matches(std::string_view list, std::string_view etag, bool weak) 
 
 }  // namespace
 
-RangeResult parse_range(std::string_view header, std::uint64_t size) {
+std::optional<RangeSpec> parse_range_spec(std::string_view header) {
   header = trim_ows(header);
-  if (header.substr(0, 6) != "bytes=") return {};
+  if (header.substr(0, 6) != "bytes=") return std::nullopt;
   std::string_view spec = trim_ows(header.substr(6));
-  if (spec.find(',') != std::string_view::npos) return {RangeKind::kUnsupported, {}};
+  if (spec.find(',') != std::string_view::npos) return RangeSpec{.multiple = true};
   auto dash = spec.find('-');
-  if (dash == std::string_view::npos) return {};
+  if (dash == std::string_view::npos) return std::nullopt;
   auto a = trim_ows(spec.substr(0, dash));
   auto b = trim_ows(spec.substr(dash + 1));
+  RangeSpec out;
   if (a.empty()) {  // suffix: last n bytes
-    auto n = parse_u64(b);
-    if (!n) return {};
-    if (*n == 0 || size == 0) return {RangeKind::kUnsatisfiable, {}};
-    std::uint64_t len = std::min(*n, size);
+    out.suffix = parse_u64(b);
+    if (!out.suffix) return std::nullopt;
+    return out;
+  }
+  out.first = parse_u64(a);
+  if (!out.first) return std::nullopt;
+  if (!b.empty()) {
+    out.last = parse_u64(b);
+    if (!out.last || *out.last < *out.first) return std::nullopt;
+  }
+  return out;
+}
+
+RangeResult parse_range(std::string_view header, std::uint64_t size) {
+  auto spec = parse_range_spec(header);
+  if (!spec) return {};
+  if (spec->multiple) return {RangeKind::kUnsupported, {}};
+  if (spec->suffix) {
+    if (*spec->suffix == 0 || size == 0) return {RangeKind::kUnsatisfiable, {}};
+    std::uint64_t len = std::min(*spec->suffix, size);
     return {RangeKind::kSatisfiable, {size - len, size - 1}};
   }
-  auto first = parse_u64(a);
-  if (!first) return {};
   std::uint64_t last = size == 0 ? 0 : size - 1;
-  if (!b.empty()) {
-    auto l = parse_u64(b);
-    if (!l || *l < *first) return {};
-    last = std::min(*l, last);
-  }
-  if (*first >= size) return {RangeKind::kUnsatisfiable, {}};
-  return {RangeKind::kSatisfiable, {*first, last}};
+  if (spec->last) last = std::min(*spec->last, last);
+  if (*spec->first >= size) return {RangeKind::kUnsatisfiable, {}};
+  return {RangeKind::kSatisfiable, {*spec->first, last}};
 }
 
 BlockSpan blocks_for(const ByteRange& range, std::uint32_t block_size) {
@@ -130,7 +133,9 @@ Freshness freshness(std::string_view cache_control, std::string_view expires, st
       if (t.rfind(name, 0) == 0) {
         if (auto n = parse_u64(std::string_view(t).substr(name.size()))) {
           // s-maxage wins over max-age for a shared cache.
-          if (name == "s-maxage=" || !max_age) max_age = std::chrono::seconds(static_cast<std::int64_t>(*n));
+          // (Clamped before the cast: 2^64-1 would turn negative.)
+          const auto secs = static_cast<std::int64_t>(std::min<std::uint64_t>(*n, INT64_MAX));
+          if (name == "s-maxage=" || !max_age) max_age = std::chrono::seconds(secs);
         }
       }
     }
@@ -202,39 +207,7 @@ bool in(std::string_view name, std::span<const std::string_view> list, bool case
 
 bool checksum_mode_value(std::string_view value) { return trim_ows(value) == "ENABLED"; }
 
-std::string percent_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-  }
-  return out;
-}
 
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 std::string_view unquote(std::string_view e) {
   e = trim_ows(e);
@@ -298,8 +271,8 @@ CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::str
 
 std::string make_variant(const VariantParts& parts) {
   std::string v;
-  if (parts.version_id) v += "versionId=" + percent_encode(*parts.version_id);
-  if (parts.snapshot) v += (v.empty() ? "" : "&") + std::string("snapshot=") + percent_encode(*parts.snapshot);
+  if (parts.version_id) v += "versionId=" + uri_encode(*parts.version_id, true);
+  if (parts.snapshot) v += (v.empty() ? "" : "&") + std::string("snapshot=") + uri_encode(*parts.snapshot, true);
   return v;
 }
 
@@ -311,7 +284,8 @@ VariantParts parse_variant(std::string_view variant) {
     auto eq = item.find('=');
     if (eq != std::string_view::npos) {
       std::string_view name = item.substr(0, eq);
-      std::string value = percent_decode(item.substr(eq + 1));
+      // make_variant encoded it, so it decodes; anything else is kept as it is.
+      std::string value = uri_decode(item.substr(eq + 1)).value_or(std::string(item.substr(eq + 1)));
       if (name == "versionId") parts.version_id = std::move(value);
       if (name == "snapshot") parts.snapshot = std::move(value);
     }

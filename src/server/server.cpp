@@ -1,4 +1,4 @@
-#include "tagd/http/server.hpp"
+#include "tagd/server/server.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -21,9 +21,10 @@
 #include "tagd/core/metrics.hpp"
 #include "tagd/http/framing.hpp"
 #include "tagd/gateway/gateway.hpp"
-#include "tagd/s3/request.hpp"
+#include "tagd/http/response_writer.hpp"
+#include "tagd/upstream/client.hpp"
 
-namespace tagd::http {
+namespace tagd::server {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -52,6 +53,8 @@ struct Loop {
 
 struct Server::Impl {
   const config::Config& config;
+  SystemClock clock;
+  upstream::SigningCredentials signing;
   gateway::Shared shared;
   std::vector<std::unique_ptr<Loop>> loops;
   std::uint16_t port = 0;
@@ -59,7 +62,7 @@ struct Server::Impl {
   std::unique_ptr<asio::signal_set> signals;  // loop 0 only
 
   Impl(const config::Config& c, const auth::RequestVerifier& v, upstream::SigningCredentials s)
-      : config(c), shared{c, v, std::move(s), {}} {}
+      : config(c), signing(std::move(s)), shared{c, v, clock, {}} {}
 
   asio::awaitable<void> accept_loop(Loop& loop);
   asio::awaitable<void> session(Loop& loop, tcp::socket socket);
@@ -107,7 +110,7 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
       buffer.commit(n);
     }
     entry.in_request = true;
-    gateway::RequestParser parser;
+    tagd::http::RequestParser parser;
     parser.header_limit(static_cast<std::uint32_t>(config.max_header_bytes));
     parser.body_limit(boost::none);
     // The whole head must arrive within header_timeout, however it is trickled.
@@ -127,7 +130,7 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
     } else {
       // A body tagd cannot frame exactly must not be read as "no body" and run as the
       // next request: refuse and close.
-      error = check_request_framing(parser.get().base(), parser.get().version());
+      error = tagd::http::check_request_framing(parser.get().base(), parser.get().version());
       // And the parser that reads the body must agree that it is chunked.
       if (error.is_ok() && parser.get().base().find(bhttp::field::transfer_encoding) != parser.get().base().end() &&
           !parser.chunked()) {
@@ -136,18 +139,9 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
     }
     if (ec || !error.is_ok()) {
       if (!error.is_ok()) {
-        std::string id = gateway::next_request_id();
-        bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(http_status(error.code())), 11};
-        res.set(bhttp::field::server, "tagd");
-        res.set(bhttp::field::content_type, "application/xml");
-        res.set("x-amz-request-id", id);
-        res.body() = s3::error_xml(s3_code(error.code()), error.message(), "", id);
-        res.keep_alive(false);
-        res.prepare_payload();
-        stream.expires_after(config.idle_timeout);
-        co_await bhttp::async_write(stream, res, kTuple);
         m.requests_total.inc();
-        (http_status(error.code()) >= 500 ? m.responses_5xx : m.responses_4xx).inc();
+        tagd::http::ResponseWriter writer(stream, parser, gateway::next_request_id(), config.idle_timeout);
+        (void)co_await writer.send_error(error);
       }
       break;
     }
@@ -168,7 +162,7 @@ void Server::Impl::drain(Loop& loop) {
   for (auto* s : loop.sessions) {
     if (!s->in_request) s->stream->socket().close(ignored);  // idle keep-alive: nothing to lose
   }
-  loop.gateway->pool().clear();
+  loop.gateway->close_idle();
   if (loop.sessions.empty()) return;
   loop.drain_timer.expires_after(config.drain_timeout);
   loop.drain_timer.async_wait([&loop](boost::system::error_code ec) {
@@ -186,6 +180,9 @@ Server::Server(const config::Config& config, const auth::RequestVerifier& verifi
   upstream::PoolOptions pool_options;
   pool_options.connect_timeout = config.upstream_connect_timeout;
   pool_options.max_idle = config.upstream_max_idle_per_loop;
+  upstream::ClientOptions client_options;
+  client_options.retry.max_retries = config.upstream_retries;
+  client_options.timeout = config.upstream_read_timeout;
   auto address = asio::ip::make_address(config.listen_address);
   std::uint16_t port = config.port;
   for (unsigned i = 0; i < n; ++i) {
@@ -198,9 +195,10 @@ Server::Server(const config::Config& config, const auth::RequestVerifier& verifi
     loop->acceptor.bind(ep);  // throws: address in use, permission
     loop->acceptor.listen(asio::socket_base::max_listen_connections);
     port = loop->acceptor.local_endpoint().port();  // later loops share the port chosen by the first
+    auto pool = std::make_unique<upstream::Pool>(loop->ctx.get_executor(), endpoint, upstream_tls, pool_options);
     loop->gateway = std::make_unique<gateway::Gateway>(
-        impl_->shared, std::make_unique<upstream::Pool>(loop->ctx.get_executor(), endpoint, upstream_tls, pool_options),
-        cache);
+        impl_->shared, upstream::make_pooled_client(std::move(pool), impl_->signing, impl_->clock, client_options),
+        cache, loop->ctx.get_executor());
     impl_->loops.push_back(std::move(loop));
   }
   impl_->port = port;
@@ -243,4 +241,4 @@ void Server::run() {
   spdlog::info("stopped");
 }
 
-}  // namespace tagd::http
+}  // namespace tagd::server

@@ -27,6 +27,15 @@ struct RangeResult {
 // are kUnsupported (S3 does not serve multipart/byteranges: the caller forwards them).
 // A syntactically invalid header is ignored (kNone), as RFC 9110 says.
 RangeResult parse_range(std::string_view header, std::uint64_t size);
+// The same header before the object's size is known (a miss deciding what to fetch):
+// "bytes=a-b", "bytes=a-", "bytes=-n" (suffix) or several ranges; nullopt when invalid.
+struct RangeSpec {
+  std::optional<std::uint64_t> first;   // a
+  std::optional<std::uint64_t> last;    // b
+  std::optional<std::uint64_t> suffix;  // n
+  bool multiple = false;
+};
+std::optional<RangeSpec> parse_range_spec(std::string_view header);
 
 // Blocks [first, last] that cover a byte range.
 struct BlockSpan {

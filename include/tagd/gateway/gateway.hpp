@@ -1,12 +1,13 @@
 #pragma once
-// The request handler: verify → authorize → re-sign → forward, streaming both bodies.
-// One Gateway per event loop (it owns that loop's upstream pool); everything it touches
-// from other loops (config, credentials) is read-only after start-up.
+// The request handler: verify → authorize → (object read: the cache's read path) → else
+// forward through the upstream client; every answer goes out through one
+// http::ResponseWriter. One Gateway per event loop (it owns that loop's upstream client
+// and read path); what it shares with other loops (config, credentials, cache) is
+// read-only or has its own locks.
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,12 +15,15 @@
 #include "tagd/auth/request_verifier.hpp"
 #include "tagd/cache/object_cache.hpp"
 #include "tagd/config/config.hpp"
-#include "tagd/upstream/pool.hpp"
-#include "tagd/upstream/signer.hpp"
+#include "tagd/core/clock.hpp"
+#include "tagd/http/response_writer.hpp"
+#include "tagd/upstream/client.hpp"
+
+namespace tagd::cache {
+class ReadPath;
+}
 
 namespace tagd::gateway {
-
-using RequestParser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
 
 // The client side of one connection, as the handler sees it.
 struct ClientConnection {
@@ -31,36 +35,42 @@ struct ClientConnection {
 struct Shared {
   const config::Config& config;
   const auth::RequestVerifier& verifier;
-  upstream::SigningCredentials signing;
+  const Clock& clock;
   std::function<bool()> ready;  // readiness for GET /ready
 };
 
-struct Exchange;  // one request's state (gateway.cpp)
-
-class CachedReads;  // cached_reads.hpp (module-internal)
+struct Exchange;  // one request's state (exchange.hpp)
+class ObjectFetcher;
 
 class Gateway {
  public:
-  // `cache` may be null (cache disabled); it outlives the gateway.
-  Gateway(const Shared& shared, std::unique_ptr<upstream::Pool> pool, cache::ObjectCache* cache);
+  // `cache` may be null (cache disabled); it outlives the gateway. `executor` is the
+  // gateway's event loop (fills run detached on it).
+  Gateway(const Shared& shared, std::unique_ptr<upstream::Client> client, cache::ObjectCache* cache,
+          boost::asio::any_io_executor executor);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
   // Handles one request whose head `parser` has read. Returns whether the client
   // connection may carry another request (false: the caller closes it).
-  boost::asio::awaitable<bool> handle(ClientConnection& client, RequestParser& parser);
+  boost::asio::awaitable<bool> handle(ClientConnection& client, http::RequestParser& parser);
 
-  upstream::Pool& pool() { return *pool_; }
+  // Drops idle upstream connections (drain).
+  void close_idle() { client_->close_idle(); }
 
  private:
-  boost::asio::awaitable<bool> dispatch(Exchange& ex);
-  boost::asio::awaitable<bool> forward(Exchange& ex);
+  boost::asio::awaitable<void> dispatch(Exchange& ex);
+  // An object GET/HEAD: the cache's read path decides, this writes its answer.
+  boost::asio::awaitable<void> read_through_cache(Exchange& ex);
+  boost::asio::awaitable<void> forward(Exchange& ex, CacheOutcome outcome);
+  boost::asio::awaitable<void> relay(Exchange& ex, upstream::Response& response, CacheOutcome outcome);
 
   const Shared& shared_;
-  std::unique_ptr<upstream::Pool> pool_;
-  std::unique_ptr<CachedReads> cached_reads_;
+  std::unique_ptr<upstream::Client> client_;
   cache::ObjectCache* cache_ = nullptr;
+  std::unique_ptr<ObjectFetcher> fetcher_;
+  std::unique_ptr<cache::ReadPath> read_path_;
 };
 
 // Request ids: 16 upper-case hex characters, unique per process run.

@@ -1,6 +1,7 @@
 #pragma once
 // The listener: one event loop per thread, each with its own SO_REUSEPORT acceptor,
-// gateway and upstream pool, so a request never crosses threads.
+// gateway and upstream client, so a request never crosses threads. The top of the stack:
+// it owns the loops and sessions and hands each request head to its loop's gateway.
 //
 // Lifecycle: construct (binds, throws on failure) → run() (blocks) → stop() from any
 // thread or SIGINT/SIGTERM starts a drain: acceptors close, idle connections close,
@@ -15,7 +16,7 @@
 #include "tagd/config/config.hpp"
 #include "tagd/upstream/signer.hpp"
 
-namespace tagd::http {
+namespace tagd::server {
 
 class Server {
  public:
@@ -35,4 +36,4 @@ class Server {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace tagd::http
+}  // namespace tagd::server

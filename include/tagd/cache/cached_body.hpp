@@ -1,0 +1,58 @@
+#pragma once
+// The body of a cached answer: the bytes of one range of an object, read block by block
+// from the DRAM tier, the disk, or a fill in progress (at this reader's pace: a slow
+// reader holds back no one). Whoever writes it to the client does not know which.
+//
+// Before a head is sent, prepare() makes sure that the first block this body needs from
+// the upstream comes from a checked answer, so an object that changed upstream becomes a
+// clean miss instead of a response cut after the cached blocks. A change found later
+// (beyond what prepare() checks) makes read() fail with kPreconditionFailed; the entry is
+// invalidated and the failure counted (cache_changed_resets_total) here.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include "tagd/cache/fill_engine.hpp"
+#include "tagd/cache/http_semantics.hpp"
+#include "tagd/cache/object_cache.hpp"
+#include "tagd/core/body_source.hpp"
+
+namespace tagd::cache {
+
+class CachedBody final : public BodySource {
+ public:
+  // `range` must lie inside the object; an empty object has no body (length 0).
+  CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
+             std::chrono::milliseconds wait_timeout);
+
+  enum class Preparation { kOk, kChanged, kFailed, kTimeout };
+  [[nodiscard]] boost::asio::awaitable<Preparation> prepare();
+
+  [[nodiscard]] boost::asio::awaitable<Result<std::size_t>> read(std::span<char> out) override;
+  [[nodiscard]] boost::asio::awaitable<Result<std::span<const char>>> next(std::span<char> scratch) override;
+  [[nodiscard]] std::optional<std::uint64_t> length() const override { return length_; }
+
+ private:
+  // The next piece of the current block (up to `max_lent` bytes lent from a stored block,
+  // or copied from a fill into `scratch`), or an empty span at the end of the range.
+  boost::asio::awaitable<Result<std::span<const char>>> next_piece(std::span<char> scratch, std::size_t max_lent);
+  Status failed(const Status& status);
+
+  ObjectCache& cache_;
+  FillEngine& fills_;
+  ObjectKey key_;
+  std::uint64_t key_hash_;
+  ObjectMeta meta_;
+  ByteRange range_;
+  std::uint64_t length_;
+  std::chrono::milliseconds wait_timeout_;
+  std::uint64_t run_blocks_;
+  std::uint64_t position_ = 0;  // next object byte to hand out
+  // The block being handed out: whole (stored) or in flight.
+  std::uint64_t block_ = UINT64_MAX;
+  BlockBytes stored_;
+  std::shared_ptr<InflightBlock> inflight_;
+  int attempts_ = 0;  // new fills started for the current block
+};
+
+}  // namespace tagd::cache

@@ -1,0 +1,96 @@
+#pragma once
+// An object GET or HEAD through the cache, as an explicit state machine that decides and
+// never writes to the client: it returns a head and a body source (a cached range, or an
+// upstream answer relayed as it is), an S3 error, or "forward this request".
+//
+//   kLookup ──fresh──────────▶ kFresh ─────────────▶ answer from blocks      (HIT)
+//      │   └─fresh, checksums unknown▶ kLearnChecksums ─▶ kFresh
+//      ├──stale / no-cache──▶ kRevalidate ─304/same─▶ answer from blocks      (REVALIDATED)
+//      │                          ├─upstream down, within stale-if-error▶ kServeStale (HIT)
+//      │                          └─changed/gone─▶ kMiss
+//      └──not cached────────▶ kMiss ─another request is fetching─▶ kJoin ─▶ kLookup
+//                                 ├─conditional, HEAD, odd range─▶ forward    (MISS)
+//                                 └─▶ kFill: fetch head + first blocks, publish,
+//                                      hand the body to the FillEngine ─▶ answer (MISS)
+//   (a cached copy found to have changed upstream before its head went out → kLookup)
+//
+// Requests the cache may not answer (allow-listed headers and parameters only, no-store)
+// are forwarded as BYPASS. Every result carries the one CacheOutcome from which the
+// writer derives X-Cache and the outcome counter.
+//
+// Threading: one ReadPath per event loop (it owns that loop's FillEngine).
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/message.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tagd/cache/fetcher.hpp"
+#include "tagd/cache/fill_engine.hpp"
+#include "tagd/cache/object_cache.hpp"
+#include "tagd/core/body_source.hpp"
+#include "tagd/core/cache_outcome.hpp"
+#include "tagd/core/clock.hpp"
+#include "tagd/core/status.hpp"
+
+namespace tagd::cache {
+
+struct ReadRequest {
+  bool head = false;  // HEAD (else GET)
+  std::string bucket;
+  std::string key;
+  const std::vector<std::pair<std::string, std::string>>* query = nullptr;  // decoded parameters
+  const boost::beast::http::fields* headers = nullptr;                      // the client's headers
+};
+
+struct ReadResult {
+  enum class Action {
+    kRespond,  // write `head` (+ `body`), or `error` when it is not ok
+    kForward,  // send the client's request upstream as it is
+  };
+  Action action = Action::kForward;
+  CacheOutcome outcome = CacheOutcome::kNone;
+  Status error;                               // kRespond: an S3 error instead of head/body
+  boost::beast::http::response_header<> head;  // kRespond without error
+  std::unique_ptr<BodySource> body;           // null: no body
+  std::optional<std::uint64_t> body_length;   // the body's length when known
+};
+
+// The states of one read (see the diagram above); exposed for tests and logs.
+enum class ReadState { kLookup, kLearnChecksums, kFresh, kRevalidate, kServeStale, kMiss, kJoin, kFill, kDone };
+const char* read_state_name(ReadState state);
+
+class ReadPath {
+ public:
+  // `cache`, `fetcher` and `clock` outlive the read path. `upstream_timeout` bounds each
+  // wait for the upstream (a fill's progress, a revalidation).
+  ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, boost::asio::any_io_executor executor,
+           std::chrono::milliseconds upstream_timeout);
+
+  [[nodiscard]] boost::asio::awaitable<ReadResult> serve(const ReadRequest& request);
+
+  FillEngine& fills() { return fills_; }
+
+ private:
+  struct Session;  // one read's state (read_path.cpp)
+  boost::asio::awaitable<ReadState> lookup(Session& s);
+  boost::asio::awaitable<ReadState> learn_checksums(Session& s);
+  boost::asio::awaitable<ReadState> revalidate(Session& s);
+  boost::asio::awaitable<ReadState> miss(Session& s);
+  boost::asio::awaitable<ReadState> join(Session& s);
+  boost::asio::awaitable<ReadState> fill(Session& s);
+  // Answers from the cached copy `s.meta` (conditionals, ranges, checksums, the body from
+  // blocks). kLookup when the copy turned out to have changed upstream.
+  boost::asio::awaitable<ReadState> answer(Session& s, CacheOutcome outcome, bool stale);
+
+  ObjectCache& cache_;
+  Fetcher& fetcher_;
+  const Clock& clock_;
+  std::chrono::milliseconds upstream_timeout_;
+  FillEngine fills_;
+};
+
+}  // namespace tagd::cache

@@ -1,0 +1,170 @@
+#include "tagd/cache/cached_body.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstring>
+
+#include "tagd/core/metrics.hpp"
+#include "tagd/core/strings.hpp"
+
+namespace tagd::cache {
+
+namespace asio = boost::asio;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
+                       std::chrono::milliseconds wait_timeout)
+    : cache_(cache),
+      fills_(fills),
+      key_(std::move(key)),
+      key_hash_(key_.hash()),
+      meta_(std::move(meta)),
+      range_(range),
+      length_(meta_.size == 0 ? 0 : range.length()),
+      wait_timeout_(wait_timeout),
+      run_blocks_(std::max<std::uint64_t>(1, cache.options().max_fetch / meta_.block_size)),
+      position_(range.first) {}
+
+asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
+  if (length_ == 0) co_return Preparation::kOk;
+  const auto span = blocks_for(range_, meta_.block_size);
+  // Presence checks are index lookups: bounded, so the head of a huge cached object is not
+  // delayed. A block missing beyond the bound is still fetched with If-Match; a change
+  // found then fails read() (the connection is reset).
+  constexpr std::uint64_t kMaxScan = 1024;
+  std::uint64_t b = span.first;
+  while (b <= span.last && b - span.first < kMaxScan && cache_.block_cached(key_hash_, meta_.etag, b)) ++b;
+  if (b > span.last || b - span.first >= kMaxScan) co_return Preparation::kOk;
+  auto executor = co_await asio::this_coro::executor;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto inflight = cache_.find(key_hash_, meta_.etag, b);
+    if (!inflight) {
+      fills_.ensure_run(key_, meta_, b);
+      inflight = cache_.find(key_hash_, meta_.etag, b);
+      if (!inflight) co_return Preparation::kOk;  // stored in between
+    }
+    auto timer = std::make_shared<asio::steady_timer>(executor);
+    timer->expires_after(wait_timeout_);
+    if (inflight->wait_for_validation(executor, timer)) {
+      auto [ec] = co_await timer->async_wait(kTuple);
+      if (!ec) co_return Preparation::kTimeout;
+    }
+    if (inflight->changed()) co_return Preparation::kChanged;
+    if (!inflight->failed()) co_return Preparation::kOk;
+    // Failed for another reason (upstream error, broken connection): one more try.
+  }
+  co_return Preparation::kFailed;
+}
+
+Status CachedBody::failed(const Status& status) {
+  if (status.code() == ErrorCode::kPreconditionFailed) {
+    metrics().cache_changed_resets.inc();
+    // (The fill that found the change invalidated already; a reader may have cached the
+    // new object since, which stays.)
+    if (auto now_cached = cache_.lookup(key_); now_cached && now_cached->etag == meta_.etag) {
+      cache_.invalidate(key_.bucket, key_.key);
+    }
+    spdlog::warn("{}/{} changed upstream while its cached copy was being served (block {}); response aborted, "
+                 "entry invalidated",
+                 log_field(key_.bucket), log_field(key_.key), block_);
+  } else {
+    spdlog::warn("cached read of {}/{} block {} failed: {}; response aborted", log_field(key_.bucket),
+                 log_field(key_.key), block_, status.message());
+  }
+  return status;
+}
+
+asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<char> scratch, std::size_t max_lent) {
+  if (length_ == 0 || position_ > range_.last) co_return std::span<const char>();
+  const std::uint32_t bs = meta_.block_size;
+  const std::uint64_t b = position_ / bs;
+  if (b != block_) {
+    block_ = b;
+    stored_.reset();
+    inflight_.reset();
+    attempts_ = 0;
+    // Read-ahead: when a run starts, get the next one going so a sequential reader over a
+    // high-latency link does not stall at each run boundary.
+    const auto span = blocks_for(range_, bs);
+    if ((b - span.first) % run_blocks_ == 0 && b + run_blocks_ <= span.last) fills_.ensure_run(key_, meta_, b + run_blocks_);
+  }
+  const std::uint64_t block_start = b * bs;
+  const std::uint64_t lo = position_ - block_start;
+  const std::uint64_t hi = std::min<std::uint64_t>(range_.last + 1, block_start + block_length(meta_, b)) - block_start;
+  // The first byte of this block that this body needs: a fill that fails after it was
+  // handed out cannot be retried (the bytes must all come from one answer).
+  const std::uint64_t first_needed = std::max(range_.first, block_start) - block_start;
+  auto& m = metrics();
+  for (;;) {
+    if (stored_) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(hi - lo, max_lent));
+      position_ += n;
+      m.cache_hit_bytes.inc(n);
+      co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + lo, n);
+    }
+    if (!inflight_) {
+      BlockBytes bytes;
+      if (cache_.read_block(key_hash_, meta_.etag, b, bytes) == ReadOutcome::kHit) {
+        if (bytes->size() != block_length(meta_, b)) {
+          co_return failed(Status(ErrorCode::kInternalError, "cache block length"));
+        }
+        stored_ = std::move(bytes);
+        continue;
+      }
+      auto inflight = cache_.find(key_hash_, meta_.etag, b);
+      if (!inflight) {
+        if (attempts_ >= 3) co_return failed(Status(ErrorCode::kBadGateway, "could not fetch a block from upstream"));
+        ++attempts_;
+        fills_.ensure_run(key_, meta_, b);
+        inflight = cache_.find(key_hash_, meta_.etag, b);
+        if (!inflight) continue;  // finished between the checks: read it from the cache
+      } else {
+        m.cache_joined_fills.inc();
+      }
+      inflight_ = std::move(inflight);
+    }
+    // Read the block as it arrives, at this reader's pace.
+    bool done = false;
+    const std::size_t n = inflight_->read(static_cast<std::size_t>(lo), reinterpret_cast<std::byte*>(scratch.data()),
+                                          std::min<std::uint64_t>(scratch.size(), hi - lo), done);
+    if (n > 0) {
+      position_ += n;
+      co_return std::span<const char>(scratch.data(), n);
+    }
+    if (done) {
+      // The metadata is wrong now (the fill invalidated it): no retry can help.
+      if (inflight_->changed()) co_return failed(Status(ErrorCode::kPreconditionFailed, "the object changed upstream"));
+      if (!inflight_->failed()) co_return failed(Status(ErrorCode::kInternalError, "cache fill shorter than its block"));
+      if (lo > first_needed) co_return failed(Status(ErrorCode::kBadGateway, "cache fill failed mid-block"));
+      inflight_.reset();  // failed before this body's first byte of the block: a new run
+      continue;
+    }
+    auto executor = co_await asio::this_coro::executor;
+    auto timer = std::make_shared<asio::steady_timer>(executor);
+    timer->expires_after(wait_timeout_);
+    if (inflight_->wait_for_progress(static_cast<std::size_t>(lo), executor, timer)) {
+      auto [ec] = co_await timer->async_wait(kTuple);
+      if (!ec) co_return failed(Status(ErrorCode::kGatewayTimeout, "cache fill stalled"));
+    }
+  }
+}
+
+asio::awaitable<Result<std::span<const char>>> CachedBody::next(std::span<char> scratch) {
+  co_return co_await next_piece(scratch, SIZE_MAX);
+}
+
+asio::awaitable<Result<std::size_t>> CachedBody::read(std::span<char> out) {
+  if (out.empty()) co_return std::size_t{0};
+  auto piece = co_await next_piece(out, out.size());
+  if (!piece) co_return piece.error();
+  const std::size_t n = piece.value().size();
+  if (n > 0 && piece.value().data() != out.data()) std::memcpy(out.data(), piece.value().data(), n);
+  co_return n;
+}
+
+}  // namespace tagd::cache

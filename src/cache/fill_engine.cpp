@@ -1,0 +1,197 @@
+#include "tagd/cache/fill_engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "tagd/core/metrics.hpp"
+
+namespace tagd::cache {
+
+namespace asio = boost::asio;
+
+std::uint32_t block_length(const ObjectMeta& meta, std::uint64_t block) {
+  const std::uint64_t start = block * meta.block_size;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(meta.block_size, meta.size - start));
+}
+
+std::uint64_t last_block(const ObjectMeta& meta) { return meta.size == 0 ? 0 : (meta.size - 1) / meta.block_size; }
+
+namespace {
+// Per-read transfer unit of a fill.
+constexpr std::size_t kPiece = 64 * 1024;
+}  // namespace
+
+struct FillEngine::Run {
+  ObjectCache* cache = nullptr;
+  ObjectKey key;  // invalidated when the upstream says the object changed
+  std::uint64_t key_hash = 0;
+  std::string etag;
+  std::uint64_t first_block = 0;
+  // Parallel: each block's length in the body, and the block to fill (null: another fill
+  // owns it, so its bytes are skipped; or it is finished already).
+  std::vector<std::uint32_t> lengths;
+  std::vector<std::shared_ptr<InflightBlock>> blocks;
+  std::unique_ptr<BodySource> body;
+  Admission admission;  // the fill budget is held until the run ends
+
+  void fail_from(std::size_t index, bool changed = false) {
+    for (std::size_t i = index; i < blocks.size(); ++i) {
+      if (!blocks[i]) continue;
+      blocks[i]->fail(changed);
+      cache->finish(key_hash, etag, first_block + i);
+    }
+  }
+  void mark_validated() {
+    for (auto& b : blocks) {
+      if (b) b->mark_validated();
+    }
+  }
+};
+
+namespace {
+
+// Copies the body into its blocks; each finished block is stored, then leaves the registry.
+asio::awaitable<void> pump(std::shared_ptr<FillEngine::Run> run) {
+  auto& m = metrics();
+  auto piece = std::make_unique<char[]>(kPiece);
+  std::size_t index = 0;
+  std::size_t filled = 0;
+  bool ok = true;
+  while (index < run->blocks.size()) {
+    auto got = co_await run->body->read(std::span<char>(piece.get(), kPiece));
+    if (!got) {
+      spdlog::warn("cache fill of key {:016x} blocks {}+{} broke after block {}: {}", run->key_hash, run->first_block,
+                   run->blocks.size(), run->first_block + index, got.error().message());
+      ok = false;
+      break;
+    }
+    std::size_t n = got.value();
+    if (n == 0) {
+      // The upstream ended the body before the bytes its head announced.
+      m.upstream_truncated_bodies.inc();
+      ok = false;
+      break;
+    }
+    m.cache_fill_bytes.inc(n);
+    const char* p = piece.get();
+    while (n > 0 && index < run->blocks.size()) {
+      const std::uint32_t expected = run->lengths[index];
+      const std::size_t take = std::min<std::size_t>(expected - filled, n);
+      if (run->blocks[index]) run->blocks[index]->append(reinterpret_cast<const std::byte*>(p), take);
+      p += take;
+      n -= take;
+      filled += take;
+      if (filled < expected) break;
+      if (run->blocks[index]) {
+        // Stored before it leaves the registry, so a new reader finds it in one or the other.
+        run->cache->store_block(run->key_hash, run->etag, run->first_block + index, run->blocks[index]->complete());
+        run->cache->finish(run->key_hash, run->etag, run->first_block + index);
+        // Drop the run's reference: readers still copying from it keep it alive, everyone
+        // else reads the block from the cache now. The fill holds one block, not the object.
+        run->blocks[index].reset();
+      }
+      ++index;
+      filled = 0;
+    }
+  }
+  if (!ok) {
+    // A truncated body never becomes a cached block: unfinished blocks are failed and their
+    // waiters refetch or give up.
+    m.cache_fills_failed.inc();
+    run->fail_from(index);
+    co_return;
+  }
+  m.cache_fills_completed.inc();
+  // Read the (empty) end of the body so a keep-alive connection goes back to its pool.
+  (void)co_await run->body->read(std::span<char>(piece.get(), kPiece));
+}
+
+asio::awaitable<void> fetch_and_pump(std::shared_ptr<FillEngine::Run> run, Fetcher* fetcher, FetchRequest request,
+                                     std::uint64_t object_size) {
+  const ByteRange range = *request.range;
+  auto reply = co_await fetcher->fetch(std::move(request));
+  if (!reply) {
+    spdlog::warn("cache fill of key {:016x} bytes {}-{} failed: {}", run->key_hash, range.first, range.last,
+                 reply.error().message());
+    metrics().cache_fills_failed.inc();
+    run->fail_from(0);
+    co_return;
+  }
+  // Nothing is stored unless the answer is exactly the bytes asked for, of this ETag.
+  const auto& h = reply.value()->head();
+  namespace http = boost::beast::http;
+  std::string why;
+  const auto verdict = check_fill_response(h.result_int(), h[http::field::content_range],
+                                           h[http::field::content_length], h[http::field::etag],
+                                           FillExpectation{range.first, range.last, object_size, run->etag}, why);
+  if (verdict != FillVerdict::kOk) {
+    const bool changed = verdict == FillVerdict::kChanged;
+    spdlog::warn("cache fill of key {:016x} bytes {}-{} refused: {}{}", run->key_hash, range.first, range.last, why,
+                 changed ? "; the object changed upstream, cached entry invalidated" : "");
+    // Invalidated before the blocks fail, so a reader that retries finds no metadata.
+    if (changed) run->cache->invalidate(run->key.bucket, run->key.key);
+    metrics().cache_fills_failed.inc();
+    run->fail_from(0, changed);
+    co_return;  // the unread answer is dropped with its connection
+  }
+  run->mark_validated();
+  run->body = std::move(reply.value());
+  co_await pump(run);
+}
+
+}  // namespace
+
+void FillEngine::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block) {
+  const std::uint64_t kh = key.hash();
+  if (block > last_block(meta) || cache_.present_or_inflight(kh, meta.etag, block)) return;
+  auto run = std::make_shared<Run>();
+  run->cache = &cache_;
+  run->key = key;
+  run->key_hash = kh;
+  run->etag = meta.etag;
+  run->first_block = block;
+  const std::uint64_t max_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
+  for (std::uint64_t b = block; b <= last_block(meta) && b < block + max_blocks; ++b) {
+    if (b != block && cache_.present_or_inflight(kh, meta.etag, b)) break;  // runs stop at what is there
+    auto [inflight, owner] = cache_.find_or_start(kh, meta.etag, b, block_length(meta, b));
+    if (!owner) break;
+    run->lengths.push_back(block_length(meta, b));
+    run->blocks.push_back(std::move(inflight));
+  }
+  if (run->blocks.empty()) return;
+  metrics().cache_fills_started.inc();
+  FetchRequest request;
+  request.key = key;
+  request.range = ByteRange{block * meta.block_size,
+                            std::min(meta.size, (block + run->blocks.size()) * meta.block_size) - 1};
+  request.if_match = meta.etag;
+  request.timeout = read_timeout_;
+  asio::co_spawn(executor_, fetch_and_pump(run, &fetcher_, std::move(request), meta.size), asio::detached);
+}
+
+void FillEngine::adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block,
+                       std::uint64_t body_bytes, std::unique_ptr<BodySource> body, Admission admission) {
+  auto run = std::make_shared<Run>();
+  run->cache = &cache_;
+  run->key = key;
+  run->key_hash = key.hash();
+  run->etag = meta.etag;
+  run->first_block = first_block;
+  const std::uint64_t blocks_in_body = (body_bytes + meta.block_size - 1) / meta.block_size;
+  for (std::uint64_t i = 0; i < blocks_in_body; ++i) {
+    const std::uint64_t b = first_block + i;
+    auto [inflight, mine] = cache_.find_or_start(run->key_hash, run->etag, b, block_length(meta, b));
+    run->lengths.push_back(block_length(meta, b));
+    run->blocks.push_back(mine ? std::move(inflight) : nullptr);
+  }
+  run->mark_validated();  // the caller checked this answer's head
+  run->body = std::move(body);
+  run->admission = std::move(admission);
+  metrics().cache_fills_started.inc();
+  asio::co_spawn(executor_, pump(run), asio::detached);
+}
+
+}  // namespace tagd::cache

@@ -1,0 +1,510 @@
+#include "tagd/cache/read_path.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <limits>
+
+#include "tagd/cache/cached_body.hpp"
+#include "tagd/cache/http_semantics.hpp"
+#include "tagd/core/metrics.hpp"
+#include "tagd/core/strings.hpp"
+
+namespace tagd::cache {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+const char* read_state_name(ReadState state) {
+  switch (state) {
+    case ReadState::kLookup: return "lookup";
+    case ReadState::kLearnChecksums: return "learn-checksums";
+    case ReadState::kFresh: return "fresh";
+    case ReadState::kRevalidate: return "revalidate";
+    case ReadState::kServeStale: return "serve-stale";
+    case ReadState::kMiss: return "miss";
+    case ReadState::kJoin: return "join";
+    case ReadState::kFill: return "fill";
+    case ReadState::kDone: return "done";
+  }
+  return "?";
+}
+
+namespace {
+
+// A cached copy is looked up at most this many times per request (each time it turned out
+// to have changed upstream, or another request was fetching it); then the request is
+// forwarded.
+constexpr int kMaxRounds = 3;
+
+// Every upstream header is replayed on a hit except those that describe one response or
+// one connection (and the ones tagd sets itself). A fixed allow-list dropped SSE-KMS key
+// ids, object-lock legal holds and whatever vendors add next.
+bool replayed_header(std::string_view name) {
+  static constexpr std::string_view kPerResponse[] = {
+      "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+      "content-length", "content-range", "date", "server", "x-amz-request-id", "x-amz-id-2", "etag",
+      "last-modified", "accept-ranges", "x-cache", "set-cookie", "age", "warning"};
+  for (auto k : kPerResponse) {
+    if (iequals(name, k)) return false;
+  }
+  // Whole-object checksums are kept apart (ObjectMeta::checksums): a hit returns them only
+  // where S3 would (return_checksums).
+  return !is_checksum_header(name);
+}
+
+std::vector<std::pair<std::string, std::string>> checksums_from(const http::response_header<>& h) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : h) {
+    if (is_checksum_header(f.name_string())) out.emplace_back(to_lower(f.name_string()), std::string(f.value()));
+  }
+  return out;
+}
+
+std::int64_t to_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// Metadata from an upstream 200/206 head, or nullopt if the response must not be cached.
+std::optional<ObjectMeta> meta_from(const http::response_header<>& h, const ObjectCacheOptions& options,
+                                    bool immutable, std::chrono::system_clock::time_point now, std::string& why_not) {
+  ObjectMeta m;
+  m.etag = std::string(h[http::field::etag]);
+  // Empty and weak ETags cannot key blocks (TAG bug 3).
+  if (m.etag.empty() || m.etag.rfind("W/", 0) == 0) {
+    why_not = "no strong ETag";
+    return std::nullopt;
+  }
+  bool whole_object = true;
+  if (h.result_int() == 206) {
+    auto cr = parse_content_range(h[http::field::content_range]);
+    if (!cr) {
+      why_not = "no object size in Content-Range";
+      return std::nullopt;
+    }
+    m.size = cr->size;
+    whole_object = cr->first == 0 && cr->last + 1 == cr->size;
+  } else {
+    auto size = parse_u64(h[http::field::content_length]);
+    if (!size) {
+      why_not = "no Content-Length";
+      return std::nullopt;
+    }
+    m.size = *size;
+  }
+  auto fresh = freshness(h[http::field::cache_control], h[http::field::expires], h[http::field::date], now,
+                         std::chrono::duration_cast<std::chrono::seconds>(options.ttl));
+  if (!fresh.storable) {
+    why_not = "Cache-Control forbids storing";
+    return std::nullopt;
+  }
+  m.last_modified = std::string(h[http::field::last_modified]);
+  for (const auto& f : h) {
+    if (replayed_header(f.name_string())) m.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  }
+  // Fills ask in checksum mode: an answer with every byte names the checksums (or shows
+  // there are none). A partial answer says nothing about them.
+  if (whole_object) {
+    m.checksums = checksums_from(h);
+    m.checksums_known = true;
+  }
+  m.fetched_at_ms = to_ms(now);
+  m.fresh_until_ms = to_ms(fresh.until);
+  // A read as of a past snapshot never changes: it is not expired by the TTL (a write
+  // through tagd still invalidates it, with every other variant of the key).
+  if (immutable) m.fresh_until_ms = std::numeric_limits<std::int64_t>::max();
+  m.block_size = options.block_size;
+  return m;
+}
+
+// Reads what is left of a response that has no body (a HEAD or 304 answer), so its
+// keep-alive connection goes back to the pool.
+asio::awaitable<void> finish_bodyless(ResponseSource& response) {
+  char sink[256];
+  for (int i = 0; i < 4; ++i) {
+    auto n = co_await response.read(std::span<char>(sink, sizeof sink));
+    if (!n || n.value() == 0) co_return;
+  }
+}
+
+}  // namespace
+
+struct ReadPath::Session {
+  const ReadRequest& request;
+  CacheKeyDecision decision;
+  ClientDirective directive = ClientDirective::kNone;
+  ObjectKey key;
+  std::optional<ObjectMeta> meta;
+  int round = 0;
+  std::shared_ptr<ObjectCache::PendingObject> pending;  // kJoin: the fetch being waited for
+  ReadResult result;
+
+  std::string_view header(http::field f) const {
+    auto it = request.headers->find(f);
+    return it == request.headers->end() ? std::string_view() : std::string_view(it->value());
+  }
+  bool has(http::field f) const { return request.headers->find(f) != request.headers->end(); }
+  ReadState forward(CacheOutcome outcome) {
+    result.action = ReadResult::Action::kForward;
+    result.outcome = outcome;
+    return ReadState::kDone;
+  }
+  ReadState respond_error(CacheOutcome outcome, Status error) {
+    result.action = ReadResult::Action::kRespond;
+    result.outcome = outcome;
+    result.error = std::move(error);
+    return ReadState::kDone;
+  }
+};
+
+ReadPath::ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, asio::any_io_executor executor,
+                   std::chrono::milliseconds upstream_timeout)
+    : cache_(cache),
+      fetcher_(fetcher),
+      clock_(clock),
+      upstream_timeout_(upstream_timeout),
+      fills_(cache, fetcher, std::move(executor), upstream_timeout) {}
+
+asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
+  Session s{request, {}, {}, {}, {}, 0, {}, {}};
+  std::vector<std::pair<std::string, std::string>> headers;
+  headers.reserve(16);
+  for (const auto& f : *request.headers) headers.emplace_back(to_lower(f.name_string()), std::string(f.value()));
+  s.decision = cache_key_for(*request.query, headers);
+  s.directive = client_directive(s.header(http::field::cache_control), s.header(http::field::pragma));
+  if (!s.decision.cacheable || s.directive == ClientDirective::kBypass) {
+    spdlog::debug("cache bypass for {}/{}: {}", log_field(request.bucket), log_field(request.key),
+                  s.decision.cacheable ? std::string("Cache-Control: no-store") : s.decision.reason);
+    s.forward(CacheOutcome::kBypass);
+    co_return std::move(s.result);
+  }
+  s.key = ObjectKey{request.bucket, request.key, s.decision.variant};
+
+  ReadState state = ReadState::kLookup;
+  while (state != ReadState::kDone) {
+    switch (state) {
+      case ReadState::kLookup: state = co_await lookup(s); break;
+      case ReadState::kLearnChecksums: state = co_await learn_checksums(s); break;
+      case ReadState::kFresh: state = co_await answer(s, CacheOutcome::kHit, false); break;
+      case ReadState::kRevalidate: state = co_await revalidate(s); break;
+      case ReadState::kServeStale: state = co_await answer(s, CacheOutcome::kHit, true); break;
+      case ReadState::kMiss: state = co_await miss(s); break;
+      case ReadState::kJoin: state = co_await join(s); break;
+      case ReadState::kFill: state = co_await fill(s); break;
+      case ReadState::kDone: break;
+    }
+  }
+  co_return std::move(s.result);
+}
+
+asio::awaitable<ReadState> ReadPath::lookup(Session& s) {
+  if (++s.round > kMaxRounds) co_return s.forward(CacheOutcome::kMiss);
+  s.meta = cache_.lookup(s.key);
+  if (s.meta && s.meta->block_size != cache_.options().block_size) s.meta.reset();  // another geometry
+  if (!s.meta) co_return ReadState::kMiss;
+  if (clock_.now_ms() >= s.meta->fresh_until_ms || s.directive == ClientDirective::kRevalidate) {
+    co_return ReadState::kRevalidate;
+  }
+  // A checksum-mode client gets the object's checksums on whole-object answers; a fill of
+  // a range did not learn them: ask once (HEAD in checksum mode) and keep them.
+  if (s.decision.checksum_mode && !s.meta->checksums_known) {
+    ChecksumContext c{true, false, {}, s.meta->size, s.meta->etag};
+    if (s.has(http::field::range)) {
+      auto r = parse_range(s.header(http::field::range), s.meta->size);
+      if (r.kind == RangeKind::kSatisfiable) {
+        c.partial = true;
+        c.range = r.range;
+      }
+    }
+    if (return_checksums(c)) co_return ReadState::kLearnChecksums;
+  }
+  co_return ReadState::kFresh;
+}
+
+asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
+  const std::uint64_t epoch = cache_.epoch();
+  // Short: a hit must not wait long for what is only an extra header (an unreachable
+  // upstream means answering without checksums, as a hit always did before).
+  FetchRequest head{http::verb::head, s.key, std::nullopt, "", "",
+                    std::min<std::chrono::milliseconds>(upstream_timeout_, std::chrono::seconds(2))};
+  auto reply = co_await fetcher_.fetch(std::move(head));
+  if (!reply) co_return ReadState::kFresh;
+  auto& h = reply.value()->head();
+  const int status = h.result_int();
+  const bool same = status == 200 && h[http::field::etag] == s.meta->etag;
+  if (same) {
+    s.meta->checksums = checksums_from(h);
+    s.meta->checksums_known = true;
+    (void)cache_.publish(s.key, *s.meta, epoch);
+  }
+  co_await finish_bodyless(*reply.value());
+  if (status == 404 || (status == 200 && !same)) {
+    cache_.invalidate(s.key.bucket, s.key.key);
+    co_return ReadState::kLookup;
+  }
+  co_return ReadState::kFresh;
+}
+
+asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
+  // Stale, or the client asked for revalidation: a conditional HEAD upstream.
+  const std::uint64_t epoch = cache_.epoch();
+  // (A named request: GCC 12 mishandles aggregate temporaries in a co_await operand.)
+  FetchRequest conditional_head{http::verb::head, s.key, std::nullopt, "", s.meta->etag, {}};
+  auto reply = co_await fetcher_.fetch(std::move(conditional_head));
+  if (!reply || reply.value()->status() >= 500) {
+    if (clock_.now_ms() < s.meta->fresh_until_ms + cache_.options().stale_if_error.count()) {
+      spdlog::warn("upstream unavailable for revalidation of {}/{}; serving stale copy", log_field(s.key.bucket),
+                   log_field(s.key.key));
+      co_return ReadState::kServeStale;
+    }
+    co_return s.forward(CacheOutcome::kMiss);  // forwarding reports the upstream failure
+  }
+  auto& h = reply.value()->head();
+  const int status = h.result_int();
+  const bool same = status == 304 || (status == 200 && h[http::field::etag] == s.meta->etag);
+  if (same) {
+    auto fresh = freshness(h[http::field::cache_control], h[http::field::expires], h[http::field::date], clock_.now(),
+                           std::chrono::duration_cast<std::chrono::seconds>(cache_.options().ttl));
+    s.meta->fresh_until_ms = to_ms(fresh.until);
+    if (immutable_variant(s.key.variant)) s.meta->fresh_until_ms = std::numeric_limits<std::int64_t>::max();
+    if (status == 200) {
+      // A whole-object HEAD in checksum mode: it names the checksums.
+      s.meta->checksums = checksums_from(h);
+      s.meta->checksums_known = true;
+    }
+  }
+  co_await finish_bodyless(*reply.value());
+  if (!same) {
+    // Changed or gone: forget it and treat the request as a miss.
+    cache_.invalidate(s.key.bucket, s.key.key);
+    co_return ReadState::kMiss;
+  }
+  (void)cache_.publish(s.key, *s.meta, epoch);
+  const ReadState next = co_await answer(s, CacheOutcome::kRevalidated, false);
+  co_return next;
+}
+
+asio::awaitable<ReadState> ReadPath::miss(Session& s) {
+  // Requests with conditionals are forwarded as they are (the upstream answers them);
+  // suffix ranges ("bytes=-n") need the size first, so they are forwarded too; so is a
+  // HEAD (filling would download the whole object to answer it). Their X-Cache is MISS:
+  // the object was not in the cache, and this request does not fill it.
+  const bool conditional = s.has(http::field::if_match) || s.has(http::field::if_none_match) ||
+                           s.has(http::field::if_modified_since) || s.has(http::field::if_unmodified_since);
+  if (conditional || s.request.head) co_return s.forward(CacheOutcome::kMiss);
+  if (s.has(http::field::range)) {
+    auto spec = parse_range_spec(s.header(http::field::range));
+    if (!spec || spec->multiple || !spec->first) co_return s.forward(CacheOutcome::kMiss);
+  }
+  auto [pending, owner] = cache_.find_or_start_object(s.key);
+  if (owner) co_return ReadState::kFill;  // fill() finishes the object on every path
+  s.pending = std::move(pending);
+  co_return ReadState::kJoin;
+}
+
+asio::awaitable<ReadState> ReadPath::join(Session& s) {
+  // Another request is fetching this object's head: wait for it, then read blocks.
+  metrics().cache_joined_fills.inc();
+  auto executor = co_await asio::this_coro::executor;
+  auto timer = std::make_shared<asio::steady_timer>(executor);
+  timer->expires_after(upstream_timeout_);
+  if (s.pending->signal.wait_for_progress(0, executor, timer)) co_await timer->async_wait(kTuple);
+  s.pending.reset();
+  co_return ReadState::kLookup;  // look the metadata up again
+}
+
+asio::awaitable<ReadState> ReadPath::fill(Session& s) {
+  // This request (the owner of the object's single flight) fetches the head and the first run of blocks. Waiters are released as
+  // soon as the metadata is published and the blocks are registered — not when this
+  // request's own response ends, or a herd would wait for the first client's whole
+  // transfer. On every early return the destructor does it.
+  struct Finish {
+    ObjectCache& c;
+    const ObjectKey& k;
+    bool done = false;
+    void release() {
+      if (!done) c.finish_object(k);
+      done = true;
+    }
+    ~Finish() { release(); }
+  } finish{cache_, s.key};
+
+  const std::uint64_t bs = cache_.options().block_size;
+  std::uint64_t first_block = 0;
+  std::optional<std::uint64_t> last_wanted_block;  // a closed range needs no more than its blocks
+  const bool ranged = s.has(http::field::range);
+  if (ranged) {
+    auto spec = parse_range_spec(s.header(http::field::range));  // checked by miss()
+    first_block = *spec->first / bs;
+    if (spec->last) last_wanted_block = *spec->last / bs;
+  }
+  // A range miss fetches the blocks that cover it (a parquet footer costs one block, not a
+  // whole run); an open-ended range or a whole object starts with a full run.
+  std::uint64_t run_bytes = std::max<std::uint64_t>(cache_.options().max_fetch, bs) / bs * bs;
+  if (last_wanted_block && *last_wanted_block >= first_block) {
+    run_bytes = std::min(run_bytes, (*last_wanted_block - first_block + 1) * bs);
+  }
+  if (!cache_.admission().try_admit(run_bytes)) {
+    metrics().cache_fills_rejected.inc();
+    // Once per 10 s at most: under a burst this would otherwise be one line per request.
+    static std::atomic<std::int64_t> last_warned{0};
+    std::int64_t now = clock_.now_ms(), last = last_warned.load();
+    if (now - last > 10'000 && last_warned.compare_exchange_strong(last, now)) {
+      spdlog::warn("cache fill budget spent (cache.fill_budget / cache.max_fills): serving without caching");
+    }
+    co_return s.forward(CacheOutcome::kMiss);
+  }
+  Admission admission(&cache_.admission(), run_bytes);
+  const std::uint64_t epoch = cache_.epoch();
+  const std::uint64_t first = first_block * bs;
+  // A whole-object read fetches the whole object in one stream (one upstream request,
+  // however large); a ranged read fetches the first run of blocks that covers it.
+  FetchRequest request{http::verb::get, s.key, std::nullopt, "", "", {}};
+  if (ranged) request.range = ByteRange{first, first + run_bytes - 1};
+  auto reply = co_await fetcher_.fetch(std::move(request));
+  if (!reply) co_return s.respond_error(CacheOutcome::kMiss, reply.error());
+  auto response = std::move(reply.value());
+  auto& h = response->head();
+  std::string why_not;
+  std::optional<ObjectMeta> meta;
+  if (h.result_int() == 206 || h.result_int() == 200) {
+    meta = meta_from(h, cache_.options(), immutable_variant(s.key.variant), clock_.now(), why_not);
+  }
+  // The body's extent: for a 206 exactly the run asked for (clipped to the object), for a
+  // 200 the whole object (the upstream ignored the range).
+  std::uint64_t body_first_block = first_block;
+  std::uint64_t body_bytes = 0;
+  if (meta && h.result_int() == 206) {
+    auto cr = parse_content_range(h[http::field::content_range]);
+    const std::uint64_t want_last = std::min(first + run_bytes - 1, meta->size - 1);
+    if (!ranged || !cr || cr->first != first || cr->last != want_last) {
+      spdlog::warn("unexpected Content-Range '{}' for a cache fill of bytes {}-{}; forwarding",
+                   log_field(h[http::field::content_range]), first, want_last);
+      co_return s.forward(CacheOutcome::kMiss);
+    }
+    body_bytes = cr->last - cr->first + 1;
+  } else if (meta) {
+    body_first_block = 0;
+    body_bytes = meta->size;
+  }
+  if (!meta) {
+    // Not cacheable (an error, an empty object, no-store, a weak ETag).
+    spdlog::debug("{}/{} not cached: {}", log_field(s.key.bucket), log_field(s.key.key),
+                  why_not.empty() ? std::to_string(h.result_int()) : why_not);
+    // Without a Range this was exactly the client's request (plus checksum mode, which
+    // only adds headers): relay the answer rather than asking the upstream twice. A
+    // ranged fetch was ours, so forward the client's.
+    if (ranged) co_return s.forward(CacheOutcome::kMiss);
+    if (!s.decision.checksum_mode) {
+      std::vector<std::string> drop;
+      for (const auto& f : h) {
+        if (is_checksum_header(f.name_string())) drop.emplace_back(f.name_string());
+      }
+      for (const auto& name : drop) h.erase(name);
+    }
+    s.result.action = ReadResult::Action::kRespond;
+    s.result.outcome = CacheOutcome::kMiss;
+    s.result.head = h;
+    s.result.body_length = response->length();
+    s.result.body = std::move(response);
+    co_return ReadState::kDone;
+  }
+  (void)cache_.publish(s.key, *meta, epoch);
+  // Hand the response body to a fill that outlives this request.
+  fills_.adopt(s.key, *meta, body_first_block, body_bytes, std::move(response), std::move(admission));
+  finish.release();
+  s.meta = std::move(meta);
+  // Changed again between this answer and the next run: answer() sends it round again.
+  const ReadState next = co_await answer(s, CacheOutcome::kMiss, false);
+  co_return next;
+}
+
+asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bool stale) {
+  const ObjectMeta& meta = *s.meta;
+  std::string im, inm, ims, ius;
+  ConditionalHeaders cond;
+  if (s.has(http::field::if_match)) cond.if_match = &(im = std::string(s.header(http::field::if_match)));
+  if (s.has(http::field::if_none_match)) cond.if_none_match = &(inm = std::string(s.header(http::field::if_none_match)));
+  if (s.has(http::field::if_modified_since)) {
+    cond.if_modified_since = &(ims = std::string(s.header(http::field::if_modified_since)));
+  }
+  if (s.has(http::field::if_unmodified_since)) {
+    cond.if_unmodified_since = &(ius = std::string(s.header(http::field::if_unmodified_since)));
+  }
+  auto& res = s.result.head;
+  res = {};
+  res.result(http::status::ok);
+  res.set(http::field::etag, meta.etag);
+  if (!meta.last_modified.empty()) res.set(http::field::last_modified, meta.last_modified);
+  if (stale) res.set(http::field::warning, "110 tagd \"Response is Stale\"");
+
+  const auto conditional = evaluate_conditionals(cond, meta.etag, meta.last_modified);
+  if (conditional == ConditionalOutcome::kPreconditionFailed) {
+    co_return s.respond_error(outcome, Status(ErrorCode::kPreconditionFailed,
+                                              "At least one of the pre-conditions you specified did not hold"));
+  }
+  for (const auto& [name, value] : meta.headers) res.set(name, value);
+  s.result.action = ReadResult::Action::kRespond;
+  s.result.outcome = outcome;
+  if (conditional == ConditionalOutcome::kNotModified) {
+    res.result(http::status::not_modified);
+    s.result.body_length = 0;
+    if (stale) metrics().cache_stale_served.inc();
+    co_return ReadState::kDone;
+  }
+
+  ByteRange range{0, meta.size == 0 ? 0 : meta.size - 1};
+  bool partial = false;
+  if (s.has(http::field::range)) {
+    auto r = parse_range(s.header(http::field::range), meta.size);
+    if (r.kind == RangeKind::kUnsatisfiable) {
+      co_return s.respond_error(outcome, Status(ErrorCode::kInvalidRange, "The requested range is not satisfiable"));
+    }
+    if (r.kind == RangeKind::kSatisfiable) {
+      range = r.range;
+      partial = true;
+    }
+  }
+  if (return_checksums(ChecksumContext{s.decision.checksum_mode, partial, range, meta.size, meta.etag})) {
+    for (const auto& [name, value] : meta.checksums) res.set(name, value);
+  }
+  res.set(http::field::accept_ranges, "bytes");
+  const std::uint64_t length = meta.size == 0 ? 0 : range.length();
+  if (partial) {
+    res.result(http::status::partial_content);
+    res.set(http::field::content_range, "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
+                                            "/" + std::to_string(meta.size));
+  }
+  res.set(http::field::content_length, std::to_string(length));
+  s.result.body_length = length;
+  if (s.request.head || length == 0) {
+    if (stale) metrics().cache_stale_served.inc();
+    co_return ReadState::kDone;
+  }
+  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, meta, range, upstream_timeout_);
+  // Nothing is committed yet: an object that changed upstream is served as a miss.
+  switch (co_await body->prepare()) {
+    case CachedBody::Preparation::kOk:
+      break;
+    case CachedBody::Preparation::kChanged:
+      spdlog::info("{}/{} changed upstream since it was cached; serving it as a miss", log_field(s.key.bucket),
+                   log_field(s.key.key));
+      s.result = {};
+      co_return ReadState::kLookup;
+    case CachedBody::Preparation::kTimeout:
+      co_return s.respond_error(outcome, Status(ErrorCode::kGatewayTimeout, "upstream timed out filling the cache"));
+    case CachedBody::Preparation::kFailed:
+      co_return s.respond_error(outcome, Status(ErrorCode::kBadGateway, "upstream failed filling the cache"));
+  }
+  if (stale) metrics().cache_stale_served.inc();
+  s.result.body = std::move(body);
+  co_return ReadState::kDone;
+}
+
+}  // namespace tagd::cache
