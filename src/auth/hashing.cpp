@@ -153,17 +153,6 @@ class EvpHasher final : public Hasher {
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx_;
 };
 
-char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  }
-  return true;
-}
 
 }  // namespace
 

@@ -144,12 +144,17 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       inflight_.reset();  // failed before this body's first byte of the block: a new run
       continue;
     }
+    // A stall is the fill making no progress for wait_timeout_, not this block: a footer
+    // read beside a whole-object stream waits for the stream to reach it.
+    const std::uint64_t progress_before = inflight_->fill_progress();
     auto executor = co_await asio::this_coro::executor;
     auto timer = std::make_shared<asio::steady_timer>(executor);
     timer->expires_after(wait_timeout_);
     if (inflight_->wait_for_progress(static_cast<std::size_t>(lo), executor, timer)) {
       auto [ec] = co_await timer->async_wait(kTuple);
-      if (!ec) co_return failed(Status(ErrorCode::kGatewayTimeout, "cache fill stalled"));
+      if (!ec && inflight_->fill_progress() == progress_before) {
+        co_return failed(Status(ErrorCode::kGatewayTimeout, "cache fill stalled"));
+      }
     }
   }
 }

@@ -36,6 +36,8 @@ struct FillEngine::Run {
   std::vector<std::shared_ptr<InflightBlock>> blocks;
   std::unique_ptr<BodySource> body;
   Admission admission;  // the fill budget is held until the run ends
+  // Body bytes received so far; every block of the run shares it (fill_progress()).
+  std::shared_ptr<std::atomic<std::uint64_t>> progress = std::make_shared<std::atomic<std::uint64_t>>(0);
 
   void fail_from(std::size_t index, bool changed = false) {
     for (std::size_t i = index; i < blocks.size(); ++i) {
@@ -48,6 +50,11 @@ struct FillEngine::Run {
     for (auto& b : blocks) {
       if (b) b->mark_validated();
     }
+  }
+  void add_block(std::uint32_t length, std::shared_ptr<InflightBlock> block) {
+    if (block) block->attach_fill_progress(progress);
+    lengths.push_back(length);
+    blocks.push_back(std::move(block));
   }
 };
 
@@ -76,6 +83,7 @@ asio::awaitable<void> pump(std::shared_ptr<FillEngine::Run> run) {
       break;
     }
     m.cache_fill_bytes.inc(n);
+    run->progress->fetch_add(n, std::memory_order_relaxed);
     const char* p = piece.get();
     while (n > 0 && index < run->blocks.size()) {
       const std::uint32_t expected = run->lengths[index];
@@ -158,8 +166,7 @@ void FillEngine::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::u
     if (b != block && cache_.present_or_inflight(kh, meta.etag, b)) break;  // runs stop at what is there
     auto [inflight, owner] = cache_.find_or_start(kh, meta.etag, b, block_length(meta, b));
     if (!owner) break;
-    run->lengths.push_back(block_length(meta, b));
-    run->blocks.push_back(std::move(inflight));
+    run->add_block(block_length(meta, b), std::move(inflight));
   }
   if (run->blocks.empty()) return;
   metrics().cache_fills_started.inc();
@@ -184,8 +191,7 @@ void FillEngine::adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64
   for (std::uint64_t i = 0; i < blocks_in_body; ++i) {
     const std::uint64_t b = first_block + i;
     auto [inflight, mine] = cache_.find_or_start(run->key_hash, run->etag, b, block_length(meta, b));
-    run->lengths.push_back(block_length(meta, b));
-    run->blocks.push_back(mine ? std::move(inflight) : nullptr);
+    run->add_block(block_length(meta, b), mine ? std::move(inflight) : nullptr);
   }
   run->mark_validated();  // the caller checked this answer's head
   run->body = std::move(body);

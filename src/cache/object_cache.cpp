@@ -34,6 +34,16 @@ void InflightBlock::fail(bool changed) {
   notify_locked();
 }
 
+void InflightBlock::attach_fill_progress(std::shared_ptr<const std::atomic<std::uint64_t>> progress) {
+  std::lock_guard lock(mu_);
+  fill_progress_ = std::move(progress);
+}
+
+std::uint64_t InflightBlock::fill_progress() const {
+  std::lock_guard lock(mu_);
+  return fill_progress_ ? fill_progress_->load(std::memory_order_relaxed) : data_->size();
+}
+
 void InflightBlock::mark_validated() {
   std::lock_guard lock(mu_);
   validated_ = true;

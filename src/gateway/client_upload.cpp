@@ -122,15 +122,19 @@ asio::awaitable<Status> ClientUpload::start(bool whole, std::size_t limit) {
     // Also for a request with no body at all: an aws-chunked upload without its body, or
     // one shorter than x-amz-decoded-content-length, is refused here and nothing is
     // committed upstream.
-    Status s = verifier_.finish();
-    if (!s) {
-      metrics().body_verification_failures.inc();
-      spdlog::warn("request {}: body verification failed before forwarding: {}", ex_.request_id(), s.message());
-      co_return s;
-    }
+    if (Status s = finish_verification("body verification failed before forwarding"); !s) co_return s;
     complete_ = true;
   }
   co_return Status::ok();
+}
+
+Status ClientUpload::finish_verification(std::string_view when) {
+  Status s = verifier_.finish();
+  if (!s) {
+    metrics().body_verification_failures.inc();
+    spdlog::warn("request {}: {}: {}", ex_.request_id(), when, s.message());
+  }
+  return s;
 }
 
 std::string_view ClientUpload::frame(std::string_view payload, bool last) {
@@ -168,12 +172,7 @@ asio::awaitable<Result<std::string_view>> ClientUpload::next() {
     // (An empty view would mean "end of body": the encoder may keep a short piece buffered.)
     if (auto out = frame(sending_, false); !out.empty()) co_return out;
   }
-  Status s = verifier_.finish();
-  if (!s) {
-    metrics().body_verification_failures.inc();
-    spdlog::warn("request {}: upload aborted upstream: {}", ex_.request_id(), s.message());
-    co_return s;
-  }
+  if (Status s = finish_verification("upload aborted upstream"); !s) co_return s;
   sent_last_ = true;
   sending_ = std::move(held_);
   held_.clear();

@@ -42,6 +42,8 @@ class ClientUpload final : public upstream::RequestBody {
  private:
   boost::asio::awaitable<Status> read_piece(std::string& payload);
   Status counted(Status s);
+  // The verifier's verdict on the whole body (counted and logged when it fails).
+  Status finish_verification(std::string_view when);
   std::string_view frame(std::string_view payload, bool last);
 
   const config::Config& config_;

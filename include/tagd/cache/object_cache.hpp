@@ -8,6 +8,7 @@
 // posting to their own executor, so no loop ever runs another loop's handlers.
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -52,6 +53,11 @@ class InflightBlock {
   std::size_t read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const;
   bool failed() const;
   bool changed() const;
+  // Bytes the fill this block belongs to has received so far, across all its blocks. A
+  // reader waiting for a block that the fill has not reached yet (a footer beside a
+  // whole-object stream) judges a stall by this, not by its own block's bytes.
+  void attach_fill_progress(std::shared_ptr<const std::atomic<std::uint64_t>> progress);
+  std::uint64_t fill_progress() const;
   bool validated() const;
   std::uint32_t expected_length() const noexcept { return expected_; }
 
@@ -71,6 +77,7 @@ class InflightBlock {
   bool failed_ = false;
   bool changed_ = false;
   bool validated_ = false;
+  std::shared_ptr<const std::atomic<std::uint64_t>> fill_progress_;
   std::vector<std::pair<boost::asio::any_io_executor, std::shared_ptr<boost::asio::steady_timer>>> waiters_;
 };
 

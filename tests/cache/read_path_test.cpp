@@ -1,0 +1,959 @@
+// The cache's read path (ReadPath::serve → ReadResult) over a fake S3 upstream
+// (tests/support/fake_origin.hpp) and the memory block device + memory index: hits and
+// misses, ranges and conditionals, bypass, revalidation, stale-if-error, objects that
+// change or break while they are being filled, and many readers of one cold object.
+//
+// Every coroutine runs on one io_context, run in bounded slices (a test fails rather than
+// hangs); upstream requests are counted so "exactly one upstream GET" is asserted, not
+// assumed.
+#include "tagd/cache/read_path.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/fake_origin.hpp"
+#include "tagd/cache/block_device.hpp"
+#include "tagd/cache/eviction.hpp"
+#include "tagd/core/clock.hpp"
+#include "tagd/core/metrics.hpp"
+
+namespace tagd::cache {
+namespace {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using namespace std::chrono_literals;
+using tagd::testing::FakeOrigin;
+using tagd::testing::OriginRequest;
+using Action = ReadResult::Action;
+
+constexpr std::uint32_t kBlock = 64 * 1024;
+constexpr const char* kBucket = "b";
+
+// Bytes that differ from one seed to the next at (nearly) every position, so a body
+// mixed from two versions cannot equal either.
+std::string make_bytes(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = 2463534242u ^ (seed * 2654435761u);
+  for (std::size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    s[i] = static_cast<char>((x & 0xff) ^ (seed * 0x3b));
+  }
+  return s;
+}
+
+bool is_prefix_of(const std::string& part, const std::string& whole) {
+  return part.size() <= whole.size() && whole.compare(0, part.size(), part) == 0;
+}
+
+ObjectCacheOptions options(std::uint64_t max_fetch = 128 * 1024, std::chrono::milliseconds ttl = 60s,
+                           std::chrono::milliseconds stale_if_error = 300s) {
+  return ObjectCacheOptions{kBlock, ttl, stale_if_error, max_fetch};
+}
+
+struct Request {
+  bool head = false;
+  std::string key = "k";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> query;
+};
+
+enum class Drain { kNone, kNext, kRead };
+
+// One request as the client saw it.
+struct Served {
+  bool served = false;  // serve() returned
+  ReadResult result;
+  bool drained = false;  // the body was read to its clean end (or there was none)
+  Status body_error;     // the body read failed
+  bool threw = false;
+  std::string bytes;
+  std::size_t pieces = 0;
+
+  bool finished() const { return drained || !body_error.is_ok() || threw; }
+  std::string header(http::field f) const { return std::string(result.head[f]); }
+};
+
+asio::awaitable<void> drain_into(std::shared_ptr<Served> out, Drain mode, std::shared_ptr<asio::steady_timer> pause) {
+  if (!out->result.body) {
+    out->drained = true;
+    co_return;
+  }
+  std::vector<char> scratch(48 * 1024);
+  for (;;) {
+    std::size_t n = 0;
+    const char* p = scratch.data();
+    if (mode == Drain::kRead) {
+      auto got = co_await out->result.body->read(std::span<char>(scratch));
+      if (!got) {
+        out->body_error = got.error();
+        co_return;
+      }
+      n = got.value();
+    } else {
+      auto got = co_await out->result.body->next(std::span<char>(scratch));
+      if (!got) {
+        out->body_error = got.error();
+        co_return;
+      }
+      n = got.value().size();
+      p = got.value().data();
+    }
+    if (n == 0) break;
+    out->bytes.append(p, n);
+    ++out->pieces;
+    if (pause && out->pieces == 1) co_await pause->async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  out->drained = true;
+}
+
+asio::awaitable<void> serve_into(ReadPath& path, Request req, std::shared_ptr<Served> out, Drain mode,
+                                 std::shared_ptr<asio::steady_timer> pause) {
+  http::fields fields;
+  for (const auto& [name, value] : req.headers) fields.insert(name, value);
+  const ReadRequest request{req.head, kBucket, req.key, &req.query, &fields};
+  out->result = co_await path.serve(request);
+  out->served = true;
+  if (mode == Drain::kNone) co_return;
+  co_await drain_into(out, mode, std::move(pause));
+}
+
+// A read path over the memory device and index, a fake origin and a manual clock.
+// Members are destroyed in reverse order: the io_context (and with it any detached fill
+// still pending) goes before the cache it refers to.
+struct Harness {
+  explicit Harness(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s)
+      : cache(std::make_unique<MemoryBlockDevice>(8 << 20, 4096), make_memory_index(), make_fifo_eviction(),
+              make_fill_budget(1 << 30, 8), 1 << 20, 1 << 20, o),
+        path(cache, origin, clock, io.get_executor(), upstream_timeout) {}
+  ~Harness() {
+    origin.open_gate();
+    io.restart();
+    io.run_for(2s);
+  }
+
+  // Runs the loop until `done`, bounded by `limit`. False on timeout, or when the loop ran
+  // out of work first (nothing could ever make `done` true).
+  bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      io.restart();
+      io.run_for(5ms);
+      if (io.stopped() && !done()) return false;
+    }
+    return true;
+  }
+  // Runs until no work is left (detached fills finished), bounded.
+  bool settle(std::chrono::milliseconds limit = 10s) {
+    io.restart();
+    io.run_for(limit);
+    return io.stopped();
+  }
+
+  std::shared_ptr<Served> start(Request req, Drain mode = Drain::kNext,
+                                std::shared_ptr<asio::steady_timer> pause = nullptr) {
+    auto out = std::make_shared<Served>();
+    asio::co_spawn(io, serve_into(path, std::move(req), out, mode, std::move(pause)), [out](std::exception_ptr e) {
+      if (e) {
+        out->threw = true;
+        ADD_FAILURE() << "serve/drain threw";
+      }
+    });
+    return out;
+  }
+  void start_drain(const std::shared_ptr<Served>& out, Drain mode = Drain::kNext) {
+    asio::co_spawn(io, drain_into(out, mode, nullptr), [out](std::exception_ptr e) {
+      if (e) {
+        out->threw = true;
+        ADD_FAILURE() << "drain threw";
+      }
+    });
+  }
+  // serve() and drain the body; fails the test on timeout.
+  Served get(Request req, Drain mode = Drain::kNext) {
+    auto out = start(std::move(req), mode);
+    EXPECT_TRUE(run_until([&] { return out->finished() || (out->served && mode == Drain::kNone); }))
+        << "request timed out";
+    return std::move(*out);
+  }
+
+  ObjectKey key(const std::string& k = "k") const { return ObjectKey{kBucket, k, ""}; }
+
+  FakeOrigin origin;
+  ManualClock clock;
+  ObjectCache cache;
+  asio::io_context io;
+  ReadPath path;
+};
+
+Request with(std::vector<std::pair<std::string, std::string>> headers, std::string key = "k") {
+  Request r;
+  r.headers = std::move(headers);
+  r.key = std::move(key);
+  return r;
+}
+
+class ReadPathTest : public ::testing::Test {
+ protected:
+  Harness& use(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s) {
+    h_ = std::make_unique<Harness>(o, upstream_timeout);
+    return *h_;
+  }
+  // A cold GET of `key` (expected a miss with `bytes`), then every fill finished.
+  void populate(Harness& h, const std::string& bytes, const std::string& key = "k") {
+    Served s = h.get(with({}, key));
+    ASSERT_EQ(s.result.action, Action::kRespond);
+    ASSERT_EQ(s.result.outcome, CacheOutcome::kMiss);
+    ASSERT_TRUE(s.drained) << s.body_error.message();
+    ASSERT_EQ(s.bytes, bytes);
+    ASSERT_TRUE(h.settle());
+  }
+  std::unique_ptr<Harness> h_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Miss, hit, HEAD
+
+TEST_F(ReadPathTest, MissThenHitServesTheSameBytesWithOneUpstreamGet) {
+  auto& h = use(options());
+  const std::string data = make_bytes(300 * 1024, 1);
+  const std::string etag =
+      h.origin.put(kBucket, "k", data, {{"Content-Type", "text/plain"}, {"x-amz-meta-color", "blue"}});
+
+  Served miss = h.get({});
+  ASSERT_TRUE(miss.served);
+  EXPECT_EQ(miss.result.action, Action::kRespond);
+  EXPECT_EQ(miss.result.outcome, CacheOutcome::kMiss);
+  EXPECT_TRUE(miss.result.error.is_ok());
+  EXPECT_EQ(miss.result.head.result_int(), 200);
+  EXPECT_EQ(miss.header(http::field::content_length), std::to_string(data.size()));
+  EXPECT_EQ(miss.header(http::field::etag), etag);
+  ASSERT_TRUE(miss.drained) << miss.body_error.message();
+  EXPECT_EQ(miss.bytes.size(), data.size());
+  EXPECT_TRUE(miss.bytes == data);
+  EXPECT_EQ(h.origin.gets(), 1u);
+  ASSERT_TRUE(h.settle());
+
+  Served hit = h.get({}, Drain::kRead);
+  EXPECT_EQ(hit.result.action, Action::kRespond);
+  EXPECT_EQ(hit.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(hit.result.head.result_int(), 200);
+  EXPECT_EQ(hit.header(http::field::etag), etag);
+  EXPECT_EQ(hit.header(http::field::content_type), "text/plain");
+  EXPECT_EQ(std::string(hit.result.head["x-amz-meta-color"]), "blue");
+  ASSERT_TRUE(hit.drained) << hit.body_error.message();
+  EXPECT_TRUE(hit.bytes == data);
+  EXPECT_EQ(h.origin.gets(), 1u) << "a hit must not go upstream";
+  EXPECT_EQ(h.origin.requests().size(), 1u);
+}
+
+TEST_F(ReadPathTest, HeadOnACachedObjectIsAHitWithContentLengthAndNoBody) {
+  auto& h = use(options());
+  const std::string data = make_bytes(200 * 1024, 2);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  Request req;
+  req.head = true;
+  Served head = h.get(req);
+  EXPECT_EQ(head.result.action, Action::kRespond);
+  EXPECT_EQ(head.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(head.result.head.result_int(), 200);
+  EXPECT_EQ(head.header(http::field::content_length), std::to_string(data.size()));
+  EXPECT_EQ(head.header(http::field::etag), etag);
+  EXPECT_EQ(head.result.body, nullptr);
+  EXPECT_EQ(head.result.body_length, std::optional<std::uint64_t>(data.size()));
+  EXPECT_EQ(h.origin.requests().size(), 1u);
+}
+
+TEST_F(ReadPathTest, HeadOrConditionalMissIsForwarded) {
+  auto& h = use(options());
+  h.origin.put(kBucket, "k", make_bytes(1000, 3));
+
+  Request req;
+  req.head = true;
+  Served head = h.get(req);
+  EXPECT_EQ(head.result.action, Action::kForward);
+  EXPECT_EQ(head.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(head.result.body, nullptr);
+
+  Served conditional = h.get(with({{"If-None-Match", "\"x\""}}));
+  EXPECT_EQ(conditional.result.action, Action::kForward);
+  EXPECT_EQ(conditional.result.outcome, CacheOutcome::kMiss);
+
+  Served suffix = h.get(with({{"Range", "bytes=-10"}}));
+  EXPECT_EQ(suffix.result.action, Action::kForward);
+  EXPECT_EQ(suffix.result.outcome, CacheOutcome::kMiss);
+
+  EXPECT_TRUE(h.origin.requests().empty()) << "forwarding is the caller's job";
+  EXPECT_FALSE(h.cache.lookup(h.key()).has_value());
+}
+
+// ---------------------------------------------------------------------------------------
+// Ranges and conditionals
+
+TEST_F(ReadPathTest, RangesOnAHit) {
+  auto& h = use(options());
+  const std::string data = make_bytes(300 * 1024, 4);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  Served r = h.get(with({{"Range", "bytes=100-70000"}}));
+  EXPECT_EQ(r.result.action, Action::kRespond);
+  EXPECT_EQ(r.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(r.result.head.result_int(), 206);
+  EXPECT_EQ(r.header(http::field::content_range), "bytes 100-70000/" + std::to_string(data.size()));
+  EXPECT_EQ(r.header(http::field::content_length), "69901");
+  ASSERT_TRUE(r.drained);
+  EXPECT_TRUE(r.bytes == data.substr(100, 69901));
+
+  Served suffix = h.get(with({{"Range", "bytes=-100"}}), Drain::kRead);
+  EXPECT_EQ(suffix.result.head.result_int(), 206);
+  EXPECT_EQ(suffix.header(http::field::content_range),
+            "bytes " + std::to_string(data.size() - 100) + "-" + std::to_string(data.size() - 1) + "/" +
+                std::to_string(data.size()));
+  EXPECT_TRUE(suffix.bytes == data.substr(data.size() - 100));
+
+  Served open = h.get(with({{"Range", "bytes=200000-"}}));
+  EXPECT_EQ(open.result.head.result_int(), 206);
+  EXPECT_TRUE(open.bytes == data.substr(200000));
+
+  Served clipped = h.get(with({{"Range", "bytes=307000-999999"}}));
+  EXPECT_EQ(clipped.result.head.result_int(), 206);
+  EXPECT_EQ(clipped.header(http::field::content_range), "bytes 307000-307199/307200");
+  EXPECT_TRUE(clipped.bytes == data.substr(307000));
+
+  Served unsatisfiable = h.get(with({{"Range", "bytes=307200-"}}));
+  EXPECT_EQ(unsatisfiable.result.action, Action::kRespond);
+  EXPECT_EQ(unsatisfiable.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(unsatisfiable.result.error.code(), ErrorCode::kInvalidRange);
+  EXPECT_EQ(unsatisfiable.result.body, nullptr);
+
+  EXPECT_EQ(h.origin.requests().size(), 1u) << "ranges of a cached object are answered from blocks";
+}
+
+TEST_F(ReadPathTest, ConditionalsOnAHit) {
+  auto& h = use(options());
+  const std::string data = make_bytes(100 * 1024, 5);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  Served not_modified = h.get(with({{"If-None-Match", etag}}));
+  EXPECT_EQ(not_modified.result.action, Action::kRespond);
+  EXPECT_EQ(not_modified.result.outcome, CacheOutcome::kHit);
+  EXPECT_TRUE(not_modified.result.error.is_ok());
+  EXPECT_EQ(not_modified.result.head.result_int(), 304);
+  EXPECT_EQ(not_modified.header(http::field::etag), etag);
+  EXPECT_EQ(not_modified.result.body, nullptr);
+  EXPECT_TRUE(not_modified.bytes.empty());
+
+  Served other = h.get(with({{"If-None-Match", "\"something-else\""}}));
+  EXPECT_EQ(other.result.head.result_int(), 200);
+  EXPECT_TRUE(other.bytes == data);
+
+  Served failed = h.get(with({{"If-Match", "\"something-else\""}}));
+  EXPECT_EQ(failed.result.action, Action::kRespond);
+  EXPECT_EQ(failed.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(failed.result.error.code(), ErrorCode::kPreconditionFailed);
+  EXPECT_EQ(failed.result.body, nullptr);
+
+  Served matched = h.get(with({{"If-Match", etag}, {"Range", "bytes=10-19"}}));
+  EXPECT_TRUE(matched.result.error.is_ok());
+  EXPECT_EQ(matched.result.head.result_int(), 206);
+  EXPECT_TRUE(matched.bytes == data.substr(10, 10));
+
+  EXPECT_EQ(h.origin.requests().size(), 1u);
+}
+
+TEST_F(ReadPathTest, ColdRangeMissFetchesTheCoveringBlockThenTheRestOnceEach) {
+  auto& h = use(options(/*max_fetch=*/128 * 1024));
+  const std::string data = make_bytes(300 * 1024, 6);
+  h.origin.put(kBucket, "k", data);
+
+  Served r = h.get(with({{"Range", "bytes=70000-70099"}}));
+  EXPECT_EQ(r.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(r.result.head.result_int(), 206);
+  EXPECT_EQ(r.header(http::field::content_range), "bytes 70000-70099/307200");
+  EXPECT_TRUE(r.bytes == data.substr(70000, 100));
+  ASSERT_EQ(h.origin.gets(), 1u);
+  ASSERT_TRUE(h.origin.requests()[0].range.has_value());
+  EXPECT_EQ(h.origin.requests()[0].range->first, 65536u) << "one block covers the range";
+  EXPECT_EQ(h.origin.requests()[0].range->last, 131071u);
+  ASSERT_TRUE(h.settle());
+
+  Served whole = h.get({});
+  EXPECT_EQ(whole.result.outcome, CacheOutcome::kHit);
+  ASSERT_TRUE(whole.drained) << whole.body_error.message();
+  EXPECT_TRUE(whole.bytes == data);
+  ASSERT_TRUE(h.settle());
+  // Every byte of the object was asked of the upstream exactly once, with If-Match on the
+  // cached ETag for the fills of the later blocks.
+  std::vector<int> fetched(data.size() / kBlock + 1, 0);
+  for (const auto& req : h.origin.requests()) {
+    ASSERT_EQ(req.method, http::verb::get);
+    ASSERT_TRUE(req.range.has_value());
+    for (std::uint64_t b = req.range->first / kBlock; b <= req.range->last / kBlock; ++b) ++fetched[b];
+  }
+  for (std::size_t b = 0; b < fetched.size(); ++b) EXPECT_EQ(fetched[b], 1) << "block " << b;
+  for (std::size_t i = 1; i < h.origin.requests().size(); ++i) {
+    EXPECT_EQ(h.origin.requests()[i].if_match, h.origin.object(kBucket, "k")->etag);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bypass and uncacheable answers
+
+TEST_F(ReadPathTest, UnlistedHeaderParameterOrNoStoreBypasses) {
+  auto& h = use(options());
+  const std::string data = make_bytes(10 * 1024, 7);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  const auto before = h.origin.requests().size();
+
+  Served ssec = h.get(with({{"x-amz-server-side-encryption-customer-algorithm", "AES256"}}));
+  EXPECT_EQ(ssec.result.action, Action::kForward);
+  EXPECT_EQ(ssec.result.outcome, CacheOutcome::kBypass);
+
+  Served no_store = h.get(with({{"Cache-Control", "no-store"}}));
+  EXPECT_EQ(no_store.result.action, Action::kForward);
+  EXPECT_EQ(no_store.result.outcome, CacheOutcome::kBypass);
+
+  Served unknown = h.get(with({{"x-some-vendor-header", "1"}}));
+  EXPECT_EQ(unknown.result.action, Action::kForward);
+  EXPECT_EQ(unknown.result.outcome, CacheOutcome::kBypass);
+
+  Request part;
+  part.query = {{"partNumber", "1"}};
+  Served by_part = h.get(part);
+  EXPECT_EQ(by_part.result.action, Action::kForward);
+  EXPECT_EQ(by_part.result.outcome, CacheOutcome::kBypass);
+
+  Served cold = h.get(with({{"x-amz-server-side-encryption-customer-algorithm", "AES256"}}, "cold"));
+  EXPECT_EQ(cold.result.outcome, CacheOutcome::kBypass);
+
+  EXPECT_EQ(h.origin.requests().size(), before) << "a bypass never asks the upstream itself";
+  EXPECT_FALSE(h.cache.lookup(h.key("cold")).has_value());
+}
+
+TEST_F(ReadPathTest, UncacheableUpstreamAnswerIsRelayedAndNotStored) {
+  auto& h = use(options());
+  const std::string data = make_bytes(50 * 1024, 8);
+  h.origin.put(kBucket, "k", data, {{"Cache-Control", "no-store"}});
+
+  for (int i = 0; i < 2; ++i) {
+    Served s = h.get({});
+    EXPECT_EQ(s.result.action, Action::kRespond);
+    EXPECT_EQ(s.result.outcome, CacheOutcome::kMiss);
+    EXPECT_EQ(s.result.head.result_int(), 200);
+    ASSERT_TRUE(s.drained) << s.body_error.message();
+    EXPECT_TRUE(s.bytes == data);
+    ASSERT_TRUE(h.settle());
+  }
+  EXPECT_EQ(h.origin.gets(), 2u) << "no-store from the upstream: every read goes upstream";
+  EXPECT_FALSE(h.cache.lookup(h.key()).has_value());
+
+  Served missing = h.get(with({}, "missing"));
+  EXPECT_EQ(missing.result.action, Action::kRespond);
+  EXPECT_EQ(missing.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(missing.result.head.result_int(), 404);
+  EXPECT_NE(missing.bytes.find("NoSuchKey"), std::string::npos);
+  EXPECT_FALSE(h.cache.lookup(h.key("missing")).has_value());
+}
+
+// ---------------------------------------------------------------------------------------
+// Revalidation and stale-if-error
+
+TEST_F(ReadPathTest, StaleEntryRevalidatedWith304IsServedFromBlocks) {
+  auto& h = use(options(128 * 1024, /*ttl=*/60s));
+  const std::string data = make_bytes(200 * 1024, 9);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  h.clock.advance(59s);
+  Served fresh = h.get({});
+  EXPECT_EQ(fresh.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(h.origin.heads(), 0u);
+
+  h.clock.advance(2s);  // past the TTL
+  Served revalidated = h.get({});
+  EXPECT_EQ(revalidated.result.action, Action::kRespond);
+  EXPECT_EQ(revalidated.result.outcome, CacheOutcome::kRevalidated);
+  EXPECT_EQ(revalidated.result.head.result_int(), 200);
+  ASSERT_TRUE(revalidated.drained) << revalidated.body_error.message();
+  EXPECT_TRUE(revalidated.bytes == data);
+  ASSERT_EQ(h.origin.heads(), 1u);
+  const OriginRequest& head = h.origin.requests().back();
+  EXPECT_EQ(head.method, http::verb::head);
+  EXPECT_EQ(head.if_none_match, etag);
+  EXPECT_EQ(head.status, 304);
+  EXPECT_EQ(h.origin.gets(), 1u) << "a 304 is answered from the cached blocks";
+
+  // Fresh again for another TTL.
+  h.clock.advance(30s);
+  Served again = h.get({});
+  EXPECT_EQ(again.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(h.origin.heads(), 1u);
+  EXPECT_EQ(h.origin.gets(), 1u);
+}
+
+TEST_F(ReadPathTest, ClientNoCacheAndUpstreamMaxAgeRevalidate) {
+  auto& h = use(options(128 * 1024, /*ttl=*/3600s));
+  const std::string data = make_bytes(20 * 1024, 10);
+  h.origin.put(kBucket, "k", data, {{"Cache-Control", "max-age=5"}});
+  populate(h, data);
+
+  Served fresh = h.get({});
+  EXPECT_EQ(fresh.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(fresh.header(http::field::cache_control), "max-age=5");
+  EXPECT_EQ(h.origin.heads(), 0u);
+
+  Served forced = h.get(with({{"Cache-Control", "no-cache"}}));
+  EXPECT_EQ(forced.result.outcome, CacheOutcome::kRevalidated);
+  EXPECT_TRUE(forced.bytes == data);
+  EXPECT_EQ(h.origin.heads(), 1u);
+
+  h.clock.advance(6s);  // past max-age, well within the TTL
+  Served expired = h.get({});
+  EXPECT_EQ(expired.result.outcome, CacheOutcome::kRevalidated);
+  EXPECT_TRUE(expired.bytes == data);
+  EXPECT_EQ(h.origin.heads(), 2u);
+  EXPECT_EQ(h.origin.gets(), 1u);
+}
+
+TEST_F(ReadPathTest, ChangedObjectOnRevalidationIsAMissWithTheNewBytes) {
+  auto& h = use(options(128 * 1024, /*ttl=*/60s));
+  const std::string v1 = make_bytes(200 * 1024, 11);
+  const std::string v2 = make_bytes(150 * 1024, 12);
+  const std::string e1 = h.origin.put(kBucket, "k", v1);
+  populate(h, v1);
+  const std::string e2 = h.origin.put(kBucket, "k", v2);
+
+  h.clock.advance(61s);
+  Served changed = h.get({});
+  EXPECT_EQ(changed.result.action, Action::kRespond);
+  EXPECT_EQ(changed.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(changed.header(http::field::etag), e2);
+  ASSERT_TRUE(changed.drained) << changed.body_error.message();
+  EXPECT_TRUE(changed.bytes == v2);
+  ASSERT_EQ(h.origin.requests().size(), 3u);
+  EXPECT_EQ(h.origin.requests()[1].method, http::verb::head);
+  EXPECT_EQ(h.origin.requests()[1].if_none_match, e1);
+  EXPECT_EQ(h.origin.requests()[1].status, 200);
+  EXPECT_EQ(h.origin.requests()[2].method, http::verb::get);
+  ASSERT_TRUE(h.settle());
+
+  auto meta = h.cache.lookup(h.key());
+  ASSERT_TRUE(meta.has_value());
+  EXPECT_EQ(meta->etag, e2);
+  Served hit = h.get({});
+  EXPECT_EQ(hit.result.outcome, CacheOutcome::kHit);
+  EXPECT_TRUE(hit.bytes == v2);
+  EXPECT_EQ(h.origin.requests().size(), 3u);
+}
+
+TEST_F(ReadPathTest, DeletedObjectOnRevalidationIsRelayedAsNotFound) {
+  auto& h = use(options(128 * 1024, /*ttl=*/60s));
+  const std::string data = make_bytes(10 * 1024, 13);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  h.origin.remove(kBucket, "k");
+
+  h.clock.advance(61s);
+  Served gone = h.get({});
+  EXPECT_EQ(gone.result.action, Action::kRespond);
+  EXPECT_EQ(gone.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(gone.result.head.result_int(), 404);
+  EXPECT_EQ(gone.bytes.find(data.substr(0, 16)), std::string::npos);
+  EXPECT_FALSE(h.cache.lookup(h.key()).has_value());
+}
+
+TEST_F(ReadPathTest, StaleIfErrorServesTheStaleCopyWithAWarning) {
+  auto& h = use(options(128 * 1024, /*ttl=*/60s, /*stale_if_error=*/300s));
+  const std::string data = make_bytes(200 * 1024, 14);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  const auto stale_before = metrics().cache_stale_served.get();
+
+  h.clock.advance(61s);
+  h.origin.unavailable = true;
+  Served stale = h.get({});
+  EXPECT_EQ(stale.result.action, Action::kRespond);
+  EXPECT_EQ(stale.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(stale.result.head.result_int(), 200);
+  EXPECT_NE(stale.header(http::field::warning).find("110"), std::string::npos) << stale.header(http::field::warning);
+  ASSERT_TRUE(stale.drained) << stale.body_error.message();
+  EXPECT_TRUE(stale.bytes == data);
+  EXPECT_EQ(h.origin.heads(), 1u) << "revalidation was attempted";
+  EXPECT_EQ(h.origin.gets(), 1u);
+
+  // A 5xx answer counts as the upstream failing too.
+  h.origin.unavailable = false;
+  h.origin.fail_with_status = 503;
+  h.clock.advance(200s);  // 261 s after the fill: still within 60 + 300
+  Served stale503 = h.get({});
+  EXPECT_EQ(stale503.result.outcome, CacheOutcome::kHit);
+  EXPECT_FALSE(stale503.header(http::field::warning).empty());
+  EXPECT_TRUE(stale503.bytes == data);
+  EXPECT_GE(metrics().cache_stale_served.get(), stale_before + 2);
+
+  // The entry is kept (the upstream did not say it changed).
+  auto meta = h.cache.lookup(h.key());
+  ASSERT_TRUE(meta.has_value());
+  EXPECT_EQ(meta->etag, etag);
+}
+
+TEST_F(ReadPathTest, BeyondStaleIfErrorTheRequestIsForwarded) {
+  auto& h = use(options(128 * 1024, /*ttl=*/60s, /*stale_if_error=*/300s));
+  const std::string data = make_bytes(20 * 1024, 15);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  h.clock.advance(361s);  // 60 s of TTL + 300 s of stale-if-error + 1
+  h.origin.unavailable = true;
+  Served s = h.get({});
+  EXPECT_EQ(s.result.action, Action::kForward);
+  EXPECT_EQ(s.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(s.result.body, nullptr);
+  EXPECT_EQ(h.origin.heads(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------
+// The object changes upstream while it is being filled (412 on If-Match)
+
+// The client got either one clean answer of the new object, or a prefix of the old one
+// cut by an error: never a body mixed from two versions, never a short success.
+void expect_one_version(const Served& s, const std::string& v1, const std::string& v2) {
+  ASSERT_TRUE(s.served);
+  if (s.drained) {
+    EXPECT_TRUE(s.bytes == v2 || s.bytes == v1) << "a complete body of neither version (" << s.bytes.size()
+                                                << " bytes)";
+    if (s.result.body_length) {
+      EXPECT_EQ(*s.result.body_length, s.bytes.size());
+    }
+  } else {
+    EXPECT_FALSE(s.body_error.is_ok());
+    EXPECT_TRUE(is_prefix_of(s.bytes, v1) || is_prefix_of(s.bytes, v2)) << "bytes mixed from two versions";
+    if (s.result.body_length) {
+      EXPECT_LT(s.bytes.size(), *s.result.body_length);
+    }
+  }
+}
+
+TEST_F(ReadPathTest, ChangeFoundBeforeTheHeadIsACleanMissOfTheNewObject) {
+  auto& h = use(options(/*max_fetch=*/128 * 1024));
+  const std::string v1 = make_bytes(300 * 1024, 16);
+  const std::string v2 = make_bytes(300 * 1024, 17);
+  const std::string e1 = h.origin.put(kBucket, "k", v1);
+
+  // Only the first block gets cached.
+  Served first = h.get(with({{"Range", "bytes=0-99"}}));
+  ASSERT_EQ(first.result.outcome, CacheOutcome::kMiss);
+  ASSERT_TRUE(first.bytes == v1.substr(0, 100));
+  ASSERT_TRUE(h.settle());
+  ASSERT_TRUE(h.cache.block_cached(h.key().hash(), e1, 0));
+  ASSERT_FALSE(h.cache.block_cached(h.key().hash(), e1, 1));
+
+  const std::string e2 = h.origin.put(kBucket, "k", v2);
+  const auto resets = metrics().cache_changed_resets.get();
+  const auto invalidations = metrics().cache_invalidations.get();
+  Served whole = h.get({});
+  expect_one_version(whole, v1, v2);
+  // prepare() fetched the first missing block with If-Match before any head went out,
+  // got a 412, and the request went round again as a miss of the new object.
+  EXPECT_EQ(whole.result.action, Action::kRespond);
+  EXPECT_EQ(whole.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(whole.header(http::field::etag), e2);
+  ASSERT_TRUE(whole.drained) << whole.body_error.message();
+  EXPECT_TRUE(whole.bytes == v2);
+  EXPECT_EQ(metrics().cache_changed_resets.get(), resets) << "nothing was cut";
+  EXPECT_GE(metrics().cache_invalidations.get(), invalidations + 1);
+
+  const auto& reqs = h.origin.requests();
+  ASSERT_EQ(reqs.size(), 3u);
+  EXPECT_EQ(reqs[1].if_match, e1);
+  EXPECT_EQ(reqs[1].status, 412);
+  EXPECT_FALSE(reqs[2].range.has_value());
+  EXPECT_TRUE(reqs[2].if_match.empty());
+  EXPECT_EQ(reqs[2].status, 200);
+  ASSERT_TRUE(h.settle());
+  auto meta = h.cache.lookup(h.key());
+  ASSERT_TRUE(meta.has_value());
+  EXPECT_EQ(meta->etag, e2);
+}
+
+TEST_F(ReadPathTest, ChangeFoundMidBodyFailsTheReadAndInvalidates) {
+  // Runs of one block: prepare() validates only block 1; the change is found at block 2,
+  // after the head (and blocks 0-1 of the old version) went out.
+  auto& h = use(options(/*max_fetch=*/kBlock));
+  const std::string v1 = make_bytes(300 * 1024, 18);
+  const std::string v2 = make_bytes(300 * 1024, 19);
+  const std::string e1 = h.origin.put(kBucket, "k", v1);
+  Served first = h.get(with({{"Range", "bytes=0-99"}}));
+  ASSERT_EQ(first.result.outcome, CacheOutcome::kMiss);
+  ASSERT_TRUE(h.settle());
+  ASSERT_TRUE(h.cache.block_cached(h.key().hash(), e1, 0));
+
+  auto whole = h.start({}, Drain::kNone);
+  ASSERT_TRUE(h.run_until([&] { return whole->served; }));
+  ASSERT_EQ(whole->result.action, Action::kRespond);
+  ASSERT_EQ(whole->result.outcome, CacheOutcome::kHit);
+  ASSERT_NE(whole->result.body, nullptr);
+  EXPECT_EQ(whole->header(http::field::etag), e1);
+
+  const std::string e2 = h.origin.put(kBucket, "k", v2);  // after the head was decided
+  const auto resets = metrics().cache_changed_resets.get();
+  h.start_drain(whole, Drain::kRead);
+  ASSERT_TRUE(h.run_until([&] { return whole->finished(); }));
+  expect_one_version(*whole, v1, v2);
+  ASSERT_FALSE(whole->drained) << "a body of the old version must not end cleanly after the object changed";
+  EXPECT_EQ(whole->body_error.code(), ErrorCode::kPreconditionFailed) << whole->body_error.message();
+  EXPECT_TRUE(is_prefix_of(whole->bytes, v1));
+  EXPECT_EQ(whole->bytes.size(), 2u * kBlock) << "blocks 0 and 1 of the old version, then the error";
+  EXPECT_EQ(metrics().cache_changed_resets.get(), resets + 1);
+  EXPECT_FALSE(h.cache.lookup(h.key()).has_value()) << "the entry is invalidated";
+  ASSERT_TRUE(h.settle());
+
+  // The next read is a clean miss of the new object.
+  Served next = h.get({});
+  EXPECT_EQ(next.result.outcome, CacheOutcome::kMiss);
+  EXPECT_TRUE(next.bytes == v2);
+  EXPECT_EQ(next.header(http::field::etag), e2);
+}
+
+// ---------------------------------------------------------------------------------------
+// The upstream breaks during a fill
+
+TEST_F(ReadPathTest, UpstreamResetMidFillFailsTheBodyAndPublishesNothingPartial) {
+  auto& h = use(options(/*max_fetch=*/512 * 1024));
+  const std::string data = make_bytes(300 * 1024, 20);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 1ms;  // the reader keeps up with the fill
+  h.origin.reset_after_bytes = 150'000;  // inside block 2
+
+  auto s = h.start({}, Drain::kRead);
+  ASSERT_TRUE(h.run_until([&] { return s->finished(); }));
+  h.origin.reset_after_bytes.reset();
+  h.origin.read_delay = 0ms;
+  EXPECT_EQ(s->result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(s->header(http::field::content_length), std::to_string(data.size()));
+  ASSERT_FALSE(s->drained) << "a broken upstream body must not end as a short success";
+  EXPECT_EQ(s->body_error.code(), ErrorCode::kBadGateway) << s->body_error.message();
+  EXPECT_TRUE(is_prefix_of(s->bytes, data));
+  EXPECT_LT(s->bytes.size(), data.size());
+  EXPECT_EQ(h.origin.gets(), 1u);
+  ASSERT_TRUE(h.settle());
+
+  // Whole blocks before the break are kept; the broken one and those after it are not.
+  const auto kh = h.key().hash();
+  EXPECT_TRUE(h.cache.block_cached(kh, etag, 0));
+  EXPECT_TRUE(h.cache.block_cached(kh, etag, 1));
+  for (std::uint64_t b = 2; b <= 4; ++b) EXPECT_FALSE(h.cache.block_cached(kh, etag, b)) << "block " << b;
+
+  // A later read refetches what is missing and gets the right bytes.
+  Served again = h.get({});
+  EXPECT_EQ(again.result.action, Action::kRespond);
+  ASSERT_TRUE(again.drained) << again.body_error.message();
+  EXPECT_TRUE(again.bytes == data);
+  ASSERT_EQ(h.origin.gets(), 2u);
+  const OriginRequest& refetch = h.origin.requests().back();
+  ASSERT_TRUE(refetch.range.has_value());
+  EXPECT_EQ(refetch.range->first, 2u * kBlock);
+  EXPECT_EQ(refetch.range->last, data.size() - 1);
+  EXPECT_EQ(refetch.if_match, etag);
+}
+
+TEST_F(ReadPathTest, UpstreamTruncatedBodyFailsTheRead) {
+  auto& h = use(options(/*max_fetch=*/512 * 1024));
+  const std::string data = make_bytes(300 * 1024, 21);
+  h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 1ms;
+  h.origin.truncate_after_bytes = 150'000;  // a clean end of body before Content-Length
+  const auto truncated = metrics().upstream_truncated_bodies.get();
+
+  Served s = h.get({});
+  h.origin.truncate_after_bytes.reset();
+  ASSERT_FALSE(s.drained) << "a truncated upstream body must not end as a short success";
+  EXPECT_EQ(s.body_error.code(), ErrorCode::kBadGateway) << s.body_error.message();
+  EXPECT_TRUE(is_prefix_of(s.bytes, data));
+  EXPECT_EQ(metrics().upstream_truncated_bodies.get(), truncated + 1);
+  ASSERT_TRUE(h.settle());
+
+  h.origin.read_delay = 0ms;
+  Served again = h.get({});
+  ASSERT_TRUE(again.drained) << again.body_error.message();
+  EXPECT_TRUE(again.bytes == data);
+}
+
+// ---------------------------------------------------------------------------------------
+// Several readers of one cold object
+
+TEST_F(ReadPathTest, SlowReaderDoesNotHoldBackAFastOne) {
+  auto& h = use(options(/*max_fetch=*/512 * 1024));
+  const std::string data = make_bytes(5 * kBlock, 22);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 1ms;
+
+  auto pause = std::make_shared<asio::steady_timer>(h.io, 60s);  // cancelled by the test
+  auto fast = h.start({}, Drain::kNext);
+  auto slow = h.start({}, Drain::kNext, pause);
+  ASSERT_TRUE(h.run_until([&] { return fast->finished(); }));
+  ASSERT_TRUE(fast->drained) << fast->body_error.message();
+  EXPECT_EQ(fast->result.outcome, CacheOutcome::kMiss);
+  EXPECT_TRUE(fast->bytes == data);
+  // The slow reader took one piece and is still sitting on it.
+  ASSERT_TRUE(slow->served);
+  EXPECT_EQ(slow->result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(slow->pieces, 1u);
+  EXPECT_FALSE(slow->finished());
+  // ... and the fill did not wait for it either.
+  ASSERT_TRUE(h.run_until([&] {
+    for (std::uint64_t b = 0; b < 5; ++b) {
+      if (!h.cache.block_cached(h.key().hash(), etag, b)) return false;
+    }
+    return true;
+  }, 5s));
+  EXPECT_FALSE(slow->finished());
+
+  pause->cancel();
+  ASSERT_TRUE(h.run_until([&] { return slow->finished(); }));
+  ASSERT_TRUE(slow->drained) << slow->body_error.message();
+  EXPECT_TRUE(slow->bytes == data);
+  EXPECT_EQ(h.origin.gets(), 1u);
+}
+
+TEST_F(ReadPathTest, ThirtyTwoConcurrentReadersOfAColdObjectShareOneUpstreamGet) {
+  auto& h = use(options(/*max_fetch=*/128 * 1024));
+  const std::string data = make_bytes(300 * 1024, 23);  // 5 blocks, the last one short
+  h.origin.put(kBucket, "k", data);
+  h.origin.close_gate();  // the body is held until every reader has its head
+
+  constexpr int kReaders = 32;
+  std::vector<std::shared_ptr<Served>> readers;
+  for (int i = 0; i < kReaders; ++i) readers.push_back(h.start({}, i % 2 == 0 ? Drain::kNext : Drain::kRead));
+  ASSERT_TRUE(h.run_until([&] {
+    for (const auto& r : readers) {
+      if (!r->served) return false;
+    }
+    return true;
+  }));
+  EXPECT_EQ(h.origin.gets(), 1u);
+  EXPECT_EQ(h.origin.blocked_reads(), 1u) << "one upstream body, held by the gate";
+
+  h.origin.open_gate();
+  ASSERT_TRUE(h.run_until([&] {
+    for (const auto& r : readers) {
+      if (!r->finished()) return false;
+    }
+    return true;
+  }));
+  int misses = 0, hits = 0;
+  for (int i = 0; i < kReaders; ++i) {
+    const Served& r = *readers[i];
+    EXPECT_EQ(r.result.action, Action::kRespond) << "reader " << i;
+    ASSERT_TRUE(r.drained) << "reader " << i << ": " << r.body_error.message();
+    EXPECT_TRUE(r.bytes == data) << "reader " << i << " got " << r.bytes.size() << " bytes";
+    misses += r.result.outcome == CacheOutcome::kMiss;
+    hits += r.result.outcome == CacheOutcome::kHit;
+  }
+  EXPECT_EQ(misses, 1);
+  EXPECT_EQ(hits, kReaders - 1);
+  EXPECT_EQ(h.origin.gets(), 1u) << "exactly one upstream GET for the object's blocks";
+  EXPECT_EQ(h.origin.heads(), 0u);
+  EXPECT_EQ(h.origin.body_bytes_sent(), data.size());
+}
+
+// ---------------------------------------------------------------------------------------
+// Checksum mode
+
+TEST_F(ReadPathTest, ChecksumsAreReturnedOnlyInChecksumModeOnWholeObjectAnswers) {
+  auto& h = use(options());
+  const std::string data = make_bytes(100 * 1024, 24);
+  h.origin.put(kBucket, "k", data, {{"x-amz-checksum-crc32", "AAAAAA=="}, {"x-amz-checksum-type", "FULL_OBJECT"}});
+
+  // A range fill learns nothing about the whole object's checksums.
+  Served range = h.get(with({{"Range", "bytes=0-9"}}));
+  EXPECT_EQ(range.result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(std::string(range.result.head["x-amz-checksum-crc32"]), "");
+  ASSERT_TRUE(h.settle());
+
+  Served plain = h.get({});
+  EXPECT_EQ(plain.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(std::string(plain.result.head["x-amz-checksum-crc32"]), "") << "not asked for";
+  EXPECT_TRUE(plain.bytes == data);
+  ASSERT_TRUE(h.settle());
+  const auto heads = h.origin.heads();
+
+  // Checksum mode on an entry that does not know them: one HEAD learns them.
+  Served asked = h.get(with({{"x-amz-checksum-mode", "ENABLED"}}));
+  EXPECT_EQ(asked.result.outcome, CacheOutcome::kHit);
+  EXPECT_EQ(std::string(asked.result.head["x-amz-checksum-crc32"]), "AAAAAA==");
+  EXPECT_TRUE(asked.bytes == data);
+  EXPECT_EQ(h.origin.heads(), heads + 1);
+
+  Served again = h.get(with({{"x-amz-checksum-mode", "ENABLED"}}));
+  EXPECT_EQ(std::string(again.result.head["x-amz-checksum-crc32"]), "AAAAAA==");
+  EXPECT_EQ(h.origin.heads(), heads + 1) << "learnt once";
+
+  Served partial = h.get(with({{"x-amz-checksum-mode", "ENABLED"}, {"Range", "bytes=0-9"}}));
+  EXPECT_EQ(partial.result.head.result_int(), 206);
+  EXPECT_EQ(std::string(partial.result.head["x-amz-checksum-crc32"]), "") << "never on a partial answer";
+}
+
+// ---------------------------------------------------------------------------------------
+// Stall detection
+
+// Found by this suite (fixed: a stall is now judged by the fill's progress). A reader waiting for a block that a whole-object fill has
+// registered but not reached yet sees no progress on *that block* and fails with
+// kGatewayTimeout ("cache fill stalled") after upstream_timeout, although the fill is
+// streaming steadily. With the production default (60 s) this is a tail read (a parquet
+// footer) beside a whole-object read of an object that takes more than 60 s to stream.
+// Scaled down here: a 100 ms timeout, a fill that advances every 15 ms and reaches the
+// last block after ~240 ms.
+TEST_F(ReadPathTest, TailReaderBesideAProgressingWholeObjectFillDoesNotTimeOut) {
+  auto& h = use(options(/*max_fetch=*/512 * 1024), /*upstream_timeout=*/100ms);
+  const std::string data = make_bytes(5 * kBlock, 25);
+  h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 15ms;
+
+  auto whole = h.start({});
+  const std::uint64_t tail = 4 * kBlock;
+  auto footer = h.start(with({{"Range", "bytes=" + std::to_string(tail) + "-" + std::to_string(tail + 99)}}));
+  ASSERT_TRUE(h.run_until([&] { return whole->finished() && footer->finished(); }));
+  ASSERT_TRUE(whole->drained) << whole->body_error.message();
+  EXPECT_TRUE(whole->bytes == data);
+  EXPECT_EQ(footer->result.head.result_int(), 206);
+  EXPECT_TRUE(footer->drained) << "footer read failed although the fill was progressing: "
+                               << footer->body_error.message();
+  EXPECT_TRUE(footer->bytes == data.substr(tail, 100));
+}
+
+// The other side of the rule above: a fill that makes no progress at all is a stall, and
+// the reader fails with kGatewayTimeout (never a short success).
+TEST_F(ReadPathTest, AFillThatMakesNoProgressTimesOutItsReaders) {
+  auto& h = use(options(/*max_fetch=*/512 * 1024), /*upstream_timeout=*/100ms);
+  const std::string data = make_bytes(3 * kBlock, 26);
+  h.origin.put(kBucket, "k", data);
+  h.origin.close_gate();  // the upstream sends the head, then nothing
+
+  auto reader = h.start({});
+  ASSERT_TRUE(h.run_until([&] { return reader->finished(); }));
+  EXPECT_FALSE(reader->drained);
+  EXPECT_EQ(reader->body_error.code(), ErrorCode::kGatewayTimeout) << reader->body_error.message();
+  h.origin.open_gate();
+}
+
+}  // namespace
+}  // namespace tagd::cache
