@@ -487,7 +487,8 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
     if (stale) metrics().cache_stale_served.inc();
     co_return ReadState::kDone;
   }
-  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, meta, range, upstream_timeout_);
+  // The head is built: the metadata moves into the body (a hit copies no header lists).
+  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_);
   // Nothing is committed yet: an object that changed upstream is served as a miss.
   switch (co_await body->prepare()) {
     case CachedBody::Preparation::kOk:
