@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/raw_response.hpp"
 #include "support/scripted_client.hpp"
 #include "tagd/auth/credentials.hpp"
 #include "tagd/auth/hashing.hpp"
@@ -97,41 +98,12 @@ std::string plain_request(const std::string& method, const std::string& target, 
 // ---------------------------------------------------------------------------------------
 // One exchange as both ends saw it.
 
-struct Outcome {
+struct Outcome : tagd::testing::RawResponse {
   bool server_done = false;     // handle() returned (or the head could not be read)
   bool handled = false;         // handle() was called and returned
   bool keep_alive = false;      // what handle() returned
-  bool client_done = false;     // the client's read loop ended
-  boost::system::error_code end;  // how the client's read ended (eof: clean close)
-  std::string response;         // every byte the client received
-  std::string status_line;
-  std::multimap<std::string, std::string> headers;  // lower-case names
-  std::string body;             // raw bytes after the head
-
-  std::size_t count(const std::string& name) const { return headers.count(name); }
-  std::string header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string("<absent>") : it->second;
-  }
 };
 
-void parse(Outcome& out) {
-  auto end = out.response.find("\r\n\r\n");
-  if (end == std::string::npos) return;
-  out.body = out.response.substr(end + 4);
-  std::string_view head(out.response.data(), end + 2);
-  auto eol = head.find("\r\n");
-  out.status_line = std::string(head.substr(0, eol));
-  head.remove_prefix(eol + 2);
-  while (!head.empty()) {
-    eol = head.find("\r\n");
-    std::string_view line = head.substr(0, eol);
-    head.remove_prefix(eol + 2);
-    auto colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    out.headers.emplace(to_lower(line.substr(0, colon)), std::string(trim_ows(line.substr(colon + 1))));
-  }
-}
 
 // The server side: what src/server/server.cpp's session does for one request, then a
 // graceful close (whatever handle() returned: the test reads until EOF).
@@ -160,20 +132,6 @@ asio::awaitable<void> serve(Gateway& gateway, tcp::socket socket, Outcome* out) 
   out->server_done = true;
 }
 
-asio::awaitable<void> read_all(tcp::socket socket, Outcome* out) {
-  beast::tcp_stream stream(std::move(socket));
-  std::array<char, 4096> buf;
-  for (;;) {
-    stream.expires_after(5s);
-    auto [ec, n] = co_await stream.async_read_some(asio::buffer(buf), kTuple);
-    out->response.append(buf.data(), n);
-    if (ec) {
-      out->end = ec;
-      break;
-    }
-  }
-  out->client_done = true;
-}
 
 // ---------------------------------------------------------------------------------------
 // A gateway over a ScriptedClient, optionally with a cache over the memory device/index.
@@ -239,7 +197,7 @@ struct Harness {
     acceptor.close();
     asio::write(client, asio::buffer(request));
     auto out = std::make_shared<Outcome>();
-    asio::co_spawn(io, read_all(std::move(client), out.get()), [out](std::exception_ptr e) {
+    asio::co_spawn(io, testing::read_all(std::move(client), out.get()), [out](std::exception_ptr e) {
       if (e) ADD_FAILURE() << "client side threw";
       out->client_done = true;
     });
@@ -255,7 +213,7 @@ struct Harness {
     EXPECT_TRUE(out->server_done) << "server side did not finish";
     EXPECT_TRUE(out->client_done) << "client side did not finish";
     settle(200ms);  // detached work (fills) finishes before the next request
-    parse(*out);
+    out->parse();
     return *out;
   }
 

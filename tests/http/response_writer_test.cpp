@@ -21,6 +21,8 @@
 #include "tagd/core/strings.hpp"
 #include "tagd/s3/request.hpp"
 
+#include "support/raw_response.hpp"
+
 // Each test runs one exchange over a real loopback TCP connection in one io_context:
 // the test plays the client (a raw request; it reads the raw response until EOF or an
 // error), the server side parses the request head with RequestParser and hands a
@@ -39,20 +41,8 @@ constexpr const char* kRequestId = "REQ0123456789";
 
 using Script = std::function<asio::awaitable<void>(ResponseWriter&)>;
 
-struct Outcome {
+struct Outcome : tagd::testing::RawResponse {
   bool server_ran = false;       // the request head parsed and the script returned
-  bool client_done = false;      // the client's read loop ended
-  std::string response;          // every byte the client received
-  boost::system::error_code end; // how the client's read ended (eof: clean close)
-  std::string status_line;
-  std::multimap<std::string, std::string> headers;  // lower-case names
-  std::string body;              // raw bytes after the head (chunk framing included)
-
-  std::size_t count(const std::string& name) const { return headers.count(name); }
-  std::string header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string("<absent>") : it->second;
-  }
 };
 
 asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran) {
@@ -78,38 +68,7 @@ asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran)
   *ran = true;
 }
 
-asio::awaitable<void> read_all(tcp::socket socket, Outcome* out) {
-  beast::tcp_stream stream(std::move(socket));
-  std::array<char, 4096> buf;
-  for (;;) {
-    stream.expires_after(5s);
-    auto [ec, n] = co_await stream.async_read_some(asio::buffer(buf), kTuple);
-    out->response.append(buf.data(), n);
-    if (ec) {
-      out->end = ec;
-      break;
-    }
-  }
-  out->client_done = true;
-}
 
-void parse(Outcome& out) {
-  auto end = out.response.find("\r\n\r\n");
-  if (end == std::string::npos) return;
-  out.body = out.response.substr(end + 4);
-  std::string_view head(out.response.data(), end + 2);
-  auto eol = head.find("\r\n");
-  out.status_line = std::string(head.substr(0, eol));
-  head.remove_prefix(eol + 2);
-  while (!head.empty()) {
-    eol = head.find("\r\n");
-    std::string_view line = head.substr(0, eol);
-    head.remove_prefix(eol + 2);
-    auto colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    out.headers.emplace(to_lower(line.substr(0, colon)), std::string(trim_ows(line.substr(colon + 1))));
-  }
-}
 
 // `client_closes`: the client sends the request and closes its socket without reading.
 Outcome run_exchange(const std::string& request, const Script& script, bool client_closes = false) {
@@ -124,13 +83,13 @@ Outcome run_exchange(const std::string& request, const Script& script, bool clie
     client.close();
     out.client_done = true;
   } else {
-    asio::co_spawn(ctx, read_all(std::move(client), &out), asio::detached);
+    asio::co_spawn(ctx, testing::read_all(std::move(client), &out), asio::detached);
   }
   asio::co_spawn(ctx, serve(std::move(server), script, &out.server_ran), asio::detached);
   ctx.run_for(10s);
   EXPECT_TRUE(out.server_ran) << "server side did not finish";
   EXPECT_TRUE(out.client_done) << "client side did not finish";
-  parse(out);
+  out.parse();
   return out;
 }
 
