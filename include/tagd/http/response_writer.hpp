@@ -86,6 +86,8 @@ class ResponseWriter {
   bool finished_ = false;
   bool aborted_ = false;
   std::optional<std::uint64_t> expected_body_;
+  // A Content-Length head not sent yet: it leaves with the first body bytes.
+  std::string pending_head_;
   int status_ = 0;
   std::uint64_t body_bytes_ = 0;
   CacheOutcome outcome_ = CacheOutcome::kNone;
