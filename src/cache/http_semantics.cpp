@@ -4,6 +4,8 @@
 #include "tagd/auth/sigv4.hpp"
 
 #include <algorithm>
+#include <array>
+#include <type_traits>
 #include <charconv>
 #include <ctime>
 #include <span>
@@ -217,8 +219,43 @@ std::string_view unquote(std::string_view e) {
 
 }  // namespace
 
-CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
-                               const std::vector<std::pair<std::string, std::string>>& headers) {
+namespace {
+
+// One request header against the allow-list; `name` is lower-case. Returns why the
+// request bypasses the cache, or nullopt when the header leaves the answer cacheable.
+std::optional<std::string> check_header(std::string_view name, std::string_view value, CacheKeyDecision& d,
+                                        VariantParts& parts) {
+  if (in(name, kNeutralHeaders, false)) return std::nullopt;
+  if (name == "content-length") {
+    // A GET/HEAD with an (empty) body is still a plain read.
+    if (trim_ows(value) == "0") return std::nullopt;
+    return "request with a body";
+  }
+  if (name == "x-amz-checksum-mode") {
+    if (!checksum_mode_value(value)) return "x-amz-checksum-mode " + std::string(value);
+    d.checksum_mode = true;
+    return std::nullopt;
+  }
+  if (name == "x-tigris-snapshot-version") {
+    if (parts.snapshot || trim_ows(value).empty()) return "unusable X-Tigris-Snapshot-Version";
+    parts.snapshot = std::string(trim_ows(value));
+    return std::nullopt;
+  }
+  if (name.rfind("x-amz-server-side-encryption-customer-", 0) == 0) return "SSE-C request";
+  return "request header " + std::string(name);
+}
+
+// Lower-cases a header name into `buf` without allocating (every allow-listed name is
+// shorter than the buffer; a longer one is kept as it is and bypasses as unknown).
+std::string_view lower_name(std::string_view name, std::array<char, 96>& buf) {
+  if (name.size() > buf.size()) return name;
+  for (std::size_t i = 0; i < name.size(); ++i) buf[i] = ascii_lower(name[i]);
+  return std::string_view(buf.data(), name.size());
+}
+
+template <class Headers>
+CacheKeyDecision decide_cache_key(const std::vector<std::pair<std::string, std::string>>& query,
+                                  const Headers& headers) {
   CacheKeyDecision d;
   VariantParts parts;
   auto bypass = [&](std::string reason) {
@@ -226,26 +263,17 @@ CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::str
     d.reason = std::move(reason);
     return d;
   };
-  for (const auto& [raw_name, value] : headers) {
-    const std::string name = to_lower(raw_name);
-    if (in(name, kNeutralHeaders, false)) continue;
-    if (name == "content-length") {
-      // A GET/HEAD with an (empty) body is still a plain read.
-      if (trim_ows(value) == "0") continue;
-      return bypass("request with a body");
+  std::array<char, 96> buf;
+  for (const auto& header : headers) {
+    std::string_view name, value;
+    if constexpr (std::is_same_v<Headers, boost::beast::http::fields>) {
+      name = header.name_string();
+      value = header.value();
+    } else {
+      name = header.first;
+      value = header.second;
     }
-    if (name == "x-amz-checksum-mode") {
-      if (!checksum_mode_value(value)) return bypass("x-amz-checksum-mode " + value);
-      d.checksum_mode = true;
-      continue;
-    }
-    if (name == "x-tigris-snapshot-version") {
-      if (parts.snapshot || trim_ows(value).empty()) return bypass("unusable X-Tigris-Snapshot-Version");
-      parts.snapshot = std::string(trim_ows(value));
-      continue;
-    }
-    if (name.rfind("x-amz-server-side-encryption-customer-", 0) == 0) return bypass("SSE-C request");
-    return bypass("request header " + name);
+    if (auto why = check_header(lower_name(name, buf), value, d, parts)) return bypass(std::move(*why));
   }
   for (const auto& [name, value] : query) {
     if (name == "versionId") {
@@ -267,6 +295,18 @@ CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::str
   d.variant = make_variant(parts);
   d.cacheable = true;
   return d;
+}
+
+}  // namespace
+
+CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
+                               const std::vector<std::pair<std::string, std::string>>& headers) {
+  return decide_cache_key(query, headers);
+}
+
+CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
+                               const boost::beast::http::fields& headers) {
+  return decide_cache_key(query, headers);
 }
 
 std::string make_variant(const VariantParts& parts) {

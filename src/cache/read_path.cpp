@@ -173,10 +173,7 @@ ReadPath::ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, asi
 
 asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
   Session s{request, {}, {}, {}, {}, 0, {}, {}};
-  std::vector<std::pair<std::string, std::string>> headers;
-  headers.reserve(16);
-  for (const auto& f : *request.headers) headers.emplace_back(to_lower(f.name_string()), std::string(f.value()));
-  s.decision = cache_key_for(*request.query, headers);
+  s.decision = cache_key_for(*request.query, *request.headers);
   s.directive = client_directive(s.header(http::field::cache_control), s.header(http::field::pragma));
   if (!s.decision.cacheable || s.directive == ClientDirective::kBypass) {
     spdlog::debug("cache bypass for {}/{}: {}", log_field(request.bucket), log_field(request.key),

@@ -166,6 +166,30 @@ TEST(CacheKeyTest, RealClientsAreCacheable) {
   EXPECT_TRUE(cache_key_for({}, curl).cacheable) << cache_key_for({}, curl).reason;
 }
 
+// The data path decides from the request's own fields (no lower-cased copy): it must agree
+// with the pair-list form on every case, whatever the names' case.
+TEST(CacheKeyTest, FieldsAndPairsDecideAlike) {
+  std::vector<Pairs> cases = {boto3_get(),
+                              {{"HOST", "h"}, {"X-AMZ-CHECKSUM-MODE", "ENABLED"}},
+                              {{"Origin", "o"}},
+                              {{"X-Tigris-Snapshot-Version", "7"}},
+                              {{"x-tigris-snapshot-version", "7"}, {"X-Tigris-Snapshot-Version", "8"}},
+                              {{"Content-Length", "5"}},
+                              {{std::string(200, 'x'), "long names bypass as unknown"}},
+                              {{"X-Amz-Server-Side-Encryption-Customer-Key", "k"}}};
+  for (const auto& pairs : cases) {
+    boost::beast::http::fields fields;
+    for (const auto& [n, v] : pairs) fields.insert(n, v);
+    const auto a = cache_key_for({{"versionId", "3"}}, pairs);
+    const auto b = cache_key_for({{"versionId", "3"}}, fields);
+    EXPECT_EQ(a.cacheable, b.cacheable) << a.reason;
+    EXPECT_EQ(a.reason, b.reason);
+    EXPECT_EQ(a.variant, b.variant);
+    EXPECT_EQ(a.checksum_mode, b.checksum_mode);
+  }
+  EXPECT_EQ(cache_key_for({}, boost::beast::http::fields{}).cacheable, true);
+}
+
 TEST(CacheKeyTest, HeadersThatChangeTheAnswerBypass) {
   for (std::string name : {"x-amz-expected-bucket-owner", "x-amz-request-payer", "Origin",
                            "x-amz-server-side-encryption-customer-algorithm",
@@ -184,17 +208,17 @@ TEST(CacheKeyTest, HeadersThatChangeTheAnswerBypass) {
 }
 
 TEST(CacheKeyTest, QueryParameters) {
-  auto version = cache_key_for({{"versionId", "v3"}}, {});
+  auto version = cache_key_for({{"versionId", "v3"}}, Pairs{});
   EXPECT_TRUE(version.cacheable);
   EXPECT_EQ(version.variant, "versionId=v3");
-  EXPECT_EQ(cache_key_for({{"versionId", "null"}}, {}).variant, "versionId=null");
-  EXPECT_FALSE(cache_key_for({{"versionId", ""}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"versionId", "a"}, {"versionId", "b"}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"partNumber", "2"}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"response-content-type", "text/plain"}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"tagging", ""}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"unknown", "1"}}, {}).cacheable);
-  EXPECT_EQ(cache_key_for({{"acl", ""}}, {}).reason, "query parameter acl");
+  EXPECT_EQ(cache_key_for({{"versionId", "null"}}, Pairs{}).variant, "versionId=null");
+  EXPECT_FALSE(cache_key_for({{"versionId", ""}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"versionId", "a"}, {"versionId", "b"}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"partNumber", "2"}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"response-content-type", "text/plain"}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"tagging", ""}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"unknown", "1"}}, Pairs{}).cacheable);
+  EXPECT_EQ(cache_key_for({{"acl", ""}}, Pairs{}).reason, "query parameter acl");
   // SigV4 presign parameters, including the ones the JS SDK v3 adds, are authentication.
   auto v4 = cache_key_for({{"X-Amz-Algorithm", "AWS4-HMAC-SHA256"}, {"X-Amz-Credential", "c"},
                            {"X-Amz-Date", "d"}, {"X-Amz-Expires", "60"}, {"X-Amz-SignedHeaders", "host"},
@@ -204,14 +228,14 @@ TEST(CacheKeyTest, QueryParameters) {
   EXPECT_TRUE(v4.cacheable) << v4.reason;
   EXPECT_FALSE(v4.checksum_mode);
   // ... and x-amz-checksum-mode=ENABLED hoisted into the query is checksum mode.
-  auto js = cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-checksum-mode", "ENABLED"}}, {});
+  auto js = cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-checksum-mode", "ENABLED"}}, Pairs{});
   EXPECT_TRUE(js.cacheable);
   EXPECT_TRUE(js.checksum_mode);
   // Other hoisted headers still change the answer.
-  EXPECT_FALSE(cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-expected-bucket-owner", "1"}}, {}).cacheable);
-  EXPECT_FALSE(cache_key_for({{"X-Amz-Meta-Foo", "1"}}, {}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"X-Amz-Signature", "abc"}, {"x-amz-expected-bucket-owner", "1"}}, Pairs{}).cacheable);
+  EXPECT_FALSE(cache_key_for({{"X-Amz-Meta-Foo", "1"}}, Pairs{}).cacheable);
   // SigV2 presign parameters.
-  auto v2 = cache_key_for({{"AWSAccessKeyId", "AKID"}, {"Expires", "1800000000"}, {"Signature", "c2ln"}}, {});
+  auto v2 = cache_key_for({{"AWSAccessKeyId", "AKID"}, {"Expires", "1800000000"}, {"Signature", "c2ln"}}, Pairs{});
   EXPECT_TRUE(v2.cacheable) << v2.reason;
 }
 

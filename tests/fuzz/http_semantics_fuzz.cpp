@@ -8,6 +8,8 @@
 // extends past now + ttl; a cacheable decision has no reason, a bypass has one.
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <boost/beast/http/fields.hpp>
+
 #include "fuzz_common.hpp"
 #include "tagd/cache/http_semantics.hpp"
 
@@ -70,6 +72,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const auto decision = cache::cache_key_for(query, headers);
   TAGD_FUZZ_CHECK(decision.cacheable == decision.reason.empty());
+  {
+    // The data path's form (the request's own fields) decides exactly alike.
+    boost::beast::http::fields fields;
+    bool representable = true;
+    for (const auto& [n, v] : headers) {
+      if (n.empty()) representable = false;  // not a header a parser would produce
+      if (representable) fields.insert(n, v);
+    }
+    if (representable) {
+      const auto same = cache::cache_key_for(query, fields);
+      TAGD_FUZZ_CHECK(same.cacheable == decision.cacheable && same.reason == decision.reason &&
+                      same.variant == decision.variant && same.checksum_mode == decision.checksum_mode);
+    }
+  }
   if (decision.cacheable) {
     // The variant encoding is injective: it parses back to itself.
     TAGD_FUZZ_CHECK(cache::make_variant(cache::parse_variant(decision.variant)) == decision.variant);

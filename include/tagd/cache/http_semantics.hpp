@@ -3,6 +3,7 @@
 // conditional headers with S3's precedence, freshness from TTL and the upstream's
 // Cache-Control/Expires, the client's Cache-Control, and which requests must bypass the
 // plain-object cache. Pure functions.
+#include <boost/beast/http/fields.hpp>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -92,6 +93,10 @@ struct CacheKeyDecision {
 // query: decoded pairs; headers: (name, value) pairs, names in any case.
 CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
                                const std::vector<std::pair<std::string, std::string>>& headers);
+// The same over a request's own header fields (the data path: no copy, no allocation
+// unless the request bypasses).
+CacheKeyDecision cache_key_for(const std::vector<std::pair<std::string, std::string>>& query,
+                               const boost::beast::http::fields& headers);
 
 // The parts of a variant and its canonical encoding ("versionId=<v>&snapshot=<s>", values
 // percent-encoded so the encoding is injective; "" for the plain object).
