@@ -1,4 +1,5 @@
 #include "tagd/auth/request_verifier.hpp"
+#include "tagd/auth/signing_key_cache.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -268,7 +269,7 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
                               payload_hash};
   auto creq = canonical_request(parts);
   if (!creq) return creq.error();
-  auto key = signing_key(identity->secret_access_key, scope);
+  auto key = cached_signing_key(identity->secret_access_key, scope);
   std::string expected = signature_hex(key, string_to_sign(amz_date, scope, *creq));
   if (!constant_time_equal(expected, signature)) {
     return Status(ErrorCode::kSignatureDoesNotMatch,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "tagd/auth/signing_key_cache.hpp"
 #include "tagd/auth/sigv4.hpp"
 #include "tagd/core/strings.hpp"
 
@@ -44,7 +45,7 @@ void sign_request(http::fields& fields, std::string_view method, std::string_vie
   auto creq = auth::canonical_request(parts);
   // Every signed header was taken from `fields` above, so it cannot be missing.
   assert(creq.has_value());
-  auto key = auth::signing_key(credentials.secret_access_key, scope);
+  auto key = auth::cached_signing_key(credentials.secret_access_key, scope);
   std::string signature = auth::signature_hex(key, auth::string_to_sign(amz_date, scope, *creq));
   std::string joined;
   for (const auto& n : signed_names) joined += (joined.empty() ? "" : ";") + n;
