@@ -123,16 +123,6 @@ std::optional<ObjectMeta> meta_from(const http::response_header<>& h, const Obje
   return m;
 }
 
-// Reads what is left of a response that has no body (a HEAD or 304 answer), so its
-// keep-alive connection goes back to the pool.
-asio::awaitable<void> finish_bodyless(ResponseSource& response) {
-  char sink[256];
-  for (int i = 0; i < 4; ++i) {
-    auto n = co_await response.read(std::span<char>(sink, sizeof sink));
-    if (!n || n.value() == 0) co_return;
-  }
-}
-
 }  // namespace
 
 struct ReadPath::Session {
@@ -190,7 +180,10 @@ asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
       case ReadState::kLearnChecksums: state = co_await learn_checksums(s); break;
       case ReadState::kFresh: state = co_await answer(s, CacheOutcome::kHit, false); break;
       case ReadState::kRevalidate: state = co_await revalidate(s); break;
-      case ReadState::kServeStale: state = co_await answer(s, CacheOutcome::kHit, true); break;
+      case ReadState::kServeStale:
+        state = co_await answer(s, CacheOutcome::kHit, true);
+        if (state == ReadState::kDone && s.result.error.is_ok()) metrics().cache_stale_served.inc();
+        break;
       case ReadState::kMiss: state = co_await miss(s); break;
       case ReadState::kJoin: state = co_await join(s); break;
       case ReadState::kFill: state = co_await fill(s); break;
@@ -240,7 +233,6 @@ asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
     s.meta->checksums_known = true;
     (void)cache_.publish(s.key, *s.meta, epoch);
   }
-  co_await finish_bodyless(*reply.value());
   if (status == 404 || (status == 200 && !same)) {
     cache_.invalidate(s.key.bucket, s.key.key);
     co_return ReadState::kLookup;
@@ -276,7 +268,6 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
       s.meta->checksums_known = true;
     }
   }
-  co_await finish_bodyless(*reply.value());
   if (!same) {
     // Changed or gone: forget it and treat the request as a miss.
     cache_.invalidate(s.key.bucket, s.key.key);
@@ -452,7 +443,6 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   if (conditional == ConditionalOutcome::kNotModified) {
     res.result(http::status::not_modified);
     s.result.body_length = 0;
-    if (stale) metrics().cache_stale_served.inc();
     co_return ReadState::kDone;
   }
 
@@ -481,7 +471,6 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   res.set(http::field::content_length, std::to_string(length));
   s.result.body_length = length;
   if (s.request.head || length == 0) {
-    if (stale) metrics().cache_stale_served.inc();
     co_return ReadState::kDone;
   }
   // The head is built: the metadata moves into the body (a hit copies no header lists).
@@ -500,7 +489,6 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
     case CachedBody::Preparation::kFailed:
       co_return s.respond_error(outcome, Status(ErrorCode::kBadGateway, "upstream failed filling the cache"));
   }
-  if (stale) metrics().cache_stale_served.inc();
   s.result.body = std::move(body);
   co_return ReadState::kDone;
 }

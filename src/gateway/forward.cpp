@@ -174,21 +174,8 @@ asio::awaitable<void> Gateway::forward(Exchange& ex, CacheOutcome outcome) {
     for (const auto& w : written) cache_->invalidate(w.bucket, w.key);
   }
   m.request_body_bytes.inc(upload.payload_bytes());
-  co_await relay(ex, *response.value(), outcome);
-}
-
-asio::awaitable<void> Gateway::relay(Exchange& ex, upstream::Response& response, CacheOutcome outcome) {
-  if (response.status() >= 500) metrics().upstream_errors.inc();
-  Status s = co_await ex.writer.write_head(response.head(), response.length(), outcome);
-  if (s) s = co_await ex.writer.write_body_from(response, std::span<char>(ex.piece.get(), kPiece));
-  if (s) s = co_await ex.writer.finish();
-  if (!s) {
-    ex.error = s.code() == ErrorCode::kRequestTimeout ? "ClientAborted" : "UpstreamTruncated";
-    if (ex.error == "UpstreamTruncated") {
-      spdlog::warn("request {}: upstream body ended early after {} bytes: {}", ex.request_id(),
-                   ex.writer.body_bytes(), s.message());
-    }
-  }
+  upstream::Response& answer = *response.value();
+  co_await respond(ex, answer.head(), answer.length(), &answer, outcome);
 }
 
 }  // namespace tagd::gateway

@@ -194,10 +194,37 @@ asio::awaitable<void> Gateway::read_through_cache(Exchange& ex) {
     co_await send_error(ex, result.error, result.outcome);
     co_return;
   }
-  Status s = co_await ex.writer.write_head(result.head, result.body_length, result.outcome);
-  if (s && result.body) s = co_await ex.writer.write_body_from(*result.body, std::span<char>(ex.piece.get(), kPiece));
-  if (s) s = co_await ex.writer.finish();
-  if (!s) ex.error = s.code() == ErrorCode::kPreconditionFailed ? "ObjectChangedUpstream" : s3_code(s.code());
+  co_await respond(ex, result.head, result.body_length, result.body.get(), result.outcome);
+}
+
+namespace {
+
+// The access log's name for a body that could not be completed after its head went out.
+const char* body_failure(const Status& s) {
+  switch (s.code()) {
+    case ErrorCode::kRequestTimeout: return "ClientAborted";
+    case ErrorCode::kPreconditionFailed: return "ObjectChangedUpstream";
+    case ErrorCode::kBadGateway:
+    case ErrorCode::kGatewayTimeout: return "UpstreamTruncated";
+    default: return s3_code(s.code());
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> Gateway::respond(Exchange& ex, bhttp::response_header<>& head,
+                                       std::optional<std::uint64_t> body_length, BodySource* body,
+                                       CacheOutcome outcome) {
+  // Only an upstream answer carries a 5xx head (the cache's own failures are S3 errors).
+  if (head.result_int() >= 500) metrics().upstream_errors.inc();
+  Status s = co_await ex.writer.write_head(head, body_length, outcome);
+  // (write_body_from ends the body; without a source, finish() does.)
+  if (s && body != nullptr) {
+    s = co_await ex.writer.write_body_from(*body, std::span<char>(ex.piece.get(), kPiece));
+  } else if (s) {
+    s = co_await ex.writer.finish();
+  }
+  if (!s) ex.error = body_failure(s);
 }
 
 }  // namespace tagd::gateway

@@ -39,8 +39,6 @@ class FillEngine {
   void adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block, std::uint64_t body_bytes,
              std::unique_ptr<BodySource> body, Admission admission);
 
-  std::chrono::milliseconds read_timeout() const noexcept { return read_timeout_; }
-
   struct Run;  // one fill (fill_engine.cpp)
 
  private:

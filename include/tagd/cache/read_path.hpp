@@ -72,8 +72,6 @@ class ReadPath {
 
   [[nodiscard]] boost::asio::awaitable<ReadResult> serve(const ReadRequest& request);
 
-  FillEngine& fills() { return fills_; }
-
  private:
   struct Session;  // one read's state (read_path.cpp)
   boost::asio::awaitable<ReadState> lookup(Session& s);

@@ -64,7 +64,10 @@ class Gateway {
   // An object GET/HEAD: the cache's read path decides, this writes its answer.
   boost::asio::awaitable<void> read_through_cache(Exchange& ex);
   boost::asio::awaitable<void> forward(Exchange& ex, CacheOutcome outcome);
-  boost::asio::awaitable<void> relay(Exchange& ex, upstream::Response& response, CacheOutcome outcome);
+  // Writes a head and its body (an upstream answer or a cached one) through the writer.
+  boost::asio::awaitable<void> respond(Exchange& ex, boost::beast::http::response_header<>& head,
+                                       std::optional<std::uint64_t> body_length, BodySource* body,
+                                       CacheOutcome outcome);
 
   const Shared& shared_;
   std::unique_ptr<upstream::Client> client_;

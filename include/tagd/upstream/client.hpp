@@ -53,8 +53,9 @@ struct Request {
 };
 
 // A response whose head has arrived. Reading the body to its end on a keep-alive
-// connection returns the connection to the pool; destroying the response earlier closes
-// it (an unread body must never be parsed as the next response).
+// connection returns the connection to the pool (a response without a body — HEAD, 304,
+// Content-Length: 0 — returns it as soon as its head is read); destroying the response
+// earlier closes it (an unread body must never be parsed as the next response).
 // length() is 0 when bodyless(), the Content-Length otherwise, nullopt when chunked or
 // delimited by the end of the connection.
 class Response : public ResponseSource {
