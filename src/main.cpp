@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,26 @@ int main(int argc, char** argv) {
 
     auto probe = tagd::probe_io_uring(config.io_uring == "off");
     tagd::metrics().io_uring_enabled.set(probe.available ? 1 : 0);
+#if defined(TAGD_SOCKETS_IO_URING)
+    // A measurement build (CMake TAGD_SOCKETS_IO_URING): Asio runs sockets on io_uring and
+    // cannot fall back, so a refused io_uring is fatal here.
+    if (!probe.available) {
+      throw std::runtime_error("this tagd was built with sockets on io_uring, which is unavailable (" + probe.detail +
+                               "); use a default build");
+    }
+    tagd::metrics().io_uring_sockets.set(1);
+    constexpr const char* kSockets = "io_uring";
+#else
+    tagd::metrics().io_uring_sockets.set(0);
+    constexpr const char* kSockets = "the epoll reactor";
+#endif
     if (probe.available) {
-      spdlog::info("I/O backend: io_uring for files ({}); sockets on the epoll reactor", probe.detail);
+      spdlog::info("I/O backend: io_uring for cache reads, one ring per event loop ({}); sockets on {}", probe.detail,
+                   kSockets);
     } else {
-      spdlog::warn("I/O backend: io_uring unavailable ({}); falling back to epoll and plain file syscalls",
-                   probe.detail);
+      tagd::metrics().disk_io_uring.set(0);
+      spdlog::warn("I/O backend: io_uring unavailable ({}); cache reads on a pread thread pool, sockets on {}",
+                   probe.detail, kSockets);
     }
 
     tagd::auth::CredentialStore credentials;

@@ -1,17 +1,22 @@
+// BlockDevice's public calls (checks, resumption of short transfers, counters), the
+// aligned buffer, and the in-memory device. The file devices live in
+// pread_block_device.cpp and uring_block_device.cpp.
 #include "tagd/cache/block_device.hpp"
 
-#include <fcntl.h>
-#include <liburing.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
 
+#include "tagd/core/metrics.hpp"
+
 namespace tagd::cache {
+
+namespace asio = boost::asio;
 
 AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(size) {
   if (size == 0) return;
@@ -19,7 +24,9 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
   data_ = static_cast<std::byte*>(std::aligned_alloc(alignment, rounded));
   if (data_ == nullptr) throw std::bad_alloc();
 }
-AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+AlignedBuffer::~AlignedBuffer() {
+  std::free(data_);
+}
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept : data_(other.data_), size_(other.size_) {
   other.data_ = nullptr;
   other.size_ = 0;
@@ -37,198 +44,166 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
 
 namespace {
 
-Status check_range(const BlockDevice& d, std::uint64_t offset, std::size_t length) {
-  if (offset > d.size() || length > d.size() - offset) {
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// Accounts one transfer attempt of a read or write loop: advances `done`, or says why the
+// loop must stop. An implementation returning more than asked is a bug, not data.
+Status advance(const Result<std::size_t>& r, std::size_t remaining, std::size_t& done,
+               std::atomic<std::uint64_t>* short_transfers) {
+  if (!r) return r.error();
+  const std::size_t n = r.value();
+  if (n == 0) return Status(ErrorCode::kInternalError, "block device: unexpected end of device");
+  if (n > remaining) return Status(ErrorCode::kInternalError, "block device: transfer longer than asked");
+  if (n < remaining && short_transfers != nullptr) short_transfers->fetch_add(1, kRelaxed);
+  done += n;
+  return Status::ok();
+}
+
+// Counts an asynchronous read in flight for as long as its coroutine frame lives, so a
+// read abandoned with its io_context is still taken off the gauge.
+class InFlight {
+ public:
+  InFlight(std::atomic<std::uint64_t>& now, std::atomic<std::uint64_t>& high) : now_(now) {
+    const std::uint64_t n = now_.fetch_add(1, kRelaxed) + 1;
+    std::uint64_t seen = high.load(kRelaxed);
+    while (n > seen && !high.compare_exchange_weak(seen, n, kRelaxed)) {
+    }
+    metrics().disk_reads_in_flight.add(1);
+  }
+  ~InFlight() {
+    now_.fetch_sub(1, kRelaxed);
+    metrics().disk_reads_in_flight.add(-1);
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<std::uint64_t>& now_;
+};
+
+// splitmix64: a cheap, well-mixed sequence from a counter, so injected delays are
+// reproducible from run to run.
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+Status BlockDevice::check_range(std::uint64_t offset, std::size_t length) const {
+  if (offset > size() || length > size() - offset) {
     return Status(ErrorCode::kInvalidArgument, "block device access out of range");
   }
-  if (offset % d.alignment() != 0 || length % d.alignment() != 0) {
+  if (offset % alignment() != 0 || length % alignment() != 0) {
     return Status(ErrorCode::kInvalidArgument, "block device access not aligned");
   }
   return Status::ok();
 }
 
-Status errno_status(const char* what, int err) {
-  return Status(ErrorCode::kInternalError, std::string(what) + ": " + std::strerror(err));
-}
-
-// An open, preallocated cache file. O_DIRECT is tried first: tmpfs and some overlay
-// filesystems refuse it, and then page-cache I/O is the only option.
-struct CacheFile {
-  int fd = -1;
-  bool direct = false;
-  std::size_t alignment = 4096;
-
-  ~CacheFile() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-Result<std::unique_ptr<CacheFile>> open_cache_file(const FileDeviceOptions& o) {
-  auto f = std::make_unique<CacheFile>();
-  if (o.direct) {
-    f->fd = ::open(o.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT, 0600);
-    f->direct = f->fd >= 0;
-  }
-  if (f->fd < 0) f->fd = ::open(o.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (f->fd < 0) return errno_status(("cannot open " + o.path).c_str(), errno);
-  struct stat st {};
-  if (::fstat(f->fd, &st) != 0) return errno_status("fstat", errno);
-  if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < o.size) {
-    // Reserve the space now so "disk full" shows up at start-up, not mid-fill.
-    int rc = ::posix_fallocate(f->fd, 0, static_cast<off_t>(o.size));
-    if (rc != 0) return errno_status(("cannot preallocate " + o.path).c_str(), rc);
-  }
-  return f;
-}
-
-class PreadBlockDevice final : public BlockDevice {
- public:
-  PreadBlockDevice(std::unique_ptr<CacheFile> file, std::uint64_t size) : file_(std::move(file)), size_(size) {}
-  std::uint64_t size() const noexcept override { return size_; }
-  std::size_t alignment() const noexcept override { return file_->alignment; }
-  const char* kind() const noexcept override { return "pread"; }
-
-  Status read(std::uint64_t offset, std::span<std::byte> out) override {
-    if (Status s = check_range(*this, offset, out.size()); !s) return s;
-    std::size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::pread(file_->fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_status("pread", errno);
-      if (n == 0) return Status(ErrorCode::kInternalError, "pread: unexpected end of cache file");
-      done += static_cast<std::size_t>(n);
+// Misuse (kInvalidArgument) is the caller's bug and is not counted as a device error.
+Status BlockDevice::read(std::uint64_t offset, std::span<std::byte> out) {
+  if (Status s = check_range(offset, out.size()); !s) return s;
+  std::size_t done = 0;
+  while (done < out.size()) {
+    Result<std::size_t> r = read_impl(offset + done, out.subspan(done));
+    if (Status s = advance(r, out.size() - done, done, &counters_.short_reads); !s) {
+      counters_.read_errors.fetch_add(1, kRelaxed);
+      return s;
     }
-    return Status::ok();
   }
-
-  Status write(std::uint64_t offset, std::span<const std::byte> data) override {
-    if (Status s = check_range(*this, offset, data.size()); !s) return s;
-    std::size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::pwrite(file_->fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_status("pwrite", errno);
-      done += static_cast<std::size_t>(n);
-    }
-    return Status::ok();
-  }
-
-  Status sync() override { return ::fdatasync(file_->fd) == 0 ? Status::ok() : errno_status("fdatasync", errno); }
-
- private:
-  std::unique_ptr<CacheFile> file_;
-  std::uint64_t size_;
-};
-
-class UringBlockDevice final : public BlockDevice {
- public:
-  UringBlockDevice(std::unique_ptr<CacheFile> file, std::uint64_t size) : file_(std::move(file)), size_(size) {}
-  ~UringBlockDevice() override { io_uring_queue_exit(&ring_); }
-
-  Status init() {
-    int rc = io_uring_queue_init(64, &ring_, 0);
-    if (rc < 0) return errno_status("io_uring_queue_init", -rc);
-    // Registering the file saves an fget/fput per operation.
-    if (io_uring_register_files(&ring_, &file_->fd, 1) == 0) registered_ = true;
-    return Status::ok();
-  }
-
-  std::uint64_t size() const noexcept override { return size_; }
-  std::size_t alignment() const noexcept override { return file_->alignment; }
-  const char* kind() const noexcept override { return "io_uring"; }
-
-  Status read(std::uint64_t offset, std::span<std::byte> out) override {
-    if (Status s = check_range(*this, offset, out.size()); !s) return s;
-    return transfer(true, offset, out.data(), out.size());
-  }
-  Status write(std::uint64_t offset, std::span<const std::byte> data) override {
-    if (Status s = check_range(*this, offset, data.size()); !s) return s;
-    return transfer(false, offset, const_cast<std::byte*>(data.data()), data.size());
-  }
-  Status sync() override {
-    std::lock_guard lock(mu_);
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_fsync(sqe, registered_ ? 0 : file_->fd, IORING_FSYNC_DATASYNC);
-    if (registered_) sqe->flags |= IOSQE_FIXED_FILE;
-    int res = 0;
-    if (Status s = submit_and_wait(res); !s) return s;
-    return res < 0 ? errno_status("io_uring fsync", -res) : Status::ok();
-  }
-
- private:
-  Status submit_and_wait(int& res) {
-    int rc = io_uring_submit(&ring_);
-    if (rc < 0) return errno_status("io_uring_submit", -rc);
-    io_uring_cqe* cqe = nullptr;
-    do {
-      rc = io_uring_wait_cqe(&ring_, &cqe);
-    } while (rc == -EINTR);
-    if (rc < 0) return errno_status("io_uring_wait_cqe", -rc);
-    res = cqe->res;
-    io_uring_cqe_seen(&ring_, cqe);
-    return Status::ok();
-  }
-
-  // Loops on short transfers, as the kernel may return fewer bytes than asked.
-  Status transfer(bool is_read, std::uint64_t offset, std::byte* buf, std::size_t len) {
-    std::lock_guard lock(mu_);
-    std::size_t done = 0;
-    while (done < len) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-      int fd = registered_ ? 0 : file_->fd;
-      if (is_read) {
-        io_uring_prep_read(sqe, fd, buf + done, static_cast<unsigned>(len - done), offset + done);
-      } else {
-        io_uring_prep_write(sqe, fd, buf + done, static_cast<unsigned>(len - done), offset + done);
-      }
-      if (registered_) sqe->flags |= IOSQE_FIXED_FILE;
-      int res = 0;
-      if (Status s = submit_and_wait(res); !s) return s;
-      if (res == -EINTR || res == -EAGAIN) continue;
-      if (res < 0) return errno_status(is_read ? "io_uring read" : "io_uring write", -res);
-      if (res == 0) return Status(ErrorCode::kInternalError, "io_uring: unexpected end of cache file");
-      done += static_cast<std::size_t>(res);
-    }
-    return Status::ok();
-  }
-
-  std::unique_ptr<CacheFile> file_;
-  std::uint64_t size_;
-  io_uring ring_{};
-  bool registered_ = false;
-  std::mutex mu_;
-};
-
-}  // namespace
-
-MemoryBlockDevice::MemoryBlockDevice(std::uint64_t size, std::size_t alignment)
-    : bytes_(size), alignment_(alignment) {}
-
-Status MemoryBlockDevice::read(std::uint64_t offset, std::span<std::byte> out) {
-  if (Status s = check_range(*this, offset, out.size()); !s) return s;
-  std::memcpy(out.data(), bytes_.data() + offset, out.size());
+  counters_.reads.fetch_add(1, kRelaxed);
+  counters_.bytes_read.fetch_add(out.size(), kRelaxed);
   return Status::ok();
 }
 
-Status MemoryBlockDevice::write(std::uint64_t offset, std::span<const std::byte> data) {
-  if (Status s = check_range(*this, offset, data.size()); !s) return s;
-  if (++writes_ > fail_after_) return Status(ErrorCode::kInternalError, "injected write failure (ENOSPC)");
+Status BlockDevice::write(std::uint64_t offset, std::span<const std::byte> data) {
+  if (Status s = check_range(offset, data.size()); !s) return s;
+  std::size_t done = 0;
+  while (done < data.size()) {
+    Result<std::size_t> r = write_impl(offset + done, data.subspan(done));
+    if (Status s = advance(r, data.size() - done, done, nullptr); !s) {
+      counters_.write_errors.fetch_add(1, kRelaxed);
+      return s;
+    }
+  }
+  counters_.writes.fetch_add(1, kRelaxed);
+  counters_.bytes_written.fetch_add(data.size(), kRelaxed);
+  return Status::ok();
+}
+
+Status BlockDevice::sync() {
+  return sync_impl();
+}
+
+asio::awaitable<Status> BlockDevice::async_read(std::uint64_t offset, std::span<std::byte> out) {
+  if (Status s = check_range(offset, out.size()); !s) co_return s;
+  InFlight in_flight(counters_.reads_in_flight, counters_.max_reads_in_flight);
+  std::size_t done = 0;
+  while (done < out.size()) {
+    Result<std::size_t> r = co_await async_read_impl(offset + done, out.subspan(done));
+    if (Status s = advance(r, out.size() - done, done, &counters_.short_reads); !s) {
+      counters_.read_errors.fetch_add(1, kRelaxed);
+      co_return s;
+    }
+  }
+  counters_.reads.fetch_add(1, kRelaxed);
+  counters_.async_reads.fetch_add(1, kRelaxed);
+  counters_.bytes_read.fetch_add(out.size(), kRelaxed);
+  co_return Status::ok();
+}
+
+BlockDeviceStats BlockDevice::stats() const noexcept {
+  BlockDeviceStats s;
+  s.reads = counters_.reads.load(kRelaxed);
+  s.bytes_read = counters_.bytes_read.load(kRelaxed);
+  s.async_reads = counters_.async_reads.load(kRelaxed);
+  s.short_reads = counters_.short_reads.load(kRelaxed);
+  s.read_errors = counters_.read_errors.load(kRelaxed);
+  s.writes = counters_.writes.load(kRelaxed);
+  s.bytes_written = counters_.bytes_written.load(kRelaxed);
+  s.write_errors = counters_.write_errors.load(kRelaxed);
+  s.reads_in_flight = counters_.reads_in_flight.load(kRelaxed);
+  s.max_reads_in_flight = counters_.max_reads_in_flight.load(kRelaxed);
+  return s;
+}
+
+MemoryBlockDevice::MemoryBlockDevice(std::uint64_t size, std::size_t alignment) : bytes_(size), alignment_(alignment) {}
+
+Result<std::size_t> MemoryBlockDevice::read_impl(std::uint64_t offset, std::span<std::byte> out) {
+  if (fail_read_at_ >= offset && fail_read_at_ - offset < out.size()) {
+    return Status(ErrorCode::kInternalError, "injected read failure (EIO)");
+  }
+  std::size_t n = out.size();
+  if (short_reads_ && n > alignment_) {
+    n = std::max(alignment_, n / 2 / alignment_ * alignment_);
+  }
+  std::memcpy(out.data(), bytes_.data() + offset, n);
+  return n;
+}
+
+Result<std::size_t> MemoryBlockDevice::write_impl(std::uint64_t offset, std::span<const std::byte> data) {
+  if (writes_.fetch_add(1, kRelaxed) + 1 > fail_after_) {
+    return Status(ErrorCode::kInternalError, "injected write failure (ENOSPC)");
+  }
   std::memcpy(bytes_.data() + offset, data.data(), data.size());
-  return Status::ok();
+  return data.size();
 }
 
-Result<std::unique_ptr<BlockDevice>> open_pread_device(const FileDeviceOptions& options) {
-  auto file = open_cache_file(options);
-  if (!file) return file.error();
-  return std::unique_ptr<BlockDevice>(std::make_unique<PreadBlockDevice>(std::move(file.value()), options.size));
-}
-
-Result<std::unique_ptr<BlockDevice>> open_uring_device(const FileDeviceOptions& options) {
-  auto file = open_cache_file(options);
-  if (!file) return file.error();
-  auto device = std::make_unique<UringBlockDevice>(std::move(file.value()), options.size);
-  if (Status s = device->init(); !s) return s;
-  return std::unique_ptr<BlockDevice>(std::move(device));
+asio::awaitable<Result<std::size_t>> MemoryBlockDevice::async_read_impl(std::uint64_t offset,
+                                                                        std::span<std::byte> out) {
+  if (async_delay_max_.count() > 0) {
+    const auto range = static_cast<std::uint64_t>(async_delay_max_.count()) + 1;
+    const std::chrono::microseconds delay(mix(delay_seed_.fetch_add(1, kRelaxed)) % range);
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer timer(executor, delay);
+    auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    (void)ec;  // cancelled only with its io_context, which then never resumes us
+  }
+  // Copied at completion, not at the start: a delayed read sees what is there by then, as
+  // a real device may.
+  co_return read_impl(offset, out);
 }
 
 }  // namespace tagd::cache

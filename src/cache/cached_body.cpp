@@ -105,15 +105,27 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(hi - lo, max_lent));
       position_ += n;
       m.cache_hit_bytes.inc(n);
-      co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + lo, n);
+      co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
     }
     if (!inflight_) {
-      BlockBytes bytes;
-      if (cache_.read_block(key_hash_, meta_.etag, b, bytes) == ReadOutcome::kHit) {
-        if (bytes->size() != block_length(meta_, b)) {
+      // Only the bytes this body still needs from the block: a range inside a large block
+      // reads (and checks) just the pieces that hold it.
+      const std::uint64_t length = block_length(meta_, b);
+      BlockRead r;
+      if (lo == 0 && hi == length) {
+        r = co_await cache_.read_block(key_hash_, meta_.etag, b);
+      } else {
+        r = co_await cache_.read_block_range(key_hash_, meta_.etag, b, static_cast<std::uint32_t>(lo),
+                                             static_cast<std::uint32_t>(hi - lo));
+      }
+      if (r.outcome == ReadOutcome::kHit) {
+        // The bytes must hold [lo, hi) and lie inside the block the metadata describes.
+        const std::uint64_t end = r.first + r.bytes->size();
+        if (r.first > lo || end < hi || end > length || (r.first == 0 && lo == 0 && hi == length && end != length)) {
           co_return failed(Status(ErrorCode::kInternalError, "cache block length"));
         }
-        stored_ = std::move(bytes);
+        stored_ = std::move(r.bytes);
+        stored_first_ = r.first;
         continue;
       }
       auto inflight = cache_.find(key_hash_, meta_.etag, b);

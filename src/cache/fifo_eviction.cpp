@@ -9,6 +9,7 @@ class FifoEviction final : public EvictionPolicy {
  public:
   void on_sealed(std::uint32_t region) override { sealed_.push_back(region); }
   void on_hit(std::uint32_t) override {}  // FIFO ignores recency by design
+  bool wants_hits() const noexcept override { return false; }
   std::uint32_t pick_victim() override {
     assert(!sealed_.empty() && "pick_victim with no sealed region");
     std::uint32_t r = sealed_.front();

@@ -40,22 +40,34 @@ std::string region_key(std::uint32_t region) {
   return k;
 }
 
+// 24 fixed bytes, then one 4-byte CRC32C per piece of the block.
 std::string encode_location(const BlockLocation& l) {
   std::string v;
+  v.reserve(24 + 4 * l.piece_crc32c.size());
   put_u64(v, (static_cast<std::uint64_t>(l.region) << 32) | l.length);
   put_u64(v, l.generation);
   put_u64(v, l.offset);
+  for (std::uint32_t c : l.piece_crc32c) {
+    for (int i = 3; i >= 0; --i) v.push_back(static_cast<char>((c >> (8 * i)) & 0xFF));
+  }
   return v;
 }
 
 std::optional<BlockLocation> decode_location(std::string_view v) {
-  if (v.size() != 24) return std::nullopt;
+  if (v.size() < 24) return std::nullopt;
   BlockLocation l;
   std::uint64_t a = get_u64(v, 0);
   l.region = static_cast<std::uint32_t>(a >> 32);
   l.length = static_cast<std::uint32_t>(a & 0xFFFFFFFFu);
   l.generation = get_u64(v, 8);
   l.offset = get_u64(v, 16);
+  if (v.size() != 24 + 4 * std::size_t{block_piece_count(l.length)}) return std::nullopt;
+  l.piece_crc32c.resize(block_piece_count(l.length));
+  for (std::size_t i = 0; i < l.piece_crc32c.size(); ++i) {
+    std::uint32_t c = 0;
+    for (int b = 0; b < 4; ++b) c = (c << 8) | static_cast<unsigned char>(v[24 + 4 * i + b]);
+    l.piece_crc32c[i] = c;
+  }
   return l;
 }
 

@@ -6,14 +6,11 @@
 
 namespace tagd::cache {
 
-std::string MemoryTier::key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
-  std::string k(24, '\0');
-  std::uint64_t parts[3] = {key_hash, hash_bytes(etag), block};
-  std::memcpy(k.data(), parts, sizeof parts);
-  return k;
+BlockKey MemoryTier::key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  return BlockKey{key_hash, hash_bytes(etag), block};
 }
 
-BlockBytes MemoryTier::get(const std::string& block_key) {
+BlockBytes MemoryTier::get(const BlockKey& block_key) {
   std::lock_guard lock(mu_);
   auto it = map_.find(block_key);
   if (it == map_.end()) return nullptr;
@@ -21,12 +18,12 @@ BlockBytes MemoryTier::get(const std::string& block_key) {
   return it->second->bytes;
 }
 
-bool MemoryTier::contains(const std::string& block_key) const {
+bool MemoryTier::contains(const BlockKey& block_key) const {
   std::lock_guard lock(mu_);
   return map_.count(block_key) != 0;
 }
 
-void MemoryTier::put(const std::string& block_key, BlockBytes bytes) {
+void MemoryTier::put(const BlockKey& block_key, BlockBytes bytes) {
   if (!bytes || bytes->size() > capacity_) return;
   std::lock_guard lock(mu_);
   if (auto it = map_.find(block_key); it != map_.end()) {
@@ -56,7 +53,7 @@ void MemoryTier::evict_one_locked() {
   queue_.erase(victim);
 }
 
-void MemoryTier::erase(const std::string& block_key) {
+void MemoryTier::erase(const BlockKey& block_key) {
   std::lock_guard lock(mu_);
   auto it = map_.find(block_key);
   if (it == map_.end()) return;

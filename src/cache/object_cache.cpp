@@ -24,7 +24,7 @@ BlockBytes InflightBlock::complete() {
   std::lock_guard lock(mu_);
   complete_ = true;
   notify_locked();
-  return data_;
+  return std::make_shared<const BlockData>(data_);
 }
 
 void InflightBlock::fail(bool changed) {
@@ -115,8 +115,24 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   std::error_code ec;
   fs::create_directories(config.cache_disk_path, ec);
   if (ec) throw std::runtime_error("invalid setting cache.disk_path: cannot create " + config.cache_disk_path + ": " + ec.message());
-  const std::string block_file = (fs::path(config.cache_disk_path) / "blocks.v1").string();
-  const std::string index_dir = (fs::path(config.cache_disk_path) / "index.v1").string();
+  // The format versions are in the names, so a cache written by another version is
+  // never opened, let alone misread: older files are removed here (their space is
+  // needed), newer ones (a downgrade) are left alone for that version.
+  const std::string block_file =
+      (fs::path(config.cache_disk_path) / ("blocks.v" + std::to_string(kBlockFormatVersion))).string();
+  const std::string index_dir =
+      (fs::path(config.cache_disk_path) / ("index.v" + std::to_string(kBlockLocationVersion))).string();
+  for (int old = 1; old < kBlockFormatVersion; ++old) {
+    for (const char* stem : {"blocks.v", "index.v"}) {
+      const fs::path stale = fs::path(config.cache_disk_path) / (stem + std::to_string(old));
+      if (!fs::exists(stale, ec)) continue;
+      spdlog::warn("cache: {} was written by an older cache format (version {}, this tagd writes version {}); "
+                   "removing it, the cache starts empty",
+                   stale.string(), old, kBlockFormatVersion);
+      fs::remove_all(stale, ec);
+      if (ec) throw std::runtime_error("invalid setting cache.disk_path: cannot remove " + stale.string() + ": " + ec.message());
+    }
+  }
 
   // Respect the free-space floor: the block file is preallocated whole, so check before.
   std::uint64_t already = fs::exists(block_file, ec) ? fs::file_size(block_file, ec) : 0;
@@ -132,7 +148,7 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
     }
   }
   std::uint64_t usable = config.cache_max_disk_usage / config.cache_region_size * config.cache_region_size;
-  FileDeviceOptions file{block_file, usable, true};
+  FileDeviceOptions file{block_file, usable, config.cache_disk_io == "direct"};
   Result<std::unique_ptr<BlockDevice>> device = Status(ErrorCode::kInternalError, "unset");
   if (io_uring_available) {
     device = open_uring_device(file);
@@ -143,19 +159,24 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   }
   if (!device) device = open_pread_device(file);
   if (!device) throw std::runtime_error("invalid setting cache.disk_path: " + device.error().message());
+  metrics().disk_direct_io.set(device.value()->direct() ? 1 : 0);
+  if (config.cache_disk_io == "direct" && !device.value()->direct()) {
+    spdlog::warn("cache: {} refuses O_DIRECT; block reads go through the page cache", block_file);
+  }
 
-  auto index = open_rocksdb_index(index_dir);
-  if (!index) throw std::runtime_error("invalid setting cache.disk_path: " + index.error().message());
+  auto durable_index = open_rocksdb_index(index_dir);
+  if (!durable_index) throw std::runtime_error("invalid setting cache.disk_path: " + durable_index.error().message());
+  auto index = make_memory_cached_index(std::move(durable_index.value()), config.cache_index_memory_entries);
   auto eviction = make_eviction_policy(config.cache_eviction_policy);
   if (!eviction) throw std::runtime_error("invalid setting cache.eviction_policy: " + config.cache_eviction_policy);
   ObjectCacheOptions options{config.cache_block_size, config.cache_ttl, config.cache_stale_if_error,
                              config.cache_max_fetch};
-  auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index.value()), std::move(eviction),
+  auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index), std::move(eviction),
                                              make_fill_budget(config.cache_fill_budget_bytes, config.cache_max_fills),
                                              config.cache_memory_size, config.cache_region_size, options);
-  spdlog::info("cache: {} bytes in {} ({} device, {} regions of {} bytes), index {}, DRAM tier {} bytes",
-               usable, block_file, cache->device_kind(), usable / config.cache_region_size, config.cache_region_size,
-               index_dir, config.cache_memory_size);
+  spdlog::info("cache: {} bytes in {} ({} device, {} I/O, {} regions of {} bytes), index {}, DRAM tier {} bytes",
+               usable, block_file, cache->device_kind(), cache->device().direct() ? "direct" : "buffered",
+               usable / config.cache_region_size, config.cache_region_size, index_dir, config.cache_memory_size);
   return cache;
 }
 
@@ -200,24 +221,43 @@ void ObjectCache::invalidate(const std::string& bucket, const std::string& key) 
   metrics().cache_invalidations.inc();
 }
 
-ReadOutcome ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
-                                    BlockBytes& out) {
-  const std::string mkey = MemoryTier::key(key_hash, etag, block);
-  if ((out = memory_.get(mkey))) return ReadOutcome::kHit;
-  std::vector<std::byte> bytes;
-  ReadOutcome r = store_->get(BlockIdentity{key_hash, block, etag}, bytes);
-  if (r == ReadOutcome::kCorrupt) {
-    metrics().cache_checksum_failures.inc();
+boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag,
+                                                           std::uint64_t block) {
+  const BlockKey mkey = MemoryTier::key(key_hash, etag, block);
+  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0};
+  // Named, not a temporary in the co_await (GCC 12 frees such temporaries twice).
+  const BlockIdentity id{key_hash, block, etag};
+  BlockRead r = co_await store_->read(id);
+  count_read(r, key_hash, etag, block);
+  if (r.outcome == ReadOutcome::kHit) memory_.put(mkey, r.bytes);
+  co_return r;
+}
+
+boost::asio::awaitable<BlockRead> ObjectCache::read_block_range(std::uint64_t key_hash, const std::string& etag,
+                                                                 std::uint64_t block, std::uint32_t offset,
+                                                                 std::uint32_t length) {
+  if (BlockBytes bytes = memory_.get(MemoryTier::key(key_hash, etag, block))) {
+    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0};
+  }
+  const BlockIdentity id{key_hash, block, etag};
+  BlockRead r = co_await store_->read_range(id, offset, length);
+  count_read(r, key_hash, etag, block);
+  co_return r;
+}
+
+void ObjectCache::count_read(const BlockRead& r, std::uint64_t key_hash, const std::string& etag,
+                             std::uint64_t block) {
+  auto& m = metrics();
+  if (r.outcome == ReadOutcome::kHit) {
+    m.cache_disk_read_bytes.inc(r.bytes->size());
+  } else if (r.outcome == ReadOutcome::kCorrupt) {
+    m.cache_checksum_failures.inc();
     spdlog::warn("cache: corrupt block {} of key {:016x} etag {} dropped; refetching", block, key_hash, etag);
   }
-  if (r != ReadOutcome::kHit) return r;
-  out = std::make_shared<const std::vector<std::byte>>(std::move(bytes));
-  memory_.put(mkey, out);
-  return r;
 }
 
 void ObjectCache::store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes) {
-  Status s = store_->put(BlockIdentity{key_hash, block, etag}, std::span<const std::byte>(bytes->data(), bytes->size()));
+  Status s = store_->put(BlockIdentity{key_hash, block, etag}, bytes->bytes());
   if (!s) {
     metrics().cache_write_errors.inc();
     spdlog::warn("cache: block write failed ({}); serving without caching", s.message());
@@ -251,14 +291,12 @@ bool ObjectCache::present_or_inflight(std::uint64_t key_hash, const std::string&
   // contains(), not get(): a prefetch check must not make a block look hot to SIEVE.
   if (memory_.contains(MemoryTier::key(key_hash, etag, block))) return true;
   if (find(key_hash, etag, block)) return true;
-  auto loc = index_->get_block(key_hash, etag, block);
-  return loc && loc->has_value();
+  return store_->contains(BlockIdentity{key_hash, block, etag});
 }
 
 bool ObjectCache::block_cached(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
   if (memory_.contains(MemoryTier::key(key_hash, etag, block))) return true;
-  auto loc = index_->get_block(key_hash, etag, block);
-  return loc && loc->has_value();
+  return store_->contains(BlockIdentity{key_hash, block, etag});
 }
 
 std::pair<std::shared_ptr<ObjectCache::PendingObject>, bool> ObjectCache::find_or_start_object(const ObjectKey& key) {

@@ -301,6 +301,16 @@ const std::vector<Setting>& settings() {
         "largest upstream range request a miss coalesces contiguous blocks into",
         [](Config& c, std::uint64_t v) { c.cache_max_fetch = v; }, [](const Config& c) { return c.cache_max_fetch; },
         64ull << 10, 1ull << 30));
+    t.push_back(uint_setting(
+        "cache.index_memory_entries", "TAG_CACHE_INDEX_MEMORY_ENTRIES", "cache-index-memory-entries",
+        "object metadata and block locations kept decoded in memory (each kind; beyond it, RocksDB lookups)",
+        [](Config& c, std::uint64_t v) { c.cache_index_memory_entries = static_cast<std::size_t>(v); },
+        [](const Config& c) { return c.cache_index_memory_entries; }, 16, 1ull << 26));
+    t.push_back(text("cache.disk_io", "TAG_CACHE_DISK_IO", "cache-disk-io",
+                     "buffered (through the page cache) | direct (O_DIRECT; memory bounded by the DRAM tier)",
+                     &Config::cache_disk_io, [](const Setting& s, const std::string& v) {
+                       validate_one_of(s, v, {"buffered", "direct"});
+                     }));
     t.push_back(text("io_uring", "TAG_IO_URING", "io-uring", "auto (probe, fall back to epoll) | off",
                      &Config::io_uring, [](const Setting& s, const std::string& v) {
                        validate_one_of(s, v, {"auto", "off"});

@@ -1,6 +1,8 @@
 // One suite over both index implementations.
 #include "tagd/cache/index.hpp"
 
+#include "tagd/cache/block_format.hpp"
+
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 #include <unistd.h>
@@ -9,6 +11,13 @@
 
 namespace tagd::cache {
 namespace {
+
+// A location with the piece checksums its length calls for (the encoding checks them).
+BlockLocation location(std::uint32_t region, std::uint64_t generation, std::uint64_t offset, std::uint32_t length) {
+  BlockLocation l{region, generation, offset, length, {}};
+  for (std::uint32_t i = 0; i < block_piece_count(length); ++i) l.piece_crc32c.push_back(0x01020304u * (i + 1));
+  return l;
+}
 
 struct MemoryIndexFactory {
   static std::unique_ptr<CacheIndex> make(const std::filesystem::path&) { return make_memory_index(); }
@@ -55,7 +64,18 @@ class CacheIndexTest : public ::testing::Test {
   std::unique_ptr<CacheIndex> index_;
 };
 
-using Factories = ::testing::Types<MemoryIndexFactory, RocksDbIndexFactory>;
+// RocksDB behind the in-memory copy a hit reads (memory_cached_index.cpp): it must behave
+// exactly as the durable index alone.
+struct MemoryCachedRocksDbIndexFactory {
+  static std::unique_ptr<CacheIndex> make(const std::filesystem::path& dir) {
+    auto r = open_rocksdb_index(dir.string());
+    EXPECT_TRUE(r.has_value()) << r.error().message();
+    return r ? make_memory_cached_index(std::move(r.value()), 64) : nullptr;
+  }
+  static constexpr bool kPersistent = true;
+};
+
+using Factories = ::testing::Types<MemoryIndexFactory, RocksDbIndexFactory, MemoryCachedRocksDbIndexFactory>;
 TYPED_TEST_SUITE(CacheIndexTest, Factories);
 
 TYPED_TEST(CacheIndexTest, ObjectMetadataRoundTrips) {
@@ -102,7 +122,7 @@ TYPED_TEST(CacheIndexTest, EraseObjectVariantsErasesEveryVariantAndNothingElse) 
                                          {"a", "k", "versionId=7"}};
   for (const auto& k : mine) ASSERT_TRUE(this->index_->put_object(k, m).is_ok());
   for (const auto& k : others) ASSERT_TRUE(this->index_->put_object(k, m).is_ok());
-  ASSERT_TRUE(this->index_->put_block(ObjectKey{"b", "k", ""}.hash(), m.etag, 0, BlockLocation{1, 1, 0, 10}).is_ok());
+  ASSERT_TRUE(this->index_->put_block(ObjectKey{"b", "k", ""}.hash(), m.etag, 0, location(1, 1, 0, 10)).is_ok());
   ASSERT_TRUE(this->index_->erase_object_variants("b", "k").is_ok());
   for (const auto& k : mine) EXPECT_FALSE(this->index_->get_object(k)->has_value()) << k.variant;
   for (const auto& k : others) EXPECT_TRUE(this->index_->get_object(k)->has_value()) << k.bucket << "/" << k.key;
@@ -128,7 +148,7 @@ TYPED_TEST(CacheIndexTest, ChecksumsRoundTrip) {
 }
 
 TYPED_TEST(CacheIndexTest, BlocksAreKeyedByEtag) {
-  BlockLocation loc{3, 17, 48ull << 20, 1 << 20};
+  BlockLocation loc = location(3, 17, 48ull << 20, 1 << 20);
   ASSERT_TRUE(this->index_->put_block(42, "\"etag-1\"", 5, loc).is_ok());
   auto got = this->index_->get_block(42, "\"etag-1\"", 5);
   ASSERT_TRUE(got.has_value() && got->has_value());
@@ -136,6 +156,7 @@ TYPED_TEST(CacheIndexTest, BlocksAreKeyedByEtag) {
   EXPECT_EQ((*got)->generation, 17u);
   EXPECT_EQ((*got)->offset, 48ull << 20);
   EXPECT_EQ((*got)->length, 1u << 20);
+  EXPECT_EQ((*got)->piece_crc32c, loc.piece_crc32c);  // 16 pieces
   EXPECT_FALSE(this->index_->get_block(42, "\"etag-2\"", 5)->has_value());  // overwritten object
   EXPECT_FALSE(this->index_->get_block(42, "\"etag-1\"", 6)->has_value());
   EXPECT_FALSE(this->index_->get_block(43, "\"etag-1\"", 5)->has_value());
@@ -157,7 +178,7 @@ TEST(RocksDbIndexTest, SurvivesReopen) {
   {
     auto index = open_rocksdb_index(dir.string());
     ASSERT_TRUE(index.has_value());
-    ASSERT_TRUE((*index)->put_block(1, "\"e\"", 0, BlockLocation{1, 2, 4096, 10}).is_ok());
+    ASSERT_TRUE((*index)->put_block(1, "\"e\"", 0, location(1, 2, 4096, 10)).is_ok());
     ASSERT_TRUE((*index)->put_region_generation(1, 2).is_ok());
   }
   auto index = open_rocksdb_index(dir.string());

@@ -1,4 +1,6 @@
 #include "tagd/cache/object_cache.hpp"
+
+#include "support/run_sync.hpp"
 #include "tagd/core/metrics.hpp"
 
 #include <gtest/gtest.h>
@@ -72,12 +74,16 @@ TEST_F(ObjectCacheTest, OtherKeysAreNotAffected) {
 }
 
 TEST_F(ObjectCacheTest, BlocksRoundTripThroughBothTiers) {
-  auto bytes = std::make_shared<const std::vector<std::byte>>(100, std::byte{7});
+  auto bytes = make_block_bytes(100, std::byte{7});
   cache_.store_block(key_.hash(), meta_.etag, 0, bytes);
-  BlockBytes out;
-  ASSERT_EQ(cache_.read_block(key_.hash(), meta_.etag, 0, out), ReadOutcome::kHit);
-  EXPECT_EQ(*out, *bytes);
-  EXPECT_NE(cache_.read_block(key_.hash(), "\"other\"", 0, out), ReadOutcome::kHit);
+  BlockRead r = tagd::testing::run_sync(cache_.read_block(key_.hash(), meta_.etag, 0));
+  ASSERT_EQ(r.outcome, ReadOutcome::kHit);
+  EXPECT_TRUE(std::equal(r.bytes->data(), r.bytes->data() + r.bytes->size(), bytes->data(), bytes->data() + 100));
+  r = tagd::testing::run_sync(cache_.read_block_range(key_.hash(), meta_.etag, 0, 10, 20));
+  ASSERT_EQ(r.outcome, ReadOutcome::kHit);
+  EXPECT_LE(r.first, 10u);
+  EXPECT_GE(r.first + r.bytes->size(), 30u);
+  EXPECT_NE(tagd::testing::run_sync(cache_.read_block(key_.hash(), "\"other\"", 0)).outcome, ReadOutcome::kHit);
   EXPECT_TRUE(cache_.present_or_inflight(key_.hash(), meta_.etag, 0));
   EXPECT_FALSE(cache_.present_or_inflight(key_.hash(), meta_.etag, 1));
 }
@@ -117,10 +123,9 @@ TEST(ObjectCacheDegradedTest, DiskFullIsCountedAndTheBlockSimplyNotCached) {
                     /*memory_bytes=*/0, 1 << 20, ObjectCacheOptions{64 * 1024});
   raw->fail_writes_after(0);  // ENOSPC from now on
   const auto before = metrics().cache_write_errors.get();
-  cache.store_block(42, "\"e\"", 0, std::make_shared<const std::vector<std::byte>>(100, std::byte{1}));
+  cache.store_block(42, "\"e\"", 0, make_block_bytes(100, std::byte{1}));
   EXPECT_EQ(metrics().cache_write_errors.get(), before + 1);
-  BlockBytes out;
-  EXPECT_EQ(cache.read_block(42, "\"e\"", 0, out), ReadOutcome::kMissing);
+  EXPECT_EQ(tagd::testing::run_sync(cache.read_block(42, "\"e\"", 0)).outcome, ReadOutcome::kMissing);
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 namespace tagd::cache {
 namespace {
 
-BlockBytes bytes(std::size_t n) { return std::make_shared<const std::vector<std::byte>>(n); }
+BlockBytes bytes(std::size_t n) { return make_block_bytes(n); }
 
 TEST(MemoryTierTest, BoundedInBytes) {
   MemoryTier tier(10'000);

@@ -231,6 +231,7 @@ TEST(Metrics, ExportedNamesAndTypesArePinned) {
       {"tagd_upstream_connections_reused_total", "counter"},
       {"tagd_cache_requests_total", "counter"},
       {"tagd_cache_hit_bytes_total", "counter"},
+      {"tagd_cache_disk_read_bytes_total", "counter"},
       {"tagd_cache_fill_bytes_total", "counter"},
       {"tagd_cache_fills_started_total", "counter"},
       {"tagd_cache_fills_completed_total", "counter"},
@@ -246,6 +247,10 @@ TEST(Metrics, ExportedNamesAndTypesArePinned) {
       {"tagd_inflight_requests", "gauge"},
       {"tagd_open_connections", "gauge"},
       {"tagd_io_uring_enabled", "gauge"},
+      {"tagd_io_uring_sockets", "gauge"},
+      {"tagd_disk_io_uring", "gauge"},
+      {"tagd_disk_direct_io", "gauge"},
+      {"tagd_disk_reads_in_flight", "gauge"},
       {"tagd_draining", "gauge"},
   };
   Metrics m;

@@ -245,6 +245,11 @@ class Tagd:
                           "--cache-max-disk-usage", "128MiB", "--cache-region-size", "4MiB",
                           "--cache-memory-size", "32MiB"]
         self.args += extra_args
+        # TAGD_TEST_IO_URING=off (ctest's integration_io_uring_off.* run) starts every tagd
+        # that does not choose for itself with io_uring off: the suite must pass on the
+        # fallback (epoll sockets, pread thread pool) too.
+        if os.environ.get("TAGD_TEST_IO_URING") == "off" and "--io-uring" not in extra_args:
+            self.args += ["--io-uring", "off"]
         self.env = dict(os.environ)
         # Only what the test says: no ambient AWS_*/TAG_* settings.
         for k in list(self.env):

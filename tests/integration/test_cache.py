@@ -260,7 +260,7 @@ class DurabilityTest(CacheTestCase):
         self.put("flipped", data)
         t = self.start_test_tagd(cache_args(path, extra=["--cache-memory-size", "0"]))
         self.assertEqual(self.get("flipped", t)[0], data)
-        blocks = os.path.join(path, "blocks.v1")
+        blocks = os.path.join(path, "blocks.v2")
         with open(blocks, "r+b") as f:
             for offset in range(0, 12 * MiB, 256 * 1024):  # flip a byte every 256 KiB
                 f.seek(offset + 1000)
@@ -272,6 +272,25 @@ class DurabilityTest(CacheTestCase):
         self.assertGreater(t.metrics()["tagd_cache_checksum_failures_total"], 0)
         self.assertIn("corrupt block", t.log())
 
+    def test_a_cache_of_the_old_format_is_dropped_at_start_not_misread(self):
+        path = os.path.join(self.workdir, unique("cache-v1"))
+        os.makedirs(os.path.join(path, "index.v1"))
+        with open(os.path.join(path, "blocks.v1"), "wb") as f:
+            f.write(b"TAGB\x01\x00" + os.urandom(8186))  # a version 1 block file
+        with open(os.path.join(path, "index.v1", "CURRENT"), "w") as f:
+            f.write("MANIFEST-000001\n")
+        data = os.urandom(100_000)
+        self.put("after-upgrade", data)
+        t = self.start_test_tagd(cache_args(path))
+        line = t.wait_for_log(r"older cache format")
+        self.assertRegex(line, r"\bwarn(ing)?\b")
+        self.assertFalse(os.path.exists(os.path.join(path, "blocks.v1")))
+        self.assertFalse(os.path.exists(os.path.join(path, "index.v1")))
+        for expected in ("MISS", "HIT"):
+            body, h = self.get("after-upgrade", t)
+            self.assertEqual(body, data)
+            self.assertEqual(h["x-cache"], expected)
+
     def test_capacity_cap_holds_while_twice_its_size_streams_through(self):
         path = os.path.join(self.workdir, unique("cache-cap"))
         cap = 32 * MiB
@@ -282,7 +301,7 @@ class DurabilityTest(CacheTestCase):
         for _ in range(2):
             for k, v in objects.items():
                 self.assertEqual(self.get(k, t)[0], v)
-        self.assertEqual(os.path.getsize(os.path.join(path, "blocks.v1")), cap)
+        self.assertEqual(os.path.getsize(os.path.join(path, "blocks.v2")), cap)
         self.assertLess(t.peak_rss(), 200 * MiB)
 
 

@@ -324,6 +324,7 @@ class ResilienceTest(TagdTestCase):
         line = off.wait_for_log(r"io_uring unavailable")
         self.assertRegex(line, r"\bwarn(ing)?\b")
         self.assertEqual(off.metrics()["tagd_io_uring_enabled"], 0)
+        self.assertEqual(off.metrics()["tagd_disk_io_uring"], 0)
         # With the flag off tagd still serves.
         self.assertEqual(off.client().head_bucket(Bucket=self.bucket)["ResponseMetadata"]["HTTPStatusCode"], 200)
 
@@ -334,6 +335,11 @@ class ResilienceTest(TagdTestCase):
                           "checked here: " + next(l for l in log.splitlines() if "io_uring unavailable" in l))
         self.assertIn("io_uring ready", log)
         self.assertEqual(auto.metrics()["tagd_io_uring_enabled"], 1)
+        # A cached read makes the loop set up its ring: the gauge says whether it worked.
+        auto.client().put_object(Bucket=self.bucket, Key="uring-probe", Body=b"x" * 4096)
+        for _ in range(2):
+            self.assertEqual(auto.client().get_object(Bucket=self.bucket, Key="uring-probe")["Body"].read(), b"x" * 4096)
+        self.assertEqual(auto.metrics()["tagd_disk_io_uring"], 1)
 
     # ------------------------------------------------------------------ shutdown
     def test_sigterm_drains_download_in_flight(self):

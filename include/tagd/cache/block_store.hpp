@@ -9,8 +9,18 @@
 // - Every read checks the block header (key hash, block number, ETag, header CRC) and the
 //   payload CRC32C; a mismatch is reported as corruption, never returned as data.
 // Capacity: exactly the device size; regions are device_size / region_size.
-// Threading: one mutex around the write head and region table; reads of sealed regions
-// only take it to check the generation.
+// - Every read checks what it returns: a whole-block read checks the block header (key
+//   hash, block number, ETag, header and piece-table CRCs) and every piece's CRC32C; a
+//   partial read checks the pieces it read against the index's piece CRCs, and both check
+//   after the read that the region was not recycled meanwhile. A mismatch is reported as
+//   corruption, never returned as data.
+// Capacity: exactly the device size; regions are device_size / region_size.
+// Threading: put() takes one mutex around the write head and region table (fills are
+// serialised there). Reads take no lock: region generations are atomics, reads are
+// asynchronous device reads on the caller's loop, and the eviction policy is told of a
+// hit only if it asks to be (wants_hits()).
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -20,6 +30,7 @@
 #include "tagd/cache/block_format.hpp"
 #include "tagd/cache/eviction.hpp"
 #include "tagd/cache/index.hpp"
+#include "tagd/cache/memory_tier.hpp"
 
 namespace tagd::cache {
 
@@ -38,6 +49,12 @@ struct BlockStoreStats {
 
 enum class ReadOutcome { kHit, kMissing, kStale, kCorrupt };
 
+struct BlockRead {
+  ReadOutcome outcome = ReadOutcome::kMissing;
+  BlockBytes bytes;         // set on kHit: the bytes asked for (or more, see `first`)
+  std::uint32_t first = 0;  // the offset within the block of bytes->data()[0]
+};
+
 class BlockStore {
  public:
   // Errors: kInvalidArgument (region smaller than one block, device smaller than two
@@ -45,33 +62,48 @@ class BlockStore {
   static Result<std::unique_ptr<BlockStore>> open(BlockDevice& device, CacheIndex& index,
                                                   std::unique_ptr<EvictionPolicy> eviction, BlockStoreOptions options);
 
-  // Writes a block and indexes it. Errors: device write failures (disk full, I/O error):
-  // the block is simply not cached.
+  // Writes a block and indexes it (synchronously: fills call it off the hit path).
+  // Errors: device write failures (disk full, I/O error): the block is simply not cached.
   [[nodiscard]] Status put(const BlockIdentity& id, std::span<const std::byte> payload);
 
-  // Reads a block into `out` (resized to the payload). kStale and kCorrupt entries are
-  // erased from the index so the next request refetches.
-  [[nodiscard]] ReadOutcome get(const BlockIdentity& id, std::vector<std::byte>& out);
+  // Reads a whole block. kStale and kCorrupt entries are erased from the index so the
+  // next request refetches.
+  [[nodiscard]] boost::asio::awaitable<BlockRead> read(const BlockIdentity& id);
+  // Reads payload bytes [offset, offset + length) of a block: only the 64 KiB pieces that
+  // hold them. `length` > 0; a range beyond the stored block is kCorrupt (the caller's
+  // metadata and the index disagree).
+  [[nodiscard]] boost::asio::awaitable<BlockRead> read_range(const BlockIdentity& id, std::uint32_t offset,
+                                                             std::uint32_t length);
 
-  BlockStoreStats stats() const;
-  std::uint32_t region_count() const noexcept { return static_cast<std::uint32_t>(generations_.size()); }
+  // Presence only (an index lookup; no device read).
+  [[nodiscard]] bool contains(const BlockIdentity& id);
+
+BlockStoreStats stats() const;
+  std::uint32_t region_count() const noexcept { return region_count_; }
   std::uint64_t capacity_bytes() const noexcept { return std::uint64_t{region_count()} * options_.region_size; }
 
  private:
   BlockStore(BlockDevice& device, CacheIndex& index, std::unique_ptr<EvictionPolicy> eviction,
              BlockStoreOptions options);
   Status start_new_region_locked();
+  bool current(const BlockLocation& location) const;
+  BlockRead drop(const BlockIdentity& id, ReadOutcome why);
+  void count_hit(const BlockLocation& location);
 
   BlockDevice& device_;
   CacheIndex& index_;
   std::unique_ptr<EvictionPolicy> eviction_;
   BlockStoreOptions options_;
   mutable std::mutex mu_;
-  std::vector<std::uint64_t> generations_;
+  // Written under mu_, read without it (a read re-checks after its I/O).
+  std::unique_ptr<std::atomic<std::uint64_t>[]> generations_;
+  std::uint32_t region_count_ = 0;
   std::uint64_t next_generation_ = 1;
   std::uint32_t active_region_ = 0;
   std::uint64_t active_offset_ = 0;  // within the active region
-  BlockStoreStats stats_;
+  BlockStoreStats stats_;  // under mu_, except the atomics below
+  std::atomic<std::uint64_t> corrupt_blocks_{0};
+  std::atomic<std::uint64_t> stale_lookups_{0};
 };
 
 }  // namespace tagd::cache

@@ -51,6 +51,7 @@ class CachedBody final : public BodySource {
   // The block being handed out: whole (stored) or in flight.
   std::uint64_t block_ = UINT64_MAX;
   BlockBytes stored_;
+  std::uint64_t stored_first_ = 0;  // block offset of stored_'s first byte
   std::shared_ptr<InflightBlock> inflight_;
   int attempts_ = 0;  // new fills started for the current block
 };

@@ -15,8 +15,10 @@ class EvictionPolicy {
   virtual ~EvictionPolicy() = default;
   // A region was filled and is now readable.
   virtual void on_sealed(std::uint32_t region) = 0;
-  // A block in `region` was read (a hit).
+  // A block in `region` was read (a hit). Called under the block store's lock, and only
+  // if wants_hits(): a policy that ignores hits keeps reads lock-free.
   virtual void on_hit(std::uint32_t region) = 0;
+  virtual bool wants_hits() const noexcept { return true; }
   // The region to reuse next. Only called when at least one region is sealed.
   virtual std::uint32_t pick_victim() = 0;
   virtual const char* name() const noexcept = 0;

@@ -57,7 +57,14 @@ struct BlockLocation {
   std::uint64_t generation = 0;  // the region's generation when written; stale if it moved on
   std::uint64_t offset = 0;      // device offset of the block header
   std::uint32_t length = 0;      // payload bytes
+  // The CRC32C of each 64 KiB piece (block_format.hpp), also in the block's own header:
+  // kept here so a read of part of a block checks the pieces it reads without reading
+  // the header.
+  std::vector<std::uint32_t> piece_crc32c;
 };
+// Block location encoding version: the index directory carries it in its name
+// (ObjectCache::open), so an index of another version is never opened.
+inline constexpr int kBlockLocationVersion = 2;
 
 class CacheIndex {
  public:
@@ -85,6 +92,12 @@ class CacheIndex {
 };
 
 std::unique_ptr<CacheIndex> make_memory_index();
+// The durable index behind a bounded in-memory copy of what hits need (object metadata
+// decoded once, block locations), so a hit costs no RocksDB lookup and no JSON parse.
+// Writes go to both (durable first); erasures to both. Entries beyond `max_entries` are
+// dropped from memory only (the next lookup reads the durable index again).
+// src/cache/memory_cached_index.cpp.
+std::unique_ptr<CacheIndex> make_memory_cached_index(std::unique_ptr<CacheIndex> durable, std::size_t max_entries);
 // Opens (creating if needed) a RocksDB index in `directory`. Errors: kInternalError with
 // RocksDB's message (start-up decides whether to wipe and retry).
 Result<std::unique_ptr<CacheIndex>> open_rocksdb_index(const std::string& directory);

@@ -9,11 +9,58 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <span>
 #include <vector>
+
+#include "tagd/cache/block_device.hpp"
 
 namespace tagd::cache {
 
-using BlockBytes = std::shared_ptr<const std::vector<std::byte>>;
+// The bytes of one cached block (or of the part of one a read needed), immutable once
+// shared. They come either from a fill (a vector the fill appended to) or from a disk
+// read (the aligned buffer the device read into, the payload at an offset in it): both
+// are lent to the client as they are, never copied into another buffer.
+class BlockData {
+ public:
+  explicit BlockData(std::shared_ptr<const std::vector<std::byte>> filled)
+      : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()) {}
+  // `offset`/`size`: where the payload lies in the buffer.
+  BlockData(AlignedBuffer read, std::size_t offset, std::size_t size)
+      : read_(std::move(read)), data_(read_.data() + offset), size_(size) {}
+  BlockData(const BlockData&) = delete;
+  BlockData& operator=(const BlockData&) = delete;
+
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+
+ private:
+  std::shared_ptr<const std::vector<std::byte>> filled_;
+  AlignedBuffer read_;
+  const std::byte* data_;
+  std::size_t size_;
+};
+using BlockBytes = std::shared_ptr<const BlockData>;
+// A block of `n` bytes of `value` (tests).
+inline BlockBytes make_block_bytes(std::size_t n, std::byte value = std::byte{0}) {
+  return std::make_shared<const BlockData>(std::make_shared<const std::vector<std::byte>>(n, value));
+}
+
+// Names one block of one object version: (object key hash, ETag hash, block number).
+// Fixed width, so a lookup builds no string.
+struct BlockKey {
+  std::uint64_t key_hash = 0;
+  std::uint64_t etag_hash = 0;
+  std::uint64_t block = 0;
+  bool operator==(const BlockKey&) const = default;
+};
+struct BlockKeyHash {
+  std::size_t operator()(const BlockKey& k) const noexcept {
+    // key_hash and etag_hash are already well mixed; fold the block number in.
+    return static_cast<std::size_t>(k.key_hash ^ (k.etag_hash * 0x9E3779B97F4A7C15ull) ^
+                                    (k.block * 0xC2B2AE3D27D4EB4Full));
+  }
+};
 
 class MemoryTier {
  public:
@@ -21,20 +68,20 @@ class MemoryTier {
   MemoryTier(const MemoryTier&) = delete;
   MemoryTier& operator=(const MemoryTier&) = delete;
 
-  BlockBytes get(const std::string& block_key);
+  BlockBytes get(const BlockKey& block_key);
   // Presence only: unlike get(), does not count as a use for eviction.
-  bool contains(const std::string& block_key) const;
-  void put(const std::string& block_key, BlockBytes bytes);
-  void erase(const std::string& block_key);
+  bool contains(const BlockKey& block_key) const;
+  void put(const BlockKey& block_key, BlockBytes bytes);
+  void erase(const BlockKey& block_key);
 
   std::uint64_t bytes() const;
   std::uint64_t capacity() const noexcept { return capacity_; }
 
-  static std::string key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  static BlockKey key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
 
  private:
   struct Entry {
-    std::string key;
+    BlockKey key;
     BlockBytes bytes;
     bool visited = false;
   };
@@ -43,7 +90,7 @@ class MemoryTier {
   std::uint64_t capacity_;
   mutable std::mutex mu_;
   std::list<Entry> queue_;  // front = newest
-  std::unordered_map<std::string, std::list<Entry>::iterator> map_;
+  std::unordered_map<BlockKey, std::list<Entry>::iterator, BlockKeyHash> map_;
   std::list<Entry>::iterator hand_ = queue_.end();
   std::uint64_t bytes_ = 0;
 };

@@ -7,6 +7,7 @@
 // store inside, the in-flight registry and invalidation epochs here). Waiters are woken by
 // posting to their own executor, so no loop ever runs another loop's handlers.
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
@@ -104,6 +105,7 @@ class ObjectCache {
   const ObjectCacheOptions& options() const noexcept { return options_; }
   AdmissionPolicy& admission() { return *admission_; }
   const char* device_kind() const noexcept { return device_->kind(); }
+  const BlockDevice& device() const noexcept { return *device_; }
 
   std::optional<ObjectMeta> lookup(const ObjectKey& key);
   // A fill records epoch() before its upstream request; publish() refuses if the key was
@@ -115,8 +117,16 @@ class ObjectCache {
   // publish (the epoch slot is per bucket and key, not per variant).
   void invalidate(const std::string& bucket, const std::string& key);
 
-  // DRAM tier, then disk. kCorrupt is counted and the block dropped (the caller refetches).
-  ReadOutcome read_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes& out);
+  // The whole block: DRAM tier, then disk (a disk read is admitted to the DRAM tier).
+  // kCorrupt is counted and the block dropped (the caller refetches).
+  [[nodiscard]] boost::asio::awaitable<BlockRead> read_block(std::uint64_t key_hash, const std::string& etag,
+                                                            std::uint64_t block);
+  // Bytes [offset, offset + length) of a block: from the DRAM tier if the block is there,
+  // otherwise only the 64 KiB pieces that hold them, from disk (not admitted to the DRAM
+  // tier: it holds whole blocks). The result may hold more than asked (BlockRead::first).
+  [[nodiscard]] boost::asio::awaitable<BlockRead> read_block_range(std::uint64_t key_hash, const std::string& etag,
+                                                                  std::uint64_t block, std::uint32_t offset,
+                                                                  std::uint32_t length);
   // Stores a finished block (disk, then DRAM tier). Failures are counted, not fatal.
   void store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes);
 
@@ -141,6 +151,7 @@ class ObjectCache {
 
  private:
   std::size_t epoch_slot(const std::string& bucket, const std::string& key) const;
+  void count_read(const BlockRead& r, std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
 
   std::unique_ptr<BlockDevice> device_;
   std::unique_ptr<CacheIndex> index_;
@@ -154,7 +165,7 @@ class ObjectCache {
   // Last invalidation epoch per key, in a fixed hashed table: a collision only makes a
   // fill skip publishing (safe), and memory stays constant.
   std::vector<std::uint64_t> invalidated_at_;
-  std::unordered_map<std::string, std::shared_ptr<InflightBlock>> inflight_;
+  std::unordered_map<BlockKey, std::shared_ptr<InflightBlock>, BlockKeyHash> inflight_;
   std::unordered_map<std::string, std::shared_ptr<PendingObject>> pending_objects_;
 };
 

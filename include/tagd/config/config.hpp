@@ -69,6 +69,10 @@ struct Config {
   std::uint64_t cache_fill_budget_bytes = 1ull << 30;
   unsigned cache_max_fills = 64;
   std::uint64_t cache_max_fetch = 8ull << 20;  // largest coalesced upstream range request
+  std::size_t cache_index_memory_entries = 1u << 18;
+  // "direct": O_DIRECT reads and writes (falls back to buffered where the filesystem
+  // refuses it); "buffered": the page cache. See docs/architecture.md, "Disk I/O".
+  std::string cache_disk_io = "direct";
 
   // io_uring: probe at start-up; "auto" | "off"
   std::string io_uring = "auto";

@@ -82,6 +82,8 @@ class Gauge {
   LABELLED(cache_bypass, cache_requests, "bypass")                                                                   \
   LABELLED(cache_disabled, cache_requests, "disabled")                                                               \
   COUNTER(cache_hit_bytes, "tagd_cache_hit_bytes_total", "Body bytes served from the cache")                         \
+  COUNTER(cache_disk_read_bytes, "tagd_cache_disk_read_bytes_total",                                                 \
+          "Payload bytes read from the cache device (whole blocks, or the 64 KiB pieces a range needs)")             \
   COUNTER(cache_fill_bytes, "tagd_cache_fill_bytes_total", "Bytes fetched from upstream into the cache")             \
   COUNTER(cache_fills_started, "tagd_cache_fills_started_total", "Fills started")                                    \
   COUNTER(cache_fills_completed, "tagd_cache_fills_completed_total", "Fills that completed")                         \
@@ -102,6 +104,10 @@ class Gauge {
   GAUGE(inflight_requests, "tagd_inflight_requests", "Requests in flight")                                           \
   GAUGE(open_connections, "tagd_open_connections", "Client connections open")                                        \
   GAUGE(io_uring_enabled, "tagd_io_uring_enabled", "1 if io_uring is in use, 0 if tagd fell back")                   \
+  GAUGE(io_uring_sockets, "tagd_io_uring_sockets", "1 if sockets run on io_uring, 0 on the epoll reactor")           \
+  GAUGE(disk_io_uring, "tagd_disk_io_uring", "1 if cached block reads go through io_uring, 0 through a pread pool")  \
+  GAUGE(disk_direct_io, "tagd_disk_direct_io", "1 if the block file is read with O_DIRECT, 0 through the page cache") \
+  GAUGE(disk_reads_in_flight, "tagd_disk_reads_in_flight", "Asynchronous cache block reads in flight")              \
   GAUGE(draining, "tagd_draining", "1 while shutting down")
 // clang-format on
 

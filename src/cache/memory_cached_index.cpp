@@ -1,0 +1,229 @@
+// The durable index (RocksDB) behind a bounded in-memory copy of the entries hits need.
+//
+// Why: a hit used to cost a RocksDB Get plus a JSON parse for the object's metadata and
+// one more Get per block. Here each is a hash lookup in one of kShards maps.
+//
+// Consistency: every write goes to the durable index first and then to memory, under the
+// shard's lock, so memory never holds what the durable index does not. A lookup that
+// misses memory reads the durable index without the lock and then installs what it read
+// only if no erase touched the shard meanwhile (the shard's erase counter), so an entry
+// erased by an invalidation is never brought back by a slower reader.
+// Bound: at most max_entries objects plus max_entries blocks, dropped oldest-inserted
+// first (FIFO); a dropped entry is one durable lookup away.
+#include <array>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+#include "tagd/cache/block_format.hpp"
+#include "tagd/cache/index.hpp"
+
+namespace tagd::cache {
+namespace {
+
+constexpr std::size_t kShards = 16;
+
+std::string block_map_key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
+  std::string k(24, '\0');
+  const std::uint64_t parts[3] = {key_hash, hash_bytes(etag), block};
+  std::memcpy(k.data(), parts, sizeof parts);
+  return k;
+}
+
+// A bounded map with FIFO eviction. Not thread-safe: the owning shard locks.
+template <class Value>
+class BoundedMap {
+ public:
+  explicit BoundedMap(std::size_t max) : max_(std::max<std::size_t>(max, 1)) {}
+
+  Value* find(const std::string& key) {
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : &it->second.value;
+  }
+  void put(const std::string& key, Value value) {
+    auto [it, inserted] = map_.try_emplace(key);
+    it->second.value = std::move(value);
+    if (!inserted) return;
+    it->second.seq = ++seq_;
+    order_.emplace_back(key, it->second.seq);
+    while (map_.size() > max_) drop_oldest();
+    // Erased keys leave their order entries behind; compact before they dominate.
+    if (order_.size() > 2 * max_ + 64) compact();
+  }
+  void erase(const std::string& key) { map_.erase(key); }
+
+ private:
+  struct Slot {
+    Value value{};
+    std::uint64_t seq = 0;
+  };
+  void drop_oldest() {
+    while (!order_.empty()) {
+      auto [key, seq] = std::move(order_.front());
+      order_.pop_front();
+      auto it = map_.find(key);
+      if (it != map_.end() && it->second.seq == seq) {
+        map_.erase(it);
+        return;
+      }
+    }
+  }
+  void compact() {
+    std::deque<std::pair<std::string, std::uint64_t>> kept;
+    for (auto& entry : order_) {
+      auto it = map_.find(entry.first);
+      if (it != map_.end() && it->second.seq == entry.second) kept.push_back(std::move(entry));
+    }
+    order_ = std::move(kept);
+  }
+
+  std::size_t max_;
+  std::uint64_t seq_ = 0;
+  std::unordered_map<std::string, Slot> map_;
+  std::deque<std::pair<std::string, std::uint64_t>> order_;
+};
+
+// All variants of one (bucket, key), so an invalidation drops them with one erase.
+using Variants = std::vector<std::pair<std::string, ObjectMeta>>;
+
+class MemoryCachedIndex final : public CacheIndex {
+ public:
+  MemoryCachedIndex(std::unique_ptr<CacheIndex> durable, std::size_t max_entries) : durable_(std::move(durable)) {
+    const std::size_t per_shard = std::max<std::size_t>(1, max_entries / kShards);
+    for (auto& s : shards_) {
+      s.objects = std::make_unique<BoundedMap<Variants>>(per_shard);
+      s.blocks = std::make_unique<BoundedMap<BlockLocation>>(per_shard);
+    }
+  }
+
+  Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) override {
+    const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
+    Shard& shard = shard_for(prefix);
+    std::uint64_t erases = 0;
+    {
+      std::lock_guard lock(shard.mu);
+      if (Variants* variants = shard.objects->find(prefix)) {
+        for (const auto& [variant, meta] : *variants) {
+          if (variant == key.variant) return std::optional<ObjectMeta>(meta);
+        }
+      }
+      erases = shard.erases;
+    }
+    auto found = durable_->get_object(key);
+    if (!found || !found->has_value()) return found;
+    std::lock_guard lock(shard.mu);
+    if (shard.erases == erases) install_locked(shard, prefix, key.variant, **found);
+    return found;
+  }
+
+  Status put_object(const ObjectKey& key, const ObjectMeta& meta) override {
+    const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
+    Shard& shard = shard_for(prefix);
+    std::lock_guard lock(shard.mu);
+    if (Status s = durable_->put_object(key, meta); !s) return s;
+    install_locked(shard, prefix, key.variant, meta);
+    return Status::ok();
+  }
+
+  Status erase_object(const ObjectKey& key) override {
+    const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
+    Shard& shard = shard_for(prefix);
+    std::lock_guard lock(shard.mu);
+    ++shard.erases;
+    if (Variants* variants = shard.objects->find(prefix)) {
+      std::erase_if(*variants, [&](const auto& v) { return v.first == key.variant; });
+    }
+    return durable_->erase_object(key);
+  }
+
+  Status erase_object_variants(const std::string& bucket, const std::string& key) override {
+    const std::string prefix = ObjectKey::variants_prefix(bucket, key);
+    Shard& shard = shard_for(prefix);
+    std::lock_guard lock(shard.mu);
+    ++shard.erases;
+    shard.objects->erase(prefix);
+    return durable_->erase_object_variants(bucket, key);
+  }
+
+  Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
+                                                 std::uint64_t block) override {
+    const std::string k = block_map_key(key_hash, etag, block);
+    Shard& shard = shard_for(k);
+    std::uint64_t erases = 0;
+    {
+      std::lock_guard lock(shard.mu);
+      if (BlockLocation* location = shard.blocks->find(k)) return std::optional<BlockLocation>(*location);
+      erases = shard.erases;
+    }
+    auto found = durable_->get_block(key_hash, etag, block);
+    if (!found || !found->has_value()) return found;
+    std::lock_guard lock(shard.mu);
+    if (shard.erases == erases) shard.blocks->put(k, **found);
+    return found;
+  }
+
+  Status put_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
+                   const BlockLocation& location) override {
+    const std::string k = block_map_key(key_hash, etag, block);
+    Shard& shard = shard_for(k);
+    std::lock_guard lock(shard.mu);
+    if (Status s = durable_->put_block(key_hash, etag, block, location); !s) return s;
+    shard.blocks->put(k, location);
+    return Status::ok();
+  }
+
+  Status erase_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) override {
+    const std::string k = block_map_key(key_hash, etag, block);
+    Shard& shard = shard_for(k);
+    std::lock_guard lock(shard.mu);
+    ++shard.erases;
+    shard.blocks->erase(k);
+    return durable_->erase_block(key_hash, etag, block);
+  }
+
+  // Region generations are read at start-up and written once per region: no copy kept.
+  Status put_region_generation(std::uint32_t region, std::uint64_t generation) override {
+    return durable_->put_region_generation(region, generation);
+  }
+  Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) override {
+    return durable_->region_generations(region_count);
+  }
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::uint64_t erases = 0;
+    std::unique_ptr<BoundedMap<Variants>> objects;
+    std::unique_ptr<BoundedMap<BlockLocation>> blocks;
+  };
+
+  Shard& shard_for(const std::string& k) { return shards_[hash_bytes(k) % kShards]; }
+
+  static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant,
+                             const ObjectMeta& meta) {
+    Variants* variants = shard.objects->find(prefix);
+    if (variants == nullptr) {
+      shard.objects->put(prefix, Variants{{variant, meta}});
+      return;
+    }
+    for (auto& [v, m] : *variants) {
+      if (v == variant) {
+        m = meta;
+        return;
+      }
+    }
+    variants->emplace_back(variant, meta);
+  }
+
+  std::unique_ptr<CacheIndex> durable_;
+  std::array<Shard, kShards> shards_;
+};
+
+}  // namespace
+
+std::unique_ptr<CacheIndex> make_memory_cached_index(std::unique_ptr<CacheIndex> durable, std::size_t max_entries) {
+  return std::make_unique<MemoryCachedIndex>(std::move(durable), max_entries);
+}
+
+}  // namespace tagd::cache

@@ -1,0 +1,159 @@
+"""Hits under load and hits that must not be trusted (issue 9): 64 concurrent connections
+mixing whole objects and ranges get exact bytes from the cache and send nothing upstream;
+a byte flipped on disk inside a range that is read is detected, the block refetched, and
+the client still gets the right bytes. Runs with io_uring on and (ctest's
+integration_io_uring_off.test_hits) off."""
+import concurrent.futures
+import os
+import random
+import re
+import threading
+import unittest
+
+
+import harness
+from harness import MiB, TagdTestCase, unique
+
+KiB = 1024
+
+
+class HitsTestCase(TagdTestCase):
+    memory = "32MiB"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cache_dir = os.path.join("/tmp", unique("tagd-hits"))
+        cls.tagd_args = ["--cache-disk-path", cls.cache_dir, "--cache-max-disk-usage", "64MiB",
+                         "--cache-region-size", "4MiB", "--cache-block-size", "1MiB",
+                         "--cache-memory-size", cls.memory]
+        super().setUpClass()
+        cls.addClassCleanup(harness.shutil.rmtree, cls.cache_dir, True)
+        cls.bucket = unique("hits")
+        cls.tagd.client().create_bucket(Bucket=cls.bucket)
+
+    def upstream_gets(self):
+        with open(self.moto.log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        return len(re.findall(r'"GET /%s/' % re.escape(self.bucket), text))
+
+    def put(self, key, data):
+        self.moto.client().put_object(Bucket=self.bucket, Key=key, Body=data)
+
+
+class ConcurrentHitsTest(HitsTestCase):
+    def test_64_connections_mixing_ranges_and_whole_objects(self):
+        rng = random.Random(9)
+        sizes = [1 * KiB, 100 * KiB, 1 * MiB, 1 * MiB + 1, 3 * MiB + 12345]
+        objects = {}
+        for i, size in enumerate(sizes):
+            key = f"obj-{i}"
+            objects[key] = rng.randbytes(size)
+            self.put(key, objects[key])
+        client = self.tagd.client(max_pool_connections=64)
+        for key in objects:  # fill
+            self.assertEqual(client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), objects[key])
+        before = self.upstream_gets()
+        failures = []
+        lock = threading.Lock()
+
+        def one_reader(seed):
+            r = random.Random(seed)
+            for _ in range(12):
+                key = r.choice(list(objects))
+                data = objects[key]
+                kind = r.choice(["whole", "range", "suffix", "open"])
+                kw = {}
+                if kind == "range":
+                    a = r.randrange(len(data))
+                    b = min(len(data) - 1, a + r.choice([0, 1, 4095, 65536, 200_000, 1_500_000]))
+                    kw["Range"], want = f"bytes={a}-{b}", data[a:b + 1]
+                elif kind == "suffix":
+                    n = r.randrange(1, len(data) + 1)
+                    kw["Range"], want = f"bytes=-{n}", data[-n:]
+                elif kind == "open":
+                    a = r.randrange(len(data))
+                    kw["Range"], want = f"bytes={a}-", data[a:]
+                else:
+                    want = data
+                resp = client.get_object(Bucket=self.bucket, Key=key, **kw)
+                got = resp["Body"].read()
+                xcache = resp["ResponseMetadata"]["HTTPHeaders"].get("x-cache")
+                if got != want or xcache != "HIT":
+                    with lock:
+                        failures.append((key, kind, kw.get("Range"), len(got), len(want), xcache))
+
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            list(pool.map(one_reader, range(64)))
+        self.assertEqual(failures, [])
+        self.assertEqual(self.upstream_gets(), before, "hits must not reach the upstream")
+        m = self.tagd.metrics()
+        self.assertEqual(m.get("tagd_disk_reads_in_flight", 0), 0)
+
+
+class FlippedByteTest(HitsTestCase):
+    memory = "0"  # no DRAM tier: every hit reads the disk
+
+    def block_file(self):
+        names = [n for n in os.listdir(self.cache_dir) if n.startswith("blocks.v")]
+        self.assertEqual(names, ["blocks.v2"])
+        return os.path.join(self.cache_dir, names[0])
+
+    def flip(self, needle, offset_in_needle):
+        """Flips one byte of the stored copy of `needle` (found by content)."""
+        path = self.block_file()
+        with open(path, "r+b") as f:
+            content = f.read()
+            at = content.find(needle)
+            self.assertGreaterEqual(at, 0, "object bytes not found in the block file")
+            self.assertEqual(content.find(needle, at + 1), -1)
+            f.seek(at + offset_in_needle)
+            f.write(bytes([content[at + offset_in_needle] ^ 0x5A]))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def test_a_flipped_byte_inside_a_range_is_detected_and_refetched(self):
+        data = random.Random(3).randbytes(1 * MiB)  # one block of 16 pieces
+        self.put("weights", data)
+        client = self.tagd.client()
+        self.assertEqual(client.get_object(Bucket=self.bucket, Key="weights")["Body"].read(), data)
+        # Flip a byte in piece 5 (bytes 327680..393215).
+        piece5 = 5 * 64 * KiB
+        self.flip(data[piece5:piece5 + 4096], 100)
+        before_gets, before_bad = self.upstream_gets(), self.tagd.metrics()["tagd_cache_checksum_failures_total"]
+
+        # A range in another piece is served from the cache, untouched by the flip.
+        r = client.get_object(Bucket=self.bucket, Key="weights", Range="bytes=1000-2000")
+        self.assertEqual(r["Body"].read(), data[1000:2001])
+        self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "HIT")
+        self.assertEqual(self.upstream_gets(), before_gets)
+
+        # The range over the flipped byte: detected, the block refetched, exact bytes.
+        r = client.get_object(Bucket=self.bucket, Key="weights", Range=f"bytes={piece5 + 50}-{piece5 + 150}")
+        self.assertEqual(r["Body"].read(), data[piece5 + 50:piece5 + 151])
+        m = self.tagd.metrics()
+        self.assertEqual(m["tagd_cache_checksum_failures_total"], before_bad + 1)
+        self.assertEqual(self.upstream_gets(), before_gets + 1)
+        self.assertRegex(self.tagd.log(), r"corrupt block 0 of key")
+
+        # The refetched block is stored again: the next read is a hit, and whole.
+        after = self.upstream_gets()
+        r = client.get_object(Bucket=self.bucket, Key="weights")
+        self.assertEqual(r["Body"].read(), data)
+        self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "HIT")
+        self.assertEqual(self.upstream_gets(), after)
+
+    def test_a_partial_read_reads_only_the_pieces_it_needs(self):
+        data = random.Random(4).randbytes(1 * MiB)
+        self.put("shard", data)
+        client = self.tagd.client()
+        client.get_object(Bucket=self.bucket, Key="shard")["Body"].read()
+        before = self.tagd.metrics()["tagd_cache_disk_read_bytes_total"]
+        r = client.get_object(Bucket=self.bucket, Key="shard", Range="bytes=500000-500999")
+        self.assertEqual(r["Body"].read(), data[500000:501000])
+        read = self.tagd.metrics()["tagd_cache_disk_read_bytes_total"] - before
+        self.assertGreater(read, 0)
+        self.assertLessEqual(read, 64 * KiB, "a 1,000-byte range must read one 64 KiB piece, not the 1 MiB block")
+
+
+if __name__ == "__main__":
+    unittest.main()
