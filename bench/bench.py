@@ -4,8 +4,9 @@ dependencies, builds tagd and the client, and cleans up on exit).
 
   bench.py [--quick|--full] [--reps N] [--no-tagd] [scenario ...]
 
-Scenarios (names or issue numbers): ceiling(0) hit(1) peer(2) epoch(3)
-herd(4) large(5) memory(6) miss(7); default: all."""
+Scenarios (names or numbers): ceiling(0) hit(1) peer(2) epoch(3) herd(4)
+large(5) memory(6) miss(7) warm1g(8) warmepoch(9) sockets(10); default: all
+(sockets is skipped unless TAGD_BIN_URING_SOCKETS names a second build)."""
 import argparse
 import datetime as dt
 import json
@@ -42,9 +43,12 @@ PROFILES = {
                            {"size": 4 * MiB, "count": 64, "origin": "nginx", "reps": 1}],
         "herd_size": 32 * MiB, "herd_clients": 32, "herd_reps": 1, "herd_cap_s": 60,
         "large_size": 256 * MiB,
-        "mem_sizes": [64 * MiB, 256 * MiB], "mem_fast": 900, "mem_slow": 100,
+        "mem_sizes": [64 * MiB, 256 * MiB], "mem_fast": 600, "mem_slow": 400,
         "mem_slow_rate": 64 * KiB, "mem_duration": 6,
         "wan_delay_ms": 25, "wan_rate_mbit": 0,
+        "warm_large_size": GiB, "warm_large_reps": 3,
+        "wepoch_size": 100 * KiB, "wepoch_count": 10000, "wepoch_reps": 2,
+        "sockets_sizes": [KiB, 100 * KiB],
     },
     "full": {
         "reps": 3, "reps_slow": 2, "duration": 4,
@@ -59,11 +63,22 @@ PROFILES = {
                            {"size": 4 * MiB, "count": 1000, "origin": "nginx", "reps": 1}],
         "herd_size": 256 * MiB, "herd_clients": 32, "herd_reps": 1, "herd_cap_s": 150,
         "large_size": GiB,
-        "mem_sizes": [64 * MiB, GiB], "mem_fast": 900, "mem_slow": 100,
+        "mem_sizes": [64 * MiB, GiB], "mem_fast": 600, "mem_slow": 400,
         "mem_slow_rate": 64 * KiB, "mem_duration": 15,
         "wan_delay_ms": 25, "wan_rate_mbit": 0,
+        "warm_large_size": GiB, "warm_large_reps": 5,
+        "wepoch_size": 100 * KiB, "wepoch_count": 10000, "wepoch_reps": 3,
+        "sockets_sizes": [KiB, 100 * KiB],
     },
 }
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[:3]
+    except OSError:
+        return None
 
 
 def machine_info():
@@ -157,6 +172,8 @@ def main():
         prof["reps"] = args.reps
         prof["reps_slow"] = args.reps
         prof["herd_reps"] = args.reps
+        prof["warm_large_reps"] = args.reps
+        prof["wepoch_reps"] = args.reps
         prof["epoch_variants"] = [dict(v, reps=args.reps) for v in prof["epoch_variants"]]
     if args.duration:
         prof["duration"] = args.duration
@@ -169,7 +186,7 @@ def main():
     for s in args.scenarios or SC.ORDER:
         name = SC.ALIASES.get(s, s)
         if name not in SC.SCENARIOS:
-            ap.error(f"unknown scenario {s}; known: {', '.join(SC.ORDER)} (or 0-7)")
+            ap.error(f"unknown scenario {s}; known: {', '.join(SC.ORDER)} (or 0-10)")
         if name not in selected:
             selected.append(name)
     selected = [s for s in SC.ORDER if s in selected]
@@ -193,7 +210,7 @@ def main():
         snap = os.path.join(args.state, "tagd.snapshot")
         shutil.copy2(args.tagd_bin, snap)
         tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads, extra,
-                                cache_size=os.environ.get("BENCH_CACHE_SIZE", "8GiB"),
+                                cache_size=os.environ.get("BENCH_CACHE_SIZE") or None,
                                 cache_memory=os.environ.get("BENCH_CACHE_MEMORY") or None,
                                 cache_base=os.environ.get("BENCH_CACHE_BASE", "/var/tmp"),
                                 run_id=os.environ.get("BENCH_RUN_ID") or str(os.getpid()))
@@ -212,12 +229,16 @@ def main():
         "started": started.isoformat(), "machine": machine_info(), "versions": versions(),
         "tagd": tagd_info(args.tagd_bin, tagd_cfg.binary) if tagd_cfg else {"unavailable": why},
         "params": dict({k: v for k, v in prof.items() if k != "hit_counts"},
-                       tagd_cache={"max_disk_usage": tagd_cfg.cache_size,
-                                   "memory_size": tagd_cfg.cache_memory or "256MiB (tagd default)",
+                       tagd_cache={"max_disk_usage": tagd_cfg.cache_size or "sized per scenario (see each scenario's "
+                                                                         "tagd_starts)",
+                                   "memory_size": tagd_cfg.cache_memory or "256MiB (tagd default) unless the "
+                                                                           "scenario sets it",
                                    "folders": os.path.join(tagd_cfg.cache_base,
                                                            f"tagd-bench-cache-{tagd_cfg.run_id}-N"),
                                    "min_free_disk": S.CACHE_MIN_FREE,
-                                   "extra_args": tagd_cfg.extra_args} if tagd_cfg else None),
+                                   "extra_args": tagd_cfg.extra_args,
+                                   "uring_sockets_binary": os.environ.get("TAGD_BIN_URING_SOCKETS")}
+                       if tagd_cfg else None),
         "scenarios": {}, "errors": {},
     }
     log(f"profile {args.profile}; scenarios: {' '.join(selected)}; tagd: {args.tagd_bin if tagd_cfg else why}")
@@ -238,18 +259,26 @@ def main():
         for name in selected:
             t0 = time.monotonic()
             log(f"--- scenario {name}")
+            load0 = loadavg()
+            ctx.mode, ctx.started_tagds = None, []
             try:
                 res = SC.SCENARIOS[name](ctx)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 log(f"scenario {name} failed: {e}")
                 result["errors"][name] = str(e)[-3000:]
                 rc = 1
+                ctx.stop_tagd()
                 continue
+            ctx.stop_tagd()  # (hit and peer share their runs: the hit matrix runs both at once)
             res["seconds"] = round(time.monotonic() - t0, 1)
+            res["loadavg"] = {"start": load0, "end": loadavg()}
+            res.setdefault("tagd_mode_gauges", ctx.mode)
+            if "mode_text" not in res:
+                res["mode_text"] = S.mode_text(ctx.mode) if ctx.mode else (
+                    "tagd not involved" if name == "ceiling" else "unknown (no tagd /metrics read)")
+            res.setdefault("tagd_starts", ctx.started_tagds)
             result["scenarios"][name] = res
             print("\n" + table.text(res) + f"\n   ({res['seconds']} s)\n", flush=True)
-            if name in ("hit", "peer", "ceiling"):
-                ctx.stop_tagd()
     except KeyboardInterrupt as e:
         log(f"interrupted: {e}")
         result["errors"]["interrupted"] = str(e)
@@ -278,6 +307,13 @@ def main():
             print(f"  {name:8s} {res['headline']}")
         for name, err in result["errors"].items():
             print(f"  {name:8s} FAILED: {err.splitlines()[-1] if err else ''}")
+        goals = [(name, k, g) for name, res in result["scenarios"].items() for k, g in (res.get("goals") or {}).items()]
+        if goals:
+            print("\nIssue 9's goals (tagd / baseline in the same run):")
+            for name, k, g in goals:
+                r = g.get("ratio")
+                print(f"  {name:9s} {k:18s} {g['metric']:28s} {'-' if r is None else f'{r:.2f}':>6s}  goal {g['goal']:8s} "
+                      f"met: {g['met']}")
     return rc
 
 

@@ -9,6 +9,10 @@
 -- were presigned for.  done() prints one line "WRKJSON {...}" with the
 -- summary and the latency distribution (microseconds), read by
 -- bench/tagbench/loads.py.
+--
+-- Without WRK_URLS the script defines no request(): wrk then uses its static
+-- fast path (the one URL of its command line, no Lua call per request).
+-- bench/nginx_tune.py uses that to measure what replaying costs the client.
 
 local targets_file = os.getenv("WRK_URLS")
 local seed_base = tonumber(os.getenv("WRK_SEED") or "1")
@@ -26,10 +30,7 @@ local reqs = {}
 local n = 0
 local i = 0
 
-function init(args)
-   if targets_file == nil then
-      error("WRK_URLS is not set")
-   end
+local function load_targets()
    local list = {}
    for line in io.lines(targets_file) do
       if #line > 0 then
@@ -52,12 +53,18 @@ function init(args)
    i = 0
 end
 
-function request()
-   i = i + 1
-   if i > n then
-      i = 1
+if targets_file ~= nil and targets_file ~= "" then
+   function init(args)
+      load_targets()
    end
-   return reqs[i]
+
+   function request()
+      i = i + 1
+      if i > n then
+         i = 1
+      end
+      return reqs[i]
+   end
 end
 
 function done(summary, latency, requests)

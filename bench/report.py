@@ -23,7 +23,7 @@ BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 
 
-ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss"]
+ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss", "warm1g", "warmepoch", "sockets"]
 
 
 def ordered(res):
@@ -32,7 +32,30 @@ def ordered(res):
 
 
 NUMBER = {"ceiling": "0", "hit": "1", "peer": "2", "epoch": "3", "herd": "4", "large": "5", "memory": "6",
-          "miss": "7"}
+          "miss": "7", "warm1g": "8", "warmepoch": "9", "sockets": "10"}
+
+
+def col(sc, row, *names):
+    """row's value in the first of names that is a column of sc (result files
+    of different suite versions name their columns differently)."""
+    for n in names:
+        if n in sc["columns"]:
+            return row[sc["columns"].index(n)]
+    return None
+
+
+def goals_md(res):
+    """issue 9's goals: one line per measured ratio, from every scenario's 'goals'."""
+    lines = []
+    for sc in ordered(res):
+        for key, g in (sc.get("goals") or {}).items():
+            r = g.get("ratio")
+            lines.append(f"| {sc['title'].split('.')[0]} | {key} | {g['metric']} | "
+                         f"{'-' if r is None else f'{r:.2f}'} | {g['goal']} | {g['met']} |")
+    if not lines:
+        return ""
+    return "\n".join(["Issue 9's goals (tagd / baseline, same run):", "",
+                      "| # | cell | measure | ratio | goal | met |", "|---|---|---|---:|---|---|"] + lines + [""])
 
 
 def _tidy(res):
@@ -72,6 +95,9 @@ def summary_md(res, img_rel):
     for name, err in res.get("errors", {}).items():
         lines.append(f"| {name} | FAILED: {err.strip().splitlines()[-1] if err.strip() else ''} |")
     lines.append("")
+    g = goals_md(res)
+    if g:
+        lines.append(g)
     if img_rel:
         lines += [f"![hit-path throughput per object size]({img_rel}/hit-throughput.png)", "",
                   f"![epoch time per configuration]({img_rel}/epochs.png)", "",
@@ -120,10 +146,10 @@ def chart_hit(res, out, tmp):
     lines = ["# size nginx tagd peer"]
     for r in rows:
         if hit["id"] == "hit":
-            ng, td = r[3], r[5]
+            ng, td = col(hit, r, "nginx MiB/s"), col(hit, r, "tagd MiB/s")
         else:
-            ng, td = None, r[5]
-        pe = prow.get(r[0], [None] * 4)[3]
+            ng, td = None, col(hit, r, "tagd MiB/s")
+        pe = col(peer, prow[r[0]], "peer MiB/s") if peer and r[0] in prow else None
         lines.append(f"{r[0]} {ng or '-'} {td or '-'} {pe or '-'}")
     mode = "pass-through, no cache yet" if "pass-through" in (res.get("tagd_mode") or "") else "cache hits"
     script = HEAD + f"""set output "{out}"
@@ -174,7 +200,7 @@ def chart_memory(res, out, tmp):
         return False
     lines = ["# object idle peak"]
     for r in mem["rows"]:
-        lines.append(f'"{r[0]} objects" {r[3]} {r[4]}')
+        lines.append(f'"{r[0]} objects" {col(mem, r, "idle RSS MiB")} {col(mem, r, "peak RSS MiB (VmHWM)")}')
     script = HEAD + f"""set output "{out}"
 set title "tagd RSS with 1,000 connections streaming (900 fast, 100 slow)"
 set ylabel "MiB"

@@ -3,7 +3,8 @@
 #
 #   bench/run.sh [--quick|--full] [--reps N] [--no-tagd] [--update-docs] [scenario ...]
 #
-# scenarios: ceiling(0) hit(1) peer(2) epoch(3) herd(4) large(5) memory(6) miss(7); default all.
+# scenarios: ceiling(0) hit(1) peer(2) epoch(3) herd(4) large(5) memory(6) miss(7)
+# warm1g(8) warmepoch(9) sockets(10); default all (sockets needs TAGD_BIN_URING_SOCKETS).
 # --quick (default) takes a few minutes; --full under 30 minutes.
 #
 # It installs its own apt dependencies (idempotently), builds tagd if
@@ -13,14 +14,17 @@
 # (and latest.json).  --update-docs redraws docs/img/*.png and the results
 # section of docs/benchmarks.md from that file.
 #
-# Environment: TAGD_BIN (default build/tagd), TAGD_THREADS, TAGD_EXTRA_ARGS,
-# BENCH_STATE_DIR (/tmp/tagd-bench), BENCH_DATA_DIR (/var/tmp/tagd-bench-data),
-# BENCH_TOOLS (../shared/tools), BENCH_WAN_DELAY_MS (25), BENCH_EPOCH_ORIGIN
-# (moto|nginx), WAN_MODE / WAN_CC (passed to wan.sh), BENCH_CACHE_SIZE (8GiB:
-# tagd's preallocated block file; the suite keeps 10 GiB free besides),
-# BENCH_CACHE_MEMORY (tagd's DRAM tier; default tagd's own, 256MiB),
-# BENCH_CACHE_BASE (/var/tmp: cache folders tagd-bench-cache-<run>-<n>, deleted
-# when each tagd stops and again on exit).
+# Environment: TAGD_BIN (default build/tagd), TAGD_BIN_URING_SOCKETS (a
+# -DTAGD_SOCKETS_IO_URING=ON build, for the sockets scenario), TAGD_THREADS,
+# TAGD_EXTRA_ARGS, BENCH_STATE_DIR (/tmp/tagd-bench), BENCH_DATA_DIR
+# (/var/tmp/tagd-bench-data), BENCH_TOOLS (../shared/tools), BENCH_WAN_DELAY_MS
+# (25), BENCH_EPOCH_ORIGIN (moto|nginx), WAN_MODE / WAN_CC (passed to wan.sh),
+# BENCH_CACHE_SIZE (tagd's preallocated block file; default: sized per
+# scenario to its data plus a margin), BENCH_CACHE_MIN_FREE (256MiB: tagd's
+# --cache-min-free-disk, and what the suite leaves free), BENCH_CACHE_MEMORY
+# (tagd's DRAM tier; default tagd's own, 256MiB; warmepoch sets its own),
+# BENCH_CACHE_BASE (/var/tmp: cache folders tagd-bench-cache-<run>-<n>,
+# deleted when each tagd stops and again on exit).
 set -euo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

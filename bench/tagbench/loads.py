@@ -4,6 +4,8 @@ single large reads, TTFB probes, slow readers)."""
 import json
 import os
 import subprocess
+import tempfile
+import threading
 
 from .util import log
 
@@ -11,17 +13,36 @@ BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LUA = os.path.join(BENCH_DIR, "replay.lua")
 
 
-def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30):
+def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30, path=None):
     """Returns a dict: ops_s, mib_s, p50/p99/p999 ms (time to last byte),
-    errors, requests, bytes."""
+    errors, requests, bytes, and wrk's own CPU (client_cpu_s, from wait4).
+
+    targets_file: replay that list of presigned targets (replay.lua defines
+    request(): one Lua call per request).  targets_file=None: wrk's static
+    fast path, every request for the one path (base_url + path); used only to
+    measure what replaying costs the client."""
     threads = min(threads, conns)
-    env = dict(os.environ, WRK_URLS=targets_file, WRK_SEED=str(seed))
+    env = dict(os.environ, WRK_SEED=str(seed))
+    env.pop("WRK_URLS", None)
+    if targets_file:
+        env["WRK_URLS"] = targets_file
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, int(round(duration)))}s", f"--timeout={timeout_s}s",
-            "-s", LUA, base_url]
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + timeout_s + 60)
-    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+            "-s", LUA, base_url + (path or "")]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, text=True)
+        killer = threading.Timer(duration + timeout_s + 60, p.kill)
+        killer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        finally:
+            killer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk failed (rc {r.returncode}): {r.stdout[-500:]} {r.stderr[-500:]}")
+        raise RuntimeError(f"wrk failed (rc {p.returncode}): {stdout[-500:]} {stderr[-500:]}")
     d = json.loads(line[len("WRKJSON "):])
     secs = d["duration_us"] / 1e6
     lat = d["latency_us"]
@@ -29,6 +50,8 @@ def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30
     out = {
         "tool": "wrk",
         "conns": conns,
+        "threads": threads,
+        "replay": bool(targets_file),
         "duration_s": secs,
         "requests": d["requests"],
         "bytes": d["bytes"],
@@ -41,6 +64,8 @@ def wrk(base_url, targets_file, conns, duration, threads=2, seed=1, timeout_s=30
         "max_ms": lat["max"] / 1000 if d["requests"] else None,
         "errors": d["errors"],
         "error_count": errs,
+        "client_cpu_s": ru.ru_utime + ru.ru_stime,
+        "client_cpu_us_per_req": 1e6 * (ru.ru_utime + ru.ru_stime) / d["requests"] if d["requests"] else None,
     }
     if errs:
         log(f"  wrk {base_url}: {errs} errors {d['errors']}")

@@ -44,6 +44,8 @@ class Ctx:
         self.wan = None
         self.tagd_xcache = None  # X-Cache seen on a repeated GET through tagd
         self.seq = 0
+        self.mode = None  # S.tagd_mode of the last /metrics read (bench.py resets it per scenario)
+        self.started_tagds = []  # block file and DRAM tier of each tagd start (reset per scenario)
         os.makedirs(os.path.join(state, "urls"), exist_ok=True)
 
     # ------------------------------------------------------------ servers
@@ -99,31 +101,42 @@ class Ctx:
     def tagd_available(self):
         return self.tagd_cfg is not None
 
-    def tagd(self, upstream, fresh=False):
+    def tagd(self, upstream, fresh=False, need=None, memory=None):
         """A running tagd in front of upstream (a Server); restarted with an
         empty cache when fresh or when the upstream changes.  Always on the
-        same port, so presigned URLs stay valid across restarts."""
+        same port, so presigned URLs stay valid across restarts.  need: the
+        objects the scenario will cache, [(size, count)], which sizes the
+        block file (S.cache_size_for; BENCH_CACHE_SIZE overrides); memory:
+        the DRAM tier (--cache-memory-size) for this start."""
         if not self.tagd_available():
             return None
+        size = S.cache_size_for(need or [(KiB, 1)])
         t = self._tagd
-        if t is not None and t.alive() and t.upstream == upstream.url and not fresh:
+        if (t is not None and t.alive() and t.upstream == upstream.url and not fresh
+                and t.cache_size_bytes >= size and t.memory_arg == memory):
             return t
         self.stop_tagd()
         if self.tagd_port is None:
             from .util import free_port
             self.tagd_port = free_port()
+        kw = dict(port=self.tagd_port, cache_size=size, cache_memory=memory)
         try:
-            self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, port=self.tagd_port)
+            self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, **kw)
         except RuntimeError as e:
             if "address" in str(e).lower() or "bind" in str(e).lower():
                 time.sleep(1)
-                self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, port=self.tagd_port)
+                self._tagd = S.tagd(self.state, self.tagd_cfg, upstream.url, **kw)
             else:
                 raise
+        self._tagd.memory_arg = memory
+        self.started_tagds.append({"cache_size": self._tagd.cache_size, "dram_tier": self._tagd.cache_memory})
+        log(f"  tagd: block file {self._tagd.cache_size}, DRAM tier {self._tagd.cache_memory}")
         return self._tagd
 
     def stop_tagd(self):
         if self._tagd is not None:
+            if self._tagd.alive():
+                self.metrics()  # the mode gauges as they were at the end
             S.stop_tagd(self._tagd)
             self._tagd = None
 
@@ -137,17 +150,27 @@ class Ctx:
         if not self.tagd_available():
             return f"unavailable ({self.tagd_why})"
         if self.tagd_xcache == "HIT":
+            if self.tagd_cfg.cache_size:
+                size = f"{self.tagd_cfg.cache_size} block file (BENCH_CACHE_SIZE)"
+            else:
+                size = "block file sized per scenario"
             mem = self.tagd_cfg.cache_memory or "256MiB (default)"
-            return (f"cache (a repeated GET answered X-Cache: HIT); {self.tagd_cfg.cache_size} block file, "
-                    f"DRAM tier {mem}, a fresh cache folder per start")
+            return (f"cache (a repeated GET answered X-Cache: HIT); {size}, "
+                    f"DRAM tier {mem} unless the scenario says otherwise, a fresh cache folder per start")
         seen = self.tagd_xcache or "no X-Cache header"
         return f"pass-through: no cache (a repeated GET answered {seen})"
 
+    def note_mode(self, metrics):
+        """Records the mode gauges of a /metrics snapshot (see S.tagd_mode)."""
+        if metrics:
+            self.mode = S.tagd_mode(metrics)
+        return metrics
+
     def metrics(self):
-        """/metrics of the running tagd ({} if none)."""
+        """/metrics of the running tagd ({} if none); notes its mode gauges."""
         if self._tagd is None or not self._tagd.alive():
             return {}
-        return S.tagd_metrics(self._tagd.port)
+        return self.note_mode(S.tagd_metrics(self._tagd.port))
 
     def probe_cache(self, upstream, key):
         """Starts a fresh tagd in front of upstream, GETs key twice and records
@@ -275,9 +298,94 @@ def client_ceiling(ctx):
 
 # ================================================================== hit matrix (1 and 2)
 
-def _hit_datasets(ctx):
+# issue 9's goals for hits, as (metric, comparison, bound): tagd / nginx static
+# measured in the same run, at 16 and 64 connections
+def hit_goal(size):
+    if size <= KiB:
+        return ("ops_s", ">=", 0.8)
+    if size <= 100 * KiB:
+        return ("mib_s", ">=", 0.95)
+    return ("mib_s", ">=", 1.0)
+
+
+P99_GOAL_1K = 1.5  # 1 KiB p99 latency, tagd / nginx, at most
+
+
+def goal_met(value, op, bound):
+    if value is None:
+        return "-"
+    ok = value >= bound if op == ">=" else value <= bound
+    return "yes" if ok else "NO"
+
+
+def goal_text(op, bound, what=""):
+    return f"{'≥' if op == '>=' else '≤'} {bound:g}{(' ' + what) if what else ''}"
+
+
+def _hit_datasets(ctx, sizes=None):
     return [D.Dataset(ctx.www, f"hit-{_size_label(sz).lower()}", sz, ctx.p["hit_counts"][sz]).ensure()
-            for sz in ctx.p["hit_sizes"]]
+            for sz in (sizes or ctx.p["hit_sizes"])]
+
+
+def _order(names, rep):
+    """The order of the contenders in repetition rep: alternating for two,
+    rotating (and reversed every other time) for more."""
+    names = list(names)
+    if len(names) <= 2:
+        return names if rep % 2 == 0 else list(reversed(names))
+    k = rep % len(names)
+    seq = names[k:] + names[:k]
+    return list(reversed(seq)) if (rep // len(names)) % 2 else seq
+
+
+def _timed_wrk(ctx, srv, targets_file, conns, seed, tagd_metrics=None, origin=None, with_children=True):
+    """One wrk run with the server's CPU from /proc (its own pid, or master and
+    workers), and for a tagd (tagd_metrics: a callable returning /metrics) the
+    X-Cache mix and the bytes it read from the block device."""
+    p = ctx.p
+    c0 = cpu_seconds(srv.pid, with_children=with_children)
+    o0 = cpu_seconds(origin.pid, with_children=True) if origin else None
+    if tagd_metrics:
+        met0, io0 = tagd_metrics(), io_bytes(srv.pid)[0]
+    r = _run_or_none(loads.wrk, srv.url, targets_file, conns, p["duration"], seed=seed)
+    if not r:
+        return None
+    c1 = cpu_seconds(srv.pid, with_children=with_children)
+    gib = r["bytes"] / GiB
+    r["cpu_s"] = c1 - c0
+    r["cpu_s_per_gib"] = (c1 - c0) / gib if gib else None
+    r["cpu_us_per_req"] = 1e6 * (c1 - c0) / r["requests"] if r["requests"] else None
+    if origin:
+        o1 = cpu_seconds(origin.pid, with_children=True)
+        r["origin_cpu_s_per_gib"] = (o1 - o0) / gib if gib else None
+    if tagd_metrics:
+        d = S.cache_delta(met0, tagd_metrics())
+        io1 = io_bytes(srv.pid)[0]
+        r["cache"] = d
+        r["hit_ratio"] = d["hit_ratio"]
+        r["disk_read_per_served"] = ((io1 - io0) / r["bytes"] if io0 is not None and io1 is not None and r["bytes"]
+                                     else None)
+    return r
+
+
+def _warm_tagd(ctx, name, dsets, urls_files, tagd_metrics):
+    """Reads every object once (misses fill the cache), then once more, and
+    returns per size what the second read was (X-Cache mix from /metrics)."""
+    checks = {}
+    for ds in dsets:
+        r = _run_or_none(loads.s3get, ctx.state, urls_files[ds.size], conns=8)
+        if r and (r["errors"] or r["non2xx"]):
+            log(f"  warm-up of {name} {ds.prefix}: {r['status']}")
+    for ds in dsets:
+        m0 = tagd_metrics()
+        r = _run_or_none(loads.s3get, ctx.state, urls_files[ds.size], conns=8)
+        d = S.cache_delta(m0, tagd_metrics())
+        d["objects"] = ds.count
+        d["ok"] = r["ok"] if r else 0
+        checks[ds.size] = d
+        log(f"  warm-up check {name} {ds.prefix}: second read of {ds.count} objects: X-Cache {d['x_cache']}, "
+            f"{d['upstream_requests']} upstream requests")
+    return checks
 
 
 def _hit_matrix(ctx, want):
@@ -298,7 +406,8 @@ def _hit_matrix(ctx, want):
         elif t == "peer":
             servers[t] = ctx.peer()
         elif t == "tagd":
-            servers[t] = ctx.tagd(origin, fresh=True)  # starts empty; warmed below
+            # starts empty; warmed below; the block file holds every object of the matrix
+            servers[t] = ctx.tagd(origin, fresh=True, need=[(ds.size, ds.count) for ds in dsets])
     servers = {t: s for t, s in servers.items() if s is not None}
     if "tagd" in todo and "tagd" not in servers:
         log(f"tagd unavailable: {ctx.tagd_why}")
@@ -312,23 +421,14 @@ def _hit_matrix(ctx, want):
     # object a second time and check that tagd answered all of them from its cache
     cache.setdefault("warm_check", {})
     cache.setdefault("probes", {})
-    for t in servers:
-        if t not in ("tagd", "peer"):
-            continue
-        for ds in dsets:
-            r = _run_or_none(loads.s3get, ctx.state, files[(t, ds.size)][0], conns=8)
-            if r and (r["errors"] or r["non2xx"]):
-                log(f"  warm-up of {t} {ds.prefix}: {r['status']}")
-        for ds in dsets:
-            m0 = ctx.metrics() if t == "tagd" else None
-            r = _run_or_none(loads.s3get, ctx.state, files[(t, ds.size)][0], conns=8)
-            if t == "tagd":
-                d = S.cache_delta(m0, ctx.metrics())
-                d["objects"] = ds.count
-                d["ok"] = r["ok"] if r else 0
-                cache["warm_check"][ds.size] = d
-                log(f"  warm-up check {ds.prefix}: second read of {ds.count} objects: X-Cache {d['x_cache']}, "
-                    f"{d['upstream_requests']} upstream requests")
+    if "tagd" in servers:
+        cache["warm_check"] = _warm_tagd(ctx, "tagd", dsets, {ds.size: files[("tagd", ds.size)][0] for ds in dsets},
+                                         ctx.metrics)
+        cache["tagd_cache"] = {"block_file": servers["tagd"].cache_size, "dram_tier": servers["tagd"].cache_memory}
+    if "peer" in servers:
+        for _ in range(2):
+            for ds in dsets:
+                _run_or_none(loads.s3get, ctx.state, files[("peer", ds.size)][0], conns=8)
     if "tagd" in servers:
         seen = []
         for ds in dsets:
@@ -346,32 +446,12 @@ def _hit_matrix(ctx, want):
     for ds in dsets:
         for conns in p["hit_conns"]:
             for rep in range(p["reps"]):
-                seq = order if rep % 2 == 0 else list(reversed(order))
+                seq = _order(order, rep)
                 seed = ctx.next_seed()
                 for t in seq:
-                    srv = servers[t]
-                    withc = t != "tagd"
-                    c0 = cpu_seconds(srv.pid, with_children=withc)
-                    o0 = cpu_seconds(origin.pid, with_children=True)
-                    if t == "tagd":
-                        met0, io0 = ctx.metrics(), io_bytes(srv.pid)[0]
-                    r = _run_or_none(loads.wrk, srv.url, files[(t, ds.size)][1], conns, p["duration"], seed=seed)
-                    if r:
-                        c1 = cpu_seconds(srv.pid, with_children=withc)
-                        o1 = cpu_seconds(origin.pid, with_children=True)
-                        gib = r["bytes"] / GiB
-                        r["cpu_s"] = c1 - c0
-                        r["cpu_s_per_gib"] = (c1 - c0) / gib if gib else None
-                        r["origin_cpu_s_per_gib"] = (o1 - o0) / gib if gib else None
-                        r["cpu_us_per_req"] = 1e6 * (c1 - c0) / r["requests"] if r["requests"] else None
-                        if t == "tagd":
-                            d = S.cache_delta(met0, ctx.metrics())
-                            io1 = io_bytes(srv.pid)[0]
-                            r["cache"] = d
-                            r["hit_ratio"] = d["hit_ratio"]
-                            r["disk_read_per_served"] = ((io1 - io0) / r["bytes"]
-                                                         if io0 is not None and io1 is not None and r["bytes"]
-                                                         else None)
+                    r = _timed_wrk(ctx, servers[t], files[(t, ds.size)][1], conns, seed,
+                                   tagd_metrics=ctx.metrics if t == "tagd" else None, origin=origin,
+                                   with_children=t != "tagd")
                     cache["runs"].setdefault((t, ds.size, conns), []).append(r)
                 log(f"  {_size_label(ds.size)} c{conns} rep{rep + 1}: " + ", ".join(
                     f"{t} {fmt(cache['runs'][(t, ds.size, conns)][-1]['ops_s']) if cache['runs'][(t, ds.size, conns)][-1] else 'fail'} ops/s"
@@ -393,35 +473,59 @@ def hit_vs_nginx(ctx):
     cache = _hit_matrix(ctx, ["nginx", "tagd", "peer"] if "peer" in ctx.args.selected else ["nginx", "tagd"])
     rows, data = [], {}
     head = []
+    goals = {}
     for sz in ctx.p["hit_sizes"]:
         for conns in ctx.p["hit_conns"]:
             n = cache["runs"].get(("nginx", sz, conns), [])
             t = cache["runs"].get(("tagd", sz, conns), [])
-            rr = _paired_ratio(t, n, "mib_s") if t else None
+            r_mib = _paired_ratio(t, n, "mib_s") if t else None
+            r_ops = _paired_ratio(t, n, "ops_s") if t else None
+            r_p99 = _paired_ratio(t, n, "p99_ms") if t else None
+            metric, op, bound = hit_goal(sz)
+            r_goal = r_ops if metric == "ops_s" else r_mib
+            met = goal_met(r_goal, op, bound)
+            p99_goal = goal_text("<=", P99_GOAL_1K) if sz <= KiB else "-"
+            p99_met = goal_met(r_p99, "<=", P99_GOAL_1K) if sz <= KiB else "-"
             rows.append([_size_label(sz), conns,
-                         _med(n, "ops_s"), _med(n, "mib_s"),
-                         _med(t, "ops_s"), _med(t, "mib_s"), rr,
-                         f"{fmt(_med(n, 'p50_ms'))}/{fmt(_med(n, 'p99_ms'))}/{fmt(_med(n, 'p999_ms'))}",
-                         f"{fmt(_med(t, 'p50_ms'))}/{fmt(_med(t, 'p99_ms'))}/{fmt(_med(t, 'p999_ms'))}" if t else "-",
-                         _med(t, "cpu_s_per_gib"), _med(n, "cpu_s_per_gib"), _med(t, "cpu_us_per_req"),
+                         _med(n, "ops_s"), _med(t, "ops_s"), r_ops,
+                         _med(n, "mib_s"), _med(t, "mib_s"), r_mib,
+                         goal_text(op, bound, "ops/s" if metric == "ops_s" else "MiB/s"), met,
+                         _med(n, "p99_ms"), _med(t, "p99_ms"), r_p99, p99_goal, p99_met,
+                         _med(t, "cpu_us_per_req"), _med(n, "cpu_us_per_req"),
+                         _med(t, "cpu_s_per_gib"), _med(n, "cpu_s_per_gib"),
                          _pct(_med(t, "hit_ratio")), _med(t, "disk_read_per_served"),
                          f"{fmt(_ttfb(cache, 'nginx', sz))}/{fmt(_ttfb(cache, 'tagd', sz))}"])
-            data[f"{_size_label(sz)}/c{conns}"] = {"nginx": n, "tagd": t, "ratio_mib_s": rr,
-                                                   "ttfb_nginx": cache["ttfb"].get(("nginx", sz)),
-                                                   "ttfb_tagd": cache["ttfb"].get(("tagd", sz))}
-            if rr is not None:
-                head.append(f"{_size_label(sz)}/c{conns} {rr:.2f}")
+            key = f"{_size_label(sz)}/c{conns}"
+            data[key] = {"nginx": n, "tagd": t, "ratio_mib_s": r_mib, "ratio_ops_s": r_ops, "ratio_p99": r_p99,
+                         "ttfb_nginx": cache["ttfb"].get(("nginx", sz)),
+                         "ttfb_tagd": cache["ttfb"].get(("tagd", sz))}
+            goals[key] = {"metric": metric, "ratio": r_goal, "goal": f"{op} {bound}", "met": met}
+            if sz <= KiB:
+                goals[key + "/p99"] = {"metric": "p99_ms", "ratio": r_p99, "goal": f"<= {P99_GOAL_1K}",
+                                       "met": p99_met}
+            if r_goal is not None:
+                h = f"{key} {'ops' if metric == 'ops_s' else 'MiB/s'} {r_goal:.2f} ({goal_text(op, bound)})"
+                if sz <= KiB and r_p99 is not None:
+                    h += f", p99 {r_p99:.2f} ({goal_text('<=', P99_GOAL_1K)})"
+                head.append(h)
     mode = ctx.tagd_label()
     passthrough = ctx.tagd_xcache != "HIT"
     hr = _all_hit_ratio(cache)
-    notes = ["Latency is wrk's time to last byte under load (p50/p99/p99.9, ms); TTFB is measured "
-             "separately on one idle keep-alive connection (s3get, p50 ms).",
-             "CPU s/GiB: utime+stime of the server process(es) during the run divided by GiB served; "
-             "tagd CPU µs/req: the same per request.",
+    tc = cache.get("tagd_cache") or {}
+    notes = ["Ratios are tagd / nginx static, paired per repetition (the two run back to back, order "
+             "alternating), median over repetitions; 'met' compares them with issue 9's goals. SigV4 is "
+             "verified on every tagd hit (presigned URLs); nginx ignores the query.",
+             "p99: wrk's time to last byte under load (ms). TTFB is measured separately on one idle keep-alive "
+             "connection (s3get, p50 ms).",
+             "CPU µs/req and s/GiB: utime+stime from /proc/PID/stat during the run (tagd: its own process; "
+             "nginx: master and workers) per request and per GiB served.",
              "tagd hit %: share of tagd's object GETs during the timed runs that were X-Cache: HIT "
              "(from tagd_cache_requests_total in /metrics). disk read / served: bytes tagd read from the "
-             "block device (/proc/PID/io read_bytes; cache reads use O_DIRECT, so the page cache does not "
-             "hide them) per byte served; 0 means every hit came from the DRAM tier."]
+             "block device (/proc/PID/io read_bytes; O_DIRECT reads count, page-cache hits do not) per byte "
+             "served; 0 means every hit came from the DRAM tier."]
+    if tc:
+        notes.append(f"tagd's cache: block file {tc['block_file']} (sized to the matrix), DRAM tier "
+                     f"{tc['dram_tier']}.")
     wc = _warm_check_note(cache)
     if wc:
         notes.insert(0, wc)
@@ -430,19 +534,22 @@ def hit_vs_nginx(ctx):
                         "loopback (the origin's CPU is not in tagd's CPU s/GiB). These are NOT hit-path figures.")
     return {
         "id": "hit", "title": "1. Hit path vs the limit (nginx static, sendfile)",
-        "origin": "tagd's upstream: nginx static origin on loopback (1 worker); the limit: nginx static, 2 workers",
+        "origin": "tagd's upstream: nginx static origin on loopback (1 worker); the limit: nginx static, 2 workers "
+                  "(bench/NGINX_TUNING.md)",
         "tagd": mode,
-        "columns": ["size", "conns", "nginx ops/s", "nginx MiB/s", "tagd ops/s", "tagd MiB/s",
-                    "tagd/nginx MiB/s", "nginx lat ms p50/p99/p99.9", "tagd lat ms p50/p99/p99.9",
-                    "tagd CPU s/GiB", "nginx CPU s/GiB", "tagd CPU µs/req", "tagd hit %",
-                    "tagd disk read / served", "TTFB ms nginx/tagd"],
+        "columns": ["size", "conns", "nginx ops/s", "tagd ops/s", "tagd/nginx ops/s", "nginx MiB/s", "tagd MiB/s",
+                    "tagd/nginx MiB/s", "goal", "met", "nginx p99 ms", "tagd p99 ms", "tagd/nginx p99",
+                    "p99 goal", "p99 met", "tagd CPU µs/req", "nginx CPU µs/req", "tagd CPU s/GiB",
+                    "nginx CPU s/GiB", "tagd hit %", "tagd disk read / served", "TTFB ms nginx/tagd"],
         "rows": rows,
-        "headline": ("tagd/nginx MiB/s (" + ("pass-through" if passthrough else
-                                            f"cache hits, hit ratio {fmt(_pct(hr))} %") + "): " + ", ".join(head))
+        "headline": ("tagd/nginx (" + ("pass-through" if passthrough else
+                                      f"cache hits, hit ratio {fmt(_pct(hr))} %") + "): " + "; ".join(head))
         if head else f"tagd not measured: {mode}",
         "notes": notes,
+        "goals": goals,
         "data": dict(data, warm_check={D.human(k): v for k, v in cache.get("warm_check", {}).items()},
-                     x_cache_probes={D.human(k): v for k, v in cache.get("probes", {}).items()}),
+                     x_cache_probes={D.human(k): v for k, v in cache.get("probes", {}).items()},
+                     tagd_cache=tc),
     }
 
 
@@ -547,7 +654,7 @@ def miss_path(ctx):
                 if what == "direct":
                     direct.append(_run_or_none(loads.s3get, ctx.state, df, conns=p["miss_conns"], seed=seed))
                 elif tf:
-                    ctx.tagd(m, fresh=True)  # empty cache: every read is a miss
+                    ctx.tagd(m, fresh=True, need=[(ds.size, ds.count)])  # empty cache: every read is a miss
                     m0 = ctx.metrics()
                     r = _run_or_none(loads.s3get, ctx.state, tf, conns=p["miss_conns"], seed=seed)
                     if r:
@@ -637,7 +744,7 @@ def epochs(ctx):
                 if what == "tagd":
                     if "tagd" not in files:
                         continue
-                    td = ctx.tagd(up, fresh=True)
+                    td = ctx.tagd(up, fresh=True, need=[(size, count)])
                     for phase in ("cold", "warm"):
                         mark = _log_lines(up) if getattr(up, "access_log", None) else 0
                         c0, m0 = cpu_seconds(td.pid), cpu_times()
@@ -754,7 +861,7 @@ def herd(ctx):
                 crowd.append(r)
                 log(f"  herd: {n} clients direct: last byte {fmt(last_s(r))} s")
             elif ctx.tagd_available():
-                ctx.tagd(up, fresh=True)
+                ctx.tagd(up, fresh=True, need=[(size, 1)])
                 uf = ctx.urls(ctx.tagd_url(), [k_herd] * n, k_herd.replace("/", "_") + "-herd")[0]
                 mark = _log_lines(up)
                 met0 = ctx.metrics()
@@ -841,7 +948,7 @@ def large_cold(ctx):
                     direct[-1]["machine_busy"] = busy_fraction(m0, cpu_times())
                 log(f"  large: direct {fmt(direct[-1]['wall_s']) if direct[-1] else 'fail'} s")
             elif ctx.tagd_available():
-                td = ctx.tagd(up, fresh=True)
+                td = ctx.tagd(up, fresh=True, need=[(size, 1)])
                 uf = ctx.urls(ctx.tagd_url(), [key], key.replace("/", "_"))[0]
                 # cold read (empty cache), then the same object again from the same tagd (warm)
                 for phase, runs, amps in (("cold", via, amp), ("warm", warm, amp_warm)):
@@ -897,18 +1004,22 @@ def large_cold(ctx):
 # ================================================================== 6. memory
 
 def memory(ctx):
+    """1,000 connections streaming one large object (fast readers and slow,
+    rate-limited ones), tagd's RSS against issue 9's bound: 256 MiB + the DRAM tier."""
     p = ctx.p
     origin = ctx.origin_lo()
     rows, data = [], {}
-    peaks = []
+    peaks, ratios = [], []
     if not ctx.tagd_available():
         return {"id": "memory", "title": "6. Memory under load", "origin": origin.url,
                 "tagd": ctx.tagd_label(), "columns": ["object"], "rows": [],
                 "headline": f"tagd not measured: {ctx.tagd_label()}", "notes": [], "data": {}}
     fast, slow, dur = p["mem_fast"], p["mem_slow"], p["mem_duration"]
+    bound_mib = None
     for size in p["mem_sizes"]:
         key = D.big_object(ctx.www, size, "mem")
-        t = ctx.tagd(origin, fresh=True)
+        t = ctx.tagd(origin, fresh=True, need=[(size, 1)])
+        bound_mib = RSS_GOAL_BASE_MIB + t.cache_memory_bytes / MiB
         uf, tf = ctx.urls(ctx.tagd_url(), [key] * 4, key.replace("/", "_") + "-mem")
         idle = proc_status_kib(t.pid, "VmRSS")
         reset_hwm(t.pid)
@@ -927,6 +1038,7 @@ def memory(ctx):
         sp = loads.s3get(ctx.state, uf, conns=slow, count=10 ** 6, duration=dur, rate=p["mem_slow_rate"],
                          rcvbuf=16384, background=True)
         w = _run_or_none(loads.wrk, t.url, tf, fast, dur, timeout_s=dur + 5)
+        rss_loaded = proc_status_kib(t.pid, "VmRSS")  # the slow readers are still connected
         sr = _run_or_none(loads.s3get_wait, sp)
         stop.set()
         th.join()
@@ -934,34 +1046,332 @@ def memory(ctx):
         alive = t.alive()
         cd = S.cache_delta(met0, ctx.metrics()) if alive else None
         peaks.append(hwm)
-        rows.append([D.human(size), fast + slow, slow, (idle or 0) / 1024, (hwm or 0) / 1024,
-                     (max(samples) if samples else 0) / 1024,
+        r_hwm = (hwm or 0) / 1024 / bound_mib
+        ratios.append(r_hwm)
+        rows.append([D.human(size), fast + slow, slow, (idle or 0) / 1024, (rss_loaded or 0) / 1024,
+                     (max(samples) if samples else 0) / 1024, (hwm or 0) / 1024, bound_mib, r_hwm,
+                     goal_met(r_hwm, "<=", 1.0) if alive else "NO (died)",
                      w["mib_s"] if w else None, (sr["bytes"] / MiB) if sr else None,
                      _pct(cd["hit_ratio"]) if cd else None, "yes" if alive else "NO (died)"])
         data[D.human(size)] = {"wrk_fast": w, "s3get_slow": sr, "idle_rss_kib": idle, "vmhwm_kib": hwm,
+                               "vmrss_loaded_kib": rss_loaded, "bound_mib": bound_mib, "ratio_hwm_bound": r_hwm,
+                               "dram_tier": t.cache_memory, "block_file": t.cache_size,
                                "rss_samples_kib": samples[::4], "alive": alive, "cache": cd}
         ctx.stop_tagd()
-        log(f"  memory {D.human(size)}: peak RSS {fmt((hwm or 0) / 1024)} MiB, X-Cache {cd['x_cache'] if cd else '-'}")
+        log(f"  memory {D.human(size)}: peak RSS {fmt((hwm or 0) / 1024)} MiB (bound {fmt(bound_mib)} MiB), "
+            f"X-Cache {cd['x_cache'] if cd else '-'}")
     grow = ratio(peaks[-1], peaks[0]) if len(peaks) > 1 and peaks[0] else None
+    worst = max(ratios) if ratios else None
     return {
         "id": "memory", "title": "6. Memory under load: 1,000 connections streaming large objects",
         "origin": f"nginx static origin on loopback ({origin.url})",
         "tagd": ctx.tagd_label(),
-        "columns": ["object", "connections", "of which slow", "idle RSS MiB", "peak RSS MiB (VmHWM)",
-                    "max sampled RSS MiB", "fast readers MiB/s", "slow readers MiB total", "tagd hit %",
-                    "tagd alive"],
+        "columns": ["object", "connections", "of which slow", "idle RSS MiB", "VmRSS under load MiB",
+                    "max sampled RSS MiB", "peak RSS MiB (VmHWM)", "bound MiB (256 + DRAM tier)", "VmHWM / bound",
+                    "met (≤ 1)", "fast readers MiB/s", "slow readers MiB total", "tagd hit %", "tagd alive"],
         "rows": rows,
-        "headline": f"peak RSS {fmt((peaks[-1] or 0) / 1024)} MiB with {D.human(p['mem_sizes'][-1])} objects; "
-                    f"growth vs {D.human(p['mem_sizes'][0])} objects {fmt(grow)}x (bounded means ~1)",
+        "headline": f"peak RSS (VmHWM) / (256 MiB + DRAM tier) = {fmt(worst)} (goal ≤ 1: {goal_met(worst, '<=', 1.0)}); "
+                    f"peak {fmt((peaks[-1] or 0) / 1024)} MiB with {D.human(p['mem_sizes'][-1])} objects, "
+                    f"growth vs {D.human(p['mem_sizes'][0])} objects {fmt(grow)}x",
+        "goals": {"rss": {"metric": "VmHWM / (256 MiB + DRAM tier)", "ratio": worst, "goal": "<= 1.0",
+                          "met": goal_met(worst, "<=", 1.0)}},
         "notes": [f"{fast} fast connections (wrk) and {slow} slow readers (s3get, {p['mem_slow_rate'] // 1024} KiB/s "
                   f"each, 16 KiB receive buffer) for {dur} s; VmHWM from /proc/PID/status, reset via "
-                  "clear_refs before each object size; tagd restarted per size with an empty cache.",
+                  "clear_refs before each object size; VmRSS under load read when the fast load ends (the slow "
+                  "readers still connected); tagd restarted per size with an empty cache.",
                   "Every connection reads the same object, so the first GET is a miss that streams it from the "
-                  "origin into the cache and the rest join that fill or hit. Peak RSS therefore includes the "
-                  f"DRAM tier of hot blocks ({(ctx.tagd_cfg.cache_memory or '256MiB') if ctx.tagd_cfg else '-'}), "
-                  "which fills up to the smaller of its size and the object's: bounded means the peak does not "
-                  "grow beyond that with object size."],
+                  "origin into the cache and the rest join that fill or hit. RSS includes the DRAM tier of hot "
+                  "blocks, which fills up to the smaller of its size and the object's: issue 9's bound is "
+                  "256 MiB + the DRAM tier."],
         "data": data,
+    }
+
+
+RSS_GOAL_BASE_MIB = 256
+
+
+# ================================================================== 8. warm 1 GiB object, one client
+
+def warm_large(ctx):
+    """One large object read whole by one client: tagd warm (filled, then
+    checked all-HIT) against nginx sendfile of the same file (in the page
+    cache), alternating, MiB/s ratio."""
+    p = ctx.p
+    size = p["warm_large_size"]
+    title = f"8. Warm {D.human(size)} object, one client, vs nginx sendfile"
+    origin = ctx.origin_lo()
+    ng = ctx.nginx()
+    key = D.big_object(ctx.www, size, "warm")
+    uf_n = ctx.urls(ng.url, [key], key.replace("/", "_"))[0]
+    _run_or_none(loads.s3get, ctx.state, uf_n, conns=1)  # the file into the page cache
+    if not ctx.tagd_available():
+        return {"id": "warm1g", "title": title, "origin": origin.url, "tagd": ctx.tagd_label(), "columns": ["x"],
+                "rows": [], "headline": f"tagd not measured: {ctx.tagd_label()}", "notes": [], "data": {}}
+    td = ctx.tagd(origin, fresh=True, need=[(size, 1)])
+    uf_t = ctx.urls(ctx.tagd_url(), [key], key.replace("/", "_"))[0]
+    warm = []
+    for i in range(3):  # fill, then read again until a read is one HIT and no upstream request
+        m0 = ctx.metrics()
+        r = _run_or_none(loads.s3get, ctx.state, uf_t, conns=1)
+        d = S.cache_delta(m0, ctx.metrics())
+        warm.append({"read": i + 1, "wall_s": r["wall_s"] if r else None, "cache": d})
+        log(f"  warm {D.human(size)}: read {i + 1} through tagd {fmt(r['wall_s']) if r else 'fail'} s, "
+            f"X-Cache {d['x_cache']}, {d['upstream_requests']} upstream requests")
+        if i and d["x_cache"]["hit"] >= 1 and d["upstream_requests"] == 0:
+            break
+    runs = {"nginx": [], "tagd": []}
+    for rep in range(p["warm_large_reps"]):
+        for what in _order(["nginx", "tagd"], rep):
+            srv = ng if what == "nginx" else td
+            uf = uf_n if what == "nginx" else uf_t
+            c0, m0 = cpu_seconds(srv.pid, with_children=what == "nginx"), cpu_times()
+            met0, io0 = (ctx.metrics(), io_bytes(td.pid)[0]) if what == "tagd" else (None, None)
+            r = _run_or_none(loads.s3get, ctx.state, uf, conns=1)
+            if r:
+                r["cpu_s"] = cpu_seconds(srv.pid, with_children=what == "nginx") - c0
+                r["machine_busy"] = busy_fraction(m0, cpu_times())
+                if what == "tagd":
+                    r["cache"] = S.cache_delta(met0, ctx.metrics())
+                    io1 = io_bytes(td.pid)[0]
+                    r["disk_read_per_served"] = (io1 - io0) / r["bytes"] if io0 is not None and r["bytes"] else None
+            runs[what].append(r)
+        log(f"  warm {D.human(size)} rep {rep + 1}: nginx {fmt(runs['nginx'][-1]['mib_s']) if runs['nginx'][-1] else 'fail'}"
+            f" MiB/s, tagd {fmt(runs['tagd'][-1]['mib_s']) if runs['tagd'][-1] else 'fail'} MiB/s")
+    tc = {"block_file": td.cache_size, "dram_tier": td.cache_memory}
+    ctx.stop_tagd()
+    rr = _paired_ratio(runs["tagd"], runs["nginx"], "mib_s")
+    rows = []
+    for what, label in (("nginx", "nginx static, sendfile (page cache)"), ("tagd", "tagd, warm (cache hits)")):
+        rs = runs[what]
+        rows.append([D.human(size), label, _med(rs, "mib_s"), _med(rs, "wall_s"),
+                     median([r["ttfb_ms"]["p50"] for r in rs if r]), _med(rs, "cpu_s"),
+                     (_med(rs, "cpu_s") / (size / GiB)) if _med(rs, "cpu_s") is not None else None,
+                     _pct(median([r["cache"]["hit_ratio"] for r in rs if r and r.get("cache")])) if what == "tagd"
+                     else None,
+                     _med(rs, "disk_read_per_served") if what == "tagd" else None,
+                     rr if what == "tagd" else None])
+    met = goal_met(rr, ">=", 0.9)
+    return {
+        "id": "warm1g", "title": title,
+        "origin": f"tagd's upstream: nginx static origin on loopback ({origin.url}); the baseline: nginx static "
+                  f"({ng.url}) serving the same file",
+        "tagd": ctx.tagd_label(),
+        "columns": ["object", "server", "MiB/s", "time s", "TTFB ms", "server CPU s", "CPU s/GiB", "tagd hit %",
+                    "tagd disk read / served", "tagd/nginx MiB/s"],
+        "rows": rows,
+        "headline": f"tagd/nginx MiB/s, one client, warm {D.human(size)} object = {fmt(rr)} (goal ≥ 0.9: {met})",
+        "goals": {"warm1g": {"metric": "mib_s", "ratio": rr, "goal": ">= 0.9", "met": met}},
+        "notes": [f"tagd started empty (block file {tc['block_file']}, DRAM tier {tc['dram_tier']}), read the object "
+                  "once (a miss that fills the cache) and again until a read was one X-Cache HIT with no upstream "
+                  f"request: {[(w['read'], w['cache']['x_cache']['hit'], w['cache']['upstream_requests']) for w in warm]} "
+                  "(read, hits, upstream requests).",
+                  f"Then {p['warm_large_reps']} alternating pairs of whole-object GETs (s3get, one connection); the "
+                  "ratio is the median of the per-pair ratios. nginx reads the file from the page cache; tagd's "
+                  "disk read / served shows how much of the object came from its block device rather than its DRAM "
+                  "tier."],
+        "data": {"runs": runs, "warm_up": warm, "ratio_mib_s": rr, "tagd_cache": tc},
+    }
+
+
+# ================================================================== 9. warm epoch, DRAM tier a quarter of the data
+
+def warm_epoch(ctx):
+    """A training epoch on a warm tagd whose DRAM tier holds at most a quarter
+    of the dataset (so most hits come from the block file), 8 readers,
+    shuffled, every object once; against nginx serving the same files from
+    local disk (page cache), alternating, time ratio."""
+    p = ctx.p
+    size, count = p["wepoch_size"], p["wepoch_count"]
+    ds = D.Dataset(ctx.www, f"epoch-{_size_label(size).lower()}", size, count).ensure()
+    dram_mib = max(16, int(ds.total_bytes() / 4 // MiB))
+    dram = f"{dram_mib}MiB"
+    label = f"{count:,} x {D.human(size)}"
+    title = f"9. Warm epoch, {label}, DRAM tier ≤ 1/4 of the data, vs nginx from local disk"
+    origin = ctx.origin_lo()
+    ng = ctx.nginx()
+    uf_n = ctx.urls(ng.url, ds.keys, ds.prefix)[0]
+    workers = p["epoch_workers"]
+    _run_or_none(loads.s3get, ctx.state, uf_n, conns=workers)  # the files into the page cache
+    if not ctx.tagd_available():
+        return {"id": "warmepoch", "title": title, "origin": origin.url, "tagd": ctx.tagd_label(),
+                "columns": ["x"], "rows": [], "headline": f"tagd not measured: {ctx.tagd_label()}", "notes": [],
+                "data": {}}
+    td = ctx.tagd(origin, fresh=True, need=[(size, count)], memory=dram)
+    uf_t = ctx.urls(ctx.tagd_url(), ds.keys, ds.prefix)[0]
+    m0 = ctx.metrics()
+    fill = _run_or_none(loads.s3get, ctx.state, uf_t, conns=workers, seed=ctx.next_seed())
+    fill_cache = S.cache_delta(m0, ctx.metrics())
+    log(f"  warm epoch: fill (epoch 0, cold) {fmt(fill['wall_s']) if fill else 'fail'} s, "
+        f"X-Cache {fill_cache['x_cache']}")
+    runs = {"nginx": [], "tagd": []}
+    for rep in range(p["wepoch_reps"]):
+        seed = ctx.next_seed()  # the same shuffled order for both in a pair
+        for what in _order(["nginx", "tagd"], rep):
+            srv = ng if what == "nginx" else td
+            c0, mc0 = cpu_seconds(srv.pid, with_children=what == "nginx"), cpu_times()
+            met0, io0 = (ctx.metrics(), io_bytes(td.pid)[0]) if what == "tagd" else (None, None)
+            r = _run_or_none(loads.s3get, ctx.state, uf_n if what == "nginx" else uf_t, conns=workers, seed=seed)
+            if r:
+                r["cpu_s"] = cpu_seconds(srv.pid, with_children=what == "nginx") - c0
+                r["cpu_us_per_req"] = 1e6 * r["cpu_s"] / r["ok"] if r["ok"] else None
+                r["machine_busy"] = busy_fraction(mc0, cpu_times())
+                if what == "tagd":
+                    r["cache"] = S.cache_delta(met0, ctx.metrics())
+                    r["hit_ratio"] = r["cache"]["hit_ratio"]
+                    io1 = io_bytes(td.pid)[0]
+                    r["disk_read_per_served"] = (io1 - io0) / r["bytes"] if io0 is not None and r["bytes"] else None
+            runs[what].append(r)
+        log(f"  warm epoch rep {rep + 1}: nginx {fmt(runs['nginx'][-1]['wall_s']) if runs['nginx'][-1] else 'fail'} s, "
+            f"tagd {fmt(runs['tagd'][-1]['wall_s']) if runs['tagd'][-1] else 'fail'} s, X-Cache "
+            f"{runs['tagd'][-1]['cache']['x_cache'] if runs['tagd'][-1] else '-'}")
+    tc = {"block_file": td.cache_size, "dram_tier": td.cache_memory, "dataset_bytes": ds.total_bytes(),
+          "dataset_over_dram": ds.total_bytes() / (dram_mib * MiB)}
+    ctx.stop_tagd()
+    rt = _paired_ratio(runs["tagd"], runs["nginx"], "wall_s")
+    met = goal_met(rt, "<=", 1.3)
+    rows = []
+    for what, name in (("nginx", "nginx static, local disk"), ("tagd", f"tagd warm, DRAM tier {dram}")):
+        rs = runs[what]
+        busy = _med(rs, "machine_busy")
+        rows.append([label, name, _med(rs, "wall_s"), _med(rs, "mib_s"),
+                     median([r["ttfb_ms"]["p50"] for r in rs if r]), median([r["ttlb_ms"]["p99"] for r in rs if r]),
+                     median([r["errors"] + r["non2xx"] for r in rs if r]),
+                     _pct(_med(rs, "hit_ratio")) if what == "tagd" else None,
+                     _med(rs, "disk_read_per_served") if what == "tagd" else None,
+                     _med(rs, "cpu_us_per_req"), 100 * busy if busy is not None else None,
+                     rt if what == "tagd" else None])
+    return {
+        "id": "warmepoch", "title": title,
+        "origin": f"tagd's upstream: nginx static origin on loopback ({origin.url}); the baseline: nginx static "
+                  f"({ng.url}) serving the same files",
+        "tagd": ctx.tagd_label(),
+        "columns": ["dataset", "configuration", "epoch s", "MiB/s", "TTFB p50 ms", "p99 ms", "errors", "tagd hit %",
+                    "tagd disk read / served", "server CPU µs/req", "machine CPU busy %", "tagd/nginx time"],
+        "rows": rows,
+        "headline": f"{label}, dataset {fmt(tc['dataset_over_dram'])}x the DRAM tier: tagd/nginx epoch time = "
+                    f"{fmt(rt)} (goal ≤ 1.3: {met})",
+        "goals": {"warmepoch": {"metric": "epoch time", "ratio": rt, "goal": "<= 1.3", "met": met}},
+        "notes": [f"tagd started empty with a DRAM tier of {dram} (--cache-memory-size; the dataset is "
+                  f"{fmt(tc['dataset_over_dram'])}x that) and a {tc['block_file']} block file; epoch 0 filled it "
+                  f"from the loopback origin ({fmt(fill['wall_s']) if fill else '-'} s, X-Cache "
+                  f"{fill_cache['x_cache']}).",
+                  f"Then {p['wepoch_reps']} alternating pairs of epochs: {workers} readers (s3get, keep-alive), every "
+                  "object once in a shuffled order that is new for every pair and the same within it; the ratio is "
+                  "the median of the per-pair time ratios. nginx serves the files from local disk (the page cache: "
+                  "they were read once before).",
+                  "tagd disk read / served: bytes read from its block device (/proc/PID/io) per byte served: with "
+                  "the DRAM tier a quarter of the data, most hits come from the block file."],
+        "data": {"runs": runs, "fill": fill, "fill_cache": fill_cache, "ratio_time": rt, "tagd_cache": tc},
+    }
+
+
+# ================================================================== 10. sockets: io_uring vs epoll builds
+
+def sockets(ctx):
+    """The same hit load against two tagd builds at once: TAGD_BIN (epoll
+    sockets) and TAGD_BIN_URING_SOCKETS (-DTAGD_SOCKETS_IO_URING=ON), with
+    nginx static as the common reference, rotating their order."""
+    p = ctx.p
+    title = "10. Sockets on io_uring vs epoll: the same hits, two tagd builds"
+    second = os.environ.get("TAGD_BIN_URING_SOCKETS")
+    skip = None
+    if not ctx.tagd_available():
+        skip = f"tagd not available: {ctx.tagd_label()}"
+    elif not second:
+        skip = ("skipped: TAGD_BIN_URING_SOCKETS is not set (point it at a build configured with "
+                "-DTAGD_SOCKETS_IO_URING=ON)")
+    elif not os.path.exists(second):
+        skip = f"skipped: TAGD_BIN_URING_SOCKETS={second} does not exist"
+    if skip:
+        log(f"  sockets: {skip}")
+        return {"id": "sockets", "title": title, "origin": "-", "tagd": ctx.tagd_label(), "columns": ["-"],
+                "rows": [], "headline": skip, "notes": [], "data": {"skipped": skip}}
+    import shutil
+    snap = os.path.join(ctx.state, "tagd-uring-sockets.snapshot")
+    shutil.copy2(second, snap)
+    sizes = p["sockets_sizes"]
+    dsets = _hit_datasets(ctx, sizes)
+    need = [(ds.size, ds.count) for ds in dsets]
+    origin = ctx.origin_lo()
+    ng = ctx.nginx()
+    ctx.stop_tagd()
+    tagds = {}
+    try:
+        for name, binary in (("epoll", ctx.tagd_cfg.binary), ("io_uring", snap)):
+            tagds[name] = S.tagd(ctx.state, ctx.tagd_cfg, origin.url, cache_size=S.cache_size_for(need),
+                                 binary=binary, name=f"tagd-{name.replace('_', '')}")
+        servers = {"nginx": ng, **tagds}
+        mfn = {name: (lambda s=s: S.tagd_metrics(s.port)) for name, s in tagds.items()}
+        files = {(t, ds.size): ctx.urls(servers[t].url, ds.keys, ds.prefix) for t in servers for ds in dsets}
+        warm = {name: _warm_tagd(ctx, name, dsets, {ds.size: files[(name, ds.size)][0] for ds in dsets}, mfn[name])
+                for name in tagds}
+        modes = {name: S.tagd_mode(mfn[name]()) for name in tagds}
+        runs = {}
+        for ds in dsets:
+            for conns in p["hit_conns"]:
+                for rep in range(p["reps"]):
+                    seq = _order(list(servers), rep)
+                    seed = ctx.next_seed()
+                    for t in seq:
+                        r = _timed_wrk(ctx, servers[t], files[(t, ds.size)][1], conns, seed,
+                                       tagd_metrics=mfn.get(t), with_children=t == "nginx")
+                        runs.setdefault((t, ds.size, conns), []).append(r)
+                    log(f"  sockets {_size_label(ds.size)} c{conns} rep{rep + 1}: " + ", ".join(
+                        f"{t} {fmt(runs[(t, ds.size, conns)][-1]['ops_s']) if runs[(t, ds.size, conns)][-1] else 'fail'}"
+                        for t in seq) + " ops/s")
+        modes = {name: S.tagd_mode(mfn[name]()) for name in tagds}  # after the load: the disk ring is up
+        tc = {name: {"block_file": s.cache_size, "dram_tier": s.cache_memory} for name, s in tagds.items()}
+    finally:
+        for s in tagds.values():
+            S.stop_tagd(s)
+    rows, data, head = [], {}, []
+    for ds in dsets:
+        sz = ds.size
+        for conns in p["hit_conns"]:
+            e = runs.get(("epoll", sz, conns), [])
+            u = runs.get(("io_uring", sz, conns), [])
+            n = runs.get(("nginx", sz, conns), [])
+            r_ops = _paired_ratio(u, e, "ops_s")
+            r_p99 = _paired_ratio(u, e, "p99_ms")
+            r_cpu = _paired_ratio(u, e, "cpu_us_per_req")
+            rows.append([_size_label(sz), conns, _med(n, "ops_s"), _med(e, "ops_s"), _med(u, "ops_s"), r_ops,
+                         _med(e, "p99_ms"), _med(u, "p99_ms"), r_p99,
+                         _med(e, "cpu_us_per_req"), _med(u, "cpu_us_per_req"), r_cpu,
+                         _paired_ratio(e, n, "ops_s"), _paired_ratio(u, n, "ops_s"),
+                         f"{fmt(_pct(_med(e, 'hit_ratio')))}/{fmt(_pct(_med(u, 'hit_ratio')))}"])
+            key = f"{_size_label(sz)}/c{conns}"
+            data[key] = {"nginx": n, "epoll": e, "io_uring": u, "ratio_ops_s": r_ops, "ratio_p99": r_p99,
+                         "ratio_cpu_us_per_req": r_cpu}
+            if r_ops is not None:
+                head.append(f"{key} ops {r_ops:.2f} p99 {fmt(r_p99)} CPU/req {fmt(r_cpu)}")
+    mode_text = "; ".join(f"{name} build: {S.mode_text(m)}" for name, m in modes.items())
+    notes = [f"Both tagds run at the same time in front of the same loopback origin, each with its own empty cache "
+             f"({tc['epoll']['block_file']} block file, DRAM tier {tc['epoll']['dram_tier']}), warmed (every object "
+             "read once, then again and counted: " +
+             "; ".join(f"{name}: " + ", ".join(f"{D.human(k)} {v['x_cache']['hit']}/{v['objects']} HIT"
+                                               for k, v in w.items()) for name, w in warm.items()) + ").",
+             "Every repetition runs nginx, the epoll build and the io_uring build back to back in a rotating order; "
+             "ratios are io_uring / epoll per repetition, median over repetitions (above 1 for ops/s means io_uring "
+             "is faster; below 1 for p99 and CPU µs/req means io_uring is better).",
+             f"Binaries: epoll {ctx.tagd_cfg.binary} (snapshot of TAGD_BIN), io_uring {second}."]
+    if modes.get("io_uring", {}).get("sockets") == "epoll":
+        notes.insert(0, "WARNING: the TAGD_BIN_URING_SOCKETS binary reports tagd_io_uring_sockets 0: it is not an "
+                        "io_uring-sockets build.")
+    return {
+        "id": "sockets", "title": title,
+        "origin": f"nginx static origin on loopback ({origin.url}); reference: nginx static ({ng.url})",
+        "tagd": ctx.tagd_label(),
+        "mode_text": mode_text,
+        "modes": modes,
+        "columns": ["size", "conns", "nginx ops/s", "epoll ops/s", "io_uring ops/s", "io_uring/epoll ops/s",
+                    "epoll p99 ms", "io_uring p99 ms", "io_uring/epoll p99", "epoll CPU µs/req",
+                    "io_uring CPU µs/req", "io_uring/epoll CPU/req", "epoll/nginx ops/s", "io_uring/nginx ops/s",
+                    "hit % epoll/io_uring"],
+        "rows": rows,
+        "headline": "io_uring/epoll: " + "; ".join(head) if head else "no runs",
+        "notes": notes,
+        "data": dict(data, warm_check={name: {D.human(k): v for k, v in w.items()} for name, w in warm.items()},
+                     tagd_cache=tc),
     }
 
 
@@ -974,7 +1384,10 @@ SCENARIOS = {
     "epoch": epochs,
     "herd": herd,
     "large": large_cold,
+    "warm1g": warm_large,
+    "warmepoch": warm_epoch,
+    "sockets": sockets,
 }
 ALIASES = {"0": "ceiling", "1": "hit", "2": "peer", "3": "epoch", "4": "herd", "5": "large", "6": "memory",
-           "7": "miss"}
-ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss"]
+           "7": "miss", "8": "warm1g", "9": "warmepoch", "10": "sockets"}
+ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss", "warm1g", "warmepoch", "sockets"]

@@ -96,49 +96,96 @@ def http_get_status(host, port, path, timeout=2.0):
 
 # ---------------------------------------------------------------- nginx
 
-NGINX_COMMON = """
-worker_processes {workers};
+# The settings of the static nginx (the limit and the fast origins).  The
+# defaults are the best found by bench/nginx_tune.py on this kind of machine
+# (see bench/NGINX_TUNING.md); a key set to None leaves nginx's own default.
+NGINX_STATIC_BEST = {
+    "worker_processes": 2,
+    "worker_connections": 8192,
+    "multi_accept": "on",
+    "accept_mutex": None,          # nginx default: off
+    "sendfile": "on",
+    "tcp_nopush": "on",            # head and body in full segments: >= off at every size, 1.2x at 1 MiB
+    "tcp_nodelay": "on",
+    "sendfile_max_chunk": None,    # nginx 1.22 default: 2m
+    "output_buffers": None,
+    "aio": None,                   # e.g. "threads"
+    "directio": None,              # e.g. "4m"
+    "open_file_cache": "max=20000 inactive=120s",
+    "open_file_cache_valid": "120s",
+    "keepalive_timeout": "300s",
+    "keepalive_requests": 10000000,
+    "reuseport": False,            # listen ... reuseport
+    "backlog": 4096,
+}
+
+
+def nginx_conf(d, opts, http_block):
+    """nginx.conf text for prefix d: the main/events/http settings of opts
+    (a NGINX_STATIC_BEST-like dict) around http_block."""
+    o = dict(NGINX_STATIC_BEST)
+    o.update(opts or {})
+    ev = [f"worker_connections {o['worker_connections']};"]
+    for k in ("multi_accept", "accept_mutex"):
+        if o.get(k) is not None:
+            ev.append(f"{k} {o[k]};")
+    http = []
+    for k in ("sendfile", "tcp_nopush", "tcp_nodelay", "sendfile_max_chunk", "output_buffers", "aio",
+              "directio", "keepalive_timeout", "keepalive_requests"):
+        if o.get(k) is not None:
+            http.append(f"    {k} {o[k]};")
+    if o.get("open_file_cache"):
+        http.append(f"    open_file_cache {o['open_file_cache']};")
+        if o.get("open_file_cache_valid"):
+            http.append(f"    open_file_cache_valid {o['open_file_cache_valid']};")
+    else:
+        http.append("    open_file_cache off;")
+    return f"""
+worker_processes {o['worker_processes']};
 daemon off;
 master_process on;
 user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
 worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; multi_accept on; }}
+events {{ {' '.join(ev)} }}
 http {{
     default_type application/octet-stream;
     types {{ }}
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 300s;
-    keepalive_requests 10000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    open_file_cache max=20000 inactive=120s;
-    open_file_cache_valid 120s;
+{chr(10).join(http)}
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
     log_format bytes '$msec $uri $status $body_bytes_sent "$http_range"';
-{http}
+{http_block}
 }}
 """
 
 
+def nginx_listen(host, port, opts=None):
+    o = dict(NGINX_STATIC_BEST)
+    o.update(opts or {})
+    return f"listen {host}:{port} backlog={o['backlog']}{' reuseport' if o.get('reuseport') else ''};"
+
+
 def nginx_static(state, www, role, host="127.0.0.1", port=None, workers=2,
-                 access_log=False, netns=False):
+                 access_log=False, netns=False, opts=None):
     """nginx serving www/<bucket>/<key> as static files with sendfile: the
     'limit' (role static) or a fast read-only S3 origin (role origin*): it
-    answers ranges, sends ETag and Last-Modified, ignores auth."""
+    answers ranges, sends ETag and Last-Modified, ignores auth.  opts
+    overrides NGINX_STATIC_BEST (bench/nginx_tune.py tries variants)."""
     d = os.path.join(state, "nginx-" + role)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     port = port or free_port(host)
+    o = {"worker_processes": workers}
+    o.update(opts or {})
     alog = f"access_log {d}/access.log bytes;" if access_log else "access_log off;"
     http_block = f"""
     server {{
-        listen {host}:{port} backlog=4096;
+        {nginx_listen(host, port, o)}
         server_name _;
         root {www};
         {alog}
@@ -147,9 +194,11 @@ def nginx_static(state, www, role, host="127.0.0.1", port=None, workers=2,
     }}"""
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_COMMON.format(workers=workers, dir=d, http=http_block))
+        f.write(nginx_conf(d, o, http_block))
     s = Server("nginx-" + role, ["nginx", "-c", conf, "-p", d], host, port, state, netns=netns)
     s.access_log = os.path.join(d, "access.log") if access_log else None
+    s.conf = conf
+    s.opts = dict(NGINX_STATIC_BEST, **o)
     if not wait_port(host, port, proc=s.proc):
         raise RuntimeError(f"nginx {role} did not start: {s.tail()}\n{_read(os.path.join(d, 'error.log'))}")
     return s
@@ -194,9 +243,8 @@ def nginx_peer(state, origin_url, role="peer", workers=2):
     # tcp_nopush (TCP_CORK) off: with it on, 100 KiB cache hits of the slice
     # path stalled ~40 ms each (a delayed-ACK interplay), making the peer look
     # ~20x slower than it is; off is its best setting here at every size.
-    common = NGINX_COMMON.replace("tcp_nopush on;", "tcp_nopush off;")
     with open(conf, "w") as f:
-        f.write(common.format(workers=workers, dir=d, http=http_block))
+        f.write(nginx_conf(d, {"worker_processes": workers, "tcp_nopush": "off"}, http_block))
     s = Server("nginx-" + role, ["nginx", "-c", conf, "-p", d], "127.0.0.1", port, state)
     if not wait_port("127.0.0.1", port, proc=s.proc):
         raise RuntimeError(f"nginx peer did not start: {s.tail()}\n{_read(os.path.join(d, 'error.log'))}")
@@ -237,22 +285,29 @@ def moto(state, tools_dir, host="127.0.0.1", port=None, threads=16, netns=False,
 
 class TagdConfig:
     def __init__(self, binary, access_key, secret_key, region, threads, extra_args,
-                 cache_size="8GiB", cache_memory=None, cache_base="/var/tmp", run_id=None):
+                 cache_size=None, cache_memory=None, cache_base="/var/tmp", run_id=None):
         self.binary = binary
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
         self.threads = threads
         self.extra_args = extra_args
-        self.cache_size = cache_size      # --cache-max-disk-usage (preallocated)
-        self.cache_memory = cache_memory  # --cache-memory-size; None: tagd's default (256MiB)
+        self.cache_size = cache_size      # --cache-max-disk-usage override (BENCH_CACHE_SIZE); None: sized per start
+        self.cache_memory = cache_memory  # --cache-memory-size; None: tagd's default (256MiB) unless a scenario sets it
         self.cache_base = cache_base      # cache folders are <base>/tagd-bench-cache-<run>-<n>
         self.run_id = run_id or str(os.getpid())
 
 
 _tagd_seq = [0]
-FREE_FLOOR = 10 << 30  # bytes the suite leaves free on the cache filesystem
-CACHE_MIN_FREE = "10GiB"  # the same floor, as tagd's --cache-min-free-disk
+# Free space the suite leaves on the cache filesystem, and tagd's own
+# --cache-min-free-disk: small, so the suite runs with a few GiB free.
+CACHE_MIN_FREE = os.environ.get("BENCH_CACHE_MIN_FREE", "256MiB")
+# tagd's defaults the sizing below assumes (TAGD_EXTRA_ARGS may change them:
+# then set BENCH_CACHE_SIZE)
+CACHE_REGION = 16 << 20
+CACHE_BLOCK = 1 << 20
+CACHE_ALIGN = 4096
+DEFAULT_DRAM_TIER = 256 << 20
 
 
 def parse_size(text):
@@ -264,6 +319,37 @@ def parse_size(text):
         if t.endswith(u):
             return int(float(t[:-len(u)]) * units[u])
     return int(t)
+
+
+def size_text(n):
+    """bytes -> the shortest exact 'NGiB' / 'NMiB' / 'N'."""
+    for u, d in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n % d == 0:
+            return f"{n // d}{u}"
+    return str(n)
+
+
+def cache_size_for(objects, margin=1.25, spare_regions=4):
+    """The block file a tagd needs to hold every object of `objects` (a list
+    of (object size, count)) at tagd's default layout: objects cut into 1 MiB
+    blocks, each stored with its header (128 B + 4 B per 64 KiB piece) rounded
+    up to 4 KiB, blocks packed into 16 MiB regions (a block never straddles
+    two), plus `margin` and `spare_regions` (the active region, re-fills),
+    rounded up to whole regions.  Returns bytes."""
+    def stored(n):
+        raw = n + 128 + 4 * -(-n // 65536)
+        return -(-raw // CACHE_ALIGN) * CACHE_ALIGN
+    regions, off = 1, 0
+    for size, count in objects:
+        blocks = [CACHE_BLOCK] * (size // CACHE_BLOCK) + ([size % CACHE_BLOCK] if size % CACHE_BLOCK else [])
+        per_obj = [stored(b) for b in blocks] or [stored(0)]
+        for _ in range(count):
+            for st in per_obj:
+                if off + st > CACHE_REGION:
+                    regions += 1
+                    off = 0
+                off += st
+    return (int(regions * margin + 0.999) + spare_regions) * CACHE_REGION
 
 
 def cache_dir_for(cfg):
@@ -287,10 +373,17 @@ def remove_cache_dir(path, state=None):
             pass
 
 
-def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None):
+def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None, cache_size=None,
+         cache_memory=None, binary=None, name="tagd"):
     """Starts tagd in front of upstream_url.  Every start gets its own fresh,
     empty cache folder (<cache_base>/tagd-bench-cache-<run>-<n>, never tagd's
-    default /var/tmp/tagd-cache) unless cache_dir names a warm one to reuse."""
+    default /var/tmp/tagd-cache) unless cache_dir names a warm one to reuse.
+    The block file is cache_size bytes (what the scenario needs, from
+    cache_size_for) unless BENCH_CACHE_SIZE (cfg.cache_size) overrides it;
+    cache_memory (else cfg.cache_memory, else tagd's default) is the DRAM tier;
+    binary (else cfg.binary) is the tagd to run."""
+    size = cfg.cache_size or (size_text(cache_size) if cache_size else "1GiB")
+    memory = cache_memory or cfg.cache_memory
     fresh = cache_dir is None
     if fresh:
         cache_dir = cache_dir_for(cfg)
@@ -298,30 +391,35 @@ def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None):
         os.makedirs(cache_dir)
         with open(os.path.join(state, "cachedirs"), "a") as f:
             f.write(cache_dir + "\n")
-        # the block file is preallocated: leave FREE_FLOOR free on the filesystem
+        # the block file is preallocated: leave CACHE_MIN_FREE free on the filesystem
         st = os.statvfs(cache_dir)
         free = st.f_bavail * st.f_frsize
-        if free - parse_size(cfg.cache_size) < FREE_FLOOR:
+        if free - parse_size(size) < parse_size(CACHE_MIN_FREE):
             remove_cache_dir(cache_dir, state)
-            raise RuntimeError(f"not enough disk for a {cfg.cache_size} tagd cache in {cfg.cache_base}: "
-                               f"{free / (1 << 30):.1f} GiB free, the suite keeps {FREE_FLOOR >> 30} GiB free "
-                               "(set BENCH_CACHE_SIZE lower)")
+            raise RuntimeError(f"not enough disk for a {size} tagd cache in {cfg.cache_base}: "
+                               f"{free / (1 << 30):.1f} GiB free, the suite keeps {CACHE_MIN_FREE} free "
+                               "(BENCH_CACHE_MIN_FREE; or set BENCH_CACHE_BASE elsewhere)")
     port = port or free_port()
-    argv = [cfg.binary, "--port", str(port), "--listen-address", "127.0.0.1",
+    argv = [binary or cfg.binary, "--port", str(port), "--listen-address", "127.0.0.1",
             "--upstream-endpoint", upstream_url, "--upstream-region", cfg.region,
             "--upstream-access-key-id", cfg.access_key,
             "--upstream-secret-access-key", cfg.secret_key,
             "--log-level", log_level, "--threads", str(cfg.threads),
-            "--cache-disk-path", cache_dir, "--cache-max-disk-usage", cfg.cache_size,
+            "--cache-disk-path", cache_dir, "--cache-max-disk-usage", size,
             "--cache-min-free-disk", CACHE_MIN_FREE]
-    if cfg.cache_memory:
-        argv += ["--cache-memory-size", cfg.cache_memory]
+    if memory:
+        argv += ["--cache-memory-size", memory]
     argv += cfg.extra_args
     env = {"AWS_ACCESS_KEY_ID": cfg.access_key, "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
            "TAG_ACCESS_LOG": os.environ.get("TAG_ACCESS_LOG", "false")}
-    s = Server("tagd", argv, "127.0.0.1", port, state, env=env, log_name=f"tagd-{_tagd_seq[0]}")
+    s = Server(name, argv, "127.0.0.1", port, state, env=env, log_name=f"{name}-{_tagd_seq[0]}")
     s.cache_dir = cache_dir
     s.upstream = upstream_url
+    s.cache_size = size
+    s.cache_size_bytes = parse_size(size)
+    s.cache_memory = memory or f"{size_text(DEFAULT_DRAM_TIER)} (tagd default)"
+    s.cache_memory_bytes = parse_size(memory) if memory else DEFAULT_DRAM_TIER
+    s.argv = argv
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if not s.alive():
@@ -366,6 +464,28 @@ def tagd_metrics(port, host="127.0.0.1"):
         except ValueError:
             pass
     return out
+
+
+MODE_GAUGES = (("sockets", "tagd_io_uring_sockets", "io_uring", "epoll"),
+               ("disk_reads", "tagd_disk_io_uring", "io_uring", "pread pool"),
+               ("disk_io", "tagd_disk_direct_io", "O_DIRECT", "buffered"))
+
+
+def tagd_mode(metrics):
+    """What tagd ran on, from its /metrics gauges: {"sockets": io_uring|epoll,
+    "disk_reads": io_uring|pread pool, "disk_io": O_DIRECT|buffered}; "unknown"
+    where this binary exports no such gauge."""
+    out = {}
+    for key, gauge, one, zero in MODE_GAUGES:
+        v = metrics.get(gauge)
+        out[key] = "unknown" if v is None else (one if v >= 0.5 else zero)
+    return out
+
+
+def mode_text(mode):
+    if not mode:
+        return "unknown (tagd not running)"
+    return f"sockets {mode['sockets']}, disk reads {mode['disk_reads']}, block file {mode['disk_io']}"
 
 
 CACHE_RESULTS = ("hit", "miss", "revalidated", "bypass", "disabled")

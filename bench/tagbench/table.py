@@ -20,6 +20,11 @@ def text(res):
            f"   tagd:   {res.get('tagd', '-')}"]
     if res.get("wan"):
         out.append(f"   WAN:    {res['wan']}")
+    if res.get("mode_text"):
+        out.append(f"   mode:   {res['mode_text']}")
+    if res.get("loadavg"):
+        out.append(f"   load:   {' '.join(res['loadavg']['start'] or [])} at start, "
+                   f"{' '.join(res['loadavg']['end'] or [])} at end (1/5/15 min)")
     cols = res["columns"]
     rows = [[cell(v) for v in r] for r in res["rows"]]
     if rows:
@@ -41,6 +46,11 @@ def markdown(res):
            f"- tagd: {res.get('tagd', '-')}"]
     if res.get("wan"):
         out.append(f"- WAN: {res['wan']}")
+    if res.get("mode_text"):
+        out.append(f"- mode: {res['mode_text']}")
+    if res.get("loadavg"):
+        out.append(f"- load average: {' '.join(res['loadavg']['start'] or [])} at start, "
+                   f"{' '.join(res['loadavg']['end'] or [])} at end")
     out.append(f"- **headline: {res.get('headline', '')}**")
     out.append("")
     cols = res["columns"]

@@ -160,6 +160,8 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   if (!device) device = open_pread_device(file);
   if (!device) throw std::runtime_error("invalid setting cache.disk_path: " + device.error().message());
   metrics().disk_direct_io.set(device.value()->direct() ? 1 : 0);
+  // io_uring until a loop's ring cannot be set up (the device then says so and sets 0).
+  metrics().disk_io_uring.set(std::string_view(device.value()->kind()) == "io_uring" ? 1 : 0);
   if (config.cache_disk_io == "direct" && !device.value()->direct()) {
     spdlog::warn("cache: {} refuses O_DIRECT; block reads go through the page cache", block_file);
   }

@@ -335,7 +335,7 @@ class ResilienceTest(TagdTestCase):
                           "checked here: " + next(l for l in log.splitlines() if "io_uring unavailable" in l))
         self.assertIn("io_uring ready", log)
         self.assertEqual(auto.metrics()["tagd_io_uring_enabled"], 1)
-        # A cached read makes the loop set up its ring: the gauge says whether it worked.
+        # Cache reads go through io_uring (the gauge drops to 0 if a loop cannot set up its ring).
         auto.client().put_object(Bucket=self.bucket, Key="uring-probe", Body=b"x" * 4096)
         for _ in range(2):
             self.assertEqual(auto.client().get_object(Bucket=self.bucket, Key="uring-probe")["Body"].read(), b"x" * 4096)
