@@ -6,6 +6,7 @@
 #include <openssl/hmac.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 
 // TAGD_CRC32C_SOFTWARE_ONLY lets a build exercise the table path on CPUs that have SSE4.2.
@@ -225,11 +226,43 @@ std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
   return out;
 }
 
+namespace {
+
+// OpenSSL 3 resolves EVP_sha256() to a provider's implementation (a lookup under a lock)
+// and allocates a context on every one-shot EVP_Digest/HMAC call. Every verified request
+// hashes its canonical request and computes an HMAC, so the digest is fetched once and
+// each thread keeps one context for reuse.
+const EVP_MD* fetched_sha256() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
+};
+
+// SHA-256 of the concatenation of `parts`; false only if OpenSSL fails (allocation).
+bool sha256_of(std::initializer_list<std::span<const std::uint8_t>> parts, std::uint8_t* out) {
+  thread_local std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  const EVP_MD* md = fetched_sha256();
+  if (!ctx || md == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1) return false;
+  for (const auto& part : parts) {
+    if (!part.empty() && EVP_DigestUpdate(ctx.get(), part.data(), part.size()) != 1) return false;
+  }
+  unsigned int len = 0;
+  return EVP_DigestFinal_ex(ctx.get(), out, &len) == 1 && len == 32;
+}
+
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
 Sha256Digest sha256(std::string_view data) {
   Sha256Digest out{};
-  unsigned int len = 0;
-  // EVP_Digest only fails on allocation failure; a zero digest then fails every comparison.
-  if (EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) != 1) out.fill(0);
+  // Only fails on allocation failure; a zero digest then fails every comparison.
+  if (!sha256_of({bytes_of(data)}, out.data())) out.fill(0);
   return out;
 }
 
@@ -237,17 +270,24 @@ std::string sha256_hex(std::string_view data) {
   return to_hex(sha256(data));
 }
 
+// HMAC (RFC 2104) over the reusable SHA-256 context: H((K ^ opad) || H((K ^ ipad) || m)).
 Sha256Digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data) {
-  Sha256Digest out{};
-  unsigned int len = 0;
-  // HMAC() rejects a null key pointer even for an empty key, so give it a valid address.
-  static constexpr std::uint8_t kEmptyKey[1] = {0};
-  const std::uint8_t* key_ptr = key.empty() ? kEmptyKey : key.data();
-  if (key.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
-      HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) == nullptr) {
-    out.fill(0);
+  constexpr std::size_t kBlock = 64;
+  std::array<std::uint8_t, kBlock> k0{};
+  if (key.size() > kBlock) {
+    if (!sha256_of({key}, k0.data())) return Sha256Digest{};
+  } else if (!key.empty()) {
+    std::memcpy(k0.data(), key.data(), key.size());
   }
+  std::array<std::uint8_t, kBlock> pad{};
+  for (std::size_t i = 0; i < kBlock; ++i) pad[i] = k0[i] ^ 0x36;
+  Sha256Digest inner{};
+  if (!sha256_of({pad, bytes_of(data)}, inner.data())) return Sha256Digest{};
+  for (std::size_t i = 0; i < kBlock; ++i) pad[i] = k0[i] ^ 0x5c;
+  Sha256Digest out{};
+  if (!sha256_of({pad, inner}, out.data())) out.fill(0);
+  OPENSSL_cleanse(k0.data(), k0.size());
+  OPENSSL_cleanse(pad.data(), pad.size());
   return out;
 }
 

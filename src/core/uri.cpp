@@ -19,23 +19,28 @@ int hex_value(char c) {
   return -1;
 }
 
+// Runs of plain bytes are appended whole: presigned URLs carry long parameters
+// (credential, signature) that are decoded on every request.
 std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
   std::string out;
   out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '%') {
-      if (i + 2 >= text.size()) return std::nullopt;
-      const int hi = hex_value(text[i + 1]);
-      const int lo = hex_value(text[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi << 4 | lo));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t run = i;
+    while (run < text.size() && text[run] != '%' && !(plus_is_space && text[run] == '+')) ++run;
+    out.append(text.data() + i, run - i);
+    if (run == text.size()) break;
+    if (text[run] == '+') {
       out.push_back(' ');
-    } else {
-      out.push_back(c);
+      i = run + 1;
+      continue;
     }
+    if (run + 2 >= text.size()) return std::nullopt;
+    const int hi = hex_value(text[run + 1]);
+    const int lo = hex_value(text[run + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<char>(hi << 4 | lo));
+    i = run + 3;
   }
   return out;
 }
@@ -44,16 +49,21 @@ std::optional<std::string> percent_decode(std::string_view text, bool plus_is_sp
 
 std::string uri_encode(std::string_view text, bool encode_slash) {
   std::string out;
-  out.reserve(text.size() * 3 / 2);
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (is_unreserved(c) || (c == '/' && !encode_slash)) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kUpperHex[c >> 4]);
-      out.push_back(kUpperHex[c & 0x0F]);
+  out.reserve(text.size() + text.size() / 2);
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t run = i;
+    while (run < text.size()) {
+      const auto c = static_cast<unsigned char>(text[run]);
+      if (!(is_unreserved(c) || (c == '/' && !encode_slash))) break;
+      ++run;
     }
+    out.append(text.data() + i, run - i);
+    if (run == text.size()) break;
+    const auto c = static_cast<unsigned char>(text[run]);
+    const char escaped[3] = {'%', kUpperHex[c >> 4], kUpperHex[c & 0x0F]};
+    out.append(escaped, 3);
+    i = run + 1;
   }
   return out;
 }

@@ -16,6 +16,21 @@ namespace tagd::gateway {
 // forwarding path, whatever the object size.
 inline constexpr std::size_t kPiece = 64 * 1024;
 
+// A kPiece-byte buffer, taken on first use from this thread's free list (each event loop
+// is one thread) and returned when the exchange ends: a request costs no 64 KiB
+// allocation and no zero-fill (a cached hit lends its bytes and never needs one).
+class PieceBuffer {
+ public:
+  PieceBuffer() = default;
+  ~PieceBuffer();
+  PieceBuffer(const PieceBuffer&) = delete;
+  PieceBuffer& operator=(const PieceBuffer&) = delete;
+  char* get();
+
+ private:
+  std::unique_ptr<char[]> buffer_;
+};
+
 struct Exchange {
   Exchange(ClientConnection& c, http::RequestParser& p, std::chrono::milliseconds idle_timeout)
       : client(c), parser(p), writer(c.stream, p, next_request_id(), idle_timeout) {}
@@ -27,7 +42,7 @@ struct Exchange {
   s3::Target target;
   s3::Operation op;
   auth::VerifiedRequest verified;
-  std::unique_ptr<char[]> piece = std::make_unique<char[]>(kPiece);
+  PieceBuffer piece;
   std::uint64_t bytes_in = 0;
   std::string error;  // the S3 error code (or a tagd condition) for the access log
 

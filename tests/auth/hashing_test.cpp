@@ -72,6 +72,15 @@ TEST(HashingTest, HmacSha256Rfc4231) {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
   EXPECT_EQ(to_hex(hmac_sha256(bytes("Jefe"), "what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // Test case 6: a key longer than the block (131 bytes of 0xaa) is hashed first.
+  const std::vector<std::uint8_t> key6(131, 0xaa);
+  EXPECT_EQ(to_hex(hmac_sha256(key6, "Test Using Larger Than Block-Size Key - Hash Key First")),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  // An empty key and empty data (the reusable context must not carry state over).
+  EXPECT_EQ(to_hex(hmac_sha256(std::string_view(""), "")),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  EXPECT_EQ(to_hex(hmac_sha256(key1, "Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 }
 
 TEST(HashingTest, HmacSha1Rfc2202) {
