@@ -231,6 +231,15 @@ class Ctx:
         return 1000 + self.seq
 
 
+def _sha(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def _run_or_none(fn, *a, **kw):
     try:
         return fn(*a, **kw)
@@ -1353,7 +1362,8 @@ def sockets(ctx):
              "Every repetition runs nginx, the epoll build and the io_uring build back to back in a rotating order; "
              "ratios are io_uring / epoll per repetition, median over repetitions (above 1 for ops/s means io_uring "
              "is faster; below 1 for p99 and CPU µs/req means io_uring is better).",
-             f"Binaries: epoll {ctx.tagd_cfg.binary} (snapshot of TAGD_BIN), io_uring {second}."]
+             f"Binaries (each run from a snapshot copy): epoll {ctx.args.tagd_bin} (TAGD_BIN), io_uring {second} "
+             f"(TAGD_BIN_URING_SOCKETS, sha256 {_sha(snap)})."]
     if modes.get("io_uring", {}).get("sockets") == "epoll":
         notes.insert(0, "WARNING: the TAGD_BIN_URING_SOCKETS binary reports tagd_io_uring_sockets 0: it is not an "
                         "io_uring-sockets build.")
@@ -1371,7 +1381,8 @@ def sockets(ctx):
         "headline": "io_uring/epoll: " + "; ".join(head) if head else "no runs",
         "notes": notes,
         "data": dict(data, warm_check={name: {D.human(k): v for k, v in w.items()} for name, w in warm.items()},
-                     tagd_cache=tc),
+                     tagd_cache=tc, binaries={"epoll": ctx.args.tagd_bin, "io_uring": second,
+                                              "io_uring_sha256": _sha(snap)}),
     }
 
 

@@ -195,7 +195,6 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
   CredentialScope scope;
   std::vector<std::string> signed_headers;
   std::string payload_hash;
-  QueryParams canonical_params = *query;
 
   if (presigned) {
     auto p = parse_presigned_query(*query);
@@ -206,22 +205,21 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
       return Status(ErrorCode::kExpiredPresign, "Request has expired");
     }
     if (*signed_at > now + max_skew_) return Status(ErrorCode::kAccessDenied, "Request is not valid yet");
-    access_key = p->access_key_id;
-    amz_date = p->amz_date;
-    scope = p->scope;
-    signed_headers = p->signed_headers;
-    signature = p->signature;
+    access_key = std::move(p->access_key_id);
+    amz_date = std::move(p->amz_date);
+    scope = std::move(p->scope);
+    signed_headers = std::move(p->signed_headers);
+    signature = std::move(p->signature);
     payload_hash = std::string(kUnsignedPayload);
     if (const auto* h = find_header(headers, "x-amz-content-sha256")) payload_hash = *h;
-    std::erase_if(canonical_params, [](const auto& kv) { return kv.first == "X-Amz-Signature"; });
     out.presigned = true;
   } else {
     auto a = parse_authorization_header(*authorization);
     if (!a) return a.error();
-    access_key = a->access_key_id;
-    scope = a->scope;
-    signed_headers = a->signed_headers;
-    signature = a->signature;
+    access_key = std::move(a->access_key_id);
+    scope = std::move(a->scope);
+    signed_headers = std::move(a->signed_headers);
+    signature = std::move(a->signature);
     const std::string* date = find_header(headers, "x-amz-date");
     std::optional<std::chrono::system_clock::time_point> when;
     if (date != nullptr) {
@@ -263,6 +261,9 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
   }
 
+  // The query is not needed after this: moved, not copied, into the canonical request.
+  QueryParams canonical_params = std::move(*query);
+  if (presigned) std::erase_if(canonical_params, [](const auto& kv) { return kv.first == "X-Amz-Signature"; });
   auto uri = canonical_uri_s3(head.raw_path);
   if (!uri) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
   CanonicalRequestParts parts{head.method, std::move(*uri), std::move(canonical_params), &headers, signed_headers,
