@@ -150,7 +150,8 @@ boost::asio::awaitable<BlockRead> BlockStore::read(const BlockIdentity& id) {
   }
   count_hit(location);
   co_return BlockRead{ReadOutcome::kHit,
-                      std::make_shared<const BlockData>(std::move(buffer), payload_offset, location.length), 0};
+                      std::make_shared<const BlockData>(std::move(buffer), payload_offset, location.length), 0,
+                      true};
 }
 
 boost::asio::awaitable<BlockRead> BlockStore::read_range(const BlockIdentity& id, std::uint32_t offset,

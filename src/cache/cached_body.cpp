@@ -16,6 +16,8 @@ namespace tagd::cache {
 
 namespace asio = boost::asio;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Largest disk read one body makes at a time (two 64 KiB pieces).
+constexpr std::uint64_t kDiskChunk = 128 * 1024;
 
 CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
                        std::chrono::milliseconds wait_timeout)
@@ -102,26 +104,37 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
   auto& m = metrics();
   for (;;) {
     if (stored_) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(hi - lo, max_lent));
-      position_ += n;
-      m.cache_hit_bytes.inc(n);
-      co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
+      const std::uint64_t stored_end = stored_first_ + stored_->size();
+      if (lo >= stored_first_ && lo < stored_end) {
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(std::min(hi, stored_end) - lo, max_lent));
+        position_ += n;
+        m.cache_hit_bytes.inc(n);
+        co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
+      }
+      stored_.reset();  // a chunk of the block, used up: read the next one
     }
     if (!inflight_) {
       // Only the bytes this body still needs from the block: a range inside a large block
-      // reads (and checks) just the pieces that hold it.
+      // reads (and checks) just the pieces that hold it. A large block not in the DRAM
+      // tier is read in chunks of kDiskChunk, so a slow reader holds at most one chunk,
+      // not a block (memory stays bounded with many connections streaming from disk).
       const std::uint64_t length = block_length(meta_, b);
+      const std::uint64_t want = std::min<std::uint64_t>(hi - lo, kDiskChunk);
       BlockRead r;
-      if (lo == 0 && hi == length) {
+      if (lo == 0 && hi == length && length <= kDiskChunk) {
         r = co_await cache_.read_block(key_hash_, meta_.etag, b);
       } else {
         r = co_await cache_.read_block_range(key_hash_, meta_.etag, b, static_cast<std::uint32_t>(lo),
-                                             static_cast<std::uint32_t>(hi - lo));
+                                             static_cast<std::uint32_t>(want));
       }
       if (r.outcome == ReadOutcome::kHit) {
-        // The bytes must hold [lo, hi) and lie inside the block the metadata describes.
+        // A whole block must be exactly as long as the metadata says; a chunk must hold
+        // [lo, lo + want) inside the block.
         const std::uint64_t end = r.first + r.bytes->size();
-        if (r.first > lo || end < hi || end > length || (r.first == 0 && lo == 0 && hi == length && end != length)) {
+        const bool fits = r.whole_block ? (r.first == 0 && end == length)
+                                        : (r.first <= lo && end >= lo + want && end <= length);
+        if (!fits) {
           co_return failed(Status(ErrorCode::kInternalError, "cache block length"));
         }
         stored_ = std::move(r.bytes);

@@ -226,7 +226,7 @@ void ObjectCache::invalidate(const std::string& bucket, const std::string& key) 
 boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag,
                                                            std::uint64_t block) {
   const BlockKey mkey = MemoryTier::key(key_hash, etag, block);
-  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0};
+  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true};
   // Named, not a temporary in the co_await (GCC 12 frees such temporaries twice).
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read(id);
@@ -239,7 +239,7 @@ boost::asio::awaitable<BlockRead> ObjectCache::read_block_range(std::uint64_t ke
                                                                  std::uint64_t block, std::uint32_t offset,
                                                                  std::uint32_t length) {
   if (BlockBytes bytes = memory_.get(MemoryTier::key(key_hash, etag, block))) {
-    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0};
+    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true};
   }
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read_range(id, offset, length);

@@ -114,6 +114,7 @@ class AlignedBuffer {
  private:
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  bool pooled_ = false;  // from the per-thread pool of fixed-size buffers (block_device.cpp)
 };
 
 // In-memory device. Fault injection for tests:

@@ -53,6 +53,7 @@ struct BlockRead {
   ReadOutcome outcome = ReadOutcome::kMissing;
   BlockBytes bytes;         // set on kHit: the bytes asked for (or more, see `first`)
   std::uint32_t first = 0;  // the offset within the block of bytes->data()[0]
+  bool whole_block = false;  // bytes are the whole block (from read() or the DRAM tier)
 };
 
 class BlockStore {
