@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,9 +17,34 @@
 namespace tagd::cache {
 
 namespace asio = boost::asio;
+
+namespace {
+
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 // Largest disk read one body makes at a time (two 64 KiB pieces).
 constexpr std::uint64_t kDiskChunk = 128 * 1024;
+// Chunks read ahead of a sequential reader, and the bytes all bodies of one event loop
+// may hold that way (so many slow streams cannot turn read-ahead into unbounded memory).
+constexpr int kReadAheadChunks = 3;
+constexpr std::uint64_t kReadAheadBytesPerLoop = 8ull << 20;
+thread_local std::uint64_t read_ahead_bytes_held = 0;  // each loop is one thread
+
+}  // namespace
+
+struct CachedBody::ReadAhead {
+  explicit ReadAhead(std::uint64_t pos, std::uint64_t b, std::uint64_t off, std::uint64_t len)
+      : position(pos), block(b), offset(off), length(len) {
+    read_ahead_bytes_held += length;
+  }
+  ~ReadAhead() { read_ahead_bytes_held -= length; }
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+
+  std::uint64_t position, block, offset, length;
+  bool done = false;
+  BlockRead result;
+  std::shared_ptr<asio::steady_timer> waiter;  // set while the reader waits for it
+};
 
 CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
                        std::chrono::milliseconds wait_timeout)
@@ -124,9 +151,17 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       BlockRead r;
       if (lo == 0 && hi == length && length <= kDiskChunk) {
         r = co_await cache_.read_block(key_hash_, meta_.etag, b);
+      } else if (std::optional<BlockRead> ahead = co_await take_read_ahead(b, lo, want)) {
+        r = std::move(*ahead);
       } else {
         r = co_await cache_.read_block_range(key_hash_, meta_.etag, b, static_cast<std::uint32_t>(lo),
                                              static_cast<std::uint32_t>(want));
+      }
+      // A chunk from the disk (not a whole block from the DRAM tier): the next chunks are
+      // probably wanted next.
+      if (r.outcome == ReadOutcome::kHit && !r.whole_block) {
+        const auto executor = co_await asio::this_coro::executor;
+        start_read_ahead(executor, block_start + lo + want);
       }
       if (r.outcome == ReadOutcome::kHit) {
         // A whole block must be exactly as long as the metadata says; a chunk must hold
@@ -182,6 +217,59 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       }
     }
   }
+}
+
+void CachedBody::start_read_ahead(const asio::any_io_executor& executor, std::uint64_t from) {
+  const std::uint32_t bs = meta_.block_size;
+  std::uint64_t pos = std::max(from, ahead_until_);
+  while (ahead_.size() < kReadAheadChunks && pos <= range_.last &&
+         read_ahead_bytes_held + kDiskChunk <= kReadAheadBytesPerLoop) {
+    // The chunk next_piece() will ask for at `pos` (the same arithmetic).
+    const std::uint64_t b = pos / bs;
+    const std::uint64_t block_start = b * bs;
+    const std::uint64_t length = block_length(meta_, b);
+    const std::uint64_t lo = pos - block_start;
+    const std::uint64_t hi = std::min<std::uint64_t>(range_.last + 1, block_start + length) - block_start;
+    const std::uint64_t want = std::min<std::uint64_t>(hi - lo, kDiskChunk);
+    if (lo == 0 && hi == length && length <= kDiskChunk) break;  // a small whole block: read as one
+    auto ahead = std::make_shared<ReadAhead>(pos, b, lo, want);
+    ahead_.push_back(ahead);
+    pos += want;
+    ahead_until_ = pos;
+    // Detached: if this body goes away first, the read completes and is dropped.
+    asio::co_spawn(
+        executor,
+        [&cache = cache_, key_hash = key_hash_, etag = meta_.etag, ahead]() -> asio::awaitable<void> {
+          BlockRead r = co_await cache.read_block_range(key_hash, etag, ahead->block,
+                                                        static_cast<std::uint32_t>(ahead->offset),
+                                                        static_cast<std::uint32_t>(ahead->length));
+          ahead->result = std::move(r);
+          ahead->done = true;
+          if (ahead->waiter) ahead->waiter->cancel();
+        },
+        asio::detached);
+  }
+}
+
+asio::awaitable<std::optional<BlockRead>> CachedBody::take_read_ahead(std::uint64_t block, std::uint64_t offset,
+                                                                     std::uint64_t length) {
+  const std::uint64_t pos = block * meta_.block_size + offset;
+  while (!ahead_.empty() && ahead_.front()->position < pos) ahead_.pop_front();  // skipped over
+  if (ahead_.empty()) co_return std::nullopt;
+  std::shared_ptr<ReadAhead> ahead = ahead_.front();
+  if (ahead->position != pos || ahead->block != block || ahead->offset != offset || ahead->length != length) {
+    co_return std::nullopt;
+  }
+  ahead_.pop_front();
+  if (!ahead->done) {
+    // Same loop as the read: `done` and `waiter` need no lock. The read cancels the timer.
+    const auto executor = co_await asio::this_coro::executor;
+    ahead->waiter = std::make_shared<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
+    auto [ec] = co_await ahead->waiter->async_wait(kTuple);
+    (void)ec;
+  }
+  if (!ahead->done) co_return std::nullopt;  // (cancelled for another reason: read it again)
+  co_return std::move(ahead->result);
 }
 
 asio::awaitable<Result<std::span<const char>>> CachedBody::next(std::span<char> scratch) {

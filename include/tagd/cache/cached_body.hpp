@@ -8,9 +8,12 @@
 // clean miss instead of a response cut after the cached blocks. A change found later
 // (beyond what prepare() checks) makes read() fail with kPreconditionFailed; the entry is
 // invalidated and the failure counted (cache_changed_resets_total) here.
+#include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 
 #include "tagd/cache/fill_engine.hpp"
 #include "tagd/cache/http_semantics.hpp"
@@ -54,6 +57,15 @@ class CachedBody final : public BodySource {
   std::uint64_t stored_first_ = 0;  // block offset of stored_'s first byte
   std::shared_ptr<InflightBlock> inflight_;
   int attempts_ = 0;  // new fills started for the current block
+  // Disk reads started ahead of this reader (a sequential reader of blocks that are not in
+  // the DRAM tier does not wait for each chunk's read after the previous chunk's write),
+  // oldest first, and the object offset up to which reads were started.
+  struct ReadAhead;
+  std::deque<std::shared_ptr<ReadAhead>> ahead_;
+  std::uint64_t ahead_until_ = 0;
+  void start_read_ahead(const boost::asio::any_io_executor& executor, std::uint64_t from);
+  boost::asio::awaitable<std::optional<BlockRead>> take_read_ahead(std::uint64_t block, std::uint64_t offset,
+                                                                   std::uint64_t length);
 };
 
 }  // namespace tagd::cache
