@@ -140,8 +140,12 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
                                                 std::chrono::system_clock::time_point now) const {
   const HeaderList& headers = *head.headers;
   if (Status s = check_repeated_headers(headers); !s) return s;
-  auto query = parse_query(head.raw_query);
-  if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+  std::optional<QueryParams> parsed;
+  if (head.query == nullptr) {
+    parsed = parse_query(head.raw_query);
+    if (!parsed) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+  }
+  const QueryParams* query = head.query != nullptr ? head.query : &*parsed;
   const bool complete_multipart =
       head.method == "POST" && std::any_of(query->begin(), query->end(), [](const auto& kv) {
         return kv.first == "uploadId";
@@ -177,7 +181,7 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     // Every x-amz-* header is in the SigV2 string to sign; x-tigris-* never are.
     if (Status s = check_unsigned_headers(headers, {}, SignatureKind::kSigV2); !s) return s;
     sigv2::Request request{head.method, head.raw_path, head.raw_query, head.virtual_host_bucket, &headers,
-                           &query.value()};
+                           query};
     auto v = sigv2::verify(request, store_, now, max_skew_);
     if (!v) return v.error();
     out.identity = v->identity;
@@ -261,13 +265,12 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
   }
 
-  // The query is not needed after this: moved, not copied, into the canonical request.
-  QueryParams canonical_params = std::move(*query);
-  if (presigned) std::erase_if(canonical_params, [](const auto& kv) { return kv.first == "X-Amz-Signature"; });
   auto uri = canonical_uri_s3(head.raw_path);
   if (!uri) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
-  CanonicalRequestParts parts{head.method, std::move(*uri), std::move(canonical_params), &headers, signed_headers,
-                              payload_hash};
+  // The request's own query, read in place (a presigned URL's signature left out).
+  CanonicalRequestParts parts{head.method, std::move(*uri), {}, &headers, std::move(signed_headers), payload_hash};
+  parts.query_view = query;
+  if (presigned) parts.omit_param = "X-Amz-Signature";
   auto creq = canonical_request(parts);
   if (!creq) return creq.error();
   auto key = cached_signing_key(identity->secret_access_key, scope);

@@ -287,7 +287,8 @@ Result<std::string> canonical_request(const CanonicalRequestParts& parts) {
   out.push_back('\n');
   out += parts.canonical_uri;
   out.push_back('\n');
-  out += canonical_query_string(parts.query);
+  out += parts.query_view != nullptr ? canonical_query_string(*parts.query_view, parts.omit_param)
+                                     : canonical_query_string(parts.query);
   out.push_back('\n');
   out += *headers;
   out.push_back('\n');

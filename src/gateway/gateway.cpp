@@ -145,7 +145,8 @@ asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
 
   // SigV2 signs "/bucket" + path: a virtual-hosted request names its bucket in Host.
   auth::RequestHead head_view{req.method_string(), ex.target.raw_path, ex.target.raw_query, &headers,
-                              ex.target.virtual_hosted ? std::string_view(ex.target.bucket) : std::string_view()};
+                              ex.target.virtual_hosted ? std::string_view(ex.target.bucket) : std::string_view(),
+                              &ex.target.query};
   auto verified = shared_.verifier.verify(head_view, shared_.clock.now());
   if (!verified) {
     metrics().auth_failures.inc();

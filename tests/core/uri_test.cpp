@@ -53,6 +53,15 @@ TEST(Uri, CanonicalQueryStringSortsByEncodedNameThenValue) {
   EXPECT_EQ(canonical_query_string({{"uploads", ""}}), "uploads=");
   EXPECT_EQ(canonical_query_string({{"k", "a/b+c d"}}), "k=a%2Fb%2Bc%20d");
   EXPECT_EQ(canonical_query_string({}), "");
+  // An encoded name sorts by its encoding: "a%20b" before "a-b" before "aa".
+  EXPECT_EQ(canonical_query_string({{"aa", "1"}, {"a-b", "2"}, {"a b", "3"}}), "a%20b=3&a-b=2&aa=1");
+}
+
+TEST(Uri, CanonicalQueryStringCanLeaveOutOneParameter) {
+  const QueryParams presigned = {{"X-Amz-Signature", "abc"}, {"X-Amz-Date", "20261205T000000Z"}, {"x-id", "GetObject"}};
+  EXPECT_EQ(canonical_query_string(presigned, "X-Amz-Signature"), "X-Amz-Date=20261205T000000Z&x-id=GetObject");
+  EXPECT_EQ(canonical_query_string(presigned, ""), canonical_query_string(presigned));
+  EXPECT_EQ(canonical_query_string({{"X-Amz-Signature", "only"}}, "X-Amz-Signature"), "");
 }
 
 }  // namespace

@@ -28,6 +28,9 @@ struct RequestHead {
   // The bucket when the Host header names it (virtual-hosted style), else empty. Only
   // Signature Version 2 needs it: its CanonicalizedResource is "/bucket" + raw_path.
   std::string_view virtual_host_bucket;
+  // The query already decoded from raw_query (the router does it): when given, it is not
+  // parsed again. Must be exactly parse_query(raw_query).
+  const QueryParams* query = nullptr;
 };
 
 enum class PayloadMode {

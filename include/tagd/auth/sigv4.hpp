@@ -59,6 +59,11 @@ struct CanonicalRequestParts {
   const HeaderList* headers = nullptr;
   std::vector<std::string> signed_headers;  // lower-case, sorted
   std::string_view payload_hash;            // hex SHA-256, UNSIGNED-PAYLOAD or STREAMING-*
+  // Instead of `query`, when set: the request's own decoded query (not copied), leaving
+  // out every parameter named `omit_param` (a presigned URL's X-Amz-Signature). Last, so
+  // positional initialisation of the fields above is unchanged.
+  const QueryParams* query_view = nullptr;
+  std::string_view omit_param;
 };
 [[nodiscard]] Result<std::string> canonical_request(const CanonicalRequestParts& parts);
 

@@ -27,6 +27,9 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;   // name (
 // Each name and value uri_encode'd (with '/' encoded), sorted by encoded name then encoded
 // value, joined with '&' (the SigV4 canonical query string; also the order tagd forwards).
 [[nodiscard]] std::string canonical_query_string(const QueryParams& params);
+// The same, leaving out every parameter named `omit` (a presigned URL's X-Amz-Signature):
+// no copy of the parameters is made.
+[[nodiscard]] std::string canonical_query_string(const QueryParams& params, std::string_view omit);
 
 }  // namespace tagd
 
