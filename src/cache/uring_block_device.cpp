@@ -50,6 +50,7 @@ namespace {
 
 // Whether any loop had to fall back: tagd_disk_io_uring then stays 0.
 std::atomic<bool> g_ring_fallback{false};
+std::atomic<bool> g_inject_ring_failure{false};  // inject_uring_ring_setup_failure()
 // Bumped whenever a loop's ring service goes away, so a thread's cached service pointer is
 // never trusted for a new io_context that happens to reuse a dead one's address.
 std::atomic<std::uint64_t> g_ring_epoch{0};
@@ -145,6 +146,10 @@ class UringLoop final : public asio::execution_context::service {
 asio::execution_context::id UringLoop::id;
 
 UringLoop::UringLoop(asio::io_context& io) : asio::execution_context::service(io), io_(&io) {
+  if (g_inject_ring_failure.load(std::memory_order_relaxed)) {
+    fail("io_uring_queue_init: Operation not permitted (injected)");
+    return;
+  }
   int rc = io_uring_queue_init(kEntries, &ring_, 0);
   if (rc < 0) {
     fail(std::string("io_uring_queue_init: ") + std::strerror(-rc));
@@ -479,6 +484,11 @@ Result<std::unique_ptr<BlockDevice>> open_uring_device(const FileDeviceOptions& 
   auto device = std::make_unique<UringBlockDevice>(std::move(file.value()), options.size, options.pread_threads);
   if (Status s = device->init(); !s) return s;
   return std::unique_ptr<BlockDevice>(std::move(device));
+}
+
+void inject_uring_ring_setup_failure(bool fail) {
+  g_inject_ring_failure.store(fail, std::memory_order_relaxed);
+  if (!fail) g_ring_fallback.store(false, std::memory_order_relaxed);
 }
 
 }  // namespace tagd::cache

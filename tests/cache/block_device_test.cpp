@@ -470,6 +470,20 @@ TEST_F(UringBlockDeviceTest, LoopDestroyedWithReadsInFlight) {
   EXPECT_EQ(read_all_on_a_new_loop(), 0);
 }
 
+// A loop whose ring cannot be set up (a kernel or seccomp profile refusing io_uring after
+// the start-up probe passed) reads through the pread pool: the bytes are the same, the
+// gauge says 0, and a warning says why; a later loop with a working ring uses it again.
+TEST_F(UringBlockDeviceTest, ARefusedRingFallsBackToThePreadPool) {
+  inject_uring_ring_setup_failure(true);
+  EXPECT_EQ(read_all_on_a_new_loop(), 0);
+  EXPECT_EQ(metrics().disk_io_uring.get(), 0);
+  EXPECT_EQ(device_->stats().async_reads, kBlocks);
+  EXPECT_EQ(device_->stats().reads_in_flight, 0u);
+  inject_uring_ring_setup_failure(false);
+  EXPECT_EQ(read_all_on_a_new_loop(), 0);
+  EXPECT_EQ(metrics().disk_io_uring.get(), 1);
+}
+
 // An executor that is not an io_context's has no ring: the pread pool serves it, and the
 // reader still resumes on its own executor.
 TEST_F(UringBlockDeviceTest, OtherExecutorsUseThePreadPool) {

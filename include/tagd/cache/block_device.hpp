@@ -169,5 +169,9 @@ Result<std::unique_ptr<BlockDevice>> open_pread_device(const FileDeviceOptions& 
 // io_uring on the same file layout. Fails where io_uring is unavailable; the caller falls
 // back to open_pread_device.
 Result<std::unique_ptr<BlockDevice>> open_uring_device(const FileDeviceOptions& options);
+// Fault injection (tests): while set, an event loop's io_uring ring setup fails as if the
+// kernel refused it, so that loop's reads take the pread fallback. Clearing it also
+// forgets earlier fallbacks (tagd_disk_io_uring may say 1 again).
+void inject_uring_ring_setup_failure(bool fail);
 
 }  // namespace tagd::cache
