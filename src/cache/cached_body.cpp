@@ -122,9 +122,10 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
     const auto span = blocks_for(range_, bs);
     if ((b - span.first) % run_blocks_ == 0 && b + run_blocks_ <= span.last) fills_.ensure_run(key_, meta_, b + run_blocks_);
   }
-  const std::uint64_t block_start = b * bs;
-  const std::uint64_t lo = position_ - block_start;
-  const std::uint64_t hi = std::min<std::uint64_t>(range_.last + 1, block_start + block_length(meta_, b)) - block_start;
+  const Chunk chunk = chunk_at(position_);
+  const std::uint64_t block_start = chunk.block_start;
+  const std::uint64_t lo = chunk.lo;
+  const std::uint64_t hi = chunk.hi;
   // The first byte of this block that this body needs: a fill that fails after it was
   // handed out cannot be retried (the bytes must all come from one answer).
   const std::uint64_t first_needed = std::max(range_.first, block_start) - block_start;
@@ -146,10 +147,10 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       // reads (and checks) just the pieces that hold it. A large block not in the DRAM
       // tier is read in chunks of kDiskChunk, so a slow reader holds at most one chunk,
       // not a block (memory stays bounded with many connections streaming from disk).
-      const std::uint64_t length = block_length(meta_, b);
-      const std::uint64_t want = std::min<std::uint64_t>(hi - lo, kDiskChunk);
+      const std::uint64_t length = chunk.length;
+      const std::uint64_t want = chunk.want;
       BlockRead r;
-      if (lo == 0 && hi == length && length <= kDiskChunk) {
+      if (chunk.whole) {
         r = co_await cache_.read_block(key_hash_, meta_.etag, b);
       } else if (std::optional<BlockRead> ahead = co_await take_read_ahead(b, lo, want)) {
         r = std::move(*ahead);
@@ -219,22 +220,28 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
   }
 }
 
+CachedBody::Chunk CachedBody::chunk_at(std::uint64_t position) const {
+  Chunk c;
+  c.block = position / meta_.block_size;
+  c.block_start = c.block * meta_.block_size;
+  c.length = block_length(meta_, c.block);
+  c.lo = position - c.block_start;
+  c.hi = std::min<std::uint64_t>(range_.last + 1, c.block_start + c.length) - c.block_start;
+  c.want = std::min<std::uint64_t>(c.hi - c.lo, kDiskChunk);
+  c.whole = c.lo == 0 && c.hi == c.length && c.length <= kDiskChunk;
+  return c;
+}
+
 void CachedBody::start_read_ahead(const asio::any_io_executor& executor, std::uint64_t from) {
-  const std::uint32_t bs = meta_.block_size;
   std::uint64_t pos = std::max(from, ahead_until_);
   while (ahead_.size() < kReadAheadChunks && pos <= range_.last &&
          read_ahead_bytes_held + kDiskChunk <= kReadAheadBytesPerLoop) {
-    // The chunk next_piece() will ask for at `pos` (the same arithmetic).
-    const std::uint64_t b = pos / bs;
-    const std::uint64_t block_start = b * bs;
-    const std::uint64_t length = block_length(meta_, b);
-    const std::uint64_t lo = pos - block_start;
-    const std::uint64_t hi = std::min<std::uint64_t>(range_.last + 1, block_start + length) - block_start;
-    const std::uint64_t want = std::min<std::uint64_t>(hi - lo, kDiskChunk);
-    if (lo == 0 && hi == length && length <= kDiskChunk) break;  // a small whole block: read as one
-    auto ahead = std::make_shared<ReadAhead>(pos, b, lo, want);
+    // The very chunk next_piece() will ask for at `pos`.
+    const Chunk chunk = chunk_at(pos);
+    if (chunk.whole) break;  // a small whole block: read as one, into the DRAM tier
+    auto ahead = std::make_shared<ReadAhead>(pos, chunk.block, chunk.lo, chunk.want);
     ahead_.push_back(ahead);
-    pos += want;
+    pos += chunk.want;
     ahead_until_ = pos;
     // Detached: if this body goes away first, the read completes and is dropped.
     asio::co_spawn(

@@ -60,6 +60,15 @@ class CachedBody final : public BodySource {
   // Disk reads started ahead of this reader (a sequential reader of blocks that are not in
   // the DRAM tier does not wait for each chunk's read after the previous chunk's write),
   // oldest first, and the object offset up to which reads were started.
+  // What next_piece() reads at an object offset: the block, the span [lo, hi) of it this
+  // body needs, and the chunk [lo, lo + want) one disk read takes (`whole`: the block is
+  // small and wanted whole, read as one and kept in the DRAM tier). Read-ahead asks the
+  // same question, so it starts exactly the reads the body will ask for.
+  struct Chunk {
+    std::uint64_t block = 0, block_start = 0, length = 0, lo = 0, hi = 0, want = 0;
+    bool whole = false;
+  };
+  Chunk chunk_at(std::uint64_t position) const;
   struct ReadAhead;
   std::deque<std::shared_ptr<ReadAhead>> ahead_;
   std::uint64_t ahead_until_ = 0;
