@@ -11,37 +11,30 @@
 // Bound: at most max_entries objects plus max_entries blocks, dropped oldest-inserted
 // first (FIFO); a dropped entry is one durable lookup away.
 #include <array>
-#include <cstring>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
 
 #include "tagd/cache/block_format.hpp"
 #include "tagd/cache/index.hpp"
+#include "tagd/cache/memory_tier.hpp"
 
 namespace tagd::cache {
 namespace {
 
 constexpr std::size_t kShards = 16;
 
-std::string block_map_key(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
-  std::string k(24, '\0');
-  const std::uint64_t parts[3] = {key_hash, hash_bytes(etag), block};
-  std::memcpy(k.data(), parts, sizeof parts);
-  return k;
-}
-
 // A bounded map with FIFO eviction. Not thread-safe: the owning shard locks.
-template <class Value>
+template <class Key, class Value, class Hash = std::hash<Key>>
 class BoundedMap {
  public:
   explicit BoundedMap(std::size_t max) : max_(std::max<std::size_t>(max, 1)) {}
 
-  Value* find(const std::string& key) {
+  Value* find(const Key& key) {
     auto it = map_.find(key);
     return it == map_.end() ? nullptr : &it->second.value;
   }
-  void put(const std::string& key, Value value) {
+  void put(const Key& key, Value value) {
     auto [it, inserted] = map_.try_emplace(key);
     it->second.value = std::move(value);
     if (!inserted) return;
@@ -51,7 +44,7 @@ class BoundedMap {
     // Erased keys leave their order entries behind; compact before they dominate.
     if (order_.size() > 2 * max_ + 64) compact();
   }
-  void erase(const std::string& key) { map_.erase(key); }
+  void erase(const Key& key) { map_.erase(key); }
 
  private:
   struct Slot {
@@ -70,7 +63,7 @@ class BoundedMap {
     }
   }
   void compact() {
-    std::deque<std::pair<std::string, std::uint64_t>> kept;
+    std::deque<std::pair<Key, std::uint64_t>> kept;
     for (auto& entry : order_) {
       auto it = map_.find(entry.first);
       if (it != map_.end() && it->second.seq == entry.second) kept.push_back(std::move(entry));
@@ -80,20 +73,22 @@ class BoundedMap {
 
   std::size_t max_;
   std::uint64_t seq_ = 0;
-  std::unordered_map<std::string, Slot> map_;
-  std::deque<std::pair<std::string, std::uint64_t>> order_;
+  std::unordered_map<Key, Slot, Hash> map_;
+  std::deque<std::pair<Key, std::uint64_t>> order_;
 };
 
 // All variants of one (bucket, key), so an invalidation drops them with one erase.
 using Variants = std::vector<std::pair<std::string, ObjectMeta>>;
+using ObjectMap = BoundedMap<std::string, Variants>;               // by variants prefix
+using BlockMap = BoundedMap<BlockKey, BlockLocation, BlockKeyHash>;  // the DRAM tier's key
 
 class MemoryCachedIndex final : public CacheIndex {
  public:
   MemoryCachedIndex(std::unique_ptr<CacheIndex> durable, std::size_t max_entries) : durable_(std::move(durable)) {
     const std::size_t per_shard = std::max<std::size_t>(1, max_entries / kShards);
     for (auto& s : shards_) {
-      s.objects = std::make_unique<BoundedMap<Variants>>(per_shard);
-      s.blocks = std::make_unique<BoundedMap<BlockLocation>>(per_shard);
+      s.objects = std::make_unique<ObjectMap>(per_shard);
+      s.blocks = std::make_unique<BlockMap>(per_shard);
     }
   }
 
@@ -148,7 +143,7 @@ class MemoryCachedIndex final : public CacheIndex {
 
   Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
                                                  std::uint64_t block) override {
-    const std::string k = block_map_key(key_hash, etag, block);
+    const BlockKey k = MemoryTier::key(key_hash, etag, block);
     Shard& shard = shard_for(k);
     std::uint64_t erases = 0;
     {
@@ -165,7 +160,7 @@ class MemoryCachedIndex final : public CacheIndex {
 
   Status put_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
                    const BlockLocation& location) override {
-    const std::string k = block_map_key(key_hash, etag, block);
+    const BlockKey k = MemoryTier::key(key_hash, etag, block);
     Shard& shard = shard_for(k);
     std::lock_guard lock(shard.mu);
     if (Status s = durable_->put_block(key_hash, etag, block, location); !s) return s;
@@ -174,7 +169,7 @@ class MemoryCachedIndex final : public CacheIndex {
   }
 
   Status erase_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) override {
-    const std::string k = block_map_key(key_hash, etag, block);
+    const BlockKey k = MemoryTier::key(key_hash, etag, block);
     Shard& shard = shard_for(k);
     std::lock_guard lock(shard.mu);
     ++shard.erases;
@@ -194,11 +189,12 @@ class MemoryCachedIndex final : public CacheIndex {
   struct Shard {
     std::mutex mu;
     std::uint64_t erases = 0;
-    std::unique_ptr<BoundedMap<Variants>> objects;
-    std::unique_ptr<BoundedMap<BlockLocation>> blocks;
+    std::unique_ptr<ObjectMap> objects;
+    std::unique_ptr<BlockMap> blocks;
   };
 
   Shard& shard_for(const std::string& k) { return shards_[hash_bytes(k) % kShards]; }
+  Shard& shard_for(const BlockKey& k) { return shards_[BlockKeyHash()(k) % kShards]; }
 
   static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant,
                              const ObjectMeta& meta) {
