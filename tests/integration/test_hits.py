@@ -184,5 +184,20 @@ class ManyStreamsTest(HitsTestCase):
         self.assertEqual(client.get_object(Bucket=self.bucket, Key="big")["Body"].read(), data)
 
 
+class DiskIoModeTest(HitsTestCase):
+    # (A filesystem that refuses O_DIRECT gets buffered I/O, a warning and the gauge at 0;
+    # not tested here: this kernel's tmpfs accepts O_DIRECT, and no other such filesystem
+    # is at hand.)
+    def test_the_default_is_direct_where_the_filesystem_allows_it(self):
+        self.assertEqual(self.tagd.metrics()["tagd_disk_direct_io"], 1)
+
+    def test_buffered_on_request(self):
+        path = os.path.join(self.workdir, unique("buffered-cache"))
+        t = self.start_test_tagd(["--cache-disk-path", path, "--cache-max-disk-usage", "16MiB",
+                                  "--cache-region-size", "4MiB", "--cache-disk-io", "buffered"])
+        self.assertEqual(t.metrics()["tagd_disk_direct_io"], 0)
+        self.assertNotIn("refuses O_DIRECT", t.log())
+
+
 if __name__ == "__main__":
     unittest.main()
