@@ -57,6 +57,8 @@ CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, Obj
       length_(meta_.size == 0 ? 0 : range.length()),
       wait_timeout_(wait_timeout),
       run_blocks_(std::max<std::uint64_t>(1, cache.options().max_fetch / meta_.block_size)),
+      parallel_blocks_(run_blocks_ * std::max<std::uint32_t>(1, cache.options().fetch_parallelism)),
+      parts_checked_until_(range.first / meta_.block_size + 1),
       position_(range.first) {}
 
 asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
@@ -73,7 +75,9 @@ asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto inflight = cache_.find(key_hash_, meta_.etag, b);
     if (!inflight) {
-      fills_.ensure_run(key_, meta_, b);
+      // This request fetches (a block joined in flight was another request's doing).
+      needs_upstream_ = true;
+      fills_.ensure_run(key_, meta_, b, span.last);
       inflight = cache_.find(key_hash_, meta_.etag, b);
       if (!inflight) co_return Preparation::kOk;  // stored in between
     }
@@ -117,10 +121,19 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
     stored_.reset();
     inflight_.reset();
     attempts_ = 0;
-    // Read-ahead: when a run starts, get the next one going so a sequential reader over a
-    // high-latency link does not stall at each run boundary.
+    if (cache_.prefetch_ledger().size() > 0) cache_.prefetch_ledger().on_read(MemoryTier::key(key_hash_, meta_.etag, b));
+    // Parallel parts: keep the parts of this range ahead of the reader in flight, so a
+    // cold object streams at several upstream requests' rate, not one's. A budget spent
+    // leaves blocks unchecked: a later step tries again, and the reader fetches a block it
+    // reaches itself.
+    // Whole parts (aligned to parts of the object) so each fetch is a full cache.max_fetch.
     const auto span = blocks_for(range_, bs);
-    if ((b - span.first) % run_blocks_ == 0 && b + run_blocks_ <= span.last) fills_.ensure_run(key_, meta_, b + run_blocks_);
+    const std::uint64_t horizon = std::min(span.last, (b / run_blocks_) * run_blocks_ + parallel_blocks_ - 1);
+    parts_checked_until_ = std::max(parts_checked_until_, b + 1);
+    if (horizon >= parts_checked_until_) {
+      parts_checked_until_ = fills_.fetch_ahead(key_, meta_, parts_checked_until_, horizon,
+                                                cache_.options().fetch_parallelism, FillCause::kParallel);
+    }
   }
   const Chunk chunk = chunk_at(position_);
   const std::uint64_t block_start = chunk.block_start;
@@ -181,7 +194,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       if (!inflight) {
         if (attempts_ >= 3) co_return failed(Status(ErrorCode::kBadGateway, "could not fetch a block from upstream"));
         ++attempts_;
-        fills_.ensure_run(key_, meta_, b);
+        fills_.ensure_run(key_, meta_, b, blocks_for(range_, bs).last);
         inflight = cache_.find(key_hash_, meta_.etag, b);
         if (!inflight) continue;  // finished between the checks: read it from the cache
       } else {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <chrono>
 
 #include "tagd/core/metrics.hpp"
 
@@ -35,7 +36,8 @@ struct FillEngine::Run {
   std::vector<std::uint32_t> lengths;
   std::vector<std::shared_ptr<InflightBlock>> blocks;
   std::unique_ptr<BodySource> body;
-  Admission admission;  // the fill budget is held until the run ends
+  std::uint64_t skip = 0;  // leading body bytes before first_block (a suffix answer)
+  Admission admission;  // the fill (or prefetch) budget is held until the run ends
   // Body bytes received so far; every block of the run shares it (fill_progress()).
   std::shared_ptr<std::atomic<std::uint64_t>> progress = std::make_shared<std::atomic<std::uint64_t>>(0);
 
@@ -85,6 +87,12 @@ asio::awaitable<void> pump(std::shared_ptr<FillEngine::Run> run) {
     m.cache_fill_bytes.inc(n);
     run->progress->fetch_add(n, std::memory_order_relaxed);
     const char* p = piece.get();
+    if (run->skip > 0) {
+      const std::size_t skipped = static_cast<std::size_t>(std::min<std::uint64_t>(run->skip, n));
+      run->skip -= skipped;
+      p += skipped;
+      n -= skipped;
+    }
     while (n > 0 && index < run->blocks.size()) {
       const std::uint32_t expected = run->lengths[index];
       const std::size_t take = std::min<std::size_t>(expected - filled, n);
@@ -150,26 +158,86 @@ asio::awaitable<void> fetch_and_pump(std::shared_ptr<FillEngine::Run> run, Fetch
   co_await pump(run);
 }
 
+void count_cause(FillCause cause) {
+  auto& m = metrics();
+  switch (cause) {
+    case FillCause::kMiss: m.fill_cause_miss.inc(); break;
+    case FillCause::kRange: m.fill_cause_range.inc(); break;
+    case FillCause::kSuffix: m.fill_cause_suffix.inc(); break;
+    case FillCause::kConditional: m.fill_cause_conditional.inc(); break;
+    case FillCause::kBlock: m.fill_cause_block.inc(); break;
+    case FillCause::kParallel: m.fill_cause_parallel.inc(); break;
+    case FillCause::kReadAhead: m.fill_cause_readahead.inc(); break;
+    case FillCause::kWarm: m.fill_cause_warm.inc(); break;
+  }
+}
+
 }  // namespace
 
-void FillEngine::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block) {
+void FillEngine::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block,
+                            std::uint64_t last_wanted, FillCause cause) {
+  if (block > last_block(meta) || cache_.present_or_inflight(key.hash(), meta.etag, block)) return;
+  std::uint64_t max_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
+  if (last_wanted >= block) max_blocks = std::min(max_blocks, last_wanted - block + 1);
+  (void)start_run(key, meta, block, max_blocks, Admission(), cause, false);
+}
+
+std::uint64_t FillEngine::fetch_ahead(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block,
+                                    std::uint64_t last_block_wanted, std::size_t max_runs, FillCause cause) {
   const std::uint64_t kh = key.hash();
-  if (block > last_block(meta) || cache_.present_or_inflight(kh, meta.etag, block)) return;
+  const std::uint64_t last = std::min(last_block_wanted, last_block(meta));
+  const std::uint64_t max_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
+  std::size_t started = 0;
+  std::uint64_t b = first_block;
+  while (b <= last && started < max_runs) {
+    if (cache_.present_or_inflight(kh, meta.etag, b)) {
+      ++b;
+      continue;
+    }
+    // The run's extent before registering it, to reserve exactly its bytes.
+    std::uint64_t n = 1;
+    while (n < max_blocks && b + n <= last && !cache_.present_or_inflight(kh, meta.etag, b + n)) ++n;
+    const std::uint64_t bytes = std::min(meta.size, (b + n) * meta.block_size) - b * meta.block_size;
+    if (!cache_.prefetch_budget().try_admit(bytes)) {
+      metrics().cache_prefetch_budget_spent.inc();
+      // Once per 10 s at most: a budget spent under load would otherwise log per request.
+      static std::atomic<std::int64_t> last_warned{0};
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count();
+      std::int64_t seen = last_warned.load();
+      if (now - seen > 10'000 && last_warned.compare_exchange_strong(seen, now)) {
+        spdlog::warn("prefetch budget spent (cache.prefetch_budget): readers fetch blocks as they reach them");
+      }
+      break;
+    }
+    if (start_run(key, meta, b, n, Admission(&cache_.prefetch_budget(), bytes), cause, true)) ++started;
+    b += n;
+  }
+  // Blocks past the object's end need no fetching: report them covered.
+  return b > last ? std::max(b, last_block_wanted + 1) : b;
+}
+
+bool FillEngine::start_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block,
+                           std::uint64_t max_blocks, Admission admission, FillCause cause, bool ahead) {
+  const std::uint64_t kh = key.hash();
   auto run = std::make_shared<Run>();
   run->cache = &cache_;
   run->key = key;
   run->key_hash = kh;
   run->etag = meta.etag;
   run->first_block = block;
-  const std::uint64_t max_blocks = std::max<std::uint64_t>(1, cache_.options().max_fetch / meta.block_size);
   for (std::uint64_t b = block; b <= last_block(meta) && b < block + max_blocks; ++b) {
     if (b != block && cache_.present_or_inflight(kh, meta.etag, b)) break;  // runs stop at what is there
     auto [inflight, owner] = cache_.find_or_start(kh, meta.etag, b, block_length(meta, b));
     if (!owner) break;
     run->add_block(block_length(meta, b), std::move(inflight));
+    if (ahead) cache_.prefetch_ledger().add(MemoryTier::key(kh, meta.etag, b), block_length(meta, b));
   }
-  if (run->blocks.empty()) return;
+  if (run->blocks.empty()) return false;
+  run->admission = std::move(admission);
   metrics().cache_fills_started.inc();
+  count_cause(cause);
   FetchRequest request;
   request.key = key;
   request.range = ByteRange{block * meta.block_size,
@@ -177,10 +245,12 @@ void FillEngine::ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::u
   request.if_match = meta.etag;
   request.timeout = read_timeout_;
   asio::co_spawn(executor_, fetch_and_pump(run, &fetcher_, std::move(request), meta.size), asio::detached);
+  return true;
 }
 
 void FillEngine::adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block,
-                       std::uint64_t body_bytes, std::unique_ptr<BodySource> body, Admission admission) {
+                       std::uint64_t body_bytes, std::unique_ptr<BodySource> body, Admission admission,
+                       FillCause cause, std::uint64_t skip) {
   auto run = std::make_shared<Run>();
   run->cache = &cache_;
   run->key = key;
@@ -195,8 +265,10 @@ void FillEngine::adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64
   }
   run->mark_validated();  // the caller checked this answer's head
   run->body = std::move(body);
+  run->skip = skip;
   run->admission = std::move(admission);
   metrics().cache_fills_started.inc();
+  count_cause(cause);
   asio::co_spawn(executor_, pump(run), asio::detached);
 }
 

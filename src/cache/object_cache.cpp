@@ -104,6 +104,10 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
       admission_(std::move(admission)),
       memory_(memory_bytes),
       options_(options),
+      // Runs ahead are bounded in bytes; the count bound only keeps one reader from taking
+      // every slot (each part is at most max_fetch).
+      prefetch_budget_(make_fill_budget(options.prefetch_budget, 1024)),
+      sequential_(options.read_ahead),
       invalidated_at_(1 << 16, 0) {
   auto store = BlockStore::open(*device_, *index_, std::move(eviction), BlockStoreOptions{region_size, options.block_size});
   if (!store) throw std::runtime_error("cache: " + store.error().message());
@@ -173,6 +177,10 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   if (!eviction) throw std::runtime_error("invalid setting cache.eviction_policy: " + config.cache_eviction_policy);
   ObjectCacheOptions options{config.cache_block_size, config.cache_ttl, config.cache_stale_if_error,
                              config.cache_max_fetch};
+  options.fetch_parallelism = config.cache_fetch_parallelism;
+  options.prefetch_budget = config.cache_prefetch_budget;
+  options.read_ahead.initial_window = std::min<std::uint64_t>(1ull << 20, config.cache_read_ahead_max);
+  options.read_ahead.max_window = config.cache_read_ahead_max;
   auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index), std::move(eviction),
                                              make_fill_budget(config.cache_fill_budget_bytes, config.cache_max_fills),
                                              config.cache_memory_size, config.cache_region_size, options);

@@ -31,6 +31,7 @@ const char* read_state_name(ReadState state) {
     case ReadState::kMiss: return "miss";
     case ReadState::kJoin: return "join";
     case ReadState::kFill: return "fill";
+    case ReadState::kFillMeta: return "fill-meta";
     case ReadState::kDone: return "done";
   }
   return "?";
@@ -59,8 +60,31 @@ bool replayed_header(std::string_view name) {
   return !is_checksum_header(name);
 }
 
+// A multipart object (ETag "...-N") has either a composite checksum (the value ends in
+// "-N") or a full-object one (x-amz-checksum-type: FULL_OBJECT). A value that is neither
+// does not describe the object's bytes — moto's HEAD drops the part count — and a client
+// validating it would reject a correct body, so none of them is kept.
+bool consistent_multipart_checksums(const http::response_header<>& h) {
+  const std::string_view etag = h[http::field::etag];
+  const auto dash = etag.rfind('-');
+  if (dash == std::string_view::npos) return true;  // not a multipart ETag
+  if (iequals(h["x-amz-checksum-type"], "FULL_OBJECT")) return true;
+  for (const auto& f : h) {
+    const std::string_view name = f.name_string();
+    if (!is_checksum_header(name) || iequals(name, "x-amz-checksum-type") || iequals(name, "x-amz-checksum-algorithm")) {
+      continue;
+    }
+    if (std::string_view(f.value()).find('-') == std::string_view::npos) return false;
+  }
+  return true;
+}
+
 std::vector<std::pair<std::string, std::string>> checksums_from(const http::response_header<>& h) {
   std::vector<std::pair<std::string, std::string>> out;
+  if (!consistent_multipart_checksums(h)) {
+    spdlog::debug("checksum headers of a multipart object neither composite nor full-object; not kept");
+    return out;
+  }
   for (const auto& f : h) {
     if (is_checksum_header(f.name_string())) out.emplace_back(to_lower(f.name_string()), std::string(f.value()));
   }
@@ -122,6 +146,23 @@ std::optional<ObjectMeta> meta_from(const http::response_header<>& h, const Obje
   m.block_size = options.block_size;
   return m;
 }
+
+// Releases the requests waiting on an object's single flight (ObjectCache::
+// find_or_start_object) exactly once: explicitly once the metadata is published, or on
+// any early return.
+struct FinishObject {
+  FinishObject(ObjectCache& c, const ObjectKey& k) : cache(c), key(k) {}
+  ObjectCache& cache;
+  const ObjectKey& key;
+  bool done = false;
+  void release() {
+    if (!done) cache.finish_object(key);
+    done = true;
+  }
+  ~FinishObject() { release(); }
+  FinishObject(const FinishObject&) = delete;
+  FinishObject& operator=(const FinishObject&) = delete;
+};
 
 }  // namespace
 
@@ -187,6 +228,7 @@ asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
       case ReadState::kMiss: state = co_await miss(s); break;
       case ReadState::kJoin: state = co_await join(s); break;
       case ReadState::kFill: state = co_await fill(s); break;
+      case ReadState::kFillMeta: state = co_await fill_meta(s); break;
       case ReadState::kDone: break;
     }
   }
@@ -279,21 +321,24 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
 }
 
 asio::awaitable<ReadState> ReadPath::miss(Session& s) {
-  // Requests with conditionals are forwarded as they are (the upstream answers them);
-  // suffix ranges ("bytes=-n") need the size first, so they are forwarded too; so is a
-  // HEAD (filling would download the whole object to answer it). Their X-Cache is MISS:
-  // the object was not in the cache, and this request does not fill it.
-  const bool conditional = s.has(http::field::if_match) || s.has(http::field::if_none_match) ||
-                           s.has(http::field::if_modified_since) || s.has(http::field::if_unmodified_since);
-  if (conditional || s.request.head) co_return s.forward(CacheOutcome::kMiss);
+  // Every cacheable miss fills (conditionals, suffix ranges and HEAD included): a client
+  // that always sends If-Match (s3transfer) or starts with a HEAD must not be a miss
+  // forever. Only several ranges in one request are forwarded (S3 answers one range only).
   if (s.has(http::field::range)) {
     auto spec = parse_range_spec(s.header(http::field::range));
-    if (!spec || spec->multiple || !spec->first) co_return s.forward(CacheOutcome::kMiss);
+    if (!spec || spec->multiple || (spec->suffix && *spec->suffix == 0)) co_return s.forward(CacheOutcome::kMiss);
   }
   auto [pending, owner] = cache_.find_or_start_object(s.key);
-  if (owner) co_return ReadState::kFill;  // fill() finishes the object on every path
-  s.pending = std::move(pending);
-  co_return ReadState::kJoin;
+  if (!owner) {
+    s.pending = std::move(pending);
+    co_return ReadState::kJoin;
+  }
+  // fill() and fill_meta() finish the object's single flight on every path. A HEAD needs
+  // only the metadata; so, usually, does a revalidation by a client that holds a copy
+  // (If-None-Match, If-Modified-Since: a 304 has no body) — its blocks come on demand.
+  const bool metadata_first = s.request.head || s.has(http::field::if_none_match) ||
+                              s.has(http::field::if_modified_since);
+  co_return metadata_first ? ReadState::kFillMeta : ReadState::kFill;
 }
 
 asio::awaitable<ReadState> ReadPath::join(Session& s) {
@@ -312,32 +357,37 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   // soon as the metadata is published and the blocks are registered — not when this
   // request's own response ends, or a herd would wait for the first client's whole
   // transfer. On every early return the destructor does it.
-  struct Finish {
-    ObjectCache& c;
-    const ObjectKey& k;
-    bool done = false;
-    void release() {
-      if (!done) c.finish_object(k);
-      done = true;
-    }
-    ~Finish() { release(); }
-  } finish{cache_, s.key};
+  FinishObject finish{cache_, s.key};
 
   const std::uint64_t bs = cache_.options().block_size;
   std::uint64_t first_block = 0;
   std::optional<std::uint64_t> last_wanted_block;  // a closed range needs no more than its blocks
+  std::optional<std::uint64_t> suffix;             // bytes=-n
   const bool ranged = s.has(http::field::range);
   if (ranged) {
     auto spec = parse_range_spec(s.header(http::field::range));  // checked by miss()
-    first_block = *spec->first / bs;
-    if (spec->last) last_wanted_block = *spec->last / bs;
+    if (spec->suffix) {
+      suffix = *spec->suffix;
+    } else {
+      first_block = *spec->first / bs;
+      if (spec->last) last_wanted_block = *spec->last / bs;
+    }
   }
-  // A range miss fetches the blocks that cover it (a parquet footer costs one block, not a
-  // whole run); an open-ended range or a whole object starts with a full run.
+  const bool conditional = s.has(http::field::if_match) || s.has(http::field::if_unmodified_since);
+  const FillCause cause = suffix         ? FillCause::kSuffix
+                          : ranged       ? FillCause::kRange
+                          : conditional ? FillCause::kConditional
+                                         : FillCause::kMiss;
+  // The first part: a range miss fetches the blocks that cover it (a parquet footer costs
+  // one block, not a whole run); an open-ended range or a whole object starts with a part
+  // of cache.max_fetch, and the body fetches the following parts in parallel ahead of the
+  // reader. A suffix asks for one block more than the client did, so the bytes it needs
+  // start at a block boundary the answer is sure to hold (the object's size is not known).
   std::uint64_t run_bytes = std::max<std::uint64_t>(cache_.options().max_fetch, bs) / bs * bs;
   if (last_wanted_block && *last_wanted_block >= first_block) {
     run_bytes = std::min(run_bytes, (*last_wanted_block - first_block + 1) * bs);
   }
+  if (suffix) run_bytes = *suffix > UINT64_MAX - bs ? UINT64_MAX : *suffix + bs;
   if (!cache_.admission().try_admit(run_bytes)) {
     metrics().cache_fills_rejected.inc();
     // Once per 10 s at most: under a burst this would otherwise be one line per request.
@@ -351,10 +401,12 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   Admission admission(&cache_.admission(), run_bytes);
   const std::uint64_t epoch = cache_.epoch();
   const std::uint64_t first = first_block * bs;
-  // A whole-object read fetches the whole object in one stream (one upstream request,
-  // however large); a ranged read fetches the first run of blocks that covers it.
   FetchRequest request{http::verb::get, s.key, std::nullopt, "", "", {}};
-  if (ranged) request.range = ByteRange{first, first + run_bytes - 1};
+  if (suffix) {
+    request.suffix_length = run_bytes;
+  } else {
+    request.range = ByteRange{first, first + run_bytes - 1};
+  }
   auto reply = co_await fetcher_.fetch(std::move(request));
   if (!reply) co_return s.respond_error(CacheOutcome::kMiss, reply.error());
   auto response = std::move(reply.value());
@@ -364,19 +416,33 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   if (h.result_int() == 206 || h.result_int() == 200) {
     meta = meta_from(h, cache_.options(), immutable_variant(s.key.variant), clock_.now(), why_not);
   }
-  // The body's extent: for a 206 exactly the run asked for (clipped to the object), for a
-  // 200 the whole object (the upstream ignored the range).
+  // The body's extent: for a 206 exactly the part asked for (clipped to the object), for
+  // a 200 the whole object (the upstream ignored the range).
   std::uint64_t body_first_block = first_block;
   std::uint64_t body_bytes = 0;
+  std::uint64_t skip = 0;
   if (meta && h.result_int() == 206) {
     auto cr = parse_content_range(h[http::field::content_range]);
-    const std::uint64_t want_last = std::min(first + run_bytes - 1, meta->size - 1);
-    if (!ranged || !cr || cr->first != first || cr->last != want_last) {
-      spdlog::warn("unexpected Content-Range '{}' for a cache fill of bytes {}-{}; forwarding",
-                   log_field(h[http::field::content_range]), first, want_last);
+    bool expected = false;
+    if (cr && suffix) {
+      // The last min(n, size) bytes; blocks start at the first boundary inside them.
+      expected = cr->last + 1 == cr->size && cr->last - cr->first + 1 == std::min(run_bytes, cr->size);
+      const std::uint64_t aligned = (cr->first + bs - 1) / bs * bs;
+      skip = aligned - cr->first;
+      body_first_block = aligned / bs;
+      body_bytes = cr->size - std::min(aligned, cr->size);
+    } else if (cr) {
+      const std::uint64_t want_last = std::min(first + run_bytes - 1, meta->size - 1);
+      expected = cr->first == first && cr->last == want_last;
+      body_bytes = cr->last - cr->first + 1;
+    }
+    if (!expected) {
+      spdlog::warn("unexpected Content-Range '{}' for a cache fill of {}; forwarding",
+                   log_field(h[http::field::content_range]),
+                   suffix ? "the last " + std::to_string(run_bytes) + " bytes"
+                          : "bytes " + std::to_string(first) + "-" + std::to_string(first + run_bytes - 1));
       co_return s.forward(CacheOutcome::kMiss);
     }
-    body_bytes = cr->last - cr->first + 1;
   } else if (meta) {
     body_first_block = 0;
     body_bytes = meta->size;
@@ -385,32 +451,78 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
     // Not cacheable (an error, an empty object, no-store, a weak ETag).
     spdlog::debug("{}/{} not cached: {}", log_field(s.key.bucket), log_field(s.key.key),
                   why_not.empty() ? std::to_string(h.result_int()) : why_not);
-    // Without a Range this was exactly the client's request (plus checksum mode, which
-    // only adds headers): relay the answer rather than asking the upstream twice. A
-    // ranged fetch was ours, so forward the client's.
-    if (ranged) co_return s.forward(CacheOutcome::kMiss);
-    if (!s.decision.checksum_mode) {
-      std::vector<std::string> drop;
-      for (const auto& f : h) {
-        if (is_checksum_header(f.name_string())) drop.emplace_back(f.name_string());
+    // The fill's request differs from the client's (a Range, no conditionals): a 200/206
+    // or a 416 depends on that, so the client's own request is forwarded. Any other answer
+    // (no such key, access denied, slow down) is what the client's request would get too,
+    // unless it carried conditionals: relay it rather than asking the upstream twice.
+    const int status = h.result_int();
+    if (status == 206 && !ranged && !conditional) {
+      // A first part that holds the whole object is the 200 the client asked for.
+      auto cr = parse_content_range(h[http::field::content_range]);
+      if (cr && cr->first == 0 && cr->last + 1 == cr->size) {
+        h.result(http::status::ok);
+        h.erase(http::field::content_range);
+        co_return relay(s, std::move(response));
       }
-      for (const auto& name : drop) h.erase(name);
     }
-    s.result.action = ReadResult::Action::kRespond;
-    s.result.outcome = CacheOutcome::kMiss;
-    s.result.head = h;
-    s.result.body_length = response->length();
-    s.result.body = std::move(response);
-    co_return ReadState::kDone;
+    if (status == 200 || status == 206 || status == 416 || conditional) co_return s.forward(CacheOutcome::kMiss);
+    co_return relay(s, std::move(response));
   }
   (void)cache_.publish(s.key, *meta, epoch);
   // Hand the response body to a fill that outlives this request.
-  fills_.adopt(s.key, *meta, body_first_block, body_bytes, std::move(response), std::move(admission));
+  fills_.adopt(s.key, *meta, body_first_block, body_bytes, std::move(response), std::move(admission), cause, skip);
   finish.release();
   s.meta = std::move(meta);
   // Changed again between this answer and the next run: answer() sends it round again.
   const ReadState next = co_await answer(s, CacheOutcome::kMiss, false);
   co_return next;
+}
+
+asio::awaitable<ReadState> ReadPath::fill_meta(Session& s) {
+  FinishObject finish{cache_, s.key};  // as in fill(): waiters go once the metadata is published
+  const std::uint64_t epoch = cache_.epoch();
+  FetchRequest head{http::verb::head, s.key, std::nullopt, "", "", {}};
+  auto reply = co_await fetcher_.fetch(std::move(head));
+  if (!reply) co_return s.respond_error(CacheOutcome::kMiss, reply.error());
+  auto response = std::move(reply.value());
+  auto& h = response->head();
+  std::string why_not;
+  std::optional<ObjectMeta> meta;
+  if (h.result_int() == 200) meta = meta_from(h, cache_.options(), immutable_variant(s.key.variant), clock_.now(), why_not);
+  if (!meta) {
+    spdlog::debug("{}/{} not cached: {}", log_field(s.key.bucket), log_field(s.key.key),
+                  why_not.empty() ? std::to_string(h.result_int()) : why_not);
+    // A HEAD without conditionals asked exactly this: relay the answer. Anything else is
+    // forwarded as the client sent it (a GET needs a body; a condition may change it).
+    const bool conditional = s.has(http::field::if_match) || s.has(http::field::if_none_match) ||
+                             s.has(http::field::if_modified_since) || s.has(http::field::if_unmodified_since);
+    if (s.request.head && !conditional && !s.has(http::field::range)) co_return relay(s, std::move(response));
+    co_return s.forward(CacheOutcome::kMiss);
+  }
+  metrics().fill_cause_head.inc();
+  (void)cache_.publish(s.key, *meta, epoch);
+  finish.release();
+  s.meta = std::move(meta);
+  const ReadState next = co_await answer(s, CacheOutcome::kMiss, false);
+  co_return next;
+}
+
+ReadState ReadPath::relay(Session& s, std::unique_ptr<ResponseSource> response) {
+  auto& h = response->head();
+  // The fill asked in checksum mode; a client that did not gets no checksum headers.
+  if (!s.decision.checksum_mode) {
+    std::vector<std::string> drop;
+    for (const auto& f : h) {
+      if (is_checksum_header(f.name_string())) drop.emplace_back(f.name_string());
+    }
+    for (const auto& name : drop) h.erase(name);
+  }
+  s.result.action = ReadResult::Action::kRespond;
+  s.result.outcome = CacheOutcome::kMiss;
+  s.result.head = h;
+  s.result.body_length = response->length();
+  s.result.body = std::move(response);
+  return ReadState::kDone;
 }
 
 asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bool stale) {
@@ -473,6 +585,17 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   if (s.request.head || length == 0) {
     co_return ReadState::kDone;
   }
+  // A ranged GET that continues a sequential stream: fetch ahead past its range.
+  if (partial) {
+    if (auto ahead = cache_.sequential_detector().observe(s.key.hash(), range, meta.size)) {
+      // From the block after this read's last: the reader's own blocks are its own fetch.
+      const std::uint32_t bs = meta.block_size;
+      const std::uint64_t from = std::max(ahead->first / bs, range.last / bs + 1);
+      if (from <= ahead->last / bs) {
+        (void)fills_.fetch_ahead(s.key, meta, from, ahead->last / bs, SIZE_MAX, FillCause::kReadAhead);
+      }
+    }
+  }
   // The head is built: the metadata moves into the body (a hit copies no header lists).
   auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_);
   // Nothing is committed yet: an object that changed upstream is served as a miss.
@@ -489,6 +612,8 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
     case CachedBody::Preparation::kFailed:
       co_return s.respond_error(outcome, Status(ErrorCode::kBadGateway, "upstream failed filling the cache"));
   }
+  // Metadata alone (a HEAD filled it, or blocks were evicted) is not a hit.
+  if (outcome == CacheOutcome::kHit && body->needs_upstream()) s.result.outcome = CacheOutcome::kMiss;
   s.result.body = std::move(body);
   co_return ReadState::kDone;
 }

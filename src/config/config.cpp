@@ -302,6 +302,21 @@ const std::vector<Setting>& settings() {
         [](Config& c, std::uint64_t v) { c.cache_max_fetch = v; }, [](const Config& c) { return c.cache_max_fetch; },
         64ull << 10, 1ull << 30));
     t.push_back(uint_setting(
+        "cache.fetch_parallelism", "TAG_CACHE_FETCH_PARALLELISM", "cache-fetch-parallelism",
+        "parts (cache.max_fetch each) of one cold object fetched at once ahead of its reader",
+        [](Config& c, std::uint64_t v) { c.cache_fetch_parallelism = static_cast<unsigned>(v); },
+        [](const Config& c) { return c.cache_fetch_parallelism; }, 1, 64));
+    t.push_back(size_setting(
+        "cache.prefetch_budget", "TAG_CACHE_PREFETCH_BUDGET", "cache-prefetch-budget",
+        "bytes fetched ahead of readers (parallel parts, read-ahead) in flight at once",
+        [](Config& c, std::uint64_t v) { c.cache_prefetch_budget = v; },
+        [](const Config& c) { return c.cache_prefetch_budget; }, 0, 1ull << 40));
+    t.push_back(size_setting(
+        "cache.read_ahead_max", "TAG_CACHE_READ_AHEAD_MAX", "cache-read-ahead-max",
+        "largest read-ahead window for a client reading an object in order (0: no read-ahead)",
+        [](Config& c, std::uint64_t v) { c.cache_read_ahead_max = v; },
+        [](const Config& c) { return c.cache_read_ahead_max; }, 0, 1ull << 34));
+    t.push_back(uint_setting(
         "cache.index_memory_entries", "TAG_CACHE_INDEX_MEMORY_ENTRIES", "cache-index-memory-entries",
         "object metadata and block locations kept decoded in memory (each kind; beyond it, RocksDB lookups)",
         [](Config& c, std::uint64_t v) { c.cache_index_memory_entries = static_cast<std::size_t>(v); },

@@ -22,6 +22,8 @@ boost::asio::awaitable<Result<std::unique_ptr<ResponseSource>>> ObjectFetcher::f
   if (request.range) {
     up.headers.set(bhttp::field::range,
                    "bytes=" + std::to_string(request.range->first) + "-" + std::to_string(request.range->last));
+  } else if (request.suffix_length) {
+    up.headers.set(bhttp::field::range, "bytes=-" + std::to_string(*request.suffix_length));
   }
   if (!request.if_match.empty()) up.headers.set(bhttp::field::if_match, request.if_match);
   if (!request.if_none_match.empty()) up.headers.set(bhttp::field::if_none_match, request.if_none_match);

@@ -429,6 +429,11 @@ class ChecksumTest(CacheTrustCase):
         r = s3.get_object(Bucket=self.bucket, Key="big", ChecksumMode="ENABLED")
         self.assertEqual(r["Body"].read(), data)
         self.assertEqual(r.get("ChecksumCRC32"), crc32_b64(data))
+        # The rest of the blocks came from upstream on that read; the next is all cache.
+        self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "MISS")
+        r = s3.get_object(Bucket=self.bucket, Key="big", ChecksumMode="ENABLED")
+        self.assertEqual(r["Body"].read(), data)
+        self.assertEqual(r.get("ChecksumCRC32"), crc32_b64(data))
         self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"]["x-cache"], "HIT")
 
     def test_checksum_mode_in_a_presigned_query(self):

@@ -62,6 +62,7 @@ struct OriginRequest {
   std::string if_match;
   std::string if_none_match;
   int status = 0;  // what the origin answered (0: fetch failed without an answer)
+  std::optional<std::uint64_t> suffix_length;  // Range: bytes=-n
 };
 
 class FakeOrigin final : public cache::Fetcher {
@@ -215,7 +216,14 @@ class FakeOrigin final : public cache::Fetcher {
     namespace http = boost::beast::http;
     const std::size_t index = requests_.size();
     requests_.push_back(OriginRequest{request.method, request.key, request.range, request.if_match,
-                                      request.if_none_match, 0});
+                                      request.if_none_match, 0, request.suffix_length});
+    // S3 answers a suffix as the range it names (the last n bytes, all of a shorter object).
+    if (!request.range && request.suffix_length && *request.suffix_length > 0) {
+      if (const Object* sized = object(request.key.bucket, request.key.key); sized && !sized->body.empty()) {
+        const std::uint64_t size = sized->body.size();
+        request.range = cache::ByteRange{size - std::min<std::uint64_t>(*request.suffix_length, size), size - 1};
+      }
+    }
     // A real upstream answers later: let other work run before the head arrives.
     co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
     if (unavailable) co_return Status(ErrorCode::kServiceUnavailable, "fake origin unavailable");

@@ -30,6 +30,10 @@ class CachedBody final : public BodySource {
 
   enum class Preparation { kOk, kChanged, kFailed, kTimeout };
   [[nodiscard]] boost::asio::awaitable<Preparation> prepare();
+  // After prepare(): this request had to start an upstream fetch for a block of its range
+  // (neither cached nor being fetched by another request), so the answer is not served
+  // from the cache (X-Cache says MISS, not HIT; joining a fill in flight is still a HIT).
+  bool needs_upstream() const noexcept { return needs_upstream_; }
 
   [[nodiscard]] boost::asio::awaitable<Result<std::size_t>> read(std::span<char> out) override;
   [[nodiscard]] boost::asio::awaitable<Result<std::span<const char>>> next(std::span<char> scratch) override;
@@ -50,6 +54,11 @@ class CachedBody final : public BodySource {
   std::uint64_t length_;
   std::chrono::milliseconds wait_timeout_;
   std::uint64_t run_blocks_;
+  // Parallel parts: the blocks of this range up to parallel_blocks_ ahead of the reader
+  // are kept in flight (FillEngine::fetch_ahead); parts_checked_until_ is the first block
+  // not yet looked at, so each block is checked for presence once per body.
+  std::uint64_t parallel_blocks_;
+  std::uint64_t parts_checked_until_ = 0;
   std::uint64_t position_ = 0;  // next object byte to hand out
   // The block being handed out: whole (stored) or in flight.
   std::uint64_t block_ = UINT64_MAX;
@@ -57,6 +66,7 @@ class CachedBody final : public BodySource {
   std::uint64_t stored_first_ = 0;  // block offset of stored_'s first byte
   std::shared_ptr<InflightBlock> inflight_;
   int attempts_ = 0;  // new fills started for the current block
+  bool needs_upstream_ = false;
   // Disk reads started ahead of this reader (a sequential reader of blocks that are not in
   // the DRAM tier does not wait for each chunk's read after the previous chunk's write),
   // oldest first, and the object offset up to which reads were started.

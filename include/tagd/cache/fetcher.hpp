@@ -24,6 +24,9 @@ struct FetchRequest {
   std::string if_match;                                              // empty: not sent
   std::string if_none_match;                                         // empty: not sent
   std::chrono::milliseconds timeout{0};                              // 0: the fetcher's default
+  // Range: bytes=-n (the last n bytes) when `range` is empty: a suffix miss learns the
+  // object's size from the answer's Content-Range, in the same request.
+  std::optional<std::uint64_t> suffix_length;
 };
 
 class Fetcher {

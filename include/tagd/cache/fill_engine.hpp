@@ -21,6 +21,19 @@
 
 namespace tagd::cache {
 
+// What started a fill (tagd_cache_fills_by_cause_total). Metadata-only fills (a HEAD
+// miss, a conditional that needs no body) are counted by the read path as "head".
+enum class FillCause {
+  kMiss,         // a whole-object GET that found nothing cached
+  kRange,        // a ranged GET that found nothing cached
+  kSuffix,       // a suffix range (bytes=-n) that found nothing cached
+  kConditional,  // a GET with If-Match / If-Unmodified-Since that found nothing cached
+  kBlock,        // a reader reached a block that is not cached
+  kParallel,     // a part fetched ahead of a reader, inside the range it asked for
+  kReadAhead,    // bytes past what the reader asked for (a sequential stream)
+  kWarm,         // a warm job
+};
+
 class FillEngine {
  public:
   // `cache` and `fetcher` outlive the engine and every fill it starts.
@@ -30,18 +43,37 @@ class FillEngine {
 
   // Starts fetching the run of missing blocks that begins at `block` (up to
   // cache.max_fetch bytes, stopping at a block that is cached or being fetched). No-op if
-  // `block` itself is cached or in flight.
-  void ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block);
+  // `block` itself is cached or in flight), and not past `last_wanted`: bytes beyond what
+  // the reader asked for are read-ahead's to decide (a random reader must not pay a part
+  // per small read). Not budgeted: a reader needs `block` now.
+  void ensure_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block,
+                  std::uint64_t last_wanted = UINT64_MAX, FillCause cause = FillCause::kBlock);
+
+  // Fetches ahead of readers: the missing blocks of [first_block, last_block], in runs of
+  // up to cache.max_fetch, at most `max_runs` runs started by this call. Each run is
+  // reserved from the prefetch budget (none started once it is spent) and its blocks are
+  // entered in the prefetch ledger. Returns the first block it did not get to (past
+  // `last_block` when it covered them all; earlier when the run count or the budget
+  // stopped it), so a caller can resume there.
+  std::uint64_t fetch_ahead(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block,
+                          std::uint64_t last_block, std::size_t max_runs, FillCause cause);
 
   // Takes over a validated upstream body that holds `body_bytes` bytes of the object
-  // starting at `first_block` (a miss's own answer): blocks nobody else is fetching are
-  // registered now and filled as the body arrives. `admission` is held until the fill ends.
+  // starting at `first_block` (a miss's own answer), after `skip` leading bytes that
+  // precede that block (a suffix answer starts wherever the object's end says): blocks
+  // nobody else is fetching are registered now and filled as the body arrives.
+  // `admission` is held until the fill ends.
   void adopt(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t first_block, std::uint64_t body_bytes,
-             std::unique_ptr<BodySource> body, Admission admission);
+             std::unique_ptr<BodySource> body, Admission admission, FillCause cause, std::uint64_t skip = 0);
 
   struct Run;  // one fill (fill_engine.cpp)
 
  private:
+  // Registers the run of missing blocks from `block` (at most `max_blocks`) and starts
+  // its fetch; false if there was nothing to fetch.
+  bool start_run(const ObjectKey& key, const ObjectMeta& meta, std::uint64_t block, std::uint64_t max_blocks,
+                 Admission admission, FillCause cause, bool ahead);
+
   ObjectCache& cache_;
   Fetcher& fetcher_;
   boost::asio::any_io_executor executor_;

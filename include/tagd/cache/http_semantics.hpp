@@ -17,6 +17,7 @@ struct ByteRange {
   std::uint64_t first = 0;
   std::uint64_t last = 0;  // inclusive
   std::uint64_t length() const { return last - first + 1; }
+  bool operator==(const ByteRange&) const = default;
 };
 
 enum class RangeKind { kNone, kSatisfiable, kUnsatisfiable, kUnsupported };

@@ -24,6 +24,8 @@
 #include "tagd/cache/block_store.hpp"
 #include "tagd/cache/index.hpp"
 #include "tagd/cache/memory_tier.hpp"
+#include "tagd/cache/prefetch_ledger.hpp"
+#include "tagd/cache/sequential_detector.hpp"
 #include "tagd/config/config.hpp"
 
 namespace tagd::cache {
@@ -86,7 +88,12 @@ struct ObjectCacheOptions {
   std::uint32_t block_size = 1u << 20;
   std::chrono::milliseconds ttl{24 * 3600 * 1000};
   std::chrono::milliseconds stale_if_error{3600 * 1000};
-  std::uint64_t max_fetch = 8ull << 20;
+  std::uint64_t max_fetch = 8ull << 20;  // bytes per upstream request of a fill (a part)
+  // Parts of one object in flight at once ahead of a reader (the part it reads included).
+  std::uint32_t fetch_parallelism = 8;
+  // Bytes all fetches ahead of readers (parallel parts, read-ahead) may hold in flight.
+  std::uint64_t prefetch_budget = 256ull << 20;
+  ReadAheadSettings read_ahead;
 };
 
 class ObjectCache {
@@ -104,6 +111,11 @@ class ObjectCache {
 
   const ObjectCacheOptions& options() const noexcept { return options_; }
   AdmissionPolicy& admission() { return *admission_; }
+  // Fetches ahead of readers reserve from this budget, not the fill budget: a miss that a
+  // client waits for must not be refused because prefetch took the room.
+  AdmissionPolicy& prefetch_budget() { return *prefetch_budget_; }
+  PrefetchLedger& prefetch_ledger() { return prefetch_ledger_; }
+  SequentialDetector& sequential_detector() { return sequential_; }
   const char* device_kind() const noexcept { return device_->kind(); }
   const BlockDevice& device() const noexcept { return *device_; }
 
@@ -159,6 +171,9 @@ class ObjectCache {
   std::unique_ptr<AdmissionPolicy> admission_;
   MemoryTier memory_;
   ObjectCacheOptions options_;
+  std::unique_ptr<AdmissionPolicy> prefetch_budget_;
+  PrefetchLedger prefetch_ledger_;
+  SequentialDetector sequential_;
 
   mutable std::mutex mu_;
   std::uint64_t epoch_ = 1;

@@ -9,9 +9,16 @@
 //      │                          ├─upstream down, within stale-if-error▶ kServeStale (HIT)
 //      │                          └─changed/gone─▶ kMiss
 //      └──not cached────────▶ kMiss ─another request is fetching─▶ kJoin ─▶ kLookup
-//                                 ├─conditional, HEAD, odd range─▶ forward    (MISS)
-//                                 └─▶ kFill: fetch head + first blocks, publish,
-//                                      hand the body to the FillEngine ─▶ answer (MISS)
+//                                 ├─several ranges─▶ forward                  (MISS)
+//                                 ├─HEAD, If-None-Match, If-Modified-Since─▶ kFillMeta:
+//                                 │    HEAD upstream, publish the metadata ─▶ answer (MISS)
+//                                 └─▶ kFill: GET the first part (a range; a suffix as
+//                                      asked), publish, hand the body to the FillEngine
+//                                      ─▶ answer (MISS): conditionals are evaluated
+//                                      against the metadata the fill brought back
+//   Every answer with a body reads through a CachedBody, which keeps the parts ahead of
+//   the reader in flight; a ranged GET that continues a sequential stream also starts
+//   read-ahead past its range (SequentialDetector).
 //   (a cached copy found to have changed upstream before its head went out → kLookup)
 //
 // Requests the cache may not answer (allow-listed headers and parameters only, no-store)
@@ -60,7 +67,18 @@ struct ReadResult {
 };
 
 // The states of one read (see the diagram above); exposed for tests and logs.
-enum class ReadState { kLookup, kLearnChecksums, kFresh, kRevalidate, kServeStale, kMiss, kJoin, kFill, kDone };
+enum class ReadState {
+  kLookup,
+  kLearnChecksums,
+  kFresh,
+  kRevalidate,
+  kServeStale,
+  kMiss,
+  kJoin,
+  kFill,
+  kFillMeta,
+  kDone
+};
 const char* read_state_name(ReadState state);
 
 class ReadPath {
@@ -80,6 +98,10 @@ class ReadPath {
   boost::asio::awaitable<ReadState> miss(Session& s);
   boost::asio::awaitable<ReadState> join(Session& s);
   boost::asio::awaitable<ReadState> fill(Session& s);
+  boost::asio::awaitable<ReadState> fill_meta(Session& s);
+  // Answers with the upstream's reply to a fill's own request (not cacheable, and what the
+  // client's request would have got).
+  ReadState relay(Session& s, std::unique_ptr<ResponseSource> response);
   // Answers from the cached copy `s.meta` (conditionals, ranges, checksums, the body from
   // blocks). kLookup when the copy turned out to have changed upstream.
   boost::asio::awaitable<ReadState> answer(Session& s, CacheOutcome outcome, bool stale);

@@ -69,6 +69,10 @@ struct Config {
   std::uint64_t cache_fill_budget_bytes = 1ull << 30;
   unsigned cache_max_fills = 64;
   std::uint64_t cache_max_fetch = 8ull << 20;  // largest coalesced upstream range request
+  // Part 7: parallel parts and read-ahead (cache/fill_engine.hpp, sequential_detector.hpp).
+  unsigned cache_fetch_parallelism = 8;            // parts of one object in flight ahead of a reader
+  std::uint64_t cache_prefetch_budget = 256ull << 20;  // bytes fetched ahead of readers in flight
+  std::uint64_t cache_read_ahead_max = 64ull << 20;    // read-ahead window cap (0: off)
   std::size_t cache_index_memory_entries = 1u << 18;
   // "direct": O_DIRECT reads and writes (falls back to buffered where the filesystem
   // refuses it); "buffered": the page cache. See docs/architecture.md, "Disk I/O".

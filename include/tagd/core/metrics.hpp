@@ -100,6 +100,25 @@ class Gauge {
   COUNTER(cache_invalidations, "tagd_cache_invalidations_total", "Entries invalidated by writes through tagd")       \
   COUNTER(cache_changed_resets, "tagd_cache_changed_resets_total",                                                   \
           "Responses cut (connection reset) because the object changed upstream after the head was sent")            \
+  /* Part 7 (misses): what started each fill, and what prefetch fetched ahead of readers. */                       \
+  FAMILY(cache_fill_causes, Counter, "tagd_cache_fills_by_cause_total", "cause", "Fills started, by what started them") \
+  LABELLED(fill_cause_miss, cache_fill_causes, "miss")                                                               \
+  LABELLED(fill_cause_range, cache_fill_causes, "range")                                                             \
+  LABELLED(fill_cause_suffix, cache_fill_causes, "suffix")                                                           \
+  LABELLED(fill_cause_conditional, cache_fill_causes, "conditional")                                                 \
+  LABELLED(fill_cause_head, cache_fill_causes, "head")                                                               \
+  LABELLED(fill_cause_block, cache_fill_causes, "block")                                                             \
+  LABELLED(fill_cause_parallel, cache_fill_causes, "parallel")                                                       \
+  LABELLED(fill_cause_readahead, cache_fill_causes, "readahead")                                                     \
+  LABELLED(fill_cause_warm, cache_fill_causes, "warm")                                                               \
+  COUNTER(cache_prefetch_bytes, "tagd_cache_prefetch_bytes_total",                                                   \
+          "Bytes fetched ahead of readers (read-ahead and parallel parts)")                                          \
+  COUNTER(cache_prefetch_used_bytes, "tagd_cache_prefetch_used_bytes_total", "Prefetched bytes a reader then read")  \
+  COUNTER(cache_prefetch_unused_bytes, "tagd_cache_prefetch_unused_bytes_total",                                     \
+          "Prefetched bytes forgotten unread (the prefetch ledger is bounded)")                                      \
+  GAUGE(cache_prefetch_unread_bytes, "tagd_cache_prefetch_unread_bytes", "Prefetched bytes not read yet")            \
+  COUNTER(cache_prefetch_budget_spent, "tagd_cache_prefetch_budget_spent_total",                                     \
+          "Runs not fetched ahead of a reader because the prefetch budget was spent")                                \
   GAUGE(cache_enabled, "tagd_cache_enabled", "1 if the cache is in use")                                             \
   GAUGE(inflight_requests, "tagd_inflight_requests", "Requests in flight")                                           \
   GAUGE(open_connections, "tagd_open_connections", "Client connections open")                                        \
