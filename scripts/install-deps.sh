@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-all-dev liburing-dev libssl-dev librocksdb-dev
-  libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libsystemd-dev
   nginx-light openssl curl
   python3-waitress python3-pytest python3-munch python3-isodate python3-tz
   # scripts/test.sh sanitize / scripts/fuzz.sh: libFuzzer and the sanitizer runtimes for

@@ -11,6 +11,9 @@
 #include "tagd/auth/credentials.hpp"
 #include "tagd/auth/request_verifier.hpp"
 #include "tagd/cache/object_cache.hpp"
+#include "tagd/cli/healthcheck.hpp"
+#include "tagd/cli/stats.hpp"
+#include "tagd/cli/warm.hpp"
 #include "tagd/config/config.hpp"
 #include "tagd/core/io_uring_probe.hpp"
 #include "tagd/core/logging.hpp"
@@ -18,8 +21,47 @@
 #include "tagd/server/server.hpp"
 #include "tagd/upstream/pool.hpp"
 
+namespace {
+
+std::shared_ptr<const tagd::auth::CredentialStore> load_client_keys(const tagd::config::Config& config) {
+  return tagd::auth::load_client_keys(config.credentials_file, config.client_access_key_id,
+                                      config.client_secret_access_key);
+}
+
+// SIGHUP: key rotation. A file that does not load, or leaves no key where keys are
+// required, is refused whole and the keys in use stay.
+bool reload_client_keys(const tagd::config::Config& config, tagd::auth::RequestVerifier& verifier) {
+  auto& m = tagd::metrics();
+  std::string problem;
+  try {
+    auto store = load_client_keys(config);
+    if (store->size() == 0 && !config.allow_anonymous) {
+      problem = "it leaves no client key (and auth.allow_anonymous is off)";
+    } else {
+      const std::size_t keys = store->size();
+      verifier.replace_store(std::move(store));
+      m.credentials_reloads_ok.inc();
+      m.client_keys.set(static_cast<std::int64_t>(keys));
+      spdlog::info("client keys reloaded: {} key(s) from {}", keys,
+                   config.credentials_file.empty() ? "the environment" : config.credentials_file);
+      return true;
+    }
+  } catch (const std::runtime_error& e) {
+    problem = e.what();
+  }
+  m.credentials_reloads_failed.inc();
+  spdlog::error("client keys reload refused, keeping the {} key(s) in use: {}", verifier.store()->size(), problem);
+  return false;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  // Subcommands talk to a running daemon (src/cli/); everything else starts one.
+  if (!args.empty() && args[0] == "stats") return tagd::cli::stats_main({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "healthcheck") return tagd::cli::healthcheck_main({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "warm") return tagd::cli::warm_main({args.begin() + 1, args.end()});
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {
       std::cout << tagd::config::help_text();
@@ -68,24 +110,20 @@ int main(int argc, char** argv) {
                    probe.detail, kSockets);
     }
 
-    tagd::auth::CredentialStore credentials;
-    if (!config.credentials_file.empty()) {
-      try {
-        credentials.load_file(config.credentials_file);
-      } catch (const std::runtime_error& e) {
-        throw tagd::config::ConfigError(
-            std::string("invalid setting auth.credentials_file (flag --credentials-file, env TAG_CREDENTIALS_FILE): ") +
-            e.what());
-      }
+    std::shared_ptr<const tagd::auth::CredentialStore> credentials;
+    try {
+      credentials = load_client_keys(config);
+    } catch (const std::runtime_error& e) {
+      throw tagd::config::ConfigError(std::string("invalid setting auth.credentials_file (flag --credentials-file, env "
+                                                  "TAG_CREDENTIALS_FILE): ") +
+                                      e.what());
     }
-    if (!config.client_access_key_id.empty()) {
-      credentials.add_full_access(config.client_access_key_id, config.client_secret_access_key);
-    }
-    if (credentials.size() == 0 && !config.allow_anonymous) {
+    if (credentials->size() == 0 && !config.allow_anonymous) {
       throw tagd::config::ConfigError(
           "no client credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, auth.credentials_file "
           "(--credentials-file), or auth.allow_anonymous");
     }
+    tagd::metrics().client_keys.set(static_cast<std::int64_t>(credentials->size()));
     if (config.allow_anonymous) {
       spdlog::warn("anonymous access is enabled: unsigned requests are forwarded unsigned (the upstream's ACLs "
                    "decide) and bypass the cache");
@@ -115,8 +153,10 @@ int main(int argc, char** argv) {
     }
     tagd::metrics().cache_enabled.set(cache ? 1 : 0);
     tagd::server::Server server(config, verifier, signing, tls.get(), cache.get());
-    spdlog::info("tagd listening on http://{}:{} -> upstream {} (region {}), {} client key(s)", config.listen_address,
-                 server.port(), config.upstream_endpoint, config.upstream_region, credentials.size());
+    server.set_reload_hook([&] { return reload_client_keys(config, verifier); });
+    spdlog::info("tagd listening on {}://{}:{} -> upstream {} (region {}), {} client key(s)",
+                 server.tls() ? "https" : "http", config.listen_address, server.port(), config.upstream_endpoint,
+                 config.upstream_region, credentials->size());
     server.run();
   } catch (const tagd::config::ConfigError& e) {
     spdlog::error("{}", e.what());

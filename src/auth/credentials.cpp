@@ -130,6 +130,15 @@ void CredentialStore::load_file(const std::string& path) {
   }
 }
 
+std::shared_ptr<const CredentialStore> load_client_keys(const std::string& credentials_file,
+                                                        const std::string& access_key_id,
+                                                        const std::string& secret_access_key) {
+  auto store = std::make_shared<CredentialStore>();
+  if (!credentials_file.empty()) store->load_file(credentials_file);
+  if (!access_key_id.empty()) store->add_full_access(access_key_id, secret_access_key);
+  return store;
+}
+
 bool authorize(const Identity& identity, const s3::Operation& op) {
   return std::all_of(op.needs.begin(), op.needs.end(), [&](const s3::Permission& p) { return identity.allows(p); });
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <utility>
 
 #include "tagd/auth/repeated_headers.hpp"
 #include "tagd/auth/sigv2.hpp"
@@ -13,6 +14,11 @@ namespace tagd::auth {
 namespace {
 
 constexpr std::string_view kSigV4aAlgorithm = "AWS4-ECDSA-P256-SHA256";
+
+std::uint64_t next_generation() {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 
 bool is_hex64(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -136,6 +142,48 @@ const std::string* find_header(const HeaderList& headers, std::string_view name)
   return nullptr;
 }
 
+RequestVerifier::RequestVerifier(const CredentialStore& store, std::chrono::seconds max_skew, bool allow_anonymous)
+    // Aliasing an empty owner: points at `store`, owns nothing, costs no reference count.
+    : current_(std::shared_ptr<const void>(), &store),
+      generation_(next_generation()),
+      max_skew_(max_skew),
+      allow_anonymous_(allow_anonymous) {}
+
+RequestVerifier::RequestVerifier(std::shared_ptr<const CredentialStore> store, std::chrono::seconds max_skew,
+                                 bool allow_anonymous)
+    : current_(std::move(store)),
+      generation_(next_generation()),
+      max_skew_(max_skew),
+      allow_anonymous_(allow_anonymous) {}
+
+void RequestVerifier::replace_store(std::shared_ptr<const CredentialStore> store) {
+  std::shared_ptr<const CredentialStore> old;
+  {
+    std::lock_guard lock(mutex_);
+    old = std::exchange(current_, std::move(store));
+    generation_.store(next_generation(), std::memory_order_release);
+  }
+  // `old` is released here, outside the lock (threads may still hold their references).
+}
+
+std::shared_ptr<const CredentialStore> RequestVerifier::store() const {
+  // One reference per thread: copying it per request touches a reference count only this
+  // thread (event loop) uses, where a shared atomic<shared_ptr> would bounce one cache
+  // line between every loop on every request.
+  struct Pin {
+    std::uint64_t generation = 0;
+    std::shared_ptr<const CredentialStore> store;
+  };
+  thread_local Pin pin;
+  if (pin.generation != generation_.load(std::memory_order_acquire)) {
+    std::lock_guard lock(mutex_);
+    auto holder = std::make_shared<std::shared_ptr<const CredentialStore>>(current_);
+    pin.store = std::shared_ptr<const CredentialStore>(holder, holder->get());
+    pin.generation = generation_.load(std::memory_order_relaxed);
+  }
+  return pin.store;
+}
+
 Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
                                                 std::chrono::system_clock::time_point now) const {
   const HeaderList& headers = *head.headers;
@@ -182,9 +230,11 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     if (Status s = check_unsigned_headers(headers, {}, SignatureKind::kSigV2); !s) return s;
     sigv2::Request request{head.method, head.raw_path, head.raw_query, head.virtual_host_bucket, &headers,
                            query};
-    auto v = sigv2::verify(request, store_, now, max_skew_);
+    auto store = this->store();
+    auto v = sigv2::verify(request, *store, now, max_skew_);
     if (!v) return v.error();
     out.identity = v->identity;
+    out.store = std::move(store);
     out.presigned = v->presigned;
     out.sigv2 = true;
     // SigV2 does not sign the body. A client may still promise its digest in
@@ -260,7 +310,8 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
       !s) {
     return s;
   }
-  const Identity* identity = store_.find(access_key);
+  auto store = this->store();
+  const Identity* identity = store->find(access_key);
   if (identity == nullptr) {
     return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
   }
@@ -280,6 +331,7 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
                   "The request signature we calculated does not match the signature you provided.");
   }
   out.identity = identity;
+  out.store = std::move(store);
 
   SigV4ChunkContext chunk_context{key, amz_date, scope, signature};
   if (Status s = plan_body(out.body, headers, payload_hash, &chunk_context, presigned); !s) return s;

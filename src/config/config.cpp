@@ -26,6 +26,9 @@ struct Setting {
   std::function<std::string(const Config&)> show;
   bool secret = false;
   bool is_bool = false;
+  // How --help shows the default: sizes in binary units, durations with a unit.
+  bool is_size = false;
+  bool is_duration = false;
 };
 
 [[noreturn]] void invalid(const Setting& s, const std::string& value, const std::string& why) {
@@ -130,6 +133,7 @@ Setting size_setting(std::string key, std::string env, std::string flag, std::st
     set(c, n);
   };
   s.show = [get](const Config& c) { return std::to_string(get(c)); };
+  s.is_size = true;
   return s;
 }
 
@@ -143,6 +147,7 @@ Setting duration_setting(std::string key, std::string env, std::string flag, std
     c.*field = d;
   };
   s.show = [field](const Config& c) { return show_ms(c.*field); };
+  s.is_duration = true;
   return s;
 }
 
@@ -179,6 +184,11 @@ const std::vector<Setting>& settings() {
     t.push_back(text("listen.virtual_host_domain", "TAG_VIRTUAL_HOST_DOMAIN", "virtual-host-domain",
                      "Host suffix for virtual-hosted-style buckets (bucket.<domain>); empty = path-style only",
                      &Config::virtual_host_domain));
+    t.push_back(text("tls.cert_file", "TAG_TLS_CERT_FILE", "tls-cert-file",
+                     "PEM certificate chain: with tls.key_file, HTTPS on the listen port (re-read on SIGHUP)",
+                     &Config::tls_cert_file));
+    t.push_back(text("tls.key_file", "TAG_TLS_KEY_FILE", "tls-key-file",
+                     "PEM private key of tls.cert_file (re-read on SIGHUP)", &Config::tls_key_file));
     t.push_back(text("upstream.endpoint", "TAG_UPSTREAM_ENDPOINT", "upstream-endpoint",
                      "upstream S3 endpoint URL", &Config::upstream_endpoint, validate_endpoint));
     t.push_back(text("upstream.region", "TAG_UPSTREAM_REGION", "upstream-region", "upstream signing region",
@@ -215,7 +225,8 @@ const std::vector<Setting>& settings() {
         [](Config& c, std::uint64_t v) { c.upstream_retries = static_cast<unsigned>(v); },
         [](const Config& c) { return c.upstream_retries; }, 0, 10));
     t.push_back(text("auth.credentials_file", "TAG_CREDENTIALS_FILE", "credentials-file",
-                     "JSON file of client access keys and their policies", &Config::credentials_file));
+                     "JSON file of client access keys and their policies (re-read on SIGHUP)",
+                     &Config::credentials_file));
     t.push_back(text("auth.access_key_id", "TAG_CLIENT_ACCESS_KEY_ID", "client-access-key-id",
                      "one client key with full access (default: AWS_ACCESS_KEY_ID)", &Config::client_access_key_id));
     auto csecret = text("auth.secret_access_key", "TAG_CLIENT_SECRET_ACCESS_KEY", "client-secret-access-key",
@@ -248,6 +259,17 @@ const std::vector<Setting>& settings() {
         "requests in flight before new ones get 503 SlowDown",
         [](Config& c, std::uint64_t v) { c.max_inflight_requests = static_cast<unsigned>(v); },
         [](const Config& c) { return c.max_inflight_requests; }, 1, 1'000'000));
+    t.push_back(size_setting(
+        "limits.max_inflight_bytes", "TAG_MAX_INFLIGHT_BYTES", "max-inflight-bytes",
+        "response body bytes in flight (at most 8MiB counted per response) before new requests get 503 SlowDown; 0 = "
+        "no limit",
+        [](Config& c, std::uint64_t v) { c.max_inflight_bytes = v; },
+        [](const Config& c) { return c.max_inflight_bytes; }, 0, 1ull << 50));
+    t.push_back(uint_setting(
+        "limits.max_connections", "TAG_MAX_CONNECTIONS", "max-connections",
+        "client connections served at once; beyond it new connections are accepted and reset at once; 0 = no cap",
+        [](Config& c, std::uint64_t v) { c.max_connections = static_cast<unsigned>(v); },
+        [](const Config& c) { return c.max_connections; }, 0, 10'000'000));
     t.push_back(bool_setting("cache.disabled", "TAG_CACHE_DISABLED", "cache-disabled",
                              "forward everything; X-Cache: DISABLED", &Config::cache_disabled));
     t.push_back(text("cache.disk_path", "TAG_CACHE_DISK_PATH", "cache-disk-path",
@@ -270,8 +292,10 @@ const std::vector<Setting>& settings() {
                                  "serve a stale entry this long past expiry when the upstream is unreachable",
                                  &Config::cache_stale_if_error, std::chrono::seconds(1)));
     t.push_back(text("cache.eviction_policy", "TAG_CACHE_EVICTION_POLICY", "cache-eviction-policy",
-                     "region eviction: fifo", &Config::cache_eviction_policy,
-                     [](const Setting& s, const std::string& v) { validate_one_of(s, v, {"fifo"}); }));
+                     "region eviction: fifo, or hit-gated (keeps a stable part of a dataset read in "
+                     "shuffled epochs larger than the cache; declines fills while every region is read)",
+                     &Config::cache_eviction_policy,
+                     [](const Setting& s, const std::string& v) { validate_one_of(s, v, {"fifo", "hit-gated"}); }));
     t.push_back(bool_setting("cache.warm_on_write", "TAG_CACHE_WARM_ON_WRITE", "cache-warm-on-write",
                              "fetch an object into the cache after a PutObject/Copy through tagd",
                              &Config::cache_warm_on_write));
@@ -338,6 +362,9 @@ const std::vector<Setting>& settings() {
                      [](const Setting& s, const std::string& v) { validate_one_of(s, v, {"console", "json"}); }));
     t.push_back(bool_setting("log.access_log", "TAG_ACCESS_LOG", "access-log", "one log line per request",
                              &Config::access_log));
+    t.push_back(text("notify.config_file", "TAG_NOTIFY_CONFIG_FILE", "notify-config-file",
+                     "JSON file of upload-notification webhooks (endpoints, filters, outbox limits); empty: none",
+                     &Config::notify_config_file));
     return t;
   }();
   return table;
@@ -466,6 +493,9 @@ Config load(const std::vector<std::string>& args, const Environment& env) {
   if (config.client_access_key_id.empty() != config.client_secret_access_key.empty()) {
     throw ConfigError("invalid setting auth.access_key_id/auth.secret_access_key: both or neither must be set");
   }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    throw ConfigError("invalid setting tls.cert_file/tls.key_file: both or neither must be set");
+  }
   if (config.upstream_access_key_id.empty() != config.upstream_secret_access_key.empty()) {
     throw ConfigError(
         "invalid setting upstream.access_key_id/upstream.secret_access_key: both or neither must be set");
@@ -483,15 +513,52 @@ Config load(const std::vector<std::string>& args, const Environment& env) {
   return config;
 }
 
+namespace {
+
+// A default as a person would write it: 4GiB rather than 4294967296, 30s rather than 30000ms.
+std::string show_default(const Setting& s) {
+  std::string v = s.show(Config{});
+  if (v.empty()) return "none";
+  if (s.secret) return "***";
+  if (s.is_size) {
+    std::uint64_t n = std::stoull(v);
+    static constexpr std::pair<std::uint64_t, const char*> kUnits[] = {
+        {1ull << 40, "TiB"}, {1ull << 30, "GiB"}, {1ull << 20, "MiB"}, {1ull << 10, "KiB"}};
+    for (auto [scale, unit] : kUnits) {
+      if (n != 0 && n % scale == 0) return std::to_string(n / scale) + unit;
+    }
+    return v;
+  }
+  if (s.is_duration) {
+    std::uint64_t ms = std::stoull(v);  // show_ms: "<n>ms"
+    static constexpr std::pair<std::uint64_t, const char*> kUnits[] = {
+        {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    for (auto [scale, unit] : kUnits) {
+      if (ms != 0 && ms % scale == 0) return std::to_string(ms / scale) + unit;
+    }
+    return v;
+  }
+  return v;
+}
+
+}  // namespace
+
+std::vector<SettingDoc> setting_docs() {
+  std::vector<SettingDoc> out;
+  for (const auto& s : settings()) out.push_back({s.file_key, s.env, s.flag, show_default(s)});
+  return out;
+}
+
 std::string help_text() {
   std::ostringstream out;
   out << "usage: tagd [--config FILE] [--FLAG VALUE]...\n\n"
       << "Every setting can also come from the environment or the JSON config file.\n"
-      << "Precedence: flags > environment > file > defaults.\n\n";
+      << "Precedence: flags > environment > file > defaults.\n"
+      << "Sizes take KiB/MiB/GiB/TiB, durations ms/s/m/h.\n\n";
   for (const auto& s : settings()) {
     out << "  --" << s.flag;
     if (!s.env.empty()) out << "  (" << s.env << ")";
-    out << "  [file: " << s.file_key << "]\n      " << s.help << "\n";
+    out << "  [file: " << s.file_key << "]  default: " << show_default(s) << "\n      " << s.help << "\n";
   }
   out << "\n  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: one full-access client key, and the\n"
       << "  upstream credentials unless TAG_UPSTREAM_* are set.\n";

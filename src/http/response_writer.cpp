@@ -89,7 +89,7 @@ std::string serialize_head(const bhttp::response_header<>& head) {
 
 }  // namespace
 
-ResponseWriter::ResponseWriter(beast::tcp_stream& stream, const RequestParser& parser, std::string request_id,
+ResponseWriter::ResponseWriter(ClientStream stream, const RequestParser& parser, std::string request_id,
                                std::chrono::milliseconds idle_timeout)
     : stream_(stream), parser_(parser), request_id_(std::move(request_id)), idle_timeout_(idle_timeout) {}
 

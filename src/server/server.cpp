@@ -14,14 +14,20 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <atomic>
+#include <functional>
 #include <thread>
 #include <unordered_set>
 
 #include "tagd/core/metrics.hpp"
 #include "tagd/http/framing.hpp"
 #include "tagd/gateway/gateway.hpp"
+#include "tagd/http/client_stream.hpp"
 #include "tagd/http/response_writer.hpp"
+#include "tagd/notify/notifier.hpp"
+#include "tagd/server/systemd_notify.hpp"
+#include "tagd/server/tls_listener.hpp"
 #include "tagd/upstream/client.hpp"
 
 namespace tagd::server {
@@ -35,9 +41,13 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 namespace {
 
 struct SessionEntry {
-  beast::tcp_stream* stream = nullptr;
+  tcp::socket* socket = nullptr;
   bool in_request = false;
 };
+
+// A TLS session's close_notify exchange gets this long; a peer that never answers it
+// must not hold a drain (or a connection slot) any longer.
+constexpr std::chrono::seconds kTlsShutdownTimeout{1};
 
 struct Loop {
   explicit Loop(const config::Config&) : ctx(1), acceptor(ctx), drain_timer(ctx) {}
@@ -49,23 +59,47 @@ struct Loop {
   bool draining = false;
 };
 
+// Upload notifications, when notify.config_file names endpoints (src/notify/README.md).
+std::unique_ptr<notify::Notifier> start_notifier(const config::Config& config, const Clock& clock) {
+  if (config.notify_config_file.empty()) return nullptr;
+  notify::Settings settings;
+  try {
+    settings = notify::load_settings(config.notify_config_file, config.cache_disk_path + "/notify.v1");
+  } catch (const std::runtime_error& e) {
+    throw config::ConfigError(
+        std::string("invalid setting notify.config_file (flag --notify-config-file, env TAG_NOTIFY_CONFIG_FILE): ") +
+        e.what());
+  }
+  return notify::Notifier::start(std::move(settings), notify::make_http_transport(), clock);
+}
+
 }  // namespace
 
 struct Server::Impl {
   const config::Config& config;
   SystemClock clock;
   upstream::SigningCredentials signing;
+  // Before `shared` and the loops: gateways use it until they are destroyed.
+  std::unique_ptr<notify::Notifier> notifier;
   gateway::Shared shared;
   std::vector<std::unique_ptr<Loop>> loops;
   std::uint16_t port = 0;
   std::atomic<bool> stopping{false};
   std::unique_ptr<asio::signal_set> signals;  // loop 0 only
+  std::unique_ptr<TlsListener> tls;           // null: plain HTTP
+  std::function<bool()> reload_hook;
 
   Impl(const config::Config& c, const auth::RequestVerifier& v, upstream::SigningCredentials s)
-      : config(c), signing(std::move(s)), shared{c, v, clock, {}} {}
+      : config(c), signing(std::move(s)), notifier(start_notifier(c, clock)), shared{c, v, clock, {}} {
+    shared.notifier = notifier.get();
+  }
 
   asio::awaitable<void> accept_loop(Loop& loop);
+  // limits.max_connections: whether a connection just accepted may be served.
+  bool admit_connection();
+  std::atomic<std::uint64_t> refused_in_burst{0};
   asio::awaitable<void> session(Loop& loop, tcp::socket socket);
+  asio::awaitable<void> serve(Loop& loop, SessionEntry& entry, http::ClientStream stream, const std::string& peer);
   void drain(Loop& loop);
 };
 
@@ -81,9 +115,33 @@ asio::awaitable<void> Server::Impl::accept_loop(Loop& loop) {
       continue;
     }
     boost::system::error_code ignored;
+    if (!admit_connection()) {
+      // Over limits.max_connections: accepted and reset at once (linger 0, no TIME_WAIT
+      // here) rather than left in the backlog, so the client fails fast and retries.
+      socket.set_option(asio::socket_base::linger(true, 0), ignored);
+      socket.close(ignored);
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ignored);
     asio::co_spawn(loop.ctx, session(loop, std::move(socket)), asio::detached);
   }
+}
+
+bool Server::Impl::admit_connection() {
+  auto& m = metrics();
+  const unsigned cap = config.max_connections;
+  if (cap == 0 || m.open_connections.get() < static_cast<std::int64_t>(cap)) {
+    if (const std::uint64_t refused = refused_in_burst.exchange(0); refused > 0) {
+      spdlog::info("connection cap: accepting again ({} connections refused in the burst)", refused);
+    }
+    return true;
+  }
+  m.shed_connections.inc();
+  // One warning per burst: the first refusal after connections were accepted again.
+  if (refused_in_burst.fetch_add(1) == 0) {
+    spdlog::warn("connection cap reached (limits.max_connections={}): new connections are closed until some end", cap);
+  }
+  return false;
 }
 
 asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
@@ -91,14 +149,53 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
   m.open_connections.add(1);
   SessionEntry entry;
   boost::system::error_code ignored;
-  auto ep = socket.remote_endpoint(ignored);
-  beast::tcp_stream stream(std::move(socket));
-  entry.stream = &stream;
-  loop.sessions.insert(&entry);
+  const std::string peer = socket.remote_endpoint(ignored).address().to_string();
+  if (!tls) {
+    beast::tcp_stream stream(std::move(socket));
+    entry.socket = &stream.socket();
+    loop.sessions.insert(&entry);
+    co_await serve(loop, entry, http::ClientStream(stream), peer);
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.close();
+  } else {
+    // The session keeps the context it was accepted with: a SIGHUP reload publishes a
+    // new one for later connections and cannot free this one.
+    const std::shared_ptr<asio::ssl::context> context = tls->current();
+    http::ClientStream::TlsStream stream(beast::tcp_stream(std::move(socket)), *context);
+    auto& tcp = beast::get_lowest_layer(stream);
+    entry.socket = &tcp.socket();
+    loop.sessions.insert(&entry);
+    // The handshake is part of the request head's budget: a client that connects and
+    // says nothing is cut after header_timeout, as on plain HTTP.
+    tcp.expires_after(config.header_timeout);
+    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kTuple);
+    if (ec) {
+      m.tls_handshake_failures.inc();
+      spdlog::debug("TLS handshake with {} failed: {}", peer, ec.message());
+    } else {
+      co_await serve(loop, entry, http::ClientStream(stream), peer);
+      if (tcp.socket().is_open()) {
+        // close_notify, so a close-delimited body cannot be taken for a truncated one.
+        tcp.expires_after(kTlsShutdownTimeout);
+        auto [shutdown_ec] = co_await stream.async_shutdown(kTuple);
+        (void)shutdown_ec;  // the peer may well have gone already
+      }
+    }
+    tcp.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp.close();
+  }
+  loop.sessions.erase(&entry);
+  m.open_connections.add(-1);
+  if (loop.draining && loop.sessions.empty()) loop.drain_timer.cancel();
+}
+
+asio::awaitable<void> Server::Impl::serve(Loop& loop, SessionEntry& entry, http::ClientStream stream,
+                                          const std::string& peer) {
+  auto& m = metrics();
   // The read buffer holds at most one request head (plus what arrived with it).
   beast::flat_buffer buffer(config.max_header_bytes + 64 * 1024);
   buffer.reserve(64 * 1024);  // request bodies are read through it: keep reads large
-  gateway::ClientConnection client{stream, buffer, ep.address().to_string()};
+  gateway::ClientConnection client{stream, buffer, peer};
 
   while (!loop.draining) {
     entry.in_request = false;
@@ -148,11 +245,6 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
     bool keep_alive = co_await loop.gateway->handle(client, parser);
     if (!keep_alive) break;
   }
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream.close();
-  loop.sessions.erase(&entry);
-  m.open_connections.add(-1);
-  if (loop.draining && loop.sessions.empty()) loop.drain_timer.cancel();
 }
 
 void Server::Impl::drain(Loop& loop) {
@@ -160,7 +252,7 @@ void Server::Impl::drain(Loop& loop) {
   boost::system::error_code ignored;
   loop.acceptor.close(ignored);
   for (auto* s : loop.sessions) {
-    if (!s->in_request) s->stream->socket().close(ignored);  // idle keep-alive: nothing to lose
+    if (!s->in_request) s->socket->close(ignored);  // idle keep-alive: nothing to lose
   }
   loop.gateway->close_idle();
   if (loop.sessions.empty()) return;
@@ -175,6 +267,18 @@ void Server::Impl::drain(Loop& loop) {
 Server::Server(const config::Config& config, const auth::RequestVerifier& verifier,
                upstream::SigningCredentials signing, asio::ssl::context* upstream_tls, cache::ObjectCache* cache)
     : impl_(std::make_unique<Impl>(config, verifier, std::move(signing))) {
+  if (!config.tls_cert_file.empty()) {
+    try {
+      impl_->tls = std::make_unique<TlsListener>(config.tls_cert_file, config.tls_key_file);
+    } catch (const std::runtime_error& e) {
+      throw config::ConfigError(
+          std::string("invalid setting tls.cert_file/tls.key_file (env TAG_TLS_CERT_FILE/TAG_TLS_KEY_FILE): ") +
+          e.what());
+    }
+    const auto& info = impl_->tls->info();
+    spdlog::info("TLS listener: certificate {} (serial {}), key {}", info.subject, info.serial, config.tls_key_file);
+  }
+  metrics().tls_enabled.set(impl_->tls ? 1 : 0);
   unsigned n = config.threads != 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
   auto endpoint = upstream::Endpoint::parse(config.upstream_endpoint);
   upstream::PoolOptions pool_options;
@@ -208,9 +312,33 @@ Server::~Server() = default;
 
 std::uint16_t Server::port() const noexcept { return impl_->port; }
 
+bool Server::tls() const noexcept { return impl_->tls != nullptr; }
+
+void Server::set_reload_hook(std::function<bool()> hook) { impl_->reload_hook = std::move(hook); }
+
+void Server::reload() {
+  systemd::notify_reloading("reloading (SIGHUP)");
+  bool ok = true;
+  if (impl_->tls) {
+    if (Status s = impl_->tls->reload(); s) {
+      const auto& info = impl_->tls->info();
+      spdlog::info("TLS certificate reloaded: {} (serial {}); new connections get it", info.subject, info.serial);
+    } else {
+      ok = false;
+      const auto& info = impl_->tls->info();
+      spdlog::error("TLS certificate reload refused, keeping {} (serial {}): {}", info.subject, info.serial,
+                    s.message());
+    }
+  }
+  if (impl_->reload_hook && !impl_->reload_hook()) ok = false;
+  systemd::notify(ok ? "READY=1\nSTATUS=serving; configuration reloaded"
+                     : "READY=1\nSTATUS=serving; last reload failed (see the log), previous configuration kept");
+}
+
 void Server::stop() {
   if (impl_->stopping.exchange(true)) return;
   metrics().draining.set(1);
+  systemd::notify("STOPPING=1\nSTATUS=draining: requests in flight finish, then tagd exits");
   spdlog::info("draining: no new connections; waiting up to {} ms for requests in flight",
                impl_->config.drain_timeout.count());
   for (auto& loop : impl_->loops) {
@@ -221,14 +349,26 @@ void Server::stop() {
   });
 }
 
-void Server::run() {
-  impl_->signals = std::make_unique<asio::signal_set>(impl_->loops.front()->ctx, SIGINT, SIGTERM);
+void Server::wait_for_signal() {
   impl_->signals->async_wait([this](boost::system::error_code ec, int sig) {
     if (ec) return;
     spdlog::info("signal {} received", sig);
+    if (sig == SIGHUP) {
+      reload();
+      wait_for_signal();
+      return;
+    }
     stop();
   });
+}
+
+void Server::run() {
+  impl_->signals = std::make_unique<asio::signal_set>(impl_->loops.front()->ctx, SIGINT, SIGTERM, SIGHUP);
+  wait_for_signal();
   for (auto& loop : impl_->loops) asio::co_spawn(loop->ctx, impl_->accept_loop(*loop), asio::detached);
+  // Bound and listening since the constructor: connections made from now on are served.
+  systemd::notify("READY=1\nSTATUS=serving on " + std::string(impl_->tls ? "https" : "http") + "://" +
+                  impl_->config.listen_address + ":" + std::to_string(impl_->port));
   // Each loop's run() returns once it has no work left: acceptor closed, sessions done,
   // drain timer cancelled (or the drain timeout stopped it).
   std::vector<std::thread> threads;

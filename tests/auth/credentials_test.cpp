@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <thread>
+
+#include "tagd/auth/request_verifier.hpp"
 
 namespace tagd::auth {
 namespace {
@@ -139,6 +142,112 @@ TEST(AuthorizeTest, Trust1DotSegmentsStayInsideThePrefix) {
   // A whole-bucket grant has nothing to escape from.
   Identity all{"A", "S", {Grant{"data", "", true, true, true, true}}};
   EXPECT_TRUE(all.may(s3::Action::kRead, "data", "pub/../private/x"));
+}
+
+// ---- key rotation: load_client_keys and RequestVerifier::replace_store (SIGHUP)
+
+TEST(ClientKeysTest, FileAndShortcutKeyTogether) {
+  std::string path = write_temp(R"({"keys":[{"access_key_id":"FILEKEY","secret_access_key":"f","grants":[]}]})");
+  auto store = load_client_keys(path, "ENVKEY", "e");
+  EXPECT_EQ(store->size(), 2u);
+  ASSERT_NE(store->find("ENVKEY"), nullptr);
+  EXPECT_TRUE(store->find("ENVKEY")->allows({s3::Action::kAdmin, s3::Scope::kBucket, "any", ""}));
+  EXPECT_EQ(load_client_keys("", "ENVKEY", "e")->size(), 1u);
+  EXPECT_EQ(load_client_keys(path, "", "")->size(), 1u);
+  std::ofstream(path) << "{\"keys\": [";  // a half-written file: refused, never half-loaded
+  EXPECT_THROW(load_client_keys(path, "ENVKEY", "e"), std::runtime_error);
+  std::remove(path.c_str());
+  EXPECT_THROW(load_client_keys(path, "", ""), std::runtime_error);  // gone
+}
+
+// AWS's published GetObject example (see request_verifier_test.cpp): signed by
+// AKIAIOSFODNN7EXAMPLE on 2013-05-24.
+constexpr const char* kExampleKey = "AKIAIOSFODNN7EXAMPLE";
+constexpr const char* kExampleSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+HeaderList example_get_headers() {
+  return {{"Host", "examplebucket.s3.amazonaws.com"},
+          {"Range", "bytes=0-9"},
+          {"x-amz-content-sha256", std::string(kEmptySha256)},
+          {"x-amz-date", "20130524T000000Z"},
+          {"Authorization",
+           "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+           "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
+           "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"}};
+}
+
+Result<VerifiedRequest> verify_example(const RequestVerifier& v) {
+  static const HeaderList headers = example_get_headers();
+  return v.verify(RequestHead{"GET", "/test.txt", "", &headers}, *parse_amz_date("20130524T000000Z"));
+}
+
+std::shared_ptr<const CredentialStore> store_with(const char* key, const char* secret) {
+  auto s = std::make_shared<CredentialStore>();
+  s->add_full_access(key, secret);
+  return s;
+}
+
+TEST(KeyRotationTest, NewStoreDecidesFromTheNextRequestOn) {
+  RequestVerifier v(store_with(kExampleKey, kExampleSecret), std::chrono::seconds(900), false);
+  ASSERT_TRUE(verify_example(v).has_value());
+
+  // The key is rotated away: the same request is now from an unknown key.
+  v.replace_store(store_with("AKIDROTATEDNEWKEY000", "new-secret"));
+  auto gone = verify_example(v);
+  ASSERT_FALSE(gone.has_value());
+  EXPECT_EQ(gone.error().code(), ErrorCode::kInvalidAccessKeyId);
+
+  // Same key id, new secret: the old signature no longer matches.
+  v.replace_store(store_with(kExampleKey, "a-rotated-secret"));
+  auto resecreted = verify_example(v);
+  ASSERT_FALSE(resecreted.has_value());
+  EXPECT_EQ(resecreted.error().code(), ErrorCode::kSignatureDoesNotMatch);
+
+  v.replace_store(store_with(kExampleKey, kExampleSecret));
+  EXPECT_TRUE(verify_example(v).has_value());
+}
+
+TEST(KeyRotationTest, ARequestInFlightKeepsTheStoreItWasVerifiedWith) {
+  auto original = store_with(kExampleKey, kExampleSecret);
+  std::weak_ptr<const CredentialStore> watch = original;
+  RequestVerifier v(std::move(original), std::chrono::seconds(900), false);
+  auto in_flight = verify_example(v);
+  ASSERT_TRUE(in_flight.has_value());
+  v.replace_store(store_with("AKIDROTATEDNEWKEY000", "new-secret"));
+  EXPECT_FALSE(verify_example(v).has_value());  // this thread now reads the new store
+  // Only the request still holds the old store, and its identity is still readable.
+  ASSERT_FALSE(watch.expired());
+  EXPECT_EQ(in_flight->identity->access_key_id, kExampleKey);
+  EXPECT_EQ(in_flight->store.get(), watch.lock().get());
+  in_flight = Status(ErrorCode::kInternalError, "request done");
+  EXPECT_TRUE(watch.expired());
+}
+
+TEST(KeyRotationTest, EveryThreadSeesTheNewStore) {
+  RequestVerifier v(store_with(kExampleKey, kExampleSecret), std::chrono::seconds(900), false);
+  // Another event loop has been serving with the old store (its own cached reference).
+  bool before = false;
+  std::thread([&] { before = verify_example(v).has_value(); }).join();
+  EXPECT_TRUE(before);
+  v.replace_store(store_with("AKIDROTATEDNEWKEY000", "new-secret"));
+  ErrorCode after = ErrorCode::kInternalError;
+  std::thread loop([&] {
+    auto r = verify_example(v);
+    after = r.has_value() ? ErrorCode::kInternalError : r.error().code();
+  });
+  loop.join();
+  EXPECT_EQ(after, ErrorCode::kInvalidAccessKeyId);
+}
+
+TEST(KeyRotationTest, VerifiersDoNotShareAThreadsCachedStore) {
+  // One thread, two verifiers: each must answer from its own store, not the one the
+  // thread looked at last.
+  RequestVerifier with_key(store_with(kExampleKey, kExampleSecret), std::chrono::seconds(900), false);
+  RequestVerifier without(store_with("AKIDSOMEONEELSE00000", "x"), std::chrono::seconds(900), false);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(verify_example(with_key).has_value());
+    EXPECT_FALSE(verify_example(without).has_value());
+  }
 }
 
 }  // namespace

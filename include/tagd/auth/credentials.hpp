@@ -1,6 +1,8 @@
 #pragma once
-// Client access keys and what each may do. Loaded once at start-up (exceptions allowed
-// there); read-only afterwards, so lookups need no locking across event loops.
+// Client access keys and what each may do. A store is built whole (at start-up, and again
+// on each SIGHUP; exceptions allowed there) and read-only once published, so lookups need
+// no locking across event loops; a reload publishes a new store instead of changing one
+// (RequestVerifier::replace_store).
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +56,13 @@ class CredentialStore {
  private:
   std::unordered_map<std::string, std::unique_ptr<Identity>> identities_;
 };
+
+// The keys tagd serves clients: the credentials file (if named) plus the TAG shortcut's
+// one full-access key (if `access_key_id` is set). Throws std::runtime_error naming the
+// file and the problem; a caller that already serves keys keeps them.
+std::shared_ptr<const CredentialStore> load_client_keys(const std::string& credentials_file,
+                                                        const std::string& access_key_id,
+                                                        const std::string& secret_access_key);
 
 // Every permission the operation needs must hold. DeleteObjects keys are checked by the
 // caller with Identity::may once the body is read.

@@ -6,8 +6,11 @@
 // SigV4a (AWS4-ECDSA-P256-SHA256) is refused with NotImplemented. Header-level checks happen before any body byte
 // is read; body-level checks (payload hash, aws-chunked signatures, Content-MD5,
 // x-amz-checksum-*) run in BodyVerifier as bytes pass through.
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +59,9 @@ struct BodyPlan {
 
 struct VerifiedRequest {
   const Identity* identity = nullptr;  // nullptr: anonymous (only when allowed)
+  // The key store `identity` lives in, held for as long as the request is: a SIGHUP that
+  // swaps the store meanwhile cannot free it under the request.
+  std::shared_ptr<const CredentialStore> store;
   bool presigned = false;              // X-Amz-Signature or (SigV2) Signature in the query
   bool sigv2 = false;                  // Signature Version 2 (header or query form)
   BodyPlan body;
@@ -63,13 +69,30 @@ struct VerifiedRequest {
 
 class RequestVerifier {
  public:
-  RequestVerifier(const CredentialStore& store, std::chrono::seconds max_skew, bool allow_anonymous)
-      : store_(store), max_skew_(max_skew), allow_anonymous_(allow_anonymous) {}
+  // A store that outlives the verifier and is never replaced (tests, fuzzers).
+  RequestVerifier(const CredentialStore& store, std::chrono::seconds max_skew, bool allow_anonymous);
+  // A shared store that replace_store() may swap (tagd: SIGHUP reloads the keys).
+  RequestVerifier(std::shared_ptr<const CredentialStore> store, std::chrono::seconds max_skew,
+                  bool allow_anonymous);
+  RequestVerifier(const RequestVerifier&) = delete;
+  RequestVerifier& operator=(const RequestVerifier&) = delete;
 
   Result<VerifiedRequest> verify(const RequestHead& head, std::chrono::system_clock::time_point now) const;
 
+  // Publishes a new key store, from any thread: requests verified from now on use it;
+  // requests already verified keep theirs (VerifiedRequest::store) to their end.
+  void replace_store(std::shared_ptr<const CredentialStore> store);
+  // The store in use. No lock per call: each thread keeps its own reference (under a
+  // control block only that thread counts) and refreshes it, under mutex_, only on the
+  // first call after a replace_store().
+  std::shared_ptr<const CredentialStore> store() const;
+
  private:
-  const CredentialStore& store_;
+  mutable std::mutex mutex_;                        // guards current_
+  std::shared_ptr<const CredentialStore> current_;  // what replace_store() published last
+  // Unique across all verifiers of the process (a thread's cached reference names the
+  // generation it holds, so it can never be mistaken for another verifier's store).
+  std::atomic<std::uint64_t> generation_;
   std::chrono::seconds max_skew_;
   bool allow_anonymous_;
 };

@@ -26,6 +26,10 @@ struct Config {
   // Virtual-hosted-style addressing: Host "bucket.<domain>" names the bucket. Empty keeps
   // path-style only.
   std::string virtual_host_domain = "localhost";
+  // TLS listener (TAG_TLS_CERT_FILE / TAG_TLS_KEY_FILE): both set = HTTPS on the listen
+  // port; both empty = plain HTTP. Re-read on SIGHUP (docs/deploy.md).
+  std::string tls_cert_file;  // PEM certificate chain, leaf first
+  std::string tls_key_file;   // PEM private key of the leaf
 
   // Upstream
   std::string upstream_endpoint = "https://t3.storage.dev";
@@ -52,6 +56,12 @@ struct Config {
   std::chrono::milliseconds idle_timeout{60000};     // keep-alive idle, and each body read
   std::chrono::milliseconds drain_timeout{30000};
   unsigned max_inflight_requests = 1024;
+  // Admission by bytes: response body bytes admitted and not sent yet, each response
+  // counting at most one 8 MiB window (gateway/admitted_body.hpp); 0 = no limit.
+  std::uint64_t max_inflight_bytes = 2ull << 30;
+  // Client connections served at once; beyond it a new connection is accepted and reset
+  // at once (server.cpp, admit_connection). 0 = no cap.
+  unsigned max_connections = 8192;
   std::size_t max_delete_objects_body = 2 * 1024 * 1024;
 
   // Cache
@@ -85,6 +95,10 @@ struct Config {
   std::string log_level = "info";      // trace|debug|info|warn|error|off
   std::string log_format = "console";  // console|json
   bool access_log = true;
+
+  // Upload notifications: JSON file of webhook endpoints and outbox limits (src/notify/README.md);
+  // empty: none.
+  std::string notify_config_file;
 };
 
 using Environment = std::map<std::string, std::string>;
@@ -97,6 +111,13 @@ Environment process_environment();
 Config load(const std::vector<std::string>& args, const Environment& env);
 
 std::string help_text();
+
+// What --help says about one setting: its file key, environment variable ("" = none),
+// flag (without dashes) and default as help_text() prints it.
+struct SettingDoc {
+  std::string file_key, env, flag, default_value;
+};
+std::vector<SettingDoc> setting_docs();
 
 // One line per setting with its effective value (secrets masked), for the start-up log.
 std::vector<std::string> describe(const Config& config);

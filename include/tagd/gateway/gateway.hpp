@@ -22,12 +22,15 @@
 namespace tagd::cache {
 class ReadPath;
 }
+namespace tagd::notify {
+class Notifier;
+}
 
 namespace tagd::gateway {
 
 // The client side of one connection, as the handler sees it.
 struct ClientConnection {
-  boost::beast::tcp_stream& stream;
+  http::ClientStream stream;  // plain or TLS
   boost::beast::flat_buffer& buffer;
   std::string peer;
 };
@@ -37,6 +40,8 @@ struct Shared {
   const auth::RequestVerifier& verifier;
   const Clock& clock;
   std::function<bool()> ready;  // readiness for GET /ready
+  // Upload notifications (src/notify); null when none are configured. Thread-safe.
+  notify::Notifier* notifier = nullptr;
 };
 
 struct Exchange;  // one request's state (exchange.hpp)

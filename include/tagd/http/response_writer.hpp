@@ -9,7 +9,6 @@
 //
 // One writer per request; used from the connection's event loop only.
 #include <boost/asio/awaitable.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -24,6 +23,7 @@
 #include "tagd/core/body_source.hpp"
 #include "tagd/core/cache_outcome.hpp"
 #include "tagd/core/status.hpp"
+#include "tagd/http/client_stream.hpp"
 
 namespace tagd::http {
 
@@ -33,7 +33,7 @@ class ResponseWriter {
  public:
   // `parser` has read the request head (its body may be unread); `request_id` goes into
   // x-amz-request-id when the head has none (a relayed upstream id is kept).
-  ResponseWriter(boost::beast::tcp_stream& stream, const RequestParser& parser, std::string request_id,
+  ResponseWriter(ClientStream stream, const RequestParser& parser, std::string request_id,
                  std::chrono::milliseconds idle_timeout);
 
   // Writes the head. `body_length`: the exact body length (Content-Length), or nullopt
@@ -75,7 +75,7 @@ class ResponseWriter {
   const std::string& request_id() const noexcept { return request_id_; }
 
  private:
-  boost::beast::tcp_stream& stream_;
+  ClientStream stream_;
   const RequestParser& parser_;
   std::string request_id_;
   std::chrono::milliseconds idle_timeout_;

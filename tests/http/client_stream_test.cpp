@@ -1,0 +1,139 @@
+// http::ClientStream over TLS: the response writer's writes (a head held back and sent
+// with the first body bytes, bodies of several TLS records, chunked coding) arrive whole
+// at a TLS client, as they do over plain TCP (response_writer_test.cpp).
+#include "tagd/http/client_stream.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <functional>
+#include <optional>
+#include <thread>
+
+#include "support/test_certificate.hpp"
+#include "tagd/http/response_writer.hpp"
+
+namespace tagd::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace ssl = asio::ssl;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+using Script = std::function<asio::awaitable<void>(ResponseWriter&)>;
+
+// One request over TLS on loopback: the server side handshakes, parses the head and runs
+// `script` with a ResponseWriter on a ClientStream; the client reads the whole response.
+bhttp::response<bhttp::string_body> exchange(const Script& script, bool* server_ok) {
+  tagd::testing::TestCertificate cert;
+  ssl::context server_ctx(ssl::context::tls_server);
+  server_ctx.use_certificate_chain_file(cert.cert_file());
+  server_ctx.use_private_key_file(cert.key_file(), ssl::context::pem);
+
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acceptor.local_endpoint().port();
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto [aec, socket] = co_await acceptor.async_accept(kTuple);
+        if (aec) co_return;
+        ClientStream::TlsStream tls(beast::tcp_stream(std::move(socket)), server_ctx);
+        beast::get_lowest_layer(tls).expires_after(5s);
+        auto [hec] = co_await tls.async_handshake(ssl::stream_base::server, kTuple);
+        if (hec) co_return;
+        ClientStream stream(tls);
+        EXPECT_TRUE(stream.is_tls());
+        beast::flat_buffer buffer;
+        RequestParser parser;
+        auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+        if (ec) co_return;
+        {
+          ResponseWriter writer(stream, parser, "REQ", 2s);
+          co_await script(writer);
+        }
+        auto [sec] = co_await tls.async_shutdown(kTuple);
+        (void)sec;
+        *server_ok = true;
+      },
+      asio::detached);
+  std::thread server([&] { io.run_for(10s); });
+
+  asio::io_context client_io;
+  ssl::context client_ctx(ssl::context::tls_client);
+  client_ctx.set_verify_mode(ssl::verify_none);
+  ssl::stream<tcp::socket> client(client_io, client_ctx);
+  client.next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  client.handshake(ssl::stream_base::client);
+  bhttp::request<bhttp::empty_body> req(bhttp::verb::get, "/object", 11);
+  req.set(bhttp::field::host, "localhost");
+  bhttp::write(client, req);
+  beast::flat_buffer buffer;
+  bhttp::response<bhttp::string_body> res;
+  boost::system::error_code ec;
+  bhttp::read(client, buffer, res, ec);
+  EXPECT_FALSE(ec) << ec.message();
+  client.shutdown(ec);
+  server.join();
+  return res;
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+TEST(ClientStreamTlsTest, HeadWithFirstBodyBytesAndABodyOfManyRecords) {
+  const std::string body = pattern(300 * 1024 + 5);  // ~19 TLS records
+  bool ok = false;
+  auto res = exchange(
+      [&](ResponseWriter& w) -> asio::awaitable<void> {
+        EXPECT_TRUE(co_await w.send(bhttp::status::ok, "application/octet-stream", body));
+      },
+      &ok);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body().size(), body.size());
+  EXPECT_TRUE(res.body() == body);
+}
+
+TEST(ClientStreamTlsTest, ContentLengthBodyInPiecesAndChunkedBody) {
+  const std::string body = pattern(150 * 1024);
+  for (bool chunked : {false, true}) {
+    bool ok = false;
+    auto res = exchange(
+        [&](ResponseWriter& w) -> asio::awaitable<void> {
+          bhttp::response_header<> head;
+          head.result(bhttp::status::ok);
+          std::optional<std::uint64_t> length;
+          if (!chunked) length = body.size();
+          EXPECT_TRUE(co_await w.write_head(head, length));
+          for (std::size_t at = 0; at < body.size(); at += 64 * 1024) {
+            EXPECT_TRUE(co_await w.write_body(std::string_view(body).substr(at, 64 * 1024)));
+          }
+          EXPECT_TRUE(co_await w.finish());
+        },
+        &ok);
+    EXPECT_TRUE(ok) << "chunked=" << chunked;
+    EXPECT_EQ(res.body().size(), body.size()) << "chunked=" << chunked;
+    EXPECT_TRUE(res.body() == body) << "chunked=" << chunked;
+  }
+}
+
+}  // namespace
+}  // namespace tagd::http
