@@ -4,6 +4,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "tagd/core/metrics.hpp"
+
 namespace tagd::cache {
 
 namespace {
@@ -45,7 +47,12 @@ Result<std::unique_ptr<BlockStore>> BlockStore::open(BlockDevice& device, CacheI
   std::sort(used.begin(), used.end(), [&](std::uint32_t a, std::uint32_t b) {
     return generations.value()[a] < generations.value()[b];
   });
+  store->eviction_->attach(static_cast<std::uint32_t>(count));
   for (std::uint32_t r : used) store->eviction_->on_sealed(r);
+  // Whole regions: one that holds any block counts as used (start_new_region_locked adds
+  // each free region it takes).
+  metrics().cache_capacity_bytes.set(static_cast<std::int64_t>(store->capacity_bytes()));
+  metrics().cache_used_bytes.set(static_cast<std::int64_t>(used.size() * options.region_size));
   std::lock_guard lock(store->mu_);
   if (Status s = store->start_new_region_locked(); !s) return s;
   return store;
@@ -63,6 +70,10 @@ Status BlockStore::start_new_region_locked() {
   if (region == UINT32_MAX) {
     region = eviction_->pick_victim();
     ++stats_.regions_evicted;
+    metrics().cache_region_evictions.inc();
+    metrics().cache_evicted_bytes.inc(options_.region_size);
+  } else {
+    metrics().cache_used_bytes.add(static_cast<std::int64_t>(options_.region_size));  // a free region taken
   }
   std::uint64_t generation = next_generation_++;
   // Persist the new generation before any block lands in the region: from here on, every
@@ -100,6 +111,7 @@ Status BlockStore::put(const BlockIdentity& id, std::span<const std::byte> paylo
                          std::move(pieces)};
   if (Status s = device_.write(location.offset, {buffer.data(), stored}); !s) return s;
   active_offset_ += stored;
+  eviction_->on_written(active_region_);
   ++stats_.blocks_written;
   stats_.bytes_written += stored;
   return index_.put_block(id.key_hash, id.etag, id.block_number, location);
@@ -118,6 +130,10 @@ BlockRead BlockStore::drop(const BlockIdentity& id, ReadOutcome why) {
 
 void BlockStore::count_hit(const BlockLocation& location) {
   if (!eviction_->wants_hits()) return;
+  if (!eviction_->hits_need_store_lock()) {
+    eviction_->on_hit(location.region);
+    return;
+  }
   std::lock_guard lock(mu_);
   eviction_->on_hit(location.region);
 }

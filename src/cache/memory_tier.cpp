@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "tagd/cache/block_format.hpp"
+#include "tagd/core/metrics.hpp"
 
 namespace tagd::cache {
 
@@ -36,6 +37,7 @@ void MemoryTier::put(const BlockKey& block_key, BlockBytes bytes) {
     map_[block_key] = queue_.begin();
   }
   while (bytes_ > capacity_ && !queue_.empty()) evict_one_locked();
+  metrics().cache_memory_used_bytes.set(static_cast<std::int64_t>(bytes_));
 }
 
 void MemoryTier::evict_one_locked() {
@@ -61,6 +63,7 @@ void MemoryTier::erase(const BlockKey& block_key) {
   bytes_ -= it->second->bytes->size();
   queue_.erase(it->second);
   map_.erase(it);
+  metrics().cache_memory_used_bytes.set(static_cast<std::int64_t>(bytes_));
 }
 
 std::uint64_t MemoryTier::bytes() const {

@@ -13,6 +13,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <chrono>
 #include <random>
 #include <utility>
 
@@ -307,6 +308,9 @@ asio::awaitable<Result<std::unique_ptr<Response>>> PooledClient::exchange(Reques
   attempt.replayable = request.body == nullptr || request.body->replayable();
   attempt.idempotent = idempotent(request.method);
   for (;; ++attempt.number) {
+    // Upstream latency as a client of tagd feels it per attempt: connection set-up (when
+    // none was idle) included, retries each counted on their own.
+    const auto attempt_start = std::chrono::steady_clock::now();
     // (No co_await inside ?: — GCC 12 miscompiles it.)
     Result<std::unique_ptr<Connection>> acquired = Status(ErrorCode::kInternalError, "unset");
     if (attempt.number == 0) {
@@ -330,6 +334,7 @@ asio::awaitable<Result<std::unique_ptr<Response>>> PooledClient::exchange(Reques
         co_return *r.body_error;
       }
       if (r.parser) {
+        m.upstream_latency.at().observe(std::chrono::steady_clock::now() - attempt_start);
         co_return std::unique_ptr<Response>(std::make_unique<PooledResponse>(
             *pool_, std::move(conn), std::move(r.parser), request.method == http::verb::head, r.reusable, timeout));
       }

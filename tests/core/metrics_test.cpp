@@ -2,14 +2,20 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <chrono>
+
 #include <cstdint>
 #include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include "tagd/core/cache_outcome.hpp"
 
 namespace tagd {
 namespace {
@@ -46,9 +52,18 @@ std::vector<Declared> declared() {
                  std::is_same_v<metric_family::family::type, Gauge>,                                          \
                  [](const Metrics& m) { return static_cast<std::int64_t>(m.member.get()); },                  \
                  [](Metrics& m, std::int64_t n) { bump(m.member, n); }});
-  TAGD_ALL_METRICS(TEST_SINGLE, TEST_SINGLE, TAGD_METRIC_IGNORE, TEST_LABELLED)
+  TAGD_ALL_METRICS(TEST_SINGLE, TEST_SINGLE, TAGD_METRIC_IGNORE, TEST_LABELLED, TAGD_METRIC_IGNORE)
 #undef TEST_SINGLE
 #undef TEST_LABELLED
+  return out;
+}
+
+// The exported names of the HISTOGRAM entries.
+std::set<std::string> declared_histograms() {
+  std::set<std::string> out;
+#define TEST_HISTOGRAM(member, prom_name, help, ...) out.insert(prom_name);
+  TAGD_ALL_METRICS(TAGD_METRIC_IGNORE, TAGD_METRIC_IGNORE, TAGD_METRIC_IGNORE, TAGD_METRIC_IGNORE, TEST_HISTOGRAM)
+#undef TEST_HISTOGRAM
   return out;
 }
 
@@ -56,16 +71,16 @@ struct Parsed {
   std::vector<std::string> help_names, type_names;           // in order of appearance
   std::map<std::string, std::string> help, type;             // family -> help text / type
   std::vector<std::pair<std::string, std::string>> samples;  // series -> value, in order
-  std::vector<std::string> sample_families;                  // family of each sample
+  std::vector<std::string> sample_families;                  // metric name of each sample
   std::vector<std::string> errors;
 };
 
 // A strict reader for the subset of the Prometheus text format tagd emits.
 Parsed parse(const std::string& text) {
   static const std::regex kHelp(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (\S.*))");
-  static const std::regex kType(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge))");
+  static const std::regex kType(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram))");
   static const std::regex kSample(
-      R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\})? (-?[0-9]+))");
+      R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\})? (-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?))");
   Parsed p;
   if (text.empty() || text.back() != '\n') p.errors.push_back("output does not end with a newline");
   std::istringstream in(text);
@@ -88,6 +103,18 @@ Parsed parse(const std::string& text) {
   return p;
 }
 
+// The family a sample belongs to: its name, or for a histogram's _bucket/_sum/_count the
+// histogram's name.
+std::string family_of(const std::string& sample_name, const std::map<std::string, std::string>& types) {
+  for (std::string_view suffix : {"_bucket", "_sum", "_count"}) {
+    if (sample_name.ends_with(suffix)) {
+      std::string base = sample_name.substr(0, sample_name.size() - suffix.size());
+      if (auto it = types.find(base); it != types.end() && it->second == "histogram") return base;
+    }
+  }
+  return sample_name;
+}
+
 TEST(Metrics, RenderParsesAsPrometheusText) {
   Metrics m;
   for (const auto& d : declared()) d.bump(m, 3);
@@ -102,7 +129,7 @@ TEST(Metrics, OneHelpAndOneTypePerFamilyBeforeItsSamples) {
   auto p = parse(text);
   ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
 
-  std::set<std::string> families;
+  std::set<std::string> families = declared_histograms();
   for (const auto& d : declared()) families.insert(d.family);
   EXPECT_EQ(std::multiset<std::string>(p.help_names.begin(), p.help_names.end()),
             std::multiset<std::string>(families.begin(), families.end()));
@@ -127,7 +154,8 @@ TEST(Metrics, OneHelpAndOneTypePerFamilyBeforeItsSamples) {
       state = kInSamples;
     } else {
       EXPECT_NE(state, kWantHelp) << "sample before any HELP: " << line;
-      EXPECT_EQ(line.substr(0, line.find_first_of("{ ")), current) << "sample outside its family: " << line;
+      EXPECT_EQ(family_of(line.substr(0, line.find_first_of("{ ")), p.type), current)
+          << "sample outside its family: " << line;
     }
   }
   EXPECT_EQ(state, kInSamples);
@@ -148,7 +176,9 @@ TEST(Metrics, EveryDeclaredMetricRendersItsValueOnce) {
   ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
 
   std::map<std::string, std::string> rendered;
-  for (const auto& [series, value] : p.samples) {
+  for (std::size_t i = 0; i < p.samples.size(); ++i) {
+    const auto& [series, value] = p.samples[i];
+    if (p.type[family_of(p.sample_families[i], p.type)] == "histogram") continue;  // (tests below)
     EXPECT_TRUE(rendered.emplace(series, value).second) << "rendered twice: " << series;
   }
   EXPECT_EQ(rendered.size(), decl.size()) << "rendered series that are not declared, or missing ones";
@@ -252,11 +282,30 @@ TEST(Metrics, ExportedNamesAndTypesArePinned) {
       {"tagd_disk_direct_io", "gauge"},
       {"tagd_disk_reads_in_flight", "gauge"},
       {"tagd_draining", "gauge"},
+      {"tagd_request_duration_seconds", "histogram"},
+      {"tagd_upstream_latency_seconds", "histogram"},
+      {"tagd_served_bytes_total", "counter"},
+      {"tagd_admission_shed_total", "counter"},
+      {"tagd_inflight_response_bytes", "gauge"},
+      {"tagd_max_connections", "gauge"},
+      {"tagd_max_inflight_requests", "gauge"},
+      {"tagd_max_inflight_bytes", "gauge"},
+      {"tagd_cache_capacity_bytes", "gauge"},
+      {"tagd_cache_used_bytes", "gauge"},
+      {"tagd_cache_memory_capacity_bytes", "gauge"},
+      {"tagd_cache_memory_used_bytes", "gauge"},
+      {"tagd_cache_region_evictions_total", "counter"},
+      {"tagd_cache_evicted_bytes_total", "counter"},
   };
   Metrics m;
   auto p = parse(m.render_prometheus());
   ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
-  EXPECT_EQ(p.type, expected);
+  // Every pinned name is still there with its type (new metrics may be added freely).
+  for (const auto& [name, type] : expected) {
+    auto it = p.type.find(name);
+    ASSERT_NE(it, p.type.end()) << "renamed or removed: " << name;
+    EXPECT_EQ(it->second, type) << name;
+  }
 }
 
 TEST(Metrics, GlobalInstanceIsShared) {
@@ -264,6 +313,98 @@ TEST(Metrics, GlobalInstanceIsShared) {
   const std::uint64_t before = metrics().auth_failures.get();
   metrics().auth_failures.inc();
   EXPECT_EQ(metrics().auth_failures.get(), before + 1);
+}
+
+// Bucket bounds are inclusive (Prometheus' le), buckets render cumulatively, _count is the
+// +Inf bucket and _sum is in seconds.
+TEST(Histogram, ObservationsLandInTheirBucketsAndRenderCumulatively) {
+  Metrics m;
+  auto& h = m.upstream_latency.at();
+  h.observe(std::chrono::nanoseconds(0));      // first bucket
+  h.observe(std::chrono::milliseconds(1));     // exactly a bound: in le="0.001"
+  h.observe(std::chrono::microseconds(1001));  // just above: le="0.0025"
+  h.observe(std::chrono::seconds(100));        // beyond the last bound: +Inf only
+  h.observe(std::chrono::nanoseconds(-5));     // a clock step backwards counts as 0
+  EXPECT_EQ(h.count(), 5u);
+  EXPECT_EQ(h.in_bucket(0), 2u);
+  EXPECT_EQ(h.in_bucket(3), 1u);
+  EXPECT_EQ(h.in_bucket(4), 1u);
+  EXPECT_EQ(h.in_bucket(Histogram::kBuckets), 1u);
+  const std::string text = m.render_prometheus();
+  EXPECT_NE(text.find("# HELP tagd_upstream_latency_seconds "), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE tagd_upstream_latency_seconds histogram\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"0.0001\"} 2\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"0.00025\"} 2\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"0.0005\"} 2\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"0.001\"} 3\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"0.0025\"} 4\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("tagd_upstream_latency_seconds_bucket{le=\"60\"} 4\n"
+                      "tagd_upstream_latency_seconds_bucket{le=\"+Inf\"} 5\n"
+                      "tagd_upstream_latency_seconds_sum 100.002001\n"
+                      "tagd_upstream_latency_seconds_count 5\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(Histogram, BoundsIncreaseAndMatchTheirLabels) {
+  for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+    if (i > 0) {
+      EXPECT_LT(kLatencyBuckets[i - 1].upper_ns, kLatencyBuckets[i].upper_ns);
+    }
+    EXPECT_DOUBLE_EQ(std::stod(std::string(kLatencyBuckets[i].le)) * 1e9,
+                     static_cast<double>(kLatencyBuckets[i].upper_ns))
+        << kLatencyBuckets[i].le;
+  }
+}
+
+// The labelled histogram: one series per (op, result), all rendered, each observation in
+// exactly the series its indices name.
+TEST(Histogram, LabelledSeriesAreTheCrossProductOfTheirDimensions) {
+  using Vec = decltype(Metrics::request_duration);
+  static_assert(Vec::kSeries == 5 * 6);
+  Metrics m;
+  m.request_duration.at(metric_label::Op::kGet, CacheOutcome::kHit).observe(std::chrono::microseconds(300));
+  m.request_duration.at(metric_label::Op::kPut, CacheOutcome::kNone).observe(std::chrono::seconds(2));
+  m.request_duration.at(metric_label::Op::kPut, CacheOutcome::kNone).observe(std::chrono::seconds(2));
+  // Out of range clamps to the last value of that dimension.
+  m.request_duration.at(std::size_t{99}, std::size_t{99}).observe(std::chrono::seconds(1));
+  EXPECT_EQ(Vec::label_values(0), (std::array<std::string_view, 2>{"get", "none"}));
+  EXPECT_EQ(Vec::label_values(1), (std::array<std::string_view, 2>{"get", "hit"}));
+  EXPECT_EQ(Vec::label_values(Vec::kSeries - 1), (std::array<std::string_view, 2>{"other", "disabled"}));
+  const std::string text = m.render_prometheus();
+  auto p = parse(text);
+  ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
+  std::map<std::string, std::string> counts;
+  for (const auto& [series, value] : p.samples) {
+    if (series.rfind("tagd_request_duration_seconds_count{", 0) == 0) counts[series] = value;
+  }
+  EXPECT_EQ(counts.size(), Vec::kSeries);
+  std::uint64_t total = 0;
+  for (const auto& [series, value] : counts) total += std::stoull(value);
+  EXPECT_EQ(total, 4u);
+  EXPECT_EQ(counts["tagd_request_duration_seconds_count{op=\"get\",result=\"hit\"}"], "1");
+  EXPECT_EQ(counts["tagd_request_duration_seconds_count{op=\"put\",result=\"none\"}"], "2");
+  EXPECT_EQ(counts["tagd_request_duration_seconds_count{op=\"other\",result=\"disabled\"}"], "1");
+  EXPECT_NE(text.find("tagd_request_duration_seconds_bucket{op=\"get\",result=\"hit\",le=\"0.00025\"} 0\n"
+                      "tagd_request_duration_seconds_bucket{op=\"get\",result=\"hit\",le=\"0.0005\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("tagd_request_duration_seconds_sum{op=\"put\",result=\"none\"} 4\n"), std::string::npos);
+}
+
+// Observations from many threads at once are all counted (relaxed atomics, no lost update).
+TEST(Histogram, ConcurrentObservationsAreAllCounted) {
+  Metrics m;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&m, t] {
+      for (int i = 0; i < 10000; ++i) m.upstream_latency.at().observe(std::chrono::microseconds(100 * (t + 1)));
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(m.upstream_latency.at().count(), 40000u);
+  EXPECT_EQ(m.upstream_latency.at().sum_ns(), std::uint64_t{10000} * (100'000 + 200'000 + 300'000 + 400'000));
 }
 
 }  // namespace

@@ -54,6 +54,7 @@ struct BlockRead {
   BlockBytes bytes;         // set on kHit: the bytes asked for (or more, see `first`)
   std::uint32_t first = 0;  // the offset within the block of bytes->data()[0]
   bool whole_block = false;  // bytes are the whole block (from read() or the DRAM tier)
+  bool from_memory = false;  // bytes came from the DRAM tier, not the device (tagd_served_bytes_total)
 };
 
 class BlockStore {
