@@ -10,6 +10,7 @@
 
 #include "client_upload.hpp"
 #include "exchange.hpp"
+#include "notify_events.hpp"
 #include "tagd/auth/hashing.hpp"
 #include "tagd/auth/sigv4.hpp"
 #include "tagd/core/metrics.hpp"
@@ -119,6 +120,15 @@ asio::awaitable<void> Gateway::forward(Exchange& ex, CacheOutcome outcome) {
   if (cache_ != nullptr) {
     for (const auto& w : written) cache_->invalidate(w.bucket, w.key);
   }
+  // Upload notifications: with the outbox full (when_full=reject) the write is refused
+  // before it is forwarded, so no confirmed write goes without its event.
+  const bool notify = shared_.notifier != nullptr && notification_wanted(*shared_.notifier, ex, written);
+  if (notify) {
+    if (Status s = shared_.notifier->admit(); !s) {
+      co_await fail(s);
+      co_return;
+    }
+  }
 
   // The upstream request: path-style target, hop-by-hop and authentication headers
   // dropped (the client re-signs), aws-chunked framing described anew.
@@ -175,6 +185,18 @@ asio::awaitable<void> Gateway::forward(Exchange& ex, CacheOutcome outcome) {
   }
   m.request_body_bytes.inc(upload.payload_bytes());
   upstream::Response& answer = *response.value();
+  if (notify && answer.status() >= 200 && answer.status() < 300) {
+    // The events are fsynced before the client hears of the write (notify_events.hpp).
+    auto held = co_await record_notifications(*shared_.notifier, *client_, ex, written, upload.payload_bytes(), answer);
+    if (!held) {
+      co_await fail(held.error());
+      co_return;
+    }
+    if (*held) {
+      co_await respond(ex, answer.head(), (*held)->length(), held->get(), outcome);
+      co_return;
+    }
+  }
   co_await respond(ex, answer.head(), answer.length(), &answer, outcome);
 }
 
