@@ -1,4 +1,5 @@
 #include "tagd/cache/object_cache.hpp"
+#include "tagd/cache/policies.hpp"
 
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
@@ -109,6 +110,7 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
       prefetch_budget_(make_fill_budget(options.prefetch_budget, 1024)),
       sequential_(options.read_ahead),
       invalidated_at_(1 << 16, 0) {
+  metrics().cache_memory_capacity_bytes.set(static_cast<std::int64_t>(memory_bytes));
   auto store = BlockStore::open(*device_, *index_, std::move(eviction), BlockStoreOptions{region_size, options.block_size});
   if (!store) throw std::runtime_error("cache: " + store.error().message());
   store_ = std::move(store.value());
@@ -173,16 +175,17 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   auto durable_index = open_rocksdb_index(index_dir);
   if (!durable_index) throw std::runtime_error("invalid setting cache.disk_path: " + durable_index.error().message());
   auto index = make_memory_cached_index(std::move(durable_index.value()), config.cache_index_memory_entries);
-  auto eviction = make_eviction_policy(config.cache_eviction_policy);
-  if (!eviction) throw std::runtime_error("invalid setting cache.eviction_policy: " + config.cache_eviction_policy);
+  auto policies = make_cache_policies(config.cache_eviction_policy, config.cache_fill_budget_bytes,
+                                      config.cache_max_fills);
+  if (!policies) throw std::runtime_error("invalid setting cache.eviction_policy: " + config.cache_eviction_policy);
   ObjectCacheOptions options{config.cache_block_size, config.cache_ttl, config.cache_stale_if_error,
                              config.cache_max_fetch};
   options.fetch_parallelism = config.cache_fetch_parallelism;
   options.prefetch_budget = config.cache_prefetch_budget;
   options.read_ahead.initial_window = std::min<std::uint64_t>(1ull << 20, config.cache_read_ahead_max);
   options.read_ahead.max_window = config.cache_read_ahead_max;
-  auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index), std::move(eviction),
-                                             make_fill_budget(config.cache_fill_budget_bytes, config.cache_max_fills),
+  auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index),
+                                             std::move(policies->eviction), std::move(policies->admission),
                                              config.cache_memory_size, config.cache_region_size, options);
   spdlog::info("cache: {} bytes in {} ({} device, {} I/O, {} regions of {} bytes), index {}, DRAM tier {} bytes",
                usable, block_file, cache->device_kind(), cache->device().direct() ? "direct" : "buffered",
@@ -234,7 +237,7 @@ void ObjectCache::invalidate(const std::string& bucket, const std::string& key) 
 boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag,
                                                            std::uint64_t block) {
   const BlockKey mkey = MemoryTier::key(key_hash, etag, block);
-  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true};
+  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
   // Named, not a temporary in the co_await (GCC 12 frees such temporaries twice).
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read(id);
@@ -247,7 +250,7 @@ boost::asio::awaitable<BlockRead> ObjectCache::read_block_range(std::uint64_t ke
                                                                  std::uint64_t block, std::uint32_t offset,
                                                                  std::uint32_t length) {
   if (BlockBytes bytes = memory_.get(MemoryTier::key(key_hash, etag, block))) {
-    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true};
+    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
   }
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read_range(id, offset, length);

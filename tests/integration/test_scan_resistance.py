@@ -1,0 +1,133 @@
+"""Scan resistance (issue 10): shuffled epochs over a dataset 1.5x the cache.
+
+The same 4 epochs (the same shuffled orders) through two tagds that differ only in
+cache.eviction_policy: FIFO keeps evicting what the next epoch reads, hit-gated declines
+fills once every region is being read and keeps a stable part of the dataset. The
+upstream is a FakeUpstream serving generated objects (fast, and it counts GETs); the
+DRAM tier is off so every hit is the block file's.
+
+Geometry: 64 KiB blocks, 60 KiB objects (one block of 64 KiB stored each), 1 MiB
+regions (16 objects), a 16 MiB block file (16 regions, 256 objects), 384 objects.
+"""
+import random
+import re
+import shutil
+import tempfile
+import unittest
+
+import harness
+from harness import FakeUpstream, Tagd
+
+UPSTREAM_KEY = ("AKIDUPSTREAMFAKE0001", "upstream-fake-secret-0123456789abcdefgh")
+OBJECT = 60 * 1024
+CACHE_OBJECTS = 256
+DATASET = 384  # 1.5x the cache
+EPOCHS = 4
+
+
+def body_of(key: str) -> bytes:
+    seed = key.encode() * (OBJECT // len(key) + 1)
+    return seed[:OBJECT]
+
+
+def respond(req):
+    if req["method"] not in ("GET", "HEAD"):
+        return FakeUpstream.response(405)
+    key = req["target"].split("?", 1)[0].rsplit("/", 1)[-1]
+    body = body_of(key)
+    headers = {"ETag": f'"{key}"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+               "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+    m = re.fullmatch(r"bytes=(\d+)-(\d*)", req["headers"].get("range", ""))
+    status = 200
+    if m:
+        first = int(m.group(1))
+        last = min(int(m.group(2)) if m.group(2) else len(body) - 1, len(body) - 1)
+        headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+        body = body[first:last + 1]
+        status = 206
+    if req["method"] == "HEAD":
+        return FakeUpstream.response(status, b"", headers, content_length=len(body))
+    return FakeUpstream.response(status, body, headers)
+
+
+class ScanResistanceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="tagd-evict-")
+        cls.addClassCleanup(shutil.rmtree, cls.workdir, True)
+
+    def epochs(self, policy: str):
+        upstream = FakeUpstream(respond)
+        self.addCleanup(upstream.stop)
+        t = Tagd(self.workdir, upstream.endpoint, UPSTREAM_KEY, name=f"tagd-{policy}", extra_args=[
+            "--cache-disk-path", f"{self.workdir}/{policy}-cache", "--cache-max-disk-usage", "16MiB",
+            "--cache-region-size", "1MiB", "--cache-block-size", "64KiB", "--cache-memory-size", "0",
+            "--cache-eviction-policy", policy])
+        self.addCleanup(t.stop)
+        t.start()
+        rng = random.Random(10)
+        keys = [f"obj-{i:04d}" for i in range(DATASET)]
+        per_epoch = []
+        for _ in range(EPOCHS):
+            rng.shuffle(keys)
+            hits = 0
+            for k in keys:
+                status, headers, data = harness.signed_request(t.port, "GET", f"/bucket/{k}")
+                self.assertEqual(status, 200, data[:200])
+                self.assertEqual(data, body_of(k))  # a declined fill is still answered, whole
+                hits += headers.get("x-cache") == "HIT"
+            per_epoch.append(hits / DATASET)
+        return per_epoch, t.metrics()
+
+    def test_hit_gated_keeps_a_stable_part_of_the_dataset(self):
+        fifo, fifo_m = self.epochs("fifo")
+        gated, gated_m = self.epochs("hit-gated")
+        fifo_later = sum(fifo[1:]) / (EPOCHS - 1)
+        gated_later = sum(gated[1:]) / (EPOCHS - 1)
+        print(f"\nepochs 2-{EPOCHS} hit ratio: fifo {fifo_later:.3f} {fifo}, hit-gated {gated_later:.3f} {gated}")
+        # Keeping a fixed subset hits about cache/dataset = 2/3 (less the active region's
+        # slack: 15 of 16 regions sealed); the issue's goal is 0.9 x that.
+        self.assertGreaterEqual(gated_later, 0.9 * CACHE_OBJECTS / DATASET)
+        self.assertGreater(gated_later, fifo_later + 0.15)
+        self.assertGreater(gated_m["tagd_cache_fills_declined_total"], 0)
+        self.assertEqual(fifo_m["tagd_cache_fills_declined_total"], 0)
+        # The X-Cache counts and the metric agree (one source).
+        self.assertEqual(gated_m['tagd_cache_requests_total{result="hit"}'],
+                         round(sum(gated) * DATASET))
+
+    def test_fills_resume_when_the_dataset_changes(self):
+        """After epochs of one dataset, a new dataset that fits: once nothing has read the
+        old regions for twice the cache's blocks in reads they are dead and give way, and
+        the new dataset is cached (every read a hit by its fifth epoch; FIFO: the second).
+        The price of scan resistance: hit-gated cannot tell a finished job from a loop over
+        up to twice the cache before then (bench/eviction_sim.py, epochs-shift)."""
+        upstream = FakeUpstream(respond)
+        self.addCleanup(upstream.stop)
+        t = Tagd(self.workdir, upstream.endpoint, UPSTREAM_KEY, name="tagd-shift", extra_args=[
+            "--cache-disk-path", f"{self.workdir}/shift-cache", "--cache-max-disk-usage", "16MiB",
+            "--cache-region-size", "1MiB", "--cache-block-size", "64KiB", "--cache-memory-size", "0",
+            "--cache-eviction-policy", "hit-gated"])
+        self.addCleanup(t.stop)
+        t.start()
+        rng = random.Random(11)
+        old = [f"old-{i:04d}" for i in range(DATASET)]
+        for _ in range(2):
+            rng.shuffle(old)
+            for k in old:
+                self.assertEqual(harness.signed_request(t.port, "GET", f"/bucket/{k}")[0], 200)
+        new = [f"new-{i:04d}" for i in range(200)]  # fits in the cache
+        last = 0.0
+        for _ in range(5):
+            rng.shuffle(new)
+            hits = 0
+            for k in new:
+                status, headers, _ = harness.signed_request(t.port, "GET", f"/bucket/{k}")
+                self.assertEqual(status, 200)
+                hits += headers.get("x-cache") == "HIT"
+            last = hits / len(new)
+        self.assertEqual(last, 1.0)
+        self.assertGreater(t.metrics()["tagd_cache_regions_evicted_dead_total"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
