@@ -26,6 +26,12 @@ from tagbench import scenarios as SC  # noqa: E402
 from tagbench import servers as S  # noqa: E402
 from tagbench import table  # noqa: E402
 from tagbench.util import log  # noqa: E402
+from tagbench import scenarios_misses as SCM  # noqa: E402
+
+# issue 10's miss-path scenarios (tagbench/scenarios_misses.py)
+SC.SCENARIOS.update(SCM.SCENARIOS)
+SC.ALIASES.update(SCM.ALIASES)
+SC.ORDER.extend(n for n in SCM.ORDER if n not in SC.ORDER)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

@@ -1404,3 +1404,14 @@ SCENARIOS = {
 ALIASES = {"0": "ceiling", "1": "hit", "2": "peer", "3": "epoch", "4": "herd", "5": "large", "6": "memory",
            "7": "miss", "8": "warm1g", "9": "warmepoch", "10": "sockets"}
 ORDER = ["ceiling", "hit", "peer", "epoch", "herd", "large", "memory", "miss", "warm1g", "warmepoch", "sockets"]
+
+# Scenarios of later issues, each in its own module (imported last: they use this one).
+from . import scenarios_evict as _evict  # noqa: E402
+from . import scenarios_flows as _flows  # noqa: E402
+from . import scenarios_ops2 as _ops2  # noqa: E402
+
+SCENARIOS.update(_evict.SCENARIOS)
+SCENARIOS.update(_flows.SCENARIOS)
+SCENARIOS["admission"] = _ops2.admission
+ALIASES.update({"11": "evict", "12": "admission"})
+ORDER += ["evict", "admission"] + _flows.ORDER

@@ -151,6 +151,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
             static_cast<std::size_t>(std::min<std::uint64_t>(std::min(hi, stored_end) - lo, max_lent));
         position_ += n;
         m.cache_hit_bytes.inc(n);
+        (stored_from_memory_ ? m.served_bytes_dram : m.served_bytes_disk).inc(n);
         co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
       }
       stored_.reset();  // a chunk of the block, used up: read the next one
@@ -188,6 +189,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
         }
         stored_ = std::move(r.bytes);
         stored_first_ = r.first;
+        stored_from_memory_ = r.from_memory;
         continue;
       }
       auto inflight = cache_.find(key_hash_, meta_.etag, b);
@@ -208,6 +210,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
                                           std::min<std::uint64_t>(scratch.size(), hi - lo), done);
     if (n > 0) {
       position_ += n;
+      m.served_bytes_upstream.inc(n);  // a fill in progress: bytes as the upstream sends them
       co_return std::span<const char>(scratch.data(), n);
     }
     if (done) {

@@ -388,7 +388,10 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
     run_bytes = std::min(run_bytes, (*last_wanted_block - first_block + 1) * bs);
   }
   if (suffix) run_bytes = *suffix > UINT64_MAX - bs ? UINT64_MAX : *suffix + bs;
-  if (!cache_.admission().try_admit(run_bytes)) {
+  const AdmitResult admitted = cache_.admission().admit(run_bytes);
+  // Declined by the eviction policy (scan resistance): counted there; not a fault.
+  if (admitted == AdmitResult::kDeclined) co_return s.forward(CacheOutcome::kMiss);
+  if (admitted != AdmitResult::kAdmitted) {
     metrics().cache_fills_rejected.inc();
     // Once per 10 s at most: under a burst this would otherwise be one line per request.
     static std::atomic<std::int64_t> last_warned{0};
@@ -456,6 +459,9 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
     // (no such key, access denied, slow down) is what the client's request would get too,
     // unless it carried conditionals: relay it rather than asking the upstream twice.
     const int status = h.result_int();
+    // An upstream that ignores Range answers 200 with the whole object: what the client
+    // asked for.
+    if (status == 200 && !ranged && !conditional) co_return relay(s, std::move(response));
     if (status == 206 && !ranged && !conditional) {
       // A first part that holds the whole object is the 200 the client asked for.
       auto cr = parse_content_range(h[http::field::content_range]);
@@ -584,6 +590,14 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   s.result.body_length = length;
   if (s.request.head || length == 0) {
     co_return ReadState::kDone;
+  }
+  // The metadata stayed but the first block needed was evicted: fetching it caches the
+  // object again, which the eviction policy may decline (scan resistance).
+  if (cache_.admission().gates_objects() &&
+      !cache_.present_or_inflight(s.key.hash(), meta.etag, range.first / meta.block_size) &&
+      !cache_.admission().wants_object()) {
+    s.result = {};
+    co_return s.forward(CacheOutcome::kMiss);
   }
   // A ranged GET that continues a sequential stream: fetch ahead past its range.
   if (partial) {

@@ -5,8 +5,10 @@
 #include <atomic>
 #include <random>
 
+#include "admitted_body.hpp"
 #include "exchange.hpp"
 #include "object_fetcher.hpp"
+#include "warm_jobs.hpp"
 #include "tagd/cache/read_path.hpp"
 #include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
@@ -46,11 +48,48 @@ void access_log(const config::Config& config, const Exchange& ex, std::string_vi
                          ex.error.empty() ? "" : " error=", ex.error);
 }
 
+// Local endpoints answer before admission and are not S3 requests: no request-duration
+// observation. A signed request for a bucket named "health" still goes upstream.
+bool local_endpoint(const http::RequestParser& parser) {
+  const auto& req = parser.get();
+  if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) return false;
+  if (req.find(bhttp::field::authorization) != req.end()) return false;
+  const std::string_view target = req.target();
+  if (target.find("X-Amz-Signature") != std::string_view::npos) return false;
+  return target == "/health" || target == "/ready" || target == "/metrics";
+}
+
+std::size_t op_label(const s3::Operation& op) {
+  using Op = metric_label::Op;
+  const std::string_view name = op.name;
+  if (name == "GetObject") return Op::kGet;
+  if (name == "HeadObject") return Op::kHead;
+  if (name == "PutObject" || name == "UploadPart" || name == "CopyObject" || name == "UploadPartCopy") return Op::kPut;
+  if (name.starts_with("List")) return Op::kList;
+  return Op::kOther;
+}
+
+// The CacheOutcome the writer sent (its X-Cache label; empty = none).
+CacheOutcome written_outcome(const http::ResponseWriter& writer) {
+  const std::string_view label = writer.x_cache();
+  for (CacheOutcome o : {CacheOutcome::kHit, CacheOutcome::kMiss, CacheOutcome::kRevalidated, CacheOutcome::kBypass,
+                         CacheOutcome::kDisabled}) {
+    if (label == x_cache_label(o)) return o;
+  }
+  return CacheOutcome::kNone;
+}
+
 }  // namespace
 
 Gateway::Gateway(const Shared& shared, std::unique_ptr<upstream::Client> client, cache::ObjectCache* cache,
                  asio::any_io_executor executor)
     : shared_(shared), client_(std::move(client)), cache_(cache) {
+  // The limits beside the values they cap, so a dashboard can draw both (every loop sets
+  // the same values).
+  auto& m = metrics();
+  m.max_inflight_requests.set(shared_.config.max_inflight_requests);
+  m.max_inflight_bytes.set(static_cast<std::int64_t>(shared_.config.max_inflight_bytes));
+  m.max_connections.set(shared_.config.max_connections);
   if (cache_ != nullptr) {
     fetcher_ = std::make_unique<ObjectFetcher>(*client_);
     read_path_ = std::make_unique<cache::ReadPath>(*cache_, *fetcher_, shared_.clock, std::move(executor),
@@ -67,6 +106,10 @@ asio::awaitable<bool> Gateway::handle(ClientConnection& client, http::RequestPar
   m.inflight_requests.add(1);
   co_await dispatch(ex);
   m.inflight_requests.add(-1);
+  if (!local_endpoint(parser)) {
+    m.request_duration.at(op_label(ex.op), written_outcome(ex.writer))
+        .observe(std::chrono::steady_clock::now() - ex.start);
+  }
   access_log(shared_.config, ex, parser.get().method_string());
   // One request, one response: the writer keeps the connection only if the response was
   // written whole and the request body was consumed (a body left unread — a GET answered
@@ -81,17 +124,35 @@ asio::awaitable<void> send_error(Exchange& ex, const Status& error, CacheOutcome
   (void)co_await ex.writer.send_error(error, outcome);
 }
 
+// SDKs back off on 503 SlowDown by themselves; Retry-After tells other clients (and
+// load balancers) when to come back: soon, since a request slot or a window of bytes
+// frees as fast as responses finish.
+constexpr std::string_view kRetryAfterSeconds = "1";
+
+asio::awaitable<void> send_slow_down(Exchange& ex) {
+  ex.error = "SlowDown";
+  const std::string_view target = ex.parser.get().target();
+  std::string xml = s3::error_xml("SlowDown", "Please reduce your request rate.", target.substr(0, target.find('?')),
+                                  ex.request_id());
+  bhttp::response_header<> head;
+  head.result(bhttp::status::service_unavailable);
+  head.set(bhttp::field::content_type, "application/xml");
+  head.set(bhttp::field::retry_after, kRetryAfterSeconds);
+  head.set(bhttp::field::content_length, std::to_string(xml.size()));
+  Status s = co_await ex.writer.write_head(head, xml.size());
+  if (s && ex.parser.get().method() != bhttp::verb::head) s = co_await ex.writer.write_body(xml);
+  if (s) s = co_await ex.writer.finish();
+}
+
 }  // namespace
 
 asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
   const auto& config = shared_.config;
   auto& req = ex.parser.get();
   std::string_view raw_target = req.target();
-  const bool get_or_head = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
 
-  // Local endpoints. A signed request for a bucket named "health" still goes upstream.
-  if (get_or_head && req.find(bhttp::field::authorization) == req.end() &&
-      raw_target.find("X-Amz-Signature") == std::string_view::npos) {
+  // Local endpoints, answered before admission so probes and scrapes work under overload.
+  if (local_endpoint(ex.parser)) {
     if (raw_target == "/health") {
       (void)co_await ex.writer.send(bhttp::status::ok, "text/plain", "ok\n");
       co_return;
@@ -108,12 +169,27 @@ asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
     }
   }
 
-  if (metrics().inflight_requests.get() > static_cast<std::int64_t>(config.max_inflight_requests)) {
-    metrics().slow_down_rejections.inc();
-    {
-    co_await send_error(ex, Status(ErrorCode::kSlowDown, "Please reduce your request rate."));
+  // The admin API (warm jobs): signed and authorized on its own terms (warm_jobs.hpp).
+  if (is_admin_target(raw_target)) {
+    co_await serve_admin(AdminContext{config, shared_.verifier, shared_.clock, read_path_.get(), *client_}, ex);
     co_return;
   }
+
+  // Admission: requests in flight (this one included), then response bytes in flight
+  // (admitted_body.hpp says what counts).
+  auto& m = metrics();
+  if (m.inflight_requests.get() > static_cast<std::int64_t>(config.max_inflight_requests)) {
+    m.slow_down_rejections.inc();
+    m.shed_requests.inc();
+    co_await send_slow_down(ex);
+    co_return;
+  }
+  if (config.max_inflight_bytes != 0 &&
+      m.inflight_response_bytes.get() > static_cast<std::int64_t>(config.max_inflight_bytes)) {
+    m.slow_down_rejections.inc();
+    m.shed_bytes.inc();
+    co_await send_slow_down(ex);
+    co_return;
   }
 
   std::string_view host;
@@ -221,7 +297,13 @@ asio::awaitable<void> Gateway::respond(Exchange& ex, bhttp::response_header<>& h
   Status s = co_await ex.writer.write_head(head, body_length, outcome);
   // (write_body_from ends the body; without a source, finish() does.)
   if (s && body != nullptr) {
-    s = co_await ex.writer.write_body_from(*body, std::span<char>(ex.piece.get(), kPiece));
+    AdmittedBody admitted(*body, body_length);
+    const std::uint64_t before = ex.writer.body_bytes();
+    s = co_await ex.writer.write_body_from(admitted, std::span<char>(ex.piece.get(), kPiece));
+    // A relayed upstream answer; the cache's bodies count their sources themselves.
+    if (dynamic_cast<const upstream::Response*>(body) != nullptr) {
+      metrics().served_bytes_upstream.inc(ex.writer.body_bytes() - before);
+    }
   } else if (s) {
     s = co_await ex.writer.finish();
   }

@@ -64,6 +64,7 @@ class CachedBody final : public BodySource {
   std::uint64_t block_ = UINT64_MAX;
   BlockBytes stored_;
   std::uint64_t stored_first_ = 0;  // block offset of stored_'s first byte
+  bool stored_from_memory_ = false;  // stored_ came from the DRAM tier (else the device)
   std::shared_ptr<InflightBlock> inflight_;
   int attempts_ = 0;  // new fills started for the current block
   bool needs_upstream_ = false;

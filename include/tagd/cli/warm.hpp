@@ -1,0 +1,20 @@
+#pragma once
+// `tagd warm`: asks a running daemon to fill a prefix (or an ordered list of keys) into its
+// cache through the admin API (POST /_tagd/warm, SigV4-signed with AWS_ACCESS_KEY_ID /
+// AWS_SECRET_ACCESS_KEY: a key with an admin grant), then follows the job: a progress bar
+// (objects, bytes, rate, ETA) on a terminal, one JSON status line per second otherwise.
+// The job belongs to the daemon: leaving (Ctrl-C, --detach) does not stop it;
+// `tagd warm --cancel ID` does.
+#include <string>
+#include <vector>
+
+namespace tagd::cli {
+
+// `tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--concurrency N] [--detach] [--json]
+//            [--endpoint HOST:PORT]`
+// `tagd warm --status ID | --cancel ID | --list [--endpoint HOST:PORT]`
+// args exclude "warm". Exit 0: the job finished with every object warm (or the request
+// was answered); 1: the job failed, objects failed, or the daemon refused; 2: bad usage.
+int warm_main(const std::vector<std::string>& args);
+
+}  // namespace tagd::cli

@@ -1,0 +1,247 @@
+#include "tagd/cli/warm.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "http_get.hpp"
+#include "tagd/auth/hashing.hpp"
+#include "tagd/upstream/signer.hpp"
+
+namespace tagd::cli {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using json = nlohmann::json;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+volatile std::sig_atomic_t interrupted = 0;
+void on_interrupt(int) { interrupted = 1; }
+
+std::string env(const char* name, std::string fallback = "") {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+struct Signed {
+  Endpoint endpoint;
+  upstream::SigningCredentials credentials;
+};
+
+// One signed request; the answer's status and body. Errors: the daemon was not reachable.
+Result<HttpReply> call(const Signed& s, bhttp::verb method, const std::string& target, const std::string& body) {
+  try {
+    asio::io_context ctx;
+    tcp::resolver resolver(ctx);
+    tcp::socket socket(ctx);
+    asio::connect(socket, resolver.resolve(s.endpoint.host, s.endpoint.port));
+    bhttp::request<bhttp::string_body> req{method, target, 11};
+    req.set(bhttp::field::user_agent, "tagd-cli");
+    if (!body.empty()) req.set(bhttp::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    const std::string host = s.endpoint.host + ":" + s.endpoint.port;
+    upstream::sign_request(req.base(), bhttp::to_string(method), target, host, auth::sha256_hex(body), s.credentials,
+                           std::chrono::system_clock::now());
+    req.keep_alive(false);
+    bhttp::write(socket, req);
+    boost::beast::flat_buffer buffer;
+    bhttp::response<bhttp::string_body> res;
+    bhttp::read(socket, buffer, res);
+    return HttpReply{static_cast<int>(res.result_int()), std::move(res.body())};
+  } catch (const boost::system::system_error& e) {
+    return Status(ErrorCode::kServiceUnavailable, s.endpoint.host + ":" + s.endpoint.port + ": " + e.what());
+  }
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char out[32];
+  std::snprintf(out, sizeof out, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return out;
+}
+
+std::string progress_line(const json& st) {
+  const double total = st.value("objects_total", 0.0), done = st.value("objects_done", 0.0) + st.value("objects_failed", 0.0);
+  const double bytes = st.value("bytes_done", 0.0), bytes_total = st.value("bytes_total", 0.0);
+  const double rate = st.value("bytes_per_second", 0.0);
+  const double fraction = bytes_total > 0 ? std::min(1.0, bytes / bytes_total) : (total > 0 ? done / total : 0.0);
+  constexpr int kWidth = 24;
+  const int filled = static_cast<int>(fraction * kWidth);
+  std::string bar = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
+  char line[256];
+  std::string eta = "-";
+  if (rate > 0 && bytes_total > bytes) {
+    const long s = static_cast<long>((bytes_total - bytes) / rate);
+    char e[32];
+    std::snprintf(e, sizeof e, "%ld:%02ld", s / 60, s % 60);
+    eta = e;
+  }
+  std::snprintf(line, sizeof line, "%s %s %.0f/%.0f objects  %s/%s  %s/s  ETA %s  (%s, %.0f cached, %.0f failed)",
+                st.value("id", "").c_str(), bar.c_str(), done, total, human_bytes(bytes).c_str(),
+                human_bytes(bytes_total).c_str(), human_bytes(rate).c_str(), eta.c_str(),
+                st.value("state", "").c_str(), st.value("objects_cached", 0.0), st.value("objects_failed", 0.0));
+  return line;
+}
+
+int usage(const std::string& why) {
+  std::cerr << "tagd warm: " << why << "\n"
+            << "usage: tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--concurrency N] [--detach] [--json]"
+               " [--endpoint HOST:PORT]\n"
+               "       tagd warm --status ID | --cancel ID | --list [--endpoint HOST:PORT]\n"
+               "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant), region\n"
+               "AWS_REGION (us-east-1); endpoint AWS_ENDPOINT_URL, else 127.0.0.1:$TAG_HTTP_PORT (8080).\n";
+  return 2;
+}
+
+bool finished(const json& st) {
+  const std::string s = st.value("state", "");
+  return s == "done" || s == "cancelled" || s == "failed";
+}
+
+}  // namespace
+
+int warm_main(const std::vector<std::string>& args) {
+  std::string url, keys_file, status_id, cancel_id;
+  std::string endpoint = env("AWS_ENDPOINT_URL", default_endpoint());
+  unsigned concurrency = 0;
+  bool detach = false, as_json = !isatty(STDOUT_FILENO), list = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string& out) {
+      if (i + 1 >= args.size()) return false;
+      out = args[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--keys") {
+      if (!value(keys_file)) return usage("--keys needs a file");
+    } else if (a == "--endpoint") {
+      if (!value(endpoint)) return usage("--endpoint needs HOST:PORT");
+    } else if (a == "--concurrency") {
+      if (!value(v) || v.empty() || v.size() > 3 || v.find_first_not_of("0123456789") != std::string::npos) {
+        return usage("--concurrency needs 1 to 256");
+      }
+      concurrency = static_cast<unsigned>(std::stoul(v));
+      if (concurrency == 0 || concurrency > 256) return usage("--concurrency needs 1 to 256");
+    } else if (a == "--status") {
+      if (!value(status_id)) return usage("--status needs a job id");
+    } else if (a == "--cancel") {
+      if (!value(cancel_id)) return usage("--cancel needs a job id");
+    } else if (a == "--list") {
+      list = true;
+    } else if (a == "--detach") {
+      detach = true;
+    } else if (a == "--json") {
+      as_json = true;
+    } else if (a.rfind("s3://", 0) == 0 && url.empty()) {
+      url = a;
+    } else {
+      return usage("unknown argument '" + a + "'");
+    }
+  }
+  auto ep = parse_endpoint(endpoint);
+  if (!ep) return usage(ep.error().message());
+  Signed s{*ep, {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1"))}};
+  if (s.credentials.access_key_id.empty() || s.credentials.secret_access_key.empty()) {
+    return usage("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a key with an admin grant)");
+  }
+
+  auto answer = [&](bhttp::verb method, const std::string& target, const std::string& body) -> int {
+    auto r = call(s, method, target, body);
+    if (!r) {
+      std::cerr << "tagd warm: " << r.error().message() << "\n";
+      return 1;
+    }
+    std::cout << r->body;
+    return r->status / 100 == 2 ? 0 : 1;
+  };
+  if (list) return answer(bhttp::verb::get, "/_tagd/warm", "");
+  if (!status_id.empty()) return answer(bhttp::verb::get, "/_tagd/warm/" + status_id, "");
+  if (!cancel_id.empty()) return answer(bhttp::verb::delete_, "/_tagd/warm/" + cancel_id, "");
+  if (url.empty()) return usage("name what to warm: s3://BUCKET[/PREFIX]");
+
+  const std::string path = url.substr(5);
+  json spec;
+  spec["bucket"] = path.substr(0, path.find('/'));
+  if (spec["bucket"].get<std::string>().empty()) return usage("no bucket in " + url);
+  spec["prefix"] = path.find('/') == std::string::npos ? "" : path.substr(path.find('/') + 1);
+  if (concurrency != 0) spec["concurrency"] = concurrency;
+  if (!keys_file.empty()) {
+    std::ifstream in(keys_file);
+    if (!in) return usage("cannot read " + keys_file);
+    json keys = json::array();
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) keys.push_back(line);
+    }
+    spec["keys"] = std::move(keys);
+  }
+  auto started = call(s, bhttp::verb::post, "/_tagd/warm", spec.dump());
+  if (!started) {
+    std::cerr << "tagd warm: " << started.error().message() << "\n";
+    return 1;
+  }
+  if (started->status / 100 != 2) {
+    std::cerr << "tagd warm: the daemon refused (" << started->status << "):\n" << started->body;
+    return 1;
+  }
+  json status = json::parse(started->body, nullptr, false);
+  const std::string id = status.is_object() ? status.value("id", "") : "";
+  if (id.empty()) {
+    std::cerr << "tagd warm: unexpected answer: " << started->body;
+    return 1;
+  }
+  if (detach) {
+    std::cout << (as_json ? status.dump() : "warm job " + id + " started; tagd warm --status " + id) << "\n";
+    return 0;
+  }
+  std::signal(SIGINT, on_interrupt);
+  for (;;) {
+    auto r = call(s, bhttp::verb::get, "/_tagd/warm/" + id, "");
+    if (!r || r->status != 200) {
+      std::cerr << "\ntagd warm: lost the job: " << (r ? r->body : r.error().message()) << "\n";
+      return 1;
+    }
+    status = json::parse(r->body, nullptr, false);
+    if (as_json) {
+      std::cout << status.dump() << std::endl;
+    } else {
+      std::cout << "\r" << progress_line(status) << "\x1b[K" << std::flush;
+    }
+    if (finished(status)) break;
+    if (interrupted) {
+      std::cerr << "\nwarm job " << id << " keeps running in the daemon; tagd warm --cancel " << id << " stops it\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(as_json ? 1000 : 250));
+  }
+  if (!as_json) {
+    std::cout << "\n";
+    for (const auto& f : status.value("failures", json::array())) {
+      std::cout << "  failed: " << f.value("key", "") << ": " << f.value("error", "") << "\n";
+    }
+  }
+  return status.value("state", "") == "done" && status.value("objects_failed", 0) == 0 ? 0 : 1;
+}
+
+}  // namespace tagd::cli

@@ -1,0 +1,554 @@
+#include "warm_jobs.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "client_upload.hpp"
+#include "tagd/auth/sigv4.hpp"
+#include "tagd/core/metrics.hpp"
+#include "tagd/core/strings.hpp"
+#include "tagd/core/uri.hpp"
+
+namespace tagd::gateway {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr std::string_view kPrefix = "/_tagd/warm";
+constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~100k keys
+constexpr std::size_t kMaxListingBody = 16u << 20;      // one ListObjectsV2 page
+constexpr std::size_t kMaxJobObjects = 10'000'000;      // keys one job may hold
+constexpr std::size_t kMaxReportedFailures = 100;       // per job; the count is exact
+constexpr std::size_t kMaxFinishedJobs = 64;            // kept for GET after they end
+constexpr unsigned kDefaultConcurrency = 16;
+constexpr unsigned kMaxConcurrency = 256;
+
+struct WarmItem {
+  std::string key;
+  std::optional<std::uint64_t> size;  // from the listing; a key list has none
+};
+
+struct WarmJob {
+  std::string id;
+  std::string owner;  // access key that started it
+  std::string bucket, prefix;
+  bool from_list = false;
+  unsigned concurrency = kDefaultConcurrency;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> state{0};  // 0 listing, 1 running, 2 done, 3 cancelled, 4 failed
+  std::atomic<std::uint64_t> objects_total{0}, objects_done{0}, objects_cached{0}, objects_failed{0};
+  std::atomic<std::uint64_t> bytes_total{0}, bytes_done{0};
+  std::atomic<std::int64_t> finished_ms{-1};  // elapsed at the end
+
+  // Only the job's own loop touches these two.
+  std::vector<WarmItem> items;
+  std::size_t next = 0;
+  unsigned workers = 0;
+
+  mutable std::mutex mu;  // guards the two below (GET reads them from any loop)
+  std::vector<std::pair<std::string, std::string>> failures;
+  std::string error;  // why the job failed (a listing that failed)
+
+  void fail_object(const std::string& key, std::string why) {
+    objects_failed.fetch_add(1);
+    metrics().warm_objects_failed.inc();
+    std::lock_guard lock(mu);
+    if (failures.size() < kMaxReportedFailures) failures.emplace_back(key, std::move(why));
+  }
+};
+
+const char* state_name(int s) {
+  switch (s) {
+    case 0: return "listing";
+    case 1: return "running";
+    case 2: return "done";
+    case 3: return "cancelled";
+    default: return "failed";
+  }
+}
+
+class Registry {
+ public:
+  static Registry& instance() {
+    static Registry r;
+    return r;
+  }
+  std::shared_ptr<WarmJob> add(std::shared_ptr<WarmJob> job) {
+    std::lock_guard lock(mu_);
+    job->id = "w" + std::to_string(++sequence_);
+    jobs_[job->id] = job;
+    // Finished jobs stay readable for a while; the oldest finished ones go first.
+    std::size_t finished = 0;
+    for (const auto& [id, j] : jobs_) finished += j->state.load() >= 2;
+    for (auto it = jobs_.begin(); it != jobs_.end() && finished > kMaxFinishedJobs;) {
+      if (it->second->state.load() >= 2) {
+        it = jobs_.erase(it);
+        --finished;
+      } else {
+        ++it;
+      }
+    }
+    return job;
+  }
+  std::shared_ptr<WarmJob> find(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = jobs_.find(id);
+    return it == jobs_.end() ? nullptr : it->second;
+  }
+  std::vector<std::shared_ptr<WarmJob>> all() {
+    std::lock_guard lock(mu_);
+    std::vector<std::shared_ptr<WarmJob>> out;
+    for (const auto& [id, j] : jobs_) out.push_back(j);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::uint64_t sequence_ = 0;
+  std::map<std::string, std::shared_ptr<WarmJob>> jobs_;
+};
+
+json status_of(const WarmJob& job) {
+  const std::int64_t finished = job.finished_ms.load();
+  const double elapsed =
+      finished >= 0 ? finished / 1000.0
+                    : std::chrono::duration<double>(std::chrono::steady_clock::now() - job.started).count();
+  const std::uint64_t bytes = job.bytes_done.load();
+  json j{{"id", job.id},
+         {"state", state_name(job.state.load())},
+         {"bucket", job.bucket},
+         {"prefix", job.prefix},
+         {"from_list", job.from_list},
+         {"concurrency", job.concurrency},
+         {"objects_total", job.objects_total.load()},
+         {"objects_done", job.objects_done.load()},
+         {"objects_cached", job.objects_cached.load()},
+         {"objects_failed", job.objects_failed.load()},
+         {"bytes_total", job.bytes_total.load()},
+         {"bytes_done", bytes},
+         {"elapsed_seconds", elapsed},
+         {"bytes_per_second", elapsed > 0 ? bytes / elapsed : 0.0}};
+  std::lock_guard lock(job.mu);
+  json failures = json::array();
+  for (const auto& [key, why] : job.failures) failures.push_back({{"key", key}, {"error", why}});
+  j["failures"] = std::move(failures);
+  if (!job.error.empty()) j["error"] = job.error;
+  return j;
+}
+
+// Text of an XML element's content with the five entities and numeric references decoded.
+std::string xml_text(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out += s[i];
+      continue;
+    }
+    const auto semi = s.find(';', i);
+    if (semi == std::string_view::npos) {
+      out += s[i];
+      continue;
+    }
+    const std::string_view entity = s.substr(i + 1, semi - i - 1);
+    if (entity == "amp") out += '&';
+    else if (entity == "lt") out += '<';
+    else if (entity == "gt") out += '>';
+    else if (entity == "quot") out += '"';
+    else if (entity == "apos") out += '\'';
+    else if (!entity.empty() && entity[0] == '#') {
+      const bool hex = entity.size() > 1 && (entity[1] == 'x' || entity[1] == 'X');
+      unsigned long cp = 0;
+      try {
+        cp = std::stoul(std::string(entity.substr(hex ? 2 : 1)), nullptr, hex ? 16 : 10);
+      } catch (...) {
+        cp = '?';
+      }
+      // UTF-8 encode.
+      if (cp < 0x80) {
+        out += static_cast<char>(cp);
+      } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+    } else {
+      out.append(s.substr(i, semi - i + 1));
+    }
+    i = semi;
+  }
+  return out;
+}
+
+std::optional<std::string_view> element(std::string_view xml, std::string_view name, std::size_t& from) {
+  const std::string open = "<" + std::string(name) + ">", close = "</" + std::string(name) + ">";
+  const auto a = xml.find(open, from);
+  if (a == std::string_view::npos) return std::nullopt;
+  const auto b = xml.find(close, a + open.size());
+  if (b == std::string_view::npos) return std::nullopt;
+  from = b + close.size();
+  return xml.substr(a + open.size(), b - a - open.size());
+}
+
+// One ListObjectsV2 page: its objects, and the token for the next (empty: the last page).
+struct Page {
+  std::vector<WarmItem> items;
+  std::string next_token;
+};
+
+Result<Page> parse_listing(std::string_view xml) {
+  Page page;
+  std::size_t pos = 0;
+  while (auto contents = element(xml, "Contents", pos)) {
+    std::size_t p = 0;
+    auto key = element(*contents, "Key", p);
+    p = 0;
+    auto size = element(*contents, "Size", p);
+    if (!key) return Status(ErrorCode::kBadGateway, "listing entry without a Key");
+    WarmItem item{xml_text(*key), std::nullopt};
+    if (size) item.size = parse_u64(*size);
+    page.items.push_back(std::move(item));
+  }
+  std::size_t p = 0;
+  auto truncated = element(xml, "IsTruncated", p);
+  p = 0;
+  auto token = element(xml, "NextContinuationToken", p);
+  if (truncated && *truncated == "true") {
+    if (!token || token->empty()) return Status(ErrorCode::kBadGateway, "truncated listing without a continuation token");
+    page.next_token = xml_text(*token);
+  }
+  return page;
+}
+
+asio::awaitable<Result<Page>> list_page(upstream::Client& client, const std::string& bucket, const std::string& prefix,
+                                        const std::string& token) {
+  upstream::Request req;
+  req.method = bhttp::verb::get;
+  // Parameters in canonical (sorted) order; values encoded as a query wants them.
+  std::string target = "/" + uri_encode(bucket, true) + "?";
+  if (!token.empty()) target += "continuation-token=" + uri_encode(token, true) + "&";
+  target += "list-type=2&prefix=" + uri_encode(prefix, true);
+  req.target = std::move(target);
+  req.payload_hash = std::string(auth::kEmptySha256);
+  auto response = co_await client.exchange(std::move(req));
+  if (!response) co_return response.error();
+  auto& r = *response.value();
+  std::string body;
+  std::vector<char> piece(64 * 1024);
+  for (;;) {
+    auto n = co_await r.read(std::span<char>(piece.data(), piece.size()));
+    if (!n) co_return n.error();
+    if (n.value() == 0) break;
+    if (body.size() + n.value() > kMaxListingBody) co_return Status(ErrorCode::kBadGateway, "listing page too large");
+    body.append(piece.data(), n.value());
+  }
+  if (r.status() != 200) {
+    co_return Status(ErrorCode::kBadGateway, "listing answered " + std::to_string(r.status()) + ": " +
+                                                 std::string(body.substr(0, 300)));
+  }
+  co_return parse_listing(body);
+}
+
+// One object through the read path, as a GET of the whole object would; the body is read
+// (that is what drives its parts into the cache) and dropped.
+asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& read_path, std::size_t index) {
+  static const std::vector<std::pair<std::string, std::string>> kNoQuery;
+  static const bhttp::fields kNoHeaders;
+  const WarmItem& item = job->items[index];
+  cache::ReadRequest request{false, job->bucket, item.key, &kNoQuery, &kNoHeaders};
+  cache::ReadResult result = co_await read_path.serve(request);
+  if (result.action == cache::ReadResult::Action::kForward) {
+    job->fail_object(item.key, "not cacheable (" + std::string(x_cache_label(result.outcome)) + ")");
+    co_return;
+  }
+  if (!result.error.is_ok()) {
+    job->fail_object(item.key, std::string(s3_code(result.error.code())) + ": " + result.error.message());
+    co_return;
+  }
+  const int status = result.head.result_int();
+  if (status != 200 && status != 206) {
+    job->fail_object(item.key, "upstream answered " + std::to_string(status));
+    co_return;
+  }
+  if (!item.size && result.body_length) job->bytes_total.fetch_add(*result.body_length);
+  if (result.body) {
+    std::vector<char> scratch(256 * 1024);
+    for (;;) {
+      if (job->cancelled.load()) co_return;
+      auto piece = co_await result.body->next(std::span<char>(scratch.data(), scratch.size()));
+      if (!piece) {
+        job->fail_object(item.key, piece.error().message());
+        co_return;
+      }
+      if (piece.value().empty()) break;
+      job->bytes_done.fetch_add(piece.value().size());
+      metrics().warm_bytes.inc(piece.value().size());
+    }
+  }
+  job->objects_done.fetch_add(1);
+  if (result.outcome == CacheOutcome::kHit) {
+    job->objects_cached.fetch_add(1);
+    metrics().warm_objects_cached.inc();
+  } else {
+    metrics().warm_objects_filled.inc();
+  }
+}
+
+void finish(WarmJob& job, int state) {
+  int running = 1;
+  if (!job.state.compare_exchange_strong(running, state)) {
+    int listing = 0;
+    (void)job.state.compare_exchange_strong(listing, state);
+  }
+  job.finished_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - job.started)
+                        .count();
+  metrics().warm_jobs_running.add(-1);
+  spdlog::info("warm job {} ({}/{}{}) {}: {} objects, {} cached, {} failed, {} bytes", job.id,
+               log_field(job.bucket), log_field(job.prefix), job.from_list ? ", key list" : "",
+               state_name(job.state.load()), job.objects_done.load(), job.objects_cached.load(),
+               job.objects_failed.load(), job.bytes_done.load());
+}
+
+asio::awaitable<void> worker(std::shared_ptr<WarmJob> job, cache::ReadPath* read_path) {
+  // Items are taken in order: a key list is the order the readers will want them.
+  while (!job->cancelled.load() && job->next < job->items.size()) {
+    const std::size_t index = job->next++;
+    co_await warm_one(job, *read_path, index);
+  }
+  if (--job->workers == 0) finish(*job, job->cancelled.load() ? 3 : 2);
+}
+
+asio::awaitable<void> run_job(std::shared_ptr<WarmJob> job, cache::ReadPath* read_path, upstream::Client* client) {
+  if (!job->from_list) {
+    std::string token;
+    do {
+      auto page = co_await list_page(*client, job->bucket, job->prefix, token);
+      if (!page) {
+        {
+          std::lock_guard lock(job->mu);
+          job->error = "listing failed: " + page.error().message();
+        }
+        spdlog::warn("warm job {}: {}", job->id, job->error);
+        finish(*job, 4);
+        co_return;
+      }
+      for (auto& item : page.value().items) {
+        if (job->items.size() >= kMaxJobObjects) break;
+        if (item.size) job->bytes_total.fetch_add(*item.size);
+        job->items.push_back(std::move(item));
+      }
+      job->objects_total = job->items.size();
+      token = std::move(page.value().next_token);
+    } while (!token.empty() && !job->cancelled.load() && job->items.size() < kMaxJobObjects);
+  }
+  if (job->cancelled.load()) {
+    finish(*job, 3);
+    co_return;
+  }
+  int listing = 0;
+  (void)job->state.compare_exchange_strong(listing, 1);
+  const unsigned n = std::max<unsigned>(1, std::min<std::size_t>(job->concurrency, job->items.size()));
+  if (job->items.empty()) {
+    finish(*job, 2);
+    co_return;
+  }
+  job->workers = n;
+  auto executor = co_await asio::this_coro::executor;
+  for (unsigned i = 0; i < n; ++i) asio::co_spawn(executor, worker(job, read_path), asio::detached);
+}
+
+// An admin grant that covers the bucket and every key under `prefix`.
+bool admin_over(const auth::Identity& id, const std::string& bucket, std::string_view prefix) {
+  for (const auto& g : id.grants) {
+    if (!g.admin) continue;
+    if (g.bucket != "*" && g.bucket != bucket) continue;
+    if (prefix.substr(0, g.prefix.size()) == g.prefix) return true;
+  }
+  return false;
+}
+
+bool may_see(const auth::Identity& id, const WarmJob& job) {
+  if (job.owner == id.access_key_id) return true;
+  if (!job.from_list) return admin_over(id, job.bucket, job.prefix);
+  return admin_over(id, job.bucket, "");
+}
+
+asio::awaitable<void> send_json(Exchange& ex, bhttp::status status, const json& body) {
+  (void)co_await ex.writer.send(status, "application/json", body.dump() + "\n");
+}
+
+asio::awaitable<void> send_error(Exchange& ex, const Status& error) {
+  ex.error = s3_code(error.code());
+  (void)co_await ex.writer.send_error(error, CacheOutcome::kNone);
+}
+
+// POST /_tagd/warm: a job from a JSON spec (docs/warm.md), authorized, started, reported.
+asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Identity& id) {
+  if (ctx.read_path == nullptr) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "the cache is disabled: nothing to warm"));
+    co_return;
+  }
+  ClientUpload upload(ctx.config, ex);
+  if (Status s = co_await upload.start(/*whole=*/true, kMaxRequestBody); !s) {
+    co_await send_error(ex, s);
+    co_return;
+  }
+  json spec = json::parse(upload.held(), nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object() || !spec.contains("bucket") || !spec["bucket"].is_string() || spec["bucket"].get<std::string>().empty()) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "a JSON object with \"bucket\" is required"));
+    co_return;
+  }
+  auto job = std::make_shared<WarmJob>();
+  job->owner = id.access_key_id;
+  job->bucket = spec["bucket"].get<std::string>();
+  if (spec.contains("prefix")) {
+    if (!spec["prefix"].is_string()) {
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"prefix\" must be a string"));
+      co_return;
+    }
+    job->prefix = spec["prefix"].get<std::string>();
+  }
+  if (spec.contains("concurrency")) {
+    if (!spec["concurrency"].is_number_unsigned() || spec["concurrency"].get<std::uint64_t>() == 0 ||
+        spec["concurrency"].get<std::uint64_t>() > kMaxConcurrency) {
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"concurrency\" must be 1 to 256"));
+      co_return;
+    }
+    job->concurrency = spec["concurrency"].get<unsigned>();
+  }
+  if (spec.contains("pin") && !(spec["pin"].is_boolean() && !spec["pin"].get<bool>())) {
+    co_await send_error(ex, Status(ErrorCode::kNotImplemented, "pinning is not implemented yet (README)"));
+    co_return;
+  }
+  if (spec.contains("keys")) {
+    if (!spec["keys"].is_array() || spec["keys"].size() > kMaxJobObjects) {
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"keys\" must be an array of keys"));
+      co_return;
+    }
+    job->from_list = true;
+    for (const auto& k : spec["keys"]) {
+      if (!k.is_string() || k.get<std::string>().empty()) {
+        co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "every key must be a non-empty string"));
+        co_return;
+      }
+      std::string key = k.get<std::string>();
+      // Every listed key under the prefix (if one was given) and under the caller's grant.
+      if (key.substr(0, job->prefix.size()) != job->prefix || !admin_over(id, job->bucket, key)) {
+        metrics().policy_denials.inc();
+        co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+        co_return;
+      }
+      job->items.push_back(WarmItem{std::move(key), std::nullopt});
+    }
+    job->objects_total = job->items.size();
+  }
+  if (!job->from_list && !admin_over(id, job->bucket, job->prefix)) {
+    metrics().policy_denials.inc();
+    co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+    co_return;
+  }
+  Registry::instance().add(job);
+  metrics().warm_jobs_started.inc();
+  metrics().warm_jobs_running.add(1);
+  spdlog::info("warm job {} started by {}: {}/{}{}, {} at a time", job->id, log_field(job->owner),
+               log_field(job->bucket), log_field(job->prefix),
+               job->from_list ? ", " + std::to_string(job->items.size()) + " listed keys" : "", job->concurrency);
+  auto executor = co_await asio::this_coro::executor;
+  asio::co_spawn(executor, run_job(job, ctx.read_path, &ctx.client), asio::detached);
+  co_await send_json(ex, bhttp::status::accepted, status_of(*job));
+  co_return;
+}
+
+}  // namespace
+
+bool is_admin_target(std::string_view raw_target) { return raw_target.starts_with("/_tagd/"); }
+
+asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
+  auto& req = ex.parser.get();
+  const std::string_view raw_target = req.target();
+  const std::string_view path = raw_target.substr(0, raw_target.find('?'));
+  const std::string_view raw_query =
+      raw_target.find('?') == std::string_view::npos ? std::string_view() : raw_target.substr(raw_target.find('?') + 1);
+  if (!(path == kPrefix || path.starts_with(std::string(kPrefix) + "/"))) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "unknown admin API path"));
+    co_return;
+  }
+  auto query = parse_query(raw_query);
+  if (!query) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "malformed query string"));
+    co_return;
+  }
+  // Signed like any S3 request, by a key the credentials file knows; never anonymous.
+  auth::HeaderList headers;
+  for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  auth::RequestHead head{req.method_string(), path, raw_query, &headers, std::string_view(), &*query};
+  auto verified = ctx.verifier.verify(head, ctx.clock.now());
+  if (!verified) {
+    metrics().auth_failures.inc();
+    co_await send_error(ex, verified.error());
+    co_return;
+  }
+  ex.verified = std::move(verified.value());
+  const auth::Identity* id = ex.verified.identity;
+  if (id == nullptr) {
+    metrics().policy_denials.inc();
+    co_await send_error(ex, Status(ErrorCode::kAccessDenied, "the admin API needs a signed request"));
+    co_return;
+  }
+  const std::string job_id = path.size() > kPrefix.size() + 1 ? std::string(path.substr(kPrefix.size() + 1)) : "";
+  const auto method = req.method();
+
+  if (method == bhttp::verb::post && job_id.empty()) {
+    co_await start_job(ctx, ex, *id);
+    co_return;
+  }
+  if (method == bhttp::verb::get && job_id.empty()) {
+    json jobs = json::array();
+    for (const auto& job : Registry::instance().all()) {
+      if (may_see(*id, *job)) jobs.push_back(status_of(*job));
+    }
+    // (Named first: GCC 12 cannot put an initializer list's array in a co_await operand.)
+    json listing;
+    listing["jobs"] = std::move(jobs);
+    co_await send_json(ex, bhttp::status::ok, listing);
+    co_return;
+  }
+  if ((method == bhttp::verb::get || method == bhttp::verb::delete_) && !job_id.empty()) {
+    auto job = Registry::instance().find(job_id);
+    if (!job || !may_see(*id, *job)) {
+      // The same answer for a job that does not exist and one the caller may not see.
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "no such warm job: " + job_id));
+      co_return;
+    }
+    if (method == bhttp::verb::delete_) job->cancelled = true;
+    co_await send_json(ex, bhttp::status::ok, status_of(*job));
+    co_return;
+  }
+  co_await send_error(ex, Status(ErrorCode::kMethodNotAllowed, "POST /_tagd/warm, GET or DELETE /_tagd/warm/<id>"));
+}
+
+}  // namespace tagd::gateway
