@@ -120,6 +120,11 @@ class AdmissionTest(unittest.TestCase):
         """Past max_connections a new connection is accepted and reset at once, counted as
         reason="connections", with one warning for the burst; below it again, tagd accepts."""
         upstream, t = self.start_pair(lambda req: FakeUpstream.response(200, b"ok"), ["--max-connections", "2"])
+        # Start-up's health probes closed their connections, but tagd may not have seen the
+        # close yet: wait until only the scrape's own connection is open, or a lingering one
+        # would count against the cap of 2 and refuse an idle connection below.
+        harness.wait_until(lambda: "\ntagd_open_connections 1\n" in harness.http_get(t.port, "/metrics")[2].decode(),
+                           5, what="start-up's connections to close")
         idle = [socket.create_connection(("127.0.0.1", t.port)) for _ in range(2)]
         try:
             harness.wait_until(lambda: "tagd_open_connections 2" in self.metrics_via(idle[0]), 5,
