@@ -31,7 +31,7 @@ namespace {
 constexpr std::string_view kPrefix = "/_tagd/warm";
 constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~100k keys
 constexpr std::size_t kMaxListingBody = 16u << 20;      // one ListObjectsV2 page
-constexpr std::size_t kMaxJobObjects = 10'000'000;      // keys one job may hold
+constexpr std::size_t kMaxJobObjects = 1'000'000;       // keys one job may hold (about 100 MB at most)
 constexpr std::size_t kMaxReportedFailures = 100;       // per job; the count is exact
 constexpr std::size_t kMaxFinishedJobs = 64;            // kept for GET after they end
 constexpr unsigned kDefaultConcurrency = 16;
@@ -55,6 +55,7 @@ struct WarmJob {
   std::atomic<std::uint64_t> objects_total{0}, objects_done{0}, objects_cached{0}, objects_failed{0};
   std::atomic<std::uint64_t> bytes_total{0}, bytes_done{0};
   std::atomic<std::int64_t> finished_ms{-1};  // elapsed at the end
+  std::atomic<bool> truncated{false};         // the listing stopped at kMaxJobObjects
 
   // Only the job's own loop touches these two.
   std::vector<WarmItem> items;
@@ -149,6 +150,7 @@ json status_of(const WarmJob& job) {
   for (const auto& [key, why] : job.failures) failures.push_back({{"key", key}, {"error", why}});
   j["failures"] = std::move(failures);
   if (!job.error.empty()) j["error"] = job.error;
+  if (job.truncated.load()) j["listing_truncated"] = true;  // more objects than one job takes
   return j;
 }
 
@@ -357,7 +359,10 @@ asio::awaitable<void> run_job(std::shared_ptr<WarmJob> job, cache::ReadPath* rea
         co_return;
       }
       for (auto& item : page.value().items) {
-        if (job->items.size() >= kMaxJobObjects) break;
+        if (job->items.size() >= kMaxJobObjects) {
+          job->truncated = true;
+          break;
+        }
         if (item.size) job->bytes_total.fetch_add(*item.size);
         job->items.push_back(std::move(item));
       }
