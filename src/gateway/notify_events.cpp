@@ -59,58 +59,8 @@ std::string unquote(std::string_view etag) {
   return std::string(etag);
 }
 
-// XML text content: the five entities and numeric references.
-std::string xml_unescape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out += s[i];
-      continue;
-    }
-    auto semi = s.find(';', i);
-    if (semi == std::string_view::npos) {
-      out += s.substr(i);
-      break;
-    }
-    std::string_view ent = s.substr(i + 1, semi - i - 1);
-    if (ent == "amp")
-      out += '&';
-    else if (ent == "lt")
-      out += '<';
-    else if (ent == "gt")
-      out += '>';
-    else if (ent == "quot")
-      out += '"';
-    else if (ent == "apos")
-      out += '\'';
-    else if (!ent.empty() && ent[0] == '#') {
-      unsigned long cp =
-          std::strtoul(std::string(ent.substr(ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X') ? 2 : 1)).c_str(),
-                       nullptr, ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X') ? 16 : 10);
-      // UTF-8 encoding of the code point.
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      }
-    } else {
-      out += s.substr(i, semi - i + 1);
-    }
-    i = semi;
-  }
-  return out;
-}
+// XML text content (s3::decode_xml_text); text that is not well-formed is kept as it is.
+std::string xml_unescape(std::string_view s) { return s3::decode_xml_text(s).value_or(std::string(s)); }
 
 // The text of the first <name>...</name> in `xml` (raw, still escaped); empty if none.
 std::string_view element_text(std::string_view xml, std::string_view name) {

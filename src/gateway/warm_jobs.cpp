@@ -19,6 +19,7 @@
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
 #include "tagd/core/uri.hpp"
+#include "tagd/s3/request.hpp"
 
 namespace tagd::gateway {
 
@@ -154,57 +155,8 @@ json status_of(const WarmJob& job) {
   return j;
 }
 
-// Text of an XML element's content with the five entities and numeric references decoded.
-std::string xml_text(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out += s[i];
-      continue;
-    }
-    const auto semi = s.find(';', i);
-    if (semi == std::string_view::npos) {
-      out += s[i];
-      continue;
-    }
-    const std::string_view entity = s.substr(i + 1, semi - i - 1);
-    if (entity == "amp") out += '&';
-    else if (entity == "lt") out += '<';
-    else if (entity == "gt") out += '>';
-    else if (entity == "quot") out += '"';
-    else if (entity == "apos") out += '\'';
-    else if (!entity.empty() && entity[0] == '#') {
-      const bool hex = entity.size() > 1 && (entity[1] == 'x' || entity[1] == 'X');
-      unsigned long cp = 0;
-      try {
-        cp = std::stoul(std::string(entity.substr(hex ? 2 : 1)), nullptr, hex ? 16 : 10);
-      } catch (...) {
-        cp = '?';
-      }
-      // UTF-8 encode.
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      }
-    } else {
-      out.append(s.substr(i, semi - i + 1));
-    }
-    i = semi;
-  }
-  return out;
-}
+// An element's text (s3::decode_xml_text); text that is not well-formed is kept as it is.
+std::string xml_text(std::string_view s) { return s3::decode_xml_text(s).value_or(std::string(s)); }
 
 std::optional<std::string_view> element(std::string_view xml, std::string_view name, std::size_t& from) {
   const std::string open = "<" + std::string(name) + ">", close = "</" + std::string(name) + ">";

@@ -127,8 +127,7 @@ std::string upstream_target(const Target& t) {
   return out;
 }
 
-namespace {
-std::optional<std::string> xml_unescape(std::string_view s) {
+std::optional<std::string> decode_xml_text(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -175,7 +174,6 @@ std::optional<std::string> xml_unescape(std::string_view s) {
   }
   return out;
 }
-}  // namespace
 
 namespace {
 // The elements a DeleteObjects body may contain. Anything else — other elements,
@@ -233,7 +231,7 @@ Result<std::vector<std::string>> delete_objects_keys(std::string_view xml) {
     if (end == std::string_view::npos) return Status(ErrorCode::kMalformedXML, "unterminated <Key>");
     std::string_view raw = xml.substr(pos + 5, end - pos - 5);
     if (raw.find('<') != std::string_view::npos) return Status(ErrorCode::kMalformedXML, "markup inside <Key>");
-    auto key = xml_unescape(raw);
+    auto key = decode_xml_text(raw);
     if (!key) return Status(ErrorCode::kMalformedXML, "bad entity in <Key>");
     keys.push_back(std::move(*key));
     pos = end + 6;

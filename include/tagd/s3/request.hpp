@@ -56,6 +56,11 @@ std::string upstream_target(const Target& target);
 // are decoded. Errors: kMalformedXML.
 Result<std::vector<std::string>> delete_objects_keys(std::string_view xml);
 
+// XML text content with the five predefined entities and numeric character references
+// decoded (as UTF-8); nullopt for anything else (an unknown entity, a bare '&', a code
+// point past U+10FFFF). One decoder for every S3 XML document tagd reads.
+std::optional<std::string> decode_xml_text(std::string_view text);
+
 // <Error><Code>..</Code><Message>..</Message><Resource>..</Resource><RequestId>..</RequestId></Error>
 std::string error_xml(std::string_view code, std::string_view message, std::string_view resource,
                       std::string_view request_id);
