@@ -7,6 +7,7 @@
 #include <boost/asio/detached.hpp>
 #include <chrono>
 
+#include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
 
 namespace tagd::cache {
@@ -200,13 +201,11 @@ std::uint64_t FillEngine::fetch_ahead(const ObjectKey& key, const ObjectMeta& me
     const std::uint64_t bytes = std::min(meta.size, (b + n) * meta.block_size) - b * meta.block_size;
     if (!cache_.prefetch_budget().try_admit(bytes)) {
       metrics().cache_prefetch_budget_spent.inc();
-      // Once per 10 s at most: a budget spent under load would otherwise log per request.
-      static std::atomic<std::int64_t> last_warned{0};
+      static logging::WarnThrottle throttle(std::chrono::seconds(10));
       const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
                                    .count();
-      std::int64_t seen = last_warned.load();
-      if (now - seen > 10'000 && last_warned.compare_exchange_strong(seen, now)) {
+      if (throttle.allow(now)) {
         spdlog::warn("prefetch budget spent (cache.prefetch_budget): readers fetch blocks as they reach them");
       }
       break;

@@ -12,6 +12,7 @@
 
 #include "tagd/cache/cached_body.hpp"
 #include "tagd/cache/http_semantics.hpp"
+#include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
 
@@ -393,10 +394,8 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   if (admitted == AdmitResult::kDeclined) co_return s.forward(CacheOutcome::kMiss);
   if (admitted != AdmitResult::kAdmitted) {
     metrics().cache_fills_rejected.inc();
-    // Once per 10 s at most: under a burst this would otherwise be one line per request.
-    static std::atomic<std::int64_t> last_warned{0};
-    std::int64_t now = clock_.now_ms(), last = last_warned.load();
-    if (now - last > 10'000 && last_warned.compare_exchange_strong(last, now)) {
+    static logging::WarnThrottle throttle(std::chrono::seconds(10));
+    if (throttle.allow(clock_.now_ms())) {
       spdlog::warn("cache fill budget spent (cache.fill_budget / cache.max_fills): serving without caching");
     }
     co_return s.forward(CacheOutcome::kMiss);
