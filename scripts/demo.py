@@ -10,6 +10,7 @@ check on where re-signing is what they test.)"""
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -101,6 +102,10 @@ def main():
         print("\n[demo] stopping tagd and moto")
         tagd.stop()
         moto.stop()
+        # The cache file is preallocated at its full 1 GiB; a demo run must not leave that
+        # behind in /tmp every time it is started (the logs are small and may be wanted).
+        shutil.rmtree(os.path.join(workdir, "cache"), ignore_errors=True)
+        print(f"[demo] removed the demo's cache; logs kept in {workdir}")
 
 
 if __name__ == "__main__":
