@@ -6,7 +6,7 @@ dependencies, builds tagd and the client, and cleans up on exit).
 
 Scenarios (names or numbers): ceiling(0) hit(1) peer(2) epoch(3) herd(4)
 large(5) memory(6) miss(7) warm1g(8) warmepoch(9) sockets(10); default: all
-(sockets is skipped unless TAGD_BIN_URING_SOCKETS names a second build)."""
+(sockets runs TAGD_BIN twice: io_uring=auto against io_uring=disk, epoll sockets)."""
 import argparse
 import datetime as dt
 import json
@@ -27,11 +27,17 @@ from tagbench import servers as S  # noqa: E402
 from tagbench import table  # noqa: E402
 from tagbench.util import log  # noqa: E402
 from tagbench import scenarios_misses as SCM  # noqa: E402
+from tagbench import scenarios_wanflows as SCW  # noqa: E402
 
 # issue 10's miss-path scenarios (tagbench/scenarios_misses.py)
 SC.SCENARIOS.update(SCM.SCENARIOS)
 SC.ALIASES.update(SCM.ALIASES)
 SC.ORDER.extend(n for n in SCM.ORDER if n not in SC.ORDER)
+
+# warm jobs and the weights/hydration workflows over the WAN (issues 10 and 12; tagbench/scenarios_wanflows.py)
+SC.SCENARIOS.update(SCW.SCENARIOS)
+SC.ALIASES.update(SCW.ALIASES)
+SC.ORDER.extend(n for n in SCW.ORDER if n not in SC.ORDER)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -213,8 +219,7 @@ def main():
     else:
         extra = os.environ.get("TAGD_EXTRA_ARGS", "").split()
         # run a snapshot: other engineers may rebuild build/tagd during the run
-        snap = os.path.join(args.state, "tagd.snapshot")
-        shutil.copy2(args.tagd_bin, snap)
+        snap = S.snapshot_tagd(args.tagd_bin, args.state)
         tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads, extra,
                                 cache_size=os.environ.get("BENCH_CACHE_SIZE") or None,
                                 cache_memory=os.environ.get("BENCH_CACHE_MEMORY") or None,
@@ -242,8 +247,7 @@ def main():
                                    "folders": os.path.join(tagd_cfg.cache_base,
                                                            f"tagd-bench-cache-{tagd_cfg.run_id}-N"),
                                    "min_free_disk": S.CACHE_MIN_FREE,
-                                   "extra_args": tagd_cfg.extra_args,
-                                   "uring_sockets_binary": os.environ.get("TAGD_BIN_URING_SOCKETS")}
+                                   "extra_args": tagd_cfg.extra_args}
                        if tagd_cfg else None),
         "scenarios": {}, "errors": {},
     }

@@ -4,7 +4,9 @@
 #   bench/run.sh [--quick|--full] [--reps N] [--no-tagd] [--update-docs] [scenario ...]
 #
 # scenarios: ceiling(0) hit(1) peer(2) epoch(3) herd(4) large(5) memory(6) miss(7)
-# warm1g(8) warmepoch(9) sockets(10); default all (sockets needs TAGD_BIN_URING_SOCKETS).
+# warm1g(8) warmepoch(9) sockets(10); default all.
+# warmfed prefixwarm wweights whydrate (warm jobs, weights, hydration over the WAN;
+# bench/run_wanflows.py runs them on their own).
 # --quick (default) takes a few minutes; --full under 30 minutes.
 #
 # It installs its own apt dependencies (idempotently), builds tagd if
@@ -14,8 +16,7 @@
 # (and latest.json).  --update-docs redraws docs/img/*.png and the results
 # section of docs/benchmarks.md from that file.
 #
-# Environment: TAGD_BIN (default build/tagd), TAGD_BIN_URING_SOCKETS (a
-# -DTAGD_SOCKETS_IO_URING=ON build, for the sockets scenario), TAGD_THREADS,
+# Environment: TAGD_BIN (default build/tagd), TAGD_THREADS,
 # TAGD_EXTRA_ARGS, BENCH_STATE_DIR (/tmp/tagd-bench), BENCH_DATA_DIR
 # (/var/tmp/tagd-bench-data), BENCH_TOOLS (../shared/tools), BENCH_WAN_DELAY_MS
 # (25), BENCH_EPOCH_ORIGIN (moto|nginx), WAN_MODE / WAN_CC (passed to wan.sh),

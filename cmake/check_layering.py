@@ -4,6 +4,9 @@
 Reads the module table (cmake/modules.txt, the same table CMakeLists.txt builds the
 tagd_<module> libraries from), then scans every `#include "tagd/<module>/..."` in
 src/<m>/ and include/tagd/<m>/ and reports each include of a module that <m> may not use.
+It also checks the table's `asio` lines, the sources compiled once per socket reactor:
+every source under src/ (but src/main.cpp) that reaches an Asio or Beast header, directly
+or through tagd's own headers, must be listed, and no other.
 Exit status 0 when the tree is clean, 1 on a violation, 2 on a broken table.
 
     python3 cmake/check_layering.py [SOURCE_DIR] [--table PATH]
@@ -14,12 +17,15 @@ import re
 import sys
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"]tagd/([^/">]+)/([^">]+)[">]')
+ANY_INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^">]+)[">]')
+ASIO_RE = re.compile(r"^boost/(asio|beast)([/.]|$)")
 SOURCE_SUFFIXES = {".cpp", ".cc", ".hpp", ".h", ".ipp", ".inl"}
 
 
 def read_table(path):
-    """Returns (modules in order, {module: set of modules it may use}, {path: module})."""
-    order, uses, overrides, errors = [], {}, {}, []
+    """Returns (modules in order, {module: set of modules it may use}, {path: module},
+    [paths on asio lines], errors)."""
+    order, uses, overrides, asio, errors = [], {}, {}, [], []
     for lineno, raw in enumerate(path.read_text().splitlines(), 1):
         fields = raw.split("#", 1)[0].split()
         if not fields:
@@ -36,12 +42,66 @@ def read_table(path):
             uses[name] = set(deps)
         elif fields[0] == "file" and len(fields) == 3:
             overrides[fields[1]] = fields[2]
+        elif fields[0] == "asio" and len(fields) >= 2:
+            asio += fields[1:]
         else:
             errors.append(f"{where}: cannot parse: {raw.strip()}")
     for file, module in overrides.items():
         if module not in uses:
             errors.append(f"{path}: file {file} assigned to unknown module {module}")
-    return order, uses, overrides, errors
+    return order, uses, overrides, asio, errors
+
+
+def reaches_asio(path, root, memo, stack=()):
+    """The Asio or Beast header `path` includes, directly or through tagd's headers
+    ("tagd/..." under include/, or a quoted name next to the file), or None."""
+    if path in memo:
+        return memo[path]
+    memo[path] = None  # a cycle through include guards adds nothing
+    found = None
+    for line in path.read_text(errors="replace").splitlines():
+        m = ANY_INCLUDE_RE.match(line)
+        if not m:
+            continue
+        name = m.group(2)
+        if ASIO_RE.match(name):
+            found = name
+            break
+        for candidate in ((root / "include" / name) if name.startswith("tagd/") else None,
+                          (path.parent / name) if m.group(1) == '"' else None):
+            if candidate is not None and candidate.is_file():
+                found = reaches_asio(candidate.resolve(), root, memo)
+                if found:
+                    found = f"{candidate.relative_to(root).as_posix()} -> {found}"
+                break
+        if found:
+            break
+    memo[path] = found
+    return found
+
+
+def check_asio_sources(root, listed, table):
+    """Violations of the `asio` lines: listed sources that do not reach Asio (compiled
+    twice for nothing) and unlisted ones that do (an ODR violation in tagd-uring)."""
+    violations, memo = [], {}
+    listed_set = set(listed)
+    for rel in sorted(set(listed)):
+        if listed.count(rel) > 1:
+            violations.append(f"{table.name}: asio {rel} listed twice")
+        if not (root / rel).is_file():
+            violations.append(f"{table.name}: asio {rel} does not exist")
+    for file in sorted((root / "src").rglob("*.cpp")):
+        rel = file.relative_to(root).as_posix()
+        if rel == "src/main.cpp":
+            continue
+        via = reaches_asio(file.resolve(), root, memo)
+        if via and rel not in listed_set:
+            violations.append(f"{rel}: includes Asio ({via}) but is not on an `asio` line of {table.name}: it "
+                              f"would be compiled once and linked into both tagd and tagd-uring")
+        elif not via and rel in listed_set and file.is_file():
+            violations.append(f"{rel}: on an `asio` line of {table.name} but includes no Asio or Beast header "
+                              f"(compiled twice for nothing): drop it from the line")
+    return violations
 
 
 def main():
@@ -53,7 +113,7 @@ def main():
     root = pathlib.Path(args.source_dir).resolve()
     table = pathlib.Path(args.table) if args.table else root / "cmake" / "modules.txt"
 
-    order, uses, overrides, errors = read_table(table)
+    order, uses, overrides, asio, errors = read_table(table)
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 2
@@ -90,11 +150,13 @@ def main():
                     violations.append(f"{rel}:{lineno}: {module} includes {module_of(header, m.group(1))} "
                                       f"(\"tagd/{m.group(1)}/{m.group(2)}\"); {why}")
 
+    violations += check_asio_sources(root, asio, table)
     if violations:
         print(f"layering: {len(violations)} violation(s) (table: {table})", file=sys.stderr)
         print("\n".join(violations), file=sys.stderr)
         return 1
-    print(f"layering: {scanned} files in {len(order)} modules checked against {table}: OK")
+    print(f"layering: {scanned} files in {len(order)} modules checked against {table}: OK; "
+          f"{len(set(asio))} sources compiled once per socket reactor")
     return 0
 
 

@@ -54,6 +54,67 @@ bool reload_client_keys(const tagd::config::Config& config, tagd::auth::RequestV
   return false;
 }
 
+// Sockets: Asio picks its reactor at compile time, so this is either tagd (epoll) or
+// tagd-uring (io_uring), built from the same sources (CMakeLists.txt). tagd execs
+// tagd-uring when io_uring is usable; each serves only where its reactor works. Returns
+// when this process serves; throws ConfigError (exit 2) when it cannot.
+// `epoll_sockets`: io_uring=disk, cache reads on io_uring but sockets on epoll (the
+// benchmark suite's sockets A/B, or a kernel whose io_uring networking misbehaves).
+void serve_sockets_here(const tagd::IoUringProbe& probe, char** argv, bool epoll_sockets) {
+#if defined(TAGD_SOCKETS_IO_URING)
+  constexpr bool kUringBuild = true;
+#else
+  constexpr bool kUringBuild = false;
+#endif
+#if defined(TAGD_URING_SIBLING_NAME)
+  constexpr bool kHasSibling = true;
+  constexpr const char* kSibling = TAGD_URING_SIBLING_NAME;
+#else
+  constexpr bool kHasSibling = false;
+  constexpr const char* kSibling = "";
+#endif
+  using Action = tagd::SocketChoice::Action;
+  auto choice = tagd::choose_sockets(kUringBuild, kHasSibling && !epoll_sockets, probe);
+  if (epoll_sockets && kUringBuild) {
+    choice = {Action::kRefuse, false, "io_uring=disk asks for sockets on epoll"};
+  } else if (epoll_sockets && choice.action == Action::kServe && probe.available) {
+    choice.why = "sockets on epoll by configuration (io_uring=disk)";
+  }
+  if (choice.action == Action::kRefuse) {
+    throw tagd::config::ConfigError("tagd-uring serves sockets on io_uring only, which is unavailable here (" +
+                                    choice.why + "): run tagd, which falls back to the epoll reactor");
+  }
+  if (choice.action == Action::kExecSibling) {
+    std::string error;
+    std::string self = tagd::self_executable(error);
+    const std::string path = self.empty() ? std::string(kSibling) : tagd::sibling_path(self, kSibling);
+    if (!self.empty()) {
+      spdlog::info("I/O backend: io_uring is usable ({}); running {} for sockets on io_uring (same pid)", choice.why,
+                   path);
+      // Whatever is logged so far must reach the log before the process image goes.
+      spdlog::default_logger()->flush();
+      std::fflush(nullptr);
+      error = tagd::exec_sibling(path, argv);
+    }
+    throw tagd::config::ConfigError("sockets on io_uring need " + path + ", which cannot be run (" + error +
+                                    "): install it next to tagd (both are built and installed together), or set "
+                                    "io_uring=off (--io-uring off, TAG_IO_URING=off) to serve on the epoll reactor");
+  }
+  auto& m = tagd::metrics();
+  m.io_uring_sockets.set(choice.io_uring ? 1 : 0);
+  if (choice.io_uring) {
+    spdlog::info("I/O backend: sockets and cache reads on io_uring, one ring per event loop ({})", choice.why);
+  } else if (probe.available) {
+    spdlog::warn("I/O backend: sockets on the epoll reactor ({}); cache reads on io_uring, one ring per event loop",
+                 choice.why);
+  } else {
+    m.disk_io_uring.set(0);
+    spdlog::warn("I/O backend: io_uring unavailable ({}); sockets on the epoll reactor, cache reads on a pread thread "
+                 "pool",
+                 choice.why);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +123,7 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "stats") return tagd::cli::stats_main({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "healthcheck") return tagd::cli::healthcheck_main({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "warm") return tagd::cli::warm_main({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "unpin") return tagd::cli::unpin_main({args.begin() + 1, args.end()});
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {
       std::cout << tagd::config::help_text();
@@ -88,27 +150,7 @@ int main(int argc, char** argv) {
 
     auto probe = tagd::probe_io_uring(config.io_uring == "off");
     tagd::metrics().io_uring_enabled.set(probe.available ? 1 : 0);
-#if defined(TAGD_SOCKETS_IO_URING)
-    // A measurement build (CMake TAGD_SOCKETS_IO_URING): Asio runs sockets on io_uring and
-    // cannot fall back, so a refused io_uring is fatal here.
-    if (!probe.available) {
-      throw std::runtime_error("this tagd was built with sockets on io_uring, which is unavailable (" + probe.detail +
-                               "); use a default build");
-    }
-    tagd::metrics().io_uring_sockets.set(1);
-    constexpr const char* kSockets = "io_uring";
-#else
-    tagd::metrics().io_uring_sockets.set(0);
-    constexpr const char* kSockets = "the epoll reactor";
-#endif
-    if (probe.available) {
-      spdlog::info("I/O backend: io_uring for cache reads, one ring per event loop ({}); sockets on {}", probe.detail,
-                   kSockets);
-    } else {
-      tagd::metrics().disk_io_uring.set(0);
-      spdlog::warn("I/O backend: io_uring unavailable ({}); cache reads on a pread thread pool, sockets on {}",
-                   probe.detail, kSockets);
-    }
+    serve_sockets_here(probe, argv, config.io_uring == "disk");
 
     std::shared_ptr<const tagd::auth::CredentialStore> credentials;
     try {

@@ -1279,27 +1279,21 @@ def warm_epoch(ctx):
 # ================================================================== 10. sockets: io_uring vs epoll builds
 
 def sockets(ctx):
-    """The same hit load against two tagd builds at once: TAGD_BIN (epoll
-    sockets) and TAGD_BIN_URING_SOCKETS (-DTAGD_SOCKETS_IO_URING=ON), with
-    nginx static as the common reference, rotating their order."""
+    """The same hit load against two tagds at once: TAGD_BIN with io_uring=auto (it
+    execs the tagd-uring beside it: sockets on io_uring) and TAGD_BIN with io_uring=disk
+    (sockets on epoll, cache reads on io_uring), with nginx static as the common
+    reference, rotating their order."""
     p = ctx.p
-    title = "10. Sockets on io_uring vs epoll: the same hits, two tagd builds"
-    second = os.environ.get("TAGD_BIN_URING_SOCKETS")
+    title = "10. Sockets on io_uring vs epoll: the same hits, tagd-uring and tagd"
     skip = None
     if not ctx.tagd_available():
         skip = f"tagd not available: {ctx.tagd_label()}"
-    elif not second:
-        skip = ("skipped: TAGD_BIN_URING_SOCKETS is not set (point it at a build configured with "
-                "-DTAGD_SOCKETS_IO_URING=ON)")
-    elif not os.path.exists(second):
-        skip = f"skipped: TAGD_BIN_URING_SOCKETS={second} does not exist"
+    elif not os.path.exists(os.path.join(os.path.dirname(ctx.tagd_cfg.binary), "tagd-uring")):
+        skip = f"skipped: no tagd-uring beside {ctx.args.tagd_bin} (a build with TAGD_URING_SIBLING=OFF?)"
     if skip:
         log(f"  sockets: {skip}")
         return {"id": "sockets", "title": title, "origin": "-", "tagd": ctx.tagd_label(), "columns": ["-"],
                 "rows": [], "headline": skip, "notes": [], "data": {"skipped": skip}}
-    import shutil
-    snap = os.path.join(ctx.state, "tagd-uring-sockets.snapshot")
-    shutil.copy2(second, snap)
     sizes = p["sockets_sizes"]
     dsets = _hit_datasets(ctx, sizes)
     need = [(ds.size, ds.count) for ds in dsets]
@@ -1308,9 +1302,9 @@ def sockets(ctx):
     ctx.stop_tagd()
     tagds = {}
     try:
-        for name, binary in (("epoll", ctx.tagd_cfg.binary), ("io_uring", snap)):
+        for name, io_uring in (("epoll", "disk"), ("io_uring", "auto")):
             tagds[name] = S.tagd(ctx.state, ctx.tagd_cfg, origin.url, cache_size=S.cache_size_for(need),
-                                 binary=binary, name=f"tagd-{name.replace('_', '')}")
+                                 name=f"tagd-{name.replace('_', '')}", extra_args=["--io-uring", io_uring])
         servers = {"nginx": ng, **tagds}
         mfn = {name: (lambda s=s: S.tagd_metrics(s.port)) for name, s in tagds.items()}
         files = {(t, ds.size): ctx.urls(servers[t].url, ds.keys, ds.prefix) for t in servers for ds in dsets}
@@ -1364,11 +1358,10 @@ def sockets(ctx):
              "Every repetition runs nginx, the epoll build and the io_uring build back to back in a rotating order; "
              "ratios are io_uring / epoll per repetition, median over repetitions (above 1 for ops/s means io_uring "
              "is faster; below 1 for p99 and CPU µs/req means io_uring is better).",
-             f"Binaries (each run from a snapshot copy): epoll {ctx.args.tagd_bin} (TAGD_BIN), io_uring {second} "
-             f"(TAGD_BIN_URING_SOCKETS, sha256 {_sha(snap)})."]
+             f"Binaries (run from a snapshot copy of {ctx.args.tagd_bin} and its tagd-uring): epoll = tagd "
+             "--io-uring disk, io_uring = tagd --io-uring auto (execs tagd-uring)."]
     if modes.get("io_uring", {}).get("sockets") == "epoll":
-        notes.insert(0, "WARNING: the TAGD_BIN_URING_SOCKETS binary reports tagd_io_uring_sockets 0: it is not an "
-                        "io_uring-sockets build.")
+        notes.insert(0, "WARNING: the io_uring=auto tagd reports tagd_io_uring_sockets 0: io_uring is refused here.")
     return {
         "id": "sockets", "title": title,
         "origin": f"nginx static origin on loopback ({origin.url}); reference: nginx static ({ng.url})",
@@ -1383,8 +1376,8 @@ def sockets(ctx):
         "headline": "io_uring/epoll: " + "; ".join(head) if head else "no runs",
         "notes": notes,
         "data": dict(data, warm_check={name: {D.human(k): v for k, v in w.items()} for name, w in warm.items()},
-                     tagd_cache=tc, binaries={"epoll": ctx.args.tagd_bin, "io_uring": second,
-                                              "io_uring_sha256": _sha(snap)}),
+                     tagd_cache=tc, binaries={"epoll": f"{ctx.args.tagd_bin} --io-uring disk",
+                                              "io_uring": f"{ctx.args.tagd_bin} --io-uring auto (tagd-uring)"}),
     }
 
 

@@ -354,8 +354,7 @@ def _main():
     os.makedirs(state, exist_ok=True)
     os.makedirs(www, exist_ok=True)
     creds = ("AKIATAGDBENCH0000001", "tagd-bench-secret-key-not-a-real-secret-0001", "us-east-1")
-    snap = os.path.join(state, "tagd.snapshot")
-    shutil.copy2(a.tagd_bin, snap)
+    snap = S.snapshot_tagd(a.tagd_bin, state)
     cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], os.cpu_count() or 2, [],
                        cache_base=os.environ.get("BENCH_CACHE_BASE", "/var/tmp"))
     tools = os.environ.get("BENCH_TOOLS", os.path.join(os.path.dirname(os.path.dirname(here)), "shared", "tools"))

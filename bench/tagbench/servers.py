@@ -373,8 +373,22 @@ def remove_cache_dir(path, state=None):
             pass
 
 
+def snapshot_tagd(binary, state, name="tagd-snapshot"):
+    """Copies tagd, and the tagd-uring beside it, into <state>/<name>/ and returns the
+    copy of tagd: other engineers may rebuild build/ during a run, and tagd execs the
+    tagd-uring next to its own path (io_uring sockets), so the two travel together."""
+    folder = os.path.join(state, name)
+    os.makedirs(folder, exist_ok=True)
+    snap = os.path.join(folder, os.path.basename(binary))
+    shutil.copy2(binary, snap)
+    sibling = os.path.join(os.path.dirname(os.path.abspath(binary)), "tagd-uring")
+    if os.path.basename(binary) == "tagd" and os.path.exists(sibling):
+        shutil.copy2(sibling, os.path.join(folder, "tagd-uring"))
+    return snap
+
+
 def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None, cache_size=None,
-         cache_memory=None, binary=None, name="tagd"):
+         cache_memory=None, binary=None, name="tagd", extra_args=()):
     """Starts tagd in front of upstream_url.  Every start gets its own fresh,
     empty cache folder (<cache_base>/tagd-bench-cache-<run>-<n>, never tagd's
     default /var/tmp/tagd-cache) unless cache_dir names a warm one to reuse.
@@ -410,6 +424,7 @@ def tagd(state, cfg, upstream_url, port=None, log_level="warn", cache_dir=None, 
     if memory:
         argv += ["--cache-memory-size", memory]
     argv += cfg.extra_args
+    argv += list(extra_args)
     env = {"AWS_ACCESS_KEY_ID": cfg.access_key, "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
            "TAG_ACCESS_LOG": os.environ.get("TAG_ACCESS_LOG", "false")}
     s = Server(name, argv, "127.0.0.1", port, state, env=env, log_name=f"{name}-{_tagd_seq[0]}")

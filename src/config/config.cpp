@@ -336,6 +336,12 @@ const std::vector<Setting>& settings() {
         [](Config& c, std::uint64_t v) { c.cache_prefetch_budget = v; },
         [](const Config& c) { return c.cache_prefetch_budget; }, 0, 1ull << 40));
     t.push_back(size_setting(
+        "cache.pin_quota", "TAG_CACHE_PIN_QUOTA", "cache-pin-quota",
+        "cache bytes (whole regions) pinned objects may hold (warm --pin); 0: pinning refused; at most the cache "
+        "minus two regions",
+        [](Config& c, std::uint64_t v) { c.cache_pin_quota = v; }, [](const Config& c) { return c.cache_pin_quota; },
+        0, 1ull << 50));
+    t.push_back(size_setting(
         "cache.read_ahead_max", "TAG_CACHE_READ_AHEAD_MAX", "cache-read-ahead-max",
         "largest read-ahead window for a client reading an object in order (0: no read-ahead)",
         [](Config& c, std::uint64_t v) { c.cache_read_ahead_max = v; },
@@ -350,9 +356,11 @@ const std::vector<Setting>& settings() {
                      &Config::cache_disk_io, [](const Setting& s, const std::string& v) {
                        validate_one_of(s, v, {"buffered", "direct"});
                      }));
-    t.push_back(text("io_uring", "TAG_IO_URING", "io-uring", "auto (probe, fall back to epoll) | off",
+    t.push_back(text("io_uring", "TAG_IO_URING", "io-uring",
+                     "auto (sockets and cache reads on io_uring where usable, else epoll and a pread pool) | disk "
+                     "(cache reads on io_uring, sockets on epoll) | off",
                      &Config::io_uring, [](const Setting& s, const std::string& v) {
-                       validate_one_of(s, v, {"auto", "off"});
+                       validate_one_of(s, v, {"auto", "disk", "off"});
                      }));
     t.push_back(text("log.level", "TAG_LOG_LEVEL", "log-level", "trace|debug|info|warn|error|off",
                      &Config::log_level, [](const Setting& s, const std::string& v) {

@@ -1,8 +1,12 @@
 #include "tagd/core/io_uring_probe.hpp"
 
 #include <liburing.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <climits>
 #include <cstring>
+#include <vector>
 
 namespace tagd {
 
@@ -30,6 +34,47 @@ IoUringProbe probe_io_uring(bool disabled_by_config) {
   out.available = true;
   out.detail = "io_uring ready (IORING_OP_READ/WRITE supported)";
   return out;
+}
+
+SocketChoice choose_sockets(bool uring_build, bool has_sibling, const IoUringProbe& probe) {
+  using Action = SocketChoice::Action;
+  if (uring_build) {
+    if (probe.available) return {Action::kServe, true, probe.detail};
+    return {Action::kRefuse, false, probe.detail};
+  }
+  if (!probe.available) return {Action::kServe, false, probe.detail};
+  if (has_sibling) return {Action::kExecSibling, false, probe.detail};
+  // Sanitizer and fuzz builds (CMake TAGD_URING_SIBLING=OFF) have no tagd-uring.
+  return {Action::kServe, false, "this build has no tagd-uring (TAGD_URING_SIBLING=OFF)"};
+}
+
+std::string sibling_path(std::string_view self_exe, std::string_view name) {
+  const auto slash = self_exe.rfind('/');
+  std::string out(slash == std::string_view::npos ? std::string_view(".") : self_exe.substr(0, slash + 1));
+  if (slash == std::string_view::npos) out += '/';
+  out += name;
+  return out;
+}
+
+std::string self_executable(std::string& error) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) {
+    error = std::string("readlink /proc/self/exe: ") + std::strerror(errno);
+    return {};
+  }
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+std::string exec_sibling(const std::string& path, char** argv) {
+  std::vector<char*> args;
+  args.push_back(const_cast<char*>(path.c_str()));
+  if (argv != nullptr && argv[0] != nullptr) {
+    for (char** a = argv + 1; *a != nullptr; ++a) args.push_back(*a);
+  }
+  args.push_back(nullptr);
+  ::execv(path.c_str(), args.data());
+  return std::strerror(errno);
 }
 
 }  // namespace tagd

@@ -331,6 +331,11 @@ void Server::reload() {
     }
   }
   if (impl_->reload_hook && !impl_->reload_hook()) ok = false;
+  // Notification endpoints: the file is re-read whole (the default outbox as at start-up).
+  if (impl_->notifier &&
+      !impl_->notifier->reload(impl_->config.notify_config_file, impl_->config.cache_disk_path + "/notify.v1")) {
+    ok = false;
+  }
   systemd::notify(ok ? "READY=1\nSTATUS=serving; configuration reloaded"
                      : "READY=1\nSTATUS=serving; last reload failed (see the log), previous configuration kept");
 }

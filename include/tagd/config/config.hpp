@@ -83,6 +83,9 @@ struct Config {
   unsigned cache_fetch_parallelism = 8;            // parts of one object in flight ahead of a reader
   std::uint64_t cache_prefetch_budget = 256ull << 20;  // bytes fetched ahead of readers in flight
   std::uint64_t cache_read_ahead_max = 64ull << 20;    // read-ahead window cap (0: off)
+  // Bytes of whole regions pins may hold (warm --pin, docs/warm.md); 0: pinning refused.
+  // Capped at run time to the cache minus two regions.
+  std::uint64_t cache_pin_quota = 1ull << 30;
   std::size_t cache_index_memory_entries = 1u << 18;
   // "direct": O_DIRECT reads and writes (falls back to buffered where the filesystem
   // refuses it); "buffered": the page cache. See docs/architecture.md, "Disk I/O".

@@ -282,6 +282,14 @@ struct CacheResult {
   GAUGE(cache_prefetch_unread_bytes, "tagd_cache_prefetch_unread_bytes", "Prefetched bytes not read yet")            \
   COUNTER(cache_prefetch_budget_spent, "tagd_cache_prefetch_budget_spent_total",                                     \
           "Runs not fetched ahead of a reader because the prefetch budget was spent")                                \
+  COUNTER(cache_prefetch_held, "tagd_cache_prefetch_held_total",                                                     \
+          "Runs not fetched ahead yet because the object had cache.fetch_parallelism fetches in flight")             \
+  COUNTER(cache_readahead_parallel_reads, "tagd_cache_readahead_parallel_reads_total",                               \
+          "Ranged GETs given no read-ahead because the client had other ranged GETs of the object in flight")        \
+  GAUGE(cache_fill_write_queue_bytes, "tagd_cache_fill_write_queue_bytes",                                           \
+        "Finished fill blocks waiting for their disk write (readers copy them from memory meanwhile)")               \
+  COUNTER(cache_fill_writes_inline, "tagd_cache_fill_writes_inline_total",                                           \
+          "Fill blocks written on the event loop because the write queue was full")                                  \
   COUNTER(warm_jobs_started, "tagd_warm_jobs_total", "Warm jobs started through the admin API")                    \
   GAUGE(warm_jobs_running, "tagd_warm_jobs_running", "Warm jobs listing or filling")                                 \
   FAMILY(warm_objects, Counter, "tagd_warm_objects_total", "result", "Objects warm jobs finished, by result")         \
@@ -289,6 +297,8 @@ struct CacheResult {
   LABELLED(warm_objects_cached, warm_objects, "cached")                                                              \
   LABELLED(warm_objects_failed, warm_objects, "failed")                                                              \
   COUNTER(warm_bytes, "tagd_warm_bytes_total", "Object bytes warm jobs read through the cache")                      \
+  COUNTER(warm_budget_waits, "tagd_warm_budget_waits_total",                                                          \
+          "Times a warm job's fetch found the fill budget spent and waited to retry")                               \
   GAUGE(cache_enabled, "tagd_cache_enabled", "1 if the cache is in use")                                             \
   GAUGE(inflight_requests, "tagd_inflight_requests", "Requests in flight")                                           \
   GAUGE(open_connections, "tagd_open_connections", "Client connections open")                                        \
@@ -315,11 +325,23 @@ struct CacheResult {
           "Copy/multipart events recorded with size 0: the HEAD after the write failed")                             \
   GAUGE(notify_outbox_events, "tagd_notify_outbox_events", "Notification events waiting for delivery")               \
   GAUGE(notify_dead_letters, "tagd_notify_dead_letter_events", "Dead-lettered notification events kept")             \
+  GAUGE(notify_endpoints, "tagd_notify_endpoints", "Notification endpoints configured (a SIGHUP reload changes it)") \
+  FAMILY(notify_reloads, Counter, "tagd_notify_reloads_total", "result",                                             \
+         "Notification config reloads on SIGHUP (failed: the old endpoints stay)")                                   \
+  LABELLED(notify_reloads_ok, notify_reloads, "ok")                                                                  \
+  LABELLED(notify_reloads_failed, notify_reloads, "failed")                                                          \
   /* Scan resistance (cache.eviction_policy=hit-gated, src/cache/hit_gated_eviction.cpp). */                          \
   COUNTER(cache_fills_declined, "tagd_cache_fills_declined_total",                                                   \
           "Misses served without caching because every cache region was still being read (hit-gated)")              \
   COUNTER(cache_regions_evicted_dead, "tagd_cache_regions_evicted_dead_total",                                       \
           "Regions reused because nothing read them for twice the cache's blocks in reads (hit-gated)")              \
+  /* Pins (warm --pin, cache.pin_quota; src/cache/block_store.cpp, docs/warm.md). */                                \
+  GAUGE(cache_pinned_bytes, "tagd_cache_pinned_bytes", "Block-file bytes held by pins (whole regions)")               \
+  GAUGE(cache_pin_quota_bytes, "tagd_cache_pin_quota_bytes", "Block-file bytes pins may hold (cache.pin_quota)")      \
+  COUNTER(cache_pins_refused, "tagd_cache_pins_refused_total",                                                       \
+          "Objects (or refilled blocks) not pinned because the pin quota was spent")                                  \
+  COUNTER(cache_pin_blocked_writes, "tagd_cache_pin_blocked_writes_total",                                           \
+          "Block writes refused because every evictable cache region was pinned")                                     \
   GAUGE(draining, "tagd_draining", "1 while shutting down")
 // clang-format on
 
