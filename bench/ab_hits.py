@@ -5,7 +5,10 @@ as the per-rep baseline.  Bounded: REPS x sizes x conns x 3 targets x DUR s.
 Then per binary: syscalls/request (perf stat tracepoints) and a perf profile
 (perf record -g, cpu-clock) during one bounded wrk run at 1 KiB c16.
 
-  OLD_BIN=... NEW_BIN=... [REPS=3 DUR=3 NSIZES=2 PERF=1] python3 bench/ab_hits.py"""
+  OLD_BIN=... NEW_BIN=... [OLD_ARGS=... NEW_ARGS=...] [REPS=3 DUR=3 NSIZES=2 PERF=1] python3 bench/ab_hits.py
+
+OLD_ARGS / NEW_ARGS: extra tagd flags per binary (space-separated), e.g. NEW_ARGS="--io-uring off"
+to compare a binary that would exec tagd-uring against an older epoll-only one."""
 import json
 import os
 import subprocess
@@ -33,7 +36,8 @@ try:
     origin = S.nginx_static(STATE, WWW, "origin-lo", workers=1)
     srv["nginx"] = S.nginx_static(STATE, WWW, "static", workers=2)
     for name, binp in (("old", os.environ["OLD_BIN"]), ("new", os.environ["NEW_BIN"])):
-        cfg = S.TagdConfig(binp, creds[0], creds[1], creds[2], os.cpu_count(), [], cache_size="2GiB",
+        extra = os.environ.get(f"{name.upper()}_ARGS", "").split()
+        cfg = S.TagdConfig(binp, creds[0], creds[1], creds[2], os.cpu_count(), extra, cache_size="2GiB",
                            run_id=f"hitab{os.getpid()}")
         srv[name] = S.tagd(STATE, cfg, origin.url)
     dsets = [D.Dataset(WWW, f"hit-{'1kib' if s == KiB else '100kib'}", s, n).ensure() for s, n in SIZES]

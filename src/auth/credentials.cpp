@@ -77,7 +77,7 @@ void CredentialStore::add_full_access(std::string access_key_id, std::string sec
 }
 
 const Identity* CredentialStore::find(std::string_view access_key_id) const {
-  auto it = identities_.find(std::string(access_key_id));
+  auto it = identities_.find(access_key_id);
   return it == identities_.end() ? nullptr : it->second.get();
 }
 

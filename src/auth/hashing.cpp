@@ -1,7 +1,13 @@
+// The SHA256_* functions are deprecated in OpenSSL 3 in favour of EVP, but OpenSSL 3.0's
+// EVP_DigestInit_ex2 frees and allocates the provider context on every re-initialisation
+// (three heap allocations per verified request); the low-level context is a plain struct.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
 #include "tagd/auth/hashing.hpp"
 #include "tagd/core/strings.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -157,13 +163,17 @@ class EvpHasher final : public Hasher {
 
 }  // namespace
 
-std::string to_hex(std::span<const std::uint8_t> bytes) {
-  std::string out;
-  out.resize(bytes.size() * 2);
+void to_hex(std::span<const std::uint8_t> bytes, char* out) noexcept {
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     out[2 * i] = kHexDigits[bytes[i] >> 4];
     out[2 * i + 1] = kHexDigits[bytes[i] & 0x0F];
   }
+}
+
+std::string to_hex(std::span<const std::uint8_t> bytes) {
+  std::string out;
+  out.resize(bytes.size() * 2);
+  to_hex(bytes, out.data());
   return out;
 }
 
@@ -228,29 +238,17 @@ std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
 
 namespace {
 
-// OpenSSL 3 resolves EVP_sha256() to a provider's implementation (a lookup under a lock)
-// and allocates a context on every one-shot EVP_Digest/HMAC call. Every verified request
-// hashes its canonical request and computes an HMAC, so the digest is fetched once and
-// each thread keeps one context for reuse.
-const EVP_MD* fetched_sha256() {
-  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
-
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-
-// SHA-256 of the concatenation of `parts`; false only if OpenSSL fails (allocation).
+// SHA-256 of the concatenation of `parts`, on a stack context: no allocation, no provider
+// lookup (every verified request hashes its canonical request and computes an HMAC).
 bool sha256_of(std::initializer_list<std::span<const std::uint8_t>> parts, std::uint8_t* out) {
-  thread_local std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  const EVP_MD* md = fetched_sha256();
-  if (!ctx || md == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1) return false;
+  SHA256_CTX ctx;
+  if (SHA256_Init(&ctx) != 1) return false;
   for (const auto& part : parts) {
-    if (!part.empty() && EVP_DigestUpdate(ctx.get(), part.data(), part.size()) != 1) return false;
+    if (!part.empty() && SHA256_Update(&ctx, part.data(), part.size()) != 1) return false;
   }
-  unsigned int len = 0;
-  return EVP_DigestFinal_ex(ctx.get(), out, &len) == 1 && len == 32;
+  const bool ok = SHA256_Final(out, &ctx) == 1;
+  OPENSSL_cleanse(&ctx, sizeof ctx);  // it may have absorbed an HMAC key pad
+  return ok;
 }
 
 std::span<const std::uint8_t> bytes_of(std::string_view s) {

@@ -63,18 +63,19 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return v;
 }
 
-// What a SigV4 signature gives aws-chunked bodies: the chain of chunk signatures.
+// What a SigV4 signature gives aws-chunked bodies: the chain of chunk signatures. Views
+// into the request, copied only into a streaming body's plan.
 struct SigV4ChunkContext {
   Sha256Digest signing_key;
-  std::string amz_date;
-  CredentialScope scope;
-  std::string seed_signature;
+  std::string_view amz_date;
+  std::string_view date, region, service;
+  std::string_view seed_signature;
 };
 
 // How the body must be checked, from the payload hash the signature covers (the
 // x-amz-content-sha256 value, or UNSIGNED-PAYLOAD). `v4` is null for SigV2, which has no
 // chunk-signature chain: signed aws-chunked bodies are then refused.
-Status plan_body(BodyPlan& plan, const HeaderList& headers, const std::string& payload_hash,
+Status plan_body(BodyPlan& plan, const HeaderList& headers, std::string_view payload_hash,
                  const SigV4ChunkContext* v4, bool presigned) {
   if (is_hex64(payload_hash)) {
     plan.mode = PayloadMode::kSignedSha256;
@@ -90,7 +91,8 @@ Status plan_body(BodyPlan& plan, const HeaderList& headers, const std::string& p
     if (presigned) return Status(ErrorCode::kInvalidRequest, "streaming payloads need header authorization");
     const bool signed_chunks = payload_hash != kStreamingUnsignedPayloadTrailer;
     if (signed_chunks && v4 == nullptr) {
-      return Status(ErrorCode::kInvalidRequest, "x-amz-content-sha256 " + payload_hash + " needs a SigV4 signature");
+      return Status(ErrorCode::kInvalidRequest,
+                    "x-amz-content-sha256 " + std::string(payload_hash) + " needs a SigV4 signature");
     }
     const std::string* decoded = find_header(headers, "x-amz-decoded-content-length");
     if (decoded == nullptr) {
@@ -104,7 +106,7 @@ Status plan_body(BodyPlan& plan, const HeaderList& headers, const std::string& p
     if (v4 != nullptr) {
       options.signing_key = v4->signing_key;
       options.amz_date = v4->amz_date;
-      options.scope = v4->scope;
+      options.scope = CredentialScope{std::string(v4->date), std::string(v4->region), std::string(v4->service)};
       options.seed_signature = v4->seed_signature;
     }
     const std::string* trailer = find_header(headers, "x-amz-trailer");
@@ -126,8 +128,8 @@ Status plan_body(BodyPlan& plan, const HeaderList& headers, const std::string& p
     plan.chunked = std::move(options);
     return Status::ok();
   }
-  if (payload_hash.rfind("STREAMING-", 0) == 0) {
-    return Status(ErrorCode::kNotImplemented, "x-amz-content-sha256 " + payload_hash + " is not supported");
+  if (payload_hash.starts_with("STREAMING-")) {
+    return Status(ErrorCode::kNotImplemented, "x-amz-content-sha256 " + std::string(payload_hash) + " is not supported");
   }
   return Status(ErrorCode::kInvalidArgument, "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-*, or a "
                                              "hex SHA-256 digest");
@@ -227,7 +229,7 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
 
   if (sigv2_header || sigv2_query) {
     // Every x-amz-* header is in the SigV2 string to sign; x-tigris-* never are.
-    if (Status s = check_unsigned_headers(headers, {}, SignatureKind::kSigV2); !s) return s;
+    if (Status s = check_unsigned_headers(headers, std::vector<std::string>{}, SignatureKind::kSigV2); !s) return s;
     sigv2::Request request{head.method, head.raw_path, head.raw_query, head.virtual_host_bucket, &headers,
                            query};
     auto store = this->store();
@@ -240,48 +242,45 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     // SigV2 does not sign the body. A client may still promise its digest in
     // x-amz-content-sha256 (signed here as an x-amz-* header), which is then checked.
     const std::string* content_sha = find_header(headers, "x-amz-content-sha256");
-    const std::string payload_hash = content_sha != nullptr ? *content_sha : std::string(kUnsignedPayload);
+    const std::string_view payload_hash = content_sha != nullptr ? std::string_view(*content_sha) : kUnsignedPayload;
     if (Status s = plan_body(out.body, headers, payload_hash, nullptr, out.presigned); !s) return s;
     return out;
   }
 
-  std::string access_key, amz_date, signature;
-  CredentialScope scope;
-  std::vector<std::string> signed_headers;
-  std::string payload_hash;
+  // Everything below reads views into the request (its decoded query, its headers) and
+  // builds the canonical request and the string to sign in this thread's reused buffers:
+  // verify() never suspends, so nothing else runs on this thread meanwhile.
+  SignatureFieldsView fields;
+  std::string date_from_http;  // amz_date when only a Date header dates the request
+  std::string_view payload_hash = kUnsignedPayload;
 
   if (presigned) {
-    auto p = parse_presigned_query(*query);
+    auto p = parse_presigned_query_view(*query);
     if (!p) return p.error();
-    auto signed_at = parse_amz_date(p->amz_date);
+    fields = *p;
+    auto signed_at = parse_amz_date(fields.amz_date);
     if (!signed_at) return Status(ErrorCode::kAuthorizationQueryParametersError, "X-Amz-Date is malformed");
-    if (now > *signed_at + std::chrono::seconds(p->expires_seconds)) {
+    if (now > *signed_at + std::chrono::seconds(fields.expires_seconds)) {
       return Status(ErrorCode::kExpiredPresign, "Request has expired");
     }
     if (*signed_at > now + max_skew_) return Status(ErrorCode::kAccessDenied, "Request is not valid yet");
-    access_key = std::move(p->access_key_id);
-    amz_date = std::move(p->amz_date);
-    scope = std::move(p->scope);
-    signed_headers = std::move(p->signed_headers);
-    signature = std::move(p->signature);
-    payload_hash = std::string(kUnsignedPayload);
     if (const auto* h = find_header(headers, "x-amz-content-sha256")) payload_hash = *h;
     out.presigned = true;
   } else {
-    auto a = parse_authorization_header(*authorization);
+    auto a = parse_authorization_header_view(*authorization);
     if (!a) return a.error();
-    access_key = std::move(a->access_key_id);
-    scope = std::move(a->scope);
-    signed_headers = std::move(a->signed_headers);
-    signature = std::move(a->signature);
+    fields = *a;
     const std::string* date = find_header(headers, "x-amz-date");
     std::optional<std::chrono::system_clock::time_point> when;
     if (date != nullptr) {
       when = parse_amz_date(*date);
-      amz_date = *date;
+      fields.amz_date = *date;
     } else if (const auto* http_date = find_header(headers, "date")) {
       when = parse_http_date(*http_date);
-      if (when) amz_date = format_amz_date(*when);
+      if (when) {
+        date_from_http = format_amz_date(*when);
+        fields.amz_date = date_from_http;
+      }
     }
     if (!when) return Status(ErrorCode::kAccessDenied, "AWS authentication requires a valid Date or x-amz-date header");
     auto skew = now > *when ? now - *when : *when - now;
@@ -296,44 +295,56 @@ Result<VerifiedRequest> RequestVerifier::verify(const RequestHead& head,
     payload_hash = *content_sha;
   }
 
-  if (scope.service != "s3") {
+  if (fields.service != "s3") {
     return Status(ErrorCode::kAuthorizationHeaderMalformed, "credential scope service must be s3");
   }
-  if (amz_date.substr(0, 8) != scope.date) {
+  if (fields.amz_date.substr(0, 8) != fields.date) {
     return Status(ErrorCode::kSignatureDoesNotMatch, "credential scope date does not match the request date");
   }
+  struct Buffers {
+    std::vector<std::string_view> signed_headers;
+    std::string lowered_names;
+    std::string canonical_request;
+    std::string string_to_sign;
+  };
+  thread_local Buffers buffers;
+  signed_header_names(fields.signed_headers, buffers.signed_headers, buffers.lowered_names);
+  const std::vector<std::string_view>& signed_headers = buffers.signed_headers;
   if (std::find(signed_headers.begin(), signed_headers.end(), "host") == signed_headers.end()) {
     return Status(ErrorCode::kAccessDenied, "host must be a signed header");
   }
-  if (Status s = check_unsigned_headers(headers, signed_headers,
-                                        presigned ? SignatureKind::kSigV4Presigned : SignatureKind::kSigV4Header);
+  if (Status s = check_unsigned_header_views(
+          headers, signed_headers, presigned ? SignatureKind::kSigV4Presigned : SignatureKind::kSigV4Header);
       !s) {
     return s;
   }
   auto store = this->store();
-  const Identity* identity = store->find(access_key);
+  const Identity* identity = store->find(fields.access_key_id);
   if (identity == nullptr) {
     return Status(ErrorCode::kInvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records.");
   }
 
-  auto uri = canonical_uri_s3(head.raw_path);
-  if (!uri) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
-  // The request's own query, read in place (a presigned URL's signature left out).
-  CanonicalRequestParts parts{head.method, std::move(*uri), {}, &headers, std::move(signed_headers), payload_hash};
-  parts.query_view = query;
-  if (presigned) parts.omit_param = "X-Amz-Signature";
-  auto creq = canonical_request(parts);
-  if (!creq) return creq.error();
-  auto key = cached_signing_key(identity->secret_access_key, scope);
-  std::string expected = signature_hex(key, string_to_sign(amz_date, scope, *creq));
-  if (!constant_time_equal(expected, signature)) {
+  // The request's own path and query, read in place (a presigned URL's signature left out).
+  ReceivedRequest received{head.method, head.raw_path, head.raw_query, query,
+                           presigned ? std::string_view("X-Amz-Signature") : std::string_view(),
+                           &headers, &signed_headers, payload_hash};
+  buffers.canonical_request.clear();
+  if (Status s = append_canonical_request(buffers.canonical_request, received); !s) return s;
+  const Sha256Digest key = cached_signing_key(identity->secret_access_key, fields.date, fields.region, fields.service);
+  buffers.string_to_sign.clear();
+  append_string_to_sign(buffers.string_to_sign, fields.amz_date, fields.date, fields.region, fields.service,
+                        buffers.canonical_request);
+  const Sha256Digest mac = hmac_sha256(key, buffers.string_to_sign);
+  char expected[2 * mac.size()];
+  to_hex(mac, expected);
+  if (!constant_time_equal(std::string_view(expected, sizeof expected), fields.signature)) {
     return Status(ErrorCode::kSignatureDoesNotMatch,
                   "The request signature we calculated does not match the signature you provided.");
   }
   out.identity = identity;
   out.store = std::move(store);
 
-  SigV4ChunkContext chunk_context{key, amz_date, scope, signature};
+  SigV4ChunkContext chunk_context{key, fields.amz_date, fields.date, fields.region, fields.service, fields.signature};
   if (Status s = plan_body(out.body, headers, payload_hash, &chunk_context, presigned); !s) return s;
   return out;
 }

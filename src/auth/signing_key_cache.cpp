@@ -27,23 +27,27 @@ struct Table {
 
 }  // namespace
 
-Sha256Digest cached_signing_key(std::string_view secret_access_key, const CredentialScope& scope) {
+Sha256Digest cached_signing_key(std::string_view secret_access_key, std::string_view date, std::string_view region,
+                                std::string_view service) {
   thread_local Table table;
   for (const Entry& e : table.entries) {
-    if (e.used && e.date == scope.date && e.secret == secret_access_key && e.region == scope.region &&
-        e.service == scope.service) {
+    if (e.used && e.date == date && e.secret == secret_access_key && e.region == region && e.service == service) {
       return e.key;
     }
   }
   Entry& e = table.entries[table.next];
   table.next = (table.next + 1) % kEntries;
   e.secret.assign(secret_access_key);
-  e.date = scope.date;
-  e.region = scope.region;
-  e.service = scope.service;
-  e.key = signing_key(secret_access_key, scope);
+  e.date.assign(date);
+  e.region.assign(region);
+  e.service.assign(service);
+  e.key = signing_key(secret_access_key, CredentialScope{e.date, e.region, e.service});
   e.used = true;
   return e.key;
+}
+
+Sha256Digest cached_signing_key(std::string_view secret_access_key, const CredentialScope& scope) {
+  return cached_signing_key(secret_access_key, scope.date, scope.region, scope.service);
 }
 
 }  // namespace tagd::auth

@@ -108,12 +108,14 @@ bool is_lower_hex_signature(std::string_view s) {
 }
 
 struct Credential {
-  std::string access_key_id;
-  CredentialScope scope;
+  std::string_view access_key_id;
+  std::string_view date;
+  std::string_view region;
+  std::string_view service;
 };
 
-// "AKID/20130524/us-east-1/s3/aws4_request" → parts. The key id cannot contain '/', so a
-// plain split is unambiguous.
+// "AKID/20130524/us-east-1/s3/aws4_request" → parts (views into `text`). The key id
+// cannot contain '/', so a plain split is unambiguous.
 std::optional<Credential> parse_credential(std::string_view text) {
   std::array<std::string_view, 5> parts{};
   std::size_t count = 0;
@@ -132,28 +134,45 @@ std::optional<Credential> parse_credential(std::string_view text) {
       parts[4] != kScopeTerminator) {
     return std::nullopt;
   }
-  return Credential{std::string(parts[0]),
-                    CredentialScope{std::string(parts[1]), std::string(parts[2]), std::string(parts[3])}};
+  return Credential{parts[0], parts[1], parts[2], parts[3]};
 }
 
-// "host;range;x-amz-date" → list. Names are lower-cased because the canonical form is
-// lower-case whatever the client wrote; duplicates are refused because they would make
-// the canonical header block ambiguous.
-std::optional<std::vector<std::string>> parse_signed_headers(std::string_view text) {
-  std::vector<std::string> out;
+// Calls f(name) for each ';'-separated name of a SignedHeaders text; false as soon as f does.
+template <typename F>
+bool for_each_signed_header(std::string_view text, F&& f) {
   std::size_t start = 0;
   while (true) {
     const std::size_t semi = text.find(';', start);
-    const std::string_view name =
-        text.substr(start, semi == std::string_view::npos ? std::string_view::npos : semi - start);
-    if (!is_token(name)) return std::nullopt;
-    std::string lower(name);
-    for (char& c : lower) c = ascii_lower(c);
-    if (std::find(out.begin(), out.end(), lower) != out.end()) return std::nullopt;
-    out.push_back(std::move(lower));
-    if (semi == std::string_view::npos) break;
+    if (!f(text.substr(start, semi == std::string_view::npos ? std::string_view::npos : semi - start))) return false;
+    if (semi == std::string_view::npos) return true;
     start = semi + 1;
   }
+}
+
+// "host;range;x-amz-date": every name a token, none twice (in any case: the canonical
+// form is lower-case whatever the client wrote, and a duplicate would make the canonical
+// header block ambiguous).
+bool valid_signed_headers(std::string_view text) {
+  std::size_t name_start = 0;
+  return for_each_signed_header(text, [&](std::string_view name) {
+    if (!is_token(name)) return false;
+    // Quadratic over a handful of names, no allocation: compared with every earlier one.
+    const std::string_view earlier_names = text.substr(0, name_start);
+    name_start += name.size() + 1;
+    if (earlier_names.empty()) return true;
+    return for_each_signed_header(earlier_names.substr(0, earlier_names.size() - 1),
+                                  [&](std::string_view earlier) { return !iequals(earlier, name); });
+  });
+}
+
+// The names, lower-cased, as owned strings (the owning parsers' form).
+std::optional<std::vector<std::string>> parse_signed_headers(std::string_view text) {
+  if (!valid_signed_headers(text)) return std::nullopt;
+  std::vector<std::string> out;
+  (void)for_each_signed_header(text, [&](std::string_view name) {
+    out.push_back(to_lower(name));
+    return true;
+  });
   return out;
 }
 
@@ -254,11 +273,13 @@ std::optional<std::string> canonical_uri_generic(std::string_view raw_path) {
   return uri_encode(normalize_path(raw_path), false);
 }
 
-Result<std::string> canonical_headers(const HeaderList& headers,
-                                      const std::vector<std::string>& signed_headers) {
-  std::string out;
+namespace {
+
+// name:value lines for the signed headers (see canonical_headers()).
+template <typename Names>
+Status append_canonical_headers(std::string& out, const HeaderList& headers, const Names& signed_headers) {
   for (const auto& name : signed_headers) {
-    out += name;
+    out.append(name);
     out.push_back(':');
     bool found = false;
     for (const auto& [header_name, value] : headers) {
@@ -269,11 +290,129 @@ Result<std::string> canonical_headers(const HeaderList& headers,
     }
     if (!found) {
       return Status(ErrorCode::kSignatureDoesNotMatch,
-                    "signed header '" + name + "' is not present in the request");
+                    "signed header '" + std::string(name) + "' is not present in the request");
     }
     out.push_back('\n');
   }
+  return Status::ok();
+}
+
+// RFC 3986 unreserved bytes, as a table: already_canonical() runs over every byte of
+// every signed request's path and query.
+constexpr std::array<bool, 256> kUnreserved = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[static_cast<std::size_t>(c)] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                                     c == '-' || c == '_' || c == '.' || c == '~';
+  }
+  return t;
+}();
+
+bool is_unreserved(unsigned char c) { return kUnreserved[c]; }
+
+int upper_hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;  // lower-case hex is valid on the wire but not canonical
+}
+
+// True when uri_encode(uri_decode(text)) == text: every byte unreserved (or '/' when
+// `keep_slash`), every escape upper-case and of a byte that encoding would escape again.
+// ('+' is not canonical: a query decodes it to a space, which encodes as %20.)
+bool already_canonical(std::string_view text, bool keep_slash) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (is_unreserved(c) || (keep_slash && c == '/')) continue;
+    if (c != '%' || i + 2 >= text.size()) return false;
+    const int hi = upper_hex_value(text[i + 1]);
+    const int lo = upper_hex_value(text[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    const auto byte = static_cast<unsigned char>(hi << 4 | lo);
+    if (is_unreserved(byte) || (keep_slash && byte == '/')) return false;
+    i += 2;
+  }
+  return true;
+}
+
+// The canonical query string from the raw query in place, when every parameter is
+// already canonical; false (nothing appended) otherwise.
+bool append_raw_canonical_query(std::string& out, std::string_view raw_query, std::string_view omit) {
+  if (!already_canonical(omit, false)) return false;
+  using Pair = std::pair<std::string_view, std::string_view>;
+  thread_local std::vector<Pair> pairs;  // reused: no allocation once grown
+  pairs.clear();
+  std::size_t start = 0;
+  while (start <= raw_query.size()) {
+    std::size_t amp = raw_query.find('&', start);
+    if (amp == std::string_view::npos) amp = raw_query.size();
+    const std::string_view piece = raw_query.substr(start, amp - start);
+    start = amp + 1;
+    if (piece.empty()) continue;  // parse_query skips empty pieces too
+    const std::size_t eq = piece.find('=');
+    const std::string_view name = piece.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? std::string_view() : piece.substr(eq + 1);
+    if (!already_canonical(name, false) || !already_canonical(value, false)) return false;
+    if (!omit.empty() && name == omit) continue;
+    pairs.emplace_back(name, value);
+  }
+  std::sort(pairs.begin(), pairs.end());
+  bool first = true;
+  for (const auto& [name, value] : pairs) {
+    if (!first) out.push_back('&');
+    first = false;
+    out.append(name);
+    out.push_back('=');
+    out.append(value);
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<std::string> canonical_headers(const HeaderList& headers,
+                                      const std::vector<std::string>& signed_headers) {
+  std::string out;
+  if (Status s = append_canonical_headers(out, headers, signed_headers); !s) return s;
   return out;
+}
+
+Status append_canonical_request(std::string& out, const ReceivedRequest& request) {
+  static const HeaderList kNoHeaders;
+  static const std::vector<std::string_view> kNoNames;
+  static const QueryParams kNoParams;
+  const auto& names = request.signed_headers != nullptr ? *request.signed_headers : kNoNames;
+  out.append(request.method);
+  out.push_back('\n');
+  if (!request.raw_path.empty() && already_canonical(request.raw_path, true)) {
+    out.append(request.raw_path);
+  } else {
+    auto uri = canonical_uri_s3(request.raw_path);
+    if (!uri) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
+    out += *uri;
+  }
+  out.push_back('\n');
+  if (!append_raw_canonical_query(out, request.raw_query, request.omit_param)) {
+    std::optional<QueryParams> parsed;
+    const QueryParams* query = request.query;
+    if (query == nullptr) {
+      parsed = parse_query(request.raw_query);
+      if (!parsed) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+      query = &*parsed;
+    }
+    out += canonical_query_string(*query, request.omit_param);
+  }
+  out.push_back('\n');
+  if (Status s = append_canonical_headers(out, request.headers != nullptr ? *request.headers : kNoHeaders, names); !s) {
+    return s;
+  }
+  out.push_back('\n');
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i != 0) out.push_back(';');
+    out.append(names[i]);
+  }
+  out.push_back('\n');
+  out.append(request.payload_hash);
+  return Status::ok();
 }
 
 Result<std::string> canonical_request(const CanonicalRequestParts& parts) {
@@ -314,16 +453,30 @@ std::string CredentialScope::to_string() const {
   return out;
 }
 
-std::string string_to_sign(std::string_view amz_date, const CredentialScope& scope,
-                           std::string_view canonical_request) {
-  std::string out;
+void append_string_to_sign(std::string& out, std::string_view amz_date, std::string_view date, std::string_view region,
+                           std::string_view service, std::string_view canonical_request) {
   out.append(kAlgorithm);
   out.push_back('\n');
   out.append(amz_date);
   out.push_back('\n');
-  out += scope.to_string();
+  out.append(date);
+  out.push_back('/');
+  out.append(region);
+  out.push_back('/');
+  out.append(service);
+  out.push_back('/');
+  out.append(kScopeTerminator);
   out.push_back('\n');
-  out += sha256_hex(canonical_request);
+  const Sha256Digest digest = sha256(canonical_request);
+  char hex[2 * digest.size()];
+  to_hex(digest, hex);
+  out.append(hex, sizeof hex);
+}
+
+std::string string_to_sign(std::string_view amz_date, const CredentialScope& scope,
+                           std::string_view canonical_request) {
+  std::string out;
+  append_string_to_sign(out, amz_date, scope.date, scope.region, scope.service, canonical_request);
   return out;
 }
 
@@ -342,7 +495,7 @@ std::string signature_hex(const Sha256Digest& signing_key, std::string_view stri
   return to_hex(hmac_sha256(signing_key, string_to_sign));
 }
 
-Result<AuthorizationHeader> parse_authorization_header(std::string_view value) {
+Result<SignatureFieldsView> parse_authorization_header_view(std::string_view value) {
   value = trim(value);
   std::size_t sp = 0;
   while (sp < value.size() && !is_space(value[sp])) ++sp;
@@ -383,16 +536,49 @@ Result<AuthorizationHeader> parse_authorization_header(std::string_view value) {
   }
   auto cred = parse_credential(*credential);
   if (!cred) return header_error("malformed credential '" + std::string(*credential) + "'");
-  auto names = parse_signed_headers(*signed_headers);
-  if (!names) return header_error("malformed SignedHeaders");
+  if (!valid_signed_headers(*signed_headers)) return header_error("malformed SignedHeaders");
   if (!is_lower_hex_signature(*signature)) return header_error("signature must be 64 lower-case hex digits");
 
-  AuthorizationHeader out;
-  out.access_key_id = std::move(cred->access_key_id);
-  out.scope = std::move(cred->scope);
-  out.signed_headers = std::move(*names);
-  out.signature = std::string(*signature);
+  SignatureFieldsView out;
+  out.access_key_id = cred->access_key_id;
+  out.date = cred->date;
+  out.region = cred->region;
+  out.service = cred->service;
+  out.signed_headers = *signed_headers;
+  out.signature = *signature;
   return out;
+}
+
+namespace {
+
+CredentialScope owned_scope(const SignatureFieldsView& v) {
+  return CredentialScope{std::string(v.date), std::string(v.region), std::string(v.service)};
+}
+
+}  // namespace
+
+Result<AuthorizationHeader> parse_authorization_header(std::string_view value) {
+  auto v = parse_authorization_header_view(value);
+  if (!v) return v.error();
+  AuthorizationHeader out;
+  out.access_key_id = std::string(v->access_key_id);
+  out.scope = owned_scope(*v);
+  out.signed_headers = *parse_signed_headers(v->signed_headers);  // validated above
+  out.signature = std::string(v->signature);
+  return out;
+}
+
+void signed_header_names(std::string_view text, std::vector<std::string_view>& names, std::string& storage) {
+  names.clear();
+  if (std::any_of(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+    storage.assign(text);
+    for (char& c : storage) c = ascii_lower(c);
+    text = storage;  // views into the lower-cased copy (not resized again below)
+  }
+  (void)for_each_signed_header(text, [&](std::string_view name) {
+    names.push_back(name);
+    return true;
+  });
 }
 
 bool has_presigned_query(const QueryParams& params) {
@@ -401,7 +587,7 @@ bool has_presigned_query(const QueryParams& params) {
   });
 }
 
-Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
+Result<SignatureFieldsView> parse_presigned_query_view(const QueryParams& params) {
   bool duplicate = false;
   const std::string* algorithm = find_unique(params, "X-Amz-Algorithm", duplicate);
   const std::string* credential = find_unique(params, "X-Amz-Credential", duplicate);
@@ -435,21 +621,35 @@ Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
   if (!cred) return query_error("malformed X-Amz-Credential '" + *credential + "'");
   // The scope date is part of the key derivation; a mismatch would let an old key sign
   // a request claiming a fresh timestamp.
-  if (std::string_view(*date).substr(0, 8) != cred->scope.date) {
+  if (std::string_view(*date).substr(0, 8) != cred->date) {
     return query_error("X-Amz-Date and the credential scope date disagree");
   }
-  auto names = parse_signed_headers(*signed_headers);
-  if (!names) return query_error("malformed X-Amz-SignedHeaders");
+  if (!valid_signed_headers(*signed_headers)) return query_error("malformed X-Amz-SignedHeaders");
   if (!is_lower_hex_signature(*signature))
     return query_error("X-Amz-Signature must be 64 lower-case hex digits");
 
-  PresignedQuery out;
-  out.access_key_id = std::move(cred->access_key_id);
-  out.scope = std::move(cred->scope);
+  SignatureFieldsView out;
+  out.access_key_id = cred->access_key_id;
+  out.date = cred->date;
+  out.region = cred->region;
+  out.service = cred->service;
+  out.signed_headers = *signed_headers;
+  out.signature = *signature;
   out.amz_date = *date;
   out.expires_seconds = expires_seconds;
-  out.signed_headers = std::move(*names);
-  out.signature = *signature;
+  return out;
+}
+
+Result<PresignedQuery> parse_presigned_query(const QueryParams& params) {
+  auto v = parse_presigned_query_view(params);
+  if (!v) return v.error();
+  PresignedQuery out;
+  out.access_key_id = std::string(v->access_key_id);
+  out.scope = owned_scope(*v);
+  out.amz_date = std::string(v->amz_date);
+  out.expires_seconds = v->expires_seconds;
+  out.signed_headers = *parse_signed_headers(v->signed_headers);  // validated above
+  out.signature = std::string(v->signature);
   return out;
 }
 

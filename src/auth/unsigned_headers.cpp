@@ -17,30 +17,36 @@ bool is_signature_required_header(std::string_view name) {
   return starts_with_ci(name, "x-amz-") || starts_with_ci(name, "x-tigris-");
 }
 
-Status check_unsigned_headers(const HeaderList& headers, const std::vector<std::string>& signed_headers,
-                              SignatureKind kind) {
+namespace {
+
+// Names are compared without case and without lower-cased copies: only a refusal builds
+// strings (its message).
+template <typename Names>
+Status check_unsigned(const HeaderList& headers, const Names& signed_headers, SignatureKind kind) {
   std::vector<std::string> unsigned_names;
   for (const auto& [raw_name, value] : headers) {
     if (!is_signature_required_header(raw_name)) continue;
-    std::string name = to_lower(raw_name);
     bool covered = false;
     switch (kind) {
       case SignatureKind::kSigV2:
         // CanonicalizedAmzHeaders takes every x-amz-* header; x-tigris-* are never in it.
-        covered = name.rfind("x-amz-", 0) == 0;
+        covered = starts_with_ci(raw_name, "x-amz-");
         break;
       case SignatureKind::kSigV4Presigned:
         // The payload-hash line of the canonical request carries it (see the header).
-        if (name == "x-amz-content-sha256") {
+        if (iequals(raw_name, "x-amz-content-sha256")) {
           covered = true;
           break;
         }
         [[fallthrough]];
       case SignatureKind::kSigV4Header:
-        covered = std::find(signed_headers.begin(), signed_headers.end(), name) != signed_headers.end();
+        covered = std::any_of(signed_headers.begin(), signed_headers.end(),
+                              [&](const auto& name) { return iequals(name, raw_name); });
         break;
     }
-    if (!covered && std::find(unsigned_names.begin(), unsigned_names.end(), name) == unsigned_names.end()) {
+    if (covered) continue;
+    std::string name = to_lower(raw_name);
+    if (std::find(unsigned_names.begin(), unsigned_names.end(), name) == unsigned_names.end()) {
       unsigned_names.push_back(std::move(name));
     }
   }
@@ -52,6 +58,18 @@ Status check_unsigned_headers(const HeaderList& headers, const std::vector<std::
     message += unsigned_names[i];
   }
   return Status(ErrorCode::kAccessDenied, std::move(message));
+}
+
+}  // namespace
+
+Status check_unsigned_headers(const HeaderList& headers, const std::vector<std::string>& signed_headers,
+                              SignatureKind kind) {
+  return check_unsigned(headers, signed_headers, kind);
+}
+
+Status check_unsigned_header_views(const HeaderList& headers, const std::vector<std::string_view>& signed_headers,
+                                   SignatureKind kind) {
+  return check_unsigned(headers, signed_headers, kind);
 }
 
 }  // namespace tagd::auth

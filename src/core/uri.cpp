@@ -82,6 +82,9 @@ std::optional<std::string> uri_decode(std::string_view text) {
 
 std::optional<QueryParams> parse_query(std::string_view raw_query) {
   QueryParams out;
+  // One allocation for the list instead of its growth 1 -> 2 -> 4 -> 8 (a presigned URL
+  // carries 6-8 parameters on every hit).
+  if (!raw_query.empty()) out.reserve(static_cast<std::size_t>(std::count(raw_query.begin(), raw_query.end(), '&')) + 1);
   std::size_t start = 0;
   while (start <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', start);

@@ -9,6 +9,8 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <array>
+#include <charconv>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -68,23 +70,20 @@ void count_status_class(int status) {
 
 bool bodyless_status(int status) { return status < 200 || status == 204 || status == 304; }
 
-// The head as Beast's serializer writes it: status line, fields in order, blank line.
-std::string serialize_head(const bhttp::response_header<>& head) {
-  std::string out;
-  out.reserve(512);
-  out += head.version() >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ";
-  out += std::to_string(head.result_int());
-  out += ' ';
-  out += head.reason();
-  out += "\r\n";
+// Whether the head's Connection header(s) name `name` ("Connection: close, X-Foo" makes
+// X-Foo hop-by-hop).
+bool named_in_connection(const bhttp::response_header<>& head, std::string_view name) {
   for (const auto& f : head) {
-    out += f.name_string();
-    out += ": ";
-    out += f.value();
-    out += "\r\n";
+    if (f.name() != bhttp::field::connection) continue;
+    std::string_view value = f.value();
+    while (!value.empty()) {
+      auto comma = value.find(',');
+      if (iequals(trim_ows(value.substr(0, comma)), name)) return true;
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
   }
-  out += "\r\n";
-  return out;
+  return false;
 }
 
 }  // namespace
@@ -102,6 +101,18 @@ asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& hea
   status_ = head.result_int();
   no_body_ = req.method() == bhttp::verb::head || bodyless_status(status_);
   keep_alive_ = req.keep_alive() && parser_.is_done() && metrics().draining.get() == 0;
+
+  // The hit path: a body of known, non-zero length. Its head is serialised from `head`
+  // as it stands (plus the writer's own fields), leaving with the first body bytes.
+  if (!no_body_ && body_length && *body_length > 0) {
+    expected_body_ = body_length;
+    outcome_ = outcome;
+    head_written_ = true;
+    count_cache_outcome(outcome);
+    count_status_class(status_);
+    serialize_pending(head, http11);
+    co_return Status::ok();
+  }
 
   // Framed as a message (content_length/chunked/keep_alive live there); the caller's
   // head is moved back afterwards, so it sees the head as it went out.
@@ -137,13 +148,6 @@ asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& hea
   count_cache_outcome(outcome);
   count_status_class(status_);
 
-  // A head followed by a Content-Length body waits for the first body bytes, so a small
-  // response leaves in one send (head and body in one sendmsg instead of two).
-  if (!no_body_ && !chunked_ && expected_body_ && *expected_body_ > 0) {
-    pending_head_ = serialize_head(res.base());
-    head = std::move(res.base());
-    co_return Status::ok();
-  }
   stream_.expires_after(idle_timeout_);
   bhttp::response_serializer<bhttp::empty_body> sr{res};
   auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, kTuple);
@@ -154,6 +158,72 @@ asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& hea
     co_return Status(ErrorCode::kRequestTimeout, "client went away before the response head: " + ec.message());
   }
   co_return Status::ok();
+}
+
+void ResponseWriter::append_pending(std::string_view text) {
+  if (pending_head_.empty() && pending_inline_size_ + text.size() <= pending_inline_.size()) {
+    std::memcpy(pending_inline_.data() + pending_inline_size_, text.data(), text.size());
+    pending_inline_size_ += text.size();
+    return;
+  }
+  if (pending_head_.empty()) pending_head_.assign(pending_inline_.data(), pending_inline_size_);
+  pending_head_.append(text);
+}
+
+std::string_view ResponseWriter::pending_head() const noexcept {
+  if (!pending_head_.empty()) return pending_head_;
+  return std::string_view(pending_inline_.data(), pending_inline_size_);
+}
+
+void ResponseWriter::clear_pending() noexcept {
+  pending_inline_size_ = 0;
+  pending_head_.clear();
+}
+
+// The same head the Beast path below would write for a Content-Length body: the
+// caller's fields in order, less the hop-by-hop ones, Content-Length and X-Cache; then
+// Content-Length, the Connection token the version needs, Server and x-amz-request-id
+// when missing, X-Cache.
+void ResponseWriter::serialize_pending(const bhttp::response_header<>& head, bool http11) {
+  clear_pending();
+  append_pending(http11 ? "HTTP/1.1 " : "HTTP/1.0 ");
+  char number[24];
+  const auto status = std::to_chars(number, number + sizeof number, head.result_int());
+  append_pending(std::string_view(number, static_cast<std::size_t>(status.ptr - number)));
+  append_pending(" ");
+  append_pending(head.reason());
+  append_pending("\r\n");
+  bool has_server = false;
+  bool has_request_id = false;
+  for (const auto& f : head) {
+    const std::string_view name = f.name_string();
+    if (hop_by_hop(name) || named_in_connection(head, name)) continue;
+    if (f.name() == bhttp::field::content_length || iequals(name, "X-Cache")) continue;
+    if (f.name() == bhttp::field::server) has_server = true;
+    if (iequals(name, "x-amz-request-id")) has_request_id = true;
+    append_pending(name);
+    append_pending(": ");
+    append_pending(f.value());
+    append_pending("\r\n");
+  }
+  append_pending("Content-Length: ");
+  const auto length = std::to_chars(number, number + sizeof number, *expected_body_);
+  append_pending(std::string_view(number, static_cast<std::size_t>(length.ptr - number)));
+  append_pending("\r\n");
+  if (http11 && !keep_alive_) append_pending("Connection: close\r\n");
+  if (!http11 && keep_alive_) append_pending("Connection: keep-alive\r\n");
+  if (!has_server) append_pending("Server: tagd\r\n");
+  if (!has_request_id) {
+    append_pending("x-amz-request-id: ");
+    append_pending(request_id_);
+    append_pending("\r\n");
+  }
+  if (outcome_ != CacheOutcome::kNone) {
+    append_pending("X-Cache: ");
+    append_pending(x_cache_label(outcome_));
+    append_pending("\r\n");
+  }
+  append_pending("\r\n");
 }
 
 asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
@@ -172,11 +242,13 @@ asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
   }
   stream_.expires_after(idle_timeout_);
   boost::system::error_code ec;
-  if (!pending_head_.empty()) {
-    const std::array<asio::const_buffer, 2> head_and_body{asio::buffer(pending_head_),
+  if (const std::string_view pending = pending_head(); !pending.empty()) {
+    // A head followed by a Content-Length body waits for the first body bytes, so a small
+    // response leaves in one send (head and body in one sendmsg instead of two).
+    const std::array<asio::const_buffer, 2> head_and_body{asio::buffer(pending.data(), pending.size()),
                                                           asio::buffer(bytes.data(), bytes.size())};
     std::tie(ec, std::ignore) = co_await asio::async_write(stream_, head_and_body, kTuple);
-    pending_head_.clear();
+    clear_pending();
   } else if (chunked_) {
     std::tie(ec, std::ignore) =
         co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(bytes.data(), bytes.size())), kTuple);

@@ -30,9 +30,14 @@ bool is_bucket_configuration(std::string_view sub) {
 
 // Request headers (and their query-string forms) that change an object's or a bucket's
 // access control: they need the admin grant, not plain write.
-bool is_access_control_header(std::string_view lower_name) {
-  return lower_name == "x-amz-acl" || lower_name.rfind("x-amz-grant-", 0) == 0 ||
-         lower_name.rfind("x-amz-object-lock-", 0) == 0 || lower_name == "x-amz-bypass-governance-retention";
+bool starts_with_ci(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Names in any case.
+bool is_access_control_header(std::string_view name) {
+  return iequals(name, "x-amz-acl") || starts_with_ci(name, "x-amz-grant-") ||
+         starts_with_ci(name, "x-amz-object-lock-") || iequals(name, "x-amz-bypass-governance-retention");
 }
 
 std::string pascal(std::string_view sub) {
@@ -50,34 +55,64 @@ std::string pascal(std::string_view sub) {
 }
 
 // The request's headers plus the x-amz-* parameters of its query (S3 applies those as
-// headers), with lower-case names.
+// headers), looked up without case. Views: nothing is copied or lower-cased.
 class HeaderView {
  public:
-  HeaderView(const Target& target, const auth::HeaderList& headers) {
-    for (const auto& [name, value] : headers) entries_.emplace_back(to_lower(name), value);
-    for (const auto& [name, value] : target.query) {
-      std::string lower = to_lower(name);
-      if (lower.rfind("x-amz-", 0) == 0 && !is_auth_param(target, name)) entries_.emplace_back(lower, value);
+  HeaderView(const Target& target, const auth::HeaderList& headers) : target_(target), headers_(headers) {
+    // Which query parameters are header forms, decided once (a presigned URL's x-amz-*
+    // parameters are all authentication, so usually none).
+    for (std::size_t i = 0; i < target.query.size(); ++i) {
+      const std::string& name = target.query[i].first;
+      if (!starts_with_ci(name, "x-amz-") || is_auth_param(target, name)) continue;
+      if (count_ == query_forms_.size()) {
+        overflow_ = true;
+        break;
+      }
+      query_forms_[count_++] = i;
     }
   }
 
   // The single value of a header, nullopt when absent; repeated → kInvalidArgument.
   Result<std::optional<std::string>> single(std::string_view lower_name) const {
-    std::optional<std::string> found;
-    for (const auto& [name, value] : entries_) {
-      if (name != lower_name) continue;
-      if (found) return Status(ErrorCode::kInvalidArgument, "header " + std::string(lower_name) + " is repeated");
-      found = value;
-    }
-    return found;
+    const std::string* found = nullptr;
+    bool repeated = false;
+    each([&](std::string_view name, const std::string& value) {
+      if (!iequals(name, lower_name)) return;
+      if (found != nullptr) repeated = true;
+      found = &value;
+    });
+    if (repeated) return Status(ErrorCode::kInvalidArgument, "header " + std::string(lower_name) + " is repeated");
+    if (found == nullptr) return std::optional<std::string>();
+    return std::optional<std::string>(*found);
   }
 
   bool any(bool (*pred)(std::string_view)) const {
-    return std::any_of(entries_.begin(), entries_.end(), [&](const auto& e) { return pred(e.first); });
+    bool hit = false;
+    each([&](std::string_view name, const std::string&) { hit = hit || pred(name); });
+    return hit;
   }
 
  private:
-  std::vector<std::pair<std::string, std::string>> entries_;
+  template <typename F>
+  void each(F&& f) const {
+    for (const auto& [name, value] : headers_) f(name, value);
+    if (overflow_) {
+      for (const auto& [name, value] : target_.query) {
+        if (starts_with_ci(name, "x-amz-") && !is_auth_param(target_, name)) f(name, value);
+      }
+      return;
+    }
+    for (std::size_t k = 0; k < count_; ++k) {
+      const auto& [name, value] = target_.query[query_forms_[k]];
+      f(name, value);
+    }
+  }
+
+  const Target& target_;
+  const auth::HeaderList& headers_;
+  std::array<std::size_t, 16> query_forms_{};  // indices into target_.query
+  std::size_t count_ = 0;
+  bool overflow_ = false;  // more than fit: each() scans the query itself
 };
 
 bool in(std::string_view name, std::initializer_list<std::string_view> list) {
@@ -272,8 +307,7 @@ bool is_auth_param(const Target& target, std::string_view name) {
       "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token", "x-amz-content-sha256"};
   // Only the SDKs' capitalized forms are presign parameters; a lower-case x-amz-date in
   // a query would still be one to S3, so compare without case.
-  std::string lower = to_lower(name);
-  if (std::find(kSigV4.begin(), kSigV4.end(), lower) != kSigV4.end()) return true;
+  if (std::any_of(kSigV4.begin(), kSigV4.end(), [&](std::string_view p) { return iequals(p, name); })) return true;
   // SigV2 query auth; botocore also copies the signed Content-Type/Content-MD5 into the
   // URL (the verifier requires the header to carry the same value, and it is the header
   // that goes upstream).
@@ -312,7 +346,7 @@ Result<Operation> classify(std::string_view method, const Target& t, const auth:
   if (!op) return op;
 
   for (const auto& [name, value] : t.query) {
-    if (name == sub || name == "x-id" || is_auth_param(t, name) || to_lower(name).rfind("x-amz-", 0) == 0) continue;
+    if (name == sub || name == "x-id" || is_auth_param(t, name) || starts_with_ci(name, "x-amz-")) continue;
     if (!takes_param(op->name, name)) {
       return Status(ErrorCode::kInvalidArgument, op->name + " does not take the query parameter " + name);
     }
@@ -363,7 +397,7 @@ Result<Operation> classify(std::string_view method, const Target& t, const auth:
     return Status(ErrorCode::kInvalidArgument, "x-amz-rename-source needs ?renameObject");
   }
 
-  if (view.any(&is_access_control_header) && method != "GET" && method != "HEAD") {
+  if (method != "GET" && method != "HEAD" && view.any(&is_access_control_header)) {
     // Setting an ACL, a grant or an object lock with a write is an access-control change.
     op->needs.push_back(level == Level::kObject ? need(Action::kAdmin, Scope::kObject, t.bucket, t.key)
                                                 : need(Action::kAdmin, Scope::kBucket, t.bucket));

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <unordered_set>
 
 namespace tagd::s3 {
 bool Target::has_param(std::string_view name) const {
@@ -49,33 +48,42 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   auto query = parse_query(t.raw_query);
   if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
   t.query = std::move(*query);
-  std::unordered_set<std::string_view> names;
-  for (const auto& [name, value] : t.query) {
-    if (!names.insert(name).second) {
-      return Status(ErrorCode::kInvalidArgument, "query parameter " + name + " is repeated");
+  // A repeated parameter is refused. A query has a handful of parameters: comparing each
+  // with the ones before it costs less than building a set (no allocation).
+  for (std::size_t i = 1; i < t.query.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (t.query[i].first == t.query[j].first) {
+        return Status(ErrorCode::kInvalidArgument, "query parameter " + t.query[i].first + " is repeated");
+      }
     }
   }
   auto path = uri_decode(t.raw_path);
   if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
 
-  // Host without port, lower-case. IPv6 literals ("[::1]:8080") are never virtual hosts.
-  std::string h = to_lower(host);
+  // Host without port, compared without case. IPv6 literals ("[::1]:8080") are never
+  // virtual hosts.
+  std::string_view h = host;
   if (!h.empty() && h.front() != '[') {
-    if (auto colon = h.rfind(':'); colon != std::string::npos) h.resize(colon);
+    if (auto colon = h.rfind(':'); colon != std::string_view::npos) h = h.substr(0, colon);
   }
   if (!virtual_host_domain.empty() && h.size() > virtual_host_domain.size() + 1 &&
-      h.compare(h.size() - virtual_host_domain.size(), std::string::npos, to_lower(virtual_host_domain)) == 0 &&
+      iequals(h.substr(h.size() - virtual_host_domain.size()), virtual_host_domain) &&
       h[h.size() - virtual_host_domain.size() - 1] == '.') {
     t.virtual_hosted = true;
-    t.bucket = h.substr(0, h.size() - virtual_host_domain.size() - 1);
-    t.key = path->substr(1);
+    t.bucket = to_lower(h.substr(0, h.size() - virtual_host_domain.size() - 1));
+    t.key = std::move(*path);
+    t.key.erase(0, 1);  // the leading '/'
     if (Status s = check_bucket_name(t.bucket); !s) return s;
     return t;
   }
   std::string_view rest = std::string_view(*path).substr(1);
   auto slash = rest.find('/');
   t.bucket = std::string(rest.substr(0, slash));
-  if (slash != std::string_view::npos) t.key = std::string(rest.substr(slash + 1));
+  if (slash != std::string_view::npos) {
+    // The decoded path's buffer becomes the key: "/bucket/" erased in place, not copied.
+    t.key = std::move(*path);
+    t.key.erase(0, slash + 2);
+  }
   if (t.bucket.empty() && !t.key.empty()) return Status(ErrorCode::kInvalidRequest, "empty bucket name");
   if (!t.bucket.empty()) {
     if (Status s = check_bucket_name(t.bucket); !s) return s;

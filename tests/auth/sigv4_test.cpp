@@ -926,3 +926,127 @@ TEST(SigV4DateTest, HttpDateFormats) {
 
 }  // namespace
 }  // namespace tagd::auth
+
+namespace tagd::auth {
+namespace {
+
+// The verifier's canonical request (views over the raw request, the raw query used in
+// place when it is already canonical) must equal the one built from the decoded parts,
+// whatever the query's encoding: canonical, lower-case escapes, '+', escaped unreserved
+// bytes, '=' inside a value, a name without '=', empty pieces, unsorted, repeated names.
+TEST(SigV4ReceivedRequestTest, CanonicalRequestMatchesTheDecodedForm) {
+  const HeaderList headers = {{"Host", "examplebucket.s3.amazonaws.com"}, {"X-Amz-Date", " 20130524T000000Z "},
+                              {"x-amz-meta-a", "one  two"}, {"X-AMZ-META-A", "three"}};
+  const std::vector<std::string_view> names = {"host", "x-amz-date", "x-amz-meta-a"};
+  const std::vector<std::string> owned_names(names.begin(), names.end());
+  const std::string_view paths[] = {"/test.txt", "/a%20b/c~d", "/a%2fb", "/a%2Fb", "/%41bc", "/a+b", "/", "/x/../y",
+                                    "/t%C3%A9st", "/t%c3%a9st", "/a!b"};
+  const std::string_view queries[] = {
+      "",
+      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2F"
+      "aws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+      "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404",
+      "prefix=J&max-keys=2",
+      "b=2&a=1&a=0",
+      "acl",
+      "acl=",
+      "a=%2f",
+      "a=%2F",
+      "a=%41",
+      "a=b+c",
+      "a=b%20c",
+      "a=b=c",
+      "a=1&&b=2&",
+      "=v",
+      "x=%E2%82%AC&y=~.-_",
+      "x=%e2%82%ac",
+      "X-Amz-Signature=abc&z=1",
+      "n%61me=1",
+      "a=%zz",
+  };
+  for (const auto path : paths) {
+    for (const auto query : queries) {
+      for (const std::string_view omit : {std::string_view(), std::string_view("X-Amz-Signature")}) {
+        SCOPED_TRACE(std::string(path) + "?" + std::string(query) + " omit=" + std::string(omit));
+        const auto params = parse_query(query);
+        const auto uri = canonical_uri_s3(path);
+        ReceivedRequest received{"GET", path, query, params ? &*params : nullptr, omit, &headers, &names,
+                                 kUnsignedPayload};
+        std::string out = "previous ";
+        const Status s = append_canonical_request(out, received);
+        if (!params || !uri) {
+          EXPECT_FALSE(s.is_ok());
+          continue;
+        }
+        ASSERT_TRUE(s.is_ok()) << s.message();
+        CanonicalRequestParts parts{"GET", *uri, {}, &headers, owned_names, kUnsignedPayload};
+        parts.query_view = &*params;
+        parts.omit_param = omit;
+        const auto expected = canonical_request(parts);
+        ASSERT_TRUE(expected.has_value());
+        EXPECT_EQ(out, "previous " + *expected);
+        // Without the decoded query, the raw one is parsed when it must be.
+        received.query = nullptr;
+        std::string again;
+        ASSERT_TRUE(append_canonical_request(again, received).is_ok());
+        EXPECT_EQ(again, *expected);
+      }
+    }
+  }
+}
+
+TEST(SigV4ReceivedRequestTest, MissingSignedHeaderIsRefused) {
+  const HeaderList headers = {{"Host", "h"}};
+  const std::vector<std::string_view> names = {"host", "x-amz-date"};
+  ReceivedRequest received{"GET", "/k", "", nullptr, {}, &headers, &names, kUnsignedPayload};
+  std::string out;
+  const Status s = append_canonical_request(out, received);
+  EXPECT_EQ(s.code(), ErrorCode::kSignatureDoesNotMatch);
+}
+
+TEST(SigV4ReceivedRequestTest, StringToSignMatchesTheOwningForm) {
+  const CredentialScope scope{"20130524", "us-east-1", "s3"};
+  std::string out;
+  append_string_to_sign(out, "20130524T000000Z", scope.date, scope.region, scope.service, "GET\n/\n\n");
+  EXPECT_EQ(out, string_to_sign("20130524T000000Z", scope, "GET\n/\n\n"));
+}
+
+TEST(SigV4ViewParsersTest, AgreeWithTheOwningParsers) {
+  const std::string header =
+      "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+      "SignedHeaders=Host;Range;x-amz-date, Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
+  const auto view = parse_authorization_header_view(header);
+  const auto owned = parse_authorization_header(header);
+  ASSERT_TRUE(view.has_value() && owned.has_value());
+  EXPECT_EQ(view->access_key_id, owned->access_key_id);
+  EXPECT_EQ(view->date, owned->scope.date);
+  EXPECT_EQ(view->region, owned->scope.region);
+  EXPECT_EQ(view->service, owned->scope.service);
+  EXPECT_EQ(view->signature, owned->signature);
+  std::vector<std::string_view> names;
+  std::string storage;
+  signed_header_names(view->signed_headers, names, storage);
+  EXPECT_EQ(std::vector<std::string>(names.begin(), names.end()), owned->signed_headers);
+  EXPECT_EQ(owned->signed_headers, (std::vector<std::string>{"host", "range", "x-amz-date"}));
+  // Already lower-case: views into the text itself, the storage untouched.
+  storage.clear();
+  signed_header_names("host;x-amz-date", names, storage);
+  EXPECT_EQ(names, (std::vector<std::string_view>{"host", "x-amz-date"}));
+  EXPECT_TRUE(storage.empty());
+  // Repeated in another case: refused like the owning parser does.
+  EXPECT_FALSE(parse_authorization_header_view(
+                   "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;HOST, "
+                   "Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024")
+                   .has_value());
+  EXPECT_FALSE(parse_authorization_header_view(
+                   "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws4_request, SignedHeaders=a;b;A, "
+                   "Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024")
+                   .has_value());
+  EXPECT_TRUE(parse_authorization_header_view(
+                  "AWS4-HMAC-SHA256 Credential=AKID/20130524/us-east-1/s3/aws4_request, SignedHeaders=a;ab;b, "
+                  "Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024")
+                  .has_value());
+}
+
+}  // namespace
+}  // namespace tagd::auth

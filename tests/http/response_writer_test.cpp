@@ -199,8 +199,7 @@ TEST(ResponseWriter, ContentLengthBody) {
     keep_alive = w.keep_alive();
     EXPECT_EQ(w.status(), 200);
     EXPECT_TRUE(w.head_written());
-    // The caller's head is the one that went out.
-    EXPECT_EQ(head[bhttp::field::content_length], "11");
+    // What went out is checked on the wire below (the head is serialised from `head`).
   });
   EXPECT_EQ(out.status_line, "HTTP/1.1 200 OK");
   EXPECT_EQ(out.header("content-length"), "11");
@@ -426,6 +425,31 @@ TEST(ResponseWriter, NoOutcomeStripsUpstreamXCacheAndCountsNothing) {
   EXPECT_EQ(out.count("x-cache"), 0u);
   EXPECT_EQ(after.hit + after.miss + after.reval + after.bypass + after.disabled,
             before.hit + before.miss + before.reval + before.bypass + before.disabled);
+}
+
+// A head with a Content-Length body (the hit path) is serialised from the caller's fields:
+// the caller's own Content-Length and X-Cache never reach the wire, the writer's do, once.
+TEST(ResponseWriter, ContentLengthHeadReplacesLengthAndXCache) {
+  Outcome out = run_exchange(kGet11, [&](ResponseWriter& w) -> asio::awaitable<void> {
+    auto head = make_head(bhttp::status::partial_content);
+    head.set(bhttp::field::content_length, "999");
+    head.set("X-Cache", "Hit from cloudfront");
+    head.set(bhttp::field::content_range, "bytes 0-1/10");
+    head.set("x-amz-request-id", "UPSTREAMID");
+    { Status st_ = co_await w.write_head(head, 2, CacheOutcome::kHit); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+    { Status st_ = co_await w.write_body("ok"); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+    { Status st_ = co_await w.finish(); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+  });
+  EXPECT_EQ(out.status_line, "HTTP/1.1 206 Partial Content");
+  EXPECT_EQ(out.count("content-length"), 1u);
+  EXPECT_EQ(out.header("content-length"), "2");
+  EXPECT_EQ(out.count("x-cache"), 1u);
+  EXPECT_EQ(out.header("x-cache"), std::string(x_cache_label(CacheOutcome::kHit)));
+  EXPECT_EQ(out.header("content-range"), "bytes 0-1/10");
+  EXPECT_EQ(out.count("x-amz-request-id"), 1u);
+  EXPECT_EQ(out.header("x-amz-request-id"), "UPSTREAMID");
+  EXPECT_EQ(out.count("connection"), 0u);
+  EXPECT_EQ(out.body, "ok");
 }
 
 TEST(ResponseWriter, StatusClassCountedOncePerHead) {

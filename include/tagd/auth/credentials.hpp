@@ -54,7 +54,12 @@ class CredentialStore {
   std::size_t size() const noexcept { return identities_.size(); }
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<Identity>> identities_;
+  // Transparent hash and equality: find() looks a key id up without copying it.
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Identity>, KeyHash, std::equal_to<>> identities_;
 };
 
 // The keys tagd serves clients: the credentials file (if named) plus the TAG shortcut's

@@ -16,6 +16,8 @@ using Sha256Digest = std::array<std::uint8_t, 32>;
 using Sha1Digest = std::array<std::uint8_t, 20>;
 
 [[nodiscard]] std::string to_hex(std::span<const std::uint8_t> bytes);
+// Writes 2 * bytes.size() lower-case hex digits at `out` (no allocation).
+void to_hex(std::span<const std::uint8_t> bytes, char* out) noexcept;
 [[nodiscard]] std::string base64_encode(std::span<const std::uint8_t> bytes);
 // Strict: rejects bad characters and bad padding.
 [[nodiscard]] std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);

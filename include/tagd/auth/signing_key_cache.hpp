@@ -9,5 +9,8 @@ namespace tagd::auth {
 
 // The same value as signing_key(secret_access_key, scope).
 [[nodiscard]] Sha256Digest cached_signing_key(std::string_view secret_access_key, const CredentialScope& scope);
+// The same, from views of the scope's parts (the verifier's: a hit copies nothing).
+[[nodiscard]] Sha256Digest cached_signing_key(std::string_view secret_access_key, std::string_view date,
+                                              std::string_view region, std::string_view service);
 
 }  // namespace tagd::auth

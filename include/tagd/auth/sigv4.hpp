@@ -109,6 +109,46 @@ struct PresignedQuery {
 // algorithm, X-Amz-Expires outside 1..604800, X-Amz-Date not matching the scope date).
 [[nodiscard]] Result<PresignedQuery> parse_presigned_query(const QueryParams& params);
 
+// The same two parsers as views into the text they read (no copies): the verifier's path,
+// run on every signed request. Same checks and errors as the owning forms above, which
+// are built on these. `signed_headers` is the validated SignedHeaders text as sent (any
+// case); signed_header_names() splits it into lower-case names.
+struct SignatureFieldsView {
+  std::string_view access_key_id;
+  std::string_view date;  // scope: YYYYMMDD
+  std::string_view region;
+  std::string_view service;
+  std::string_view signed_headers;
+  std::string_view signature;  // 64 lower-case hex digits
+  std::string_view amz_date;   // presigned only (X-Amz-Date)
+  std::int64_t expires_seconds = 0;  // presigned only
+};
+[[nodiscard]] Result<SignatureFieldsView> parse_authorization_header_view(std::string_view value);
+[[nodiscard]] Result<SignatureFieldsView> parse_presigned_query_view(const QueryParams& params);
+// The names of a validated SignedHeaders text, lower-cased, in the order sent. `names` and
+// `storage` are the caller's (reused) buffers: the views point into `text`, or into
+// `storage` when a name had to be lower-cased.
+void signed_header_names(std::string_view text, std::vector<std::string_view>& names, std::string& storage);
+
+// The canonical request of a received request, appended to `out` from views over the
+// request: the raw query is used in place when it is already in canonical form (every
+// byte unreserved or an upper-case %XX escape of a reserved one: encoding its decoded
+// form gives it back), else it is re-encoded from `query` (= parse_query(raw_query)).
+struct ReceivedRequest {
+  std::string_view method;
+  std::string_view raw_path;   // S3 canonical URI rules (canonical_uri_s3)
+  std::string_view raw_query;  // without '?'
+  const QueryParams* query = nullptr;
+  std::string_view omit_param;  // a presigned URL's X-Amz-Signature
+  const HeaderList* headers = nullptr;
+  const std::vector<std::string_view>* signed_headers = nullptr;  // lower-case, as signed
+  std::string_view payload_hash;
+};
+[[nodiscard]] Status append_canonical_request(std::string& out, const ReceivedRequest& request);
+// The string to sign appended to `out` (same text as string_to_sign()).
+void append_string_to_sign(std::string& out, std::string_view amz_date, std::string_view date, std::string_view region,
+                           std::string_view service, std::string_view canonical_request);
+
 // "20130524T000000Z" ↔ time point. Returns nullopt if malformed.
 [[nodiscard]] std::optional<std::chrono::system_clock::time_point> parse_amz_date(std::string_view amz_date);
 [[nodiscard]] std::string format_amz_date(std::chrono::system_clock::time_point t);

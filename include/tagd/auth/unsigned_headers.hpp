@@ -29,6 +29,7 @@
 // Signature Version 2 signs every x-amz-* header by construction (CanonicalizedAmzHeaders)
 // but no x-tigris-* header, so there every x-tigris-* header is refused.
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tagd/auth/sigv4.hpp"
@@ -53,5 +54,8 @@ inline constexpr std::string_view kHeadersNotSignedMessage =
 // by ": " and the offending names (lower-case, each once, in arrival order, comma-separated).
 [[nodiscard]] Status check_unsigned_headers(const HeaderList& headers, const std::vector<std::string>& signed_headers,
                                             SignatureKind kind);
+// The same over views (the verifier's, allocation-free when every header is covered).
+[[nodiscard]] Status check_unsigned_header_views(const HeaderList& headers,
+                                            const std::vector<std::string_view>& signed_headers, SignatureKind kind);
 
 }  // namespace tagd::auth

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <array>
 #include <string>
 #include <string_view>
 
@@ -40,7 +41,9 @@ class ResponseWriter {
   // for a body of unknown length (chunked to HTTP/1.1 clients, close-delimited to
   // HTTP/1.0). Responses without a body (HEAD requests, 1xx/204/304) keep the head's
   // Content-Length as the length of the entity and send no body. Hop-by-hop headers in
-  // `head` are dropped; Server and x-amz-request-id are added when missing.
+  // `head` are dropped; Server and x-amz-request-id are added when missing. What went out
+  // is the writer's business: `head` may be left as it was given (a head with a
+  // Content-Length body is serialised straight from it, without adding fields to it).
   [[nodiscard]] boost::asio::awaitable<Status> write_head(boost::beast::http::response_header<>& head,
                                                           std::optional<std::uint64_t> body_length,
                                                           CacheOutcome outcome = CacheOutcome::kNone);
@@ -86,7 +89,17 @@ class ResponseWriter {
   bool finished_ = false;
   bool aborted_ = false;
   std::optional<std::uint64_t> expected_body_;
-  // A Content-Length head not sent yet: it leaves with the first body bytes.
+  // Serialises a Content-Length head straight from `head` into the pending head.
+  void serialize_pending(const boost::beast::http::response_header<>& head, bool http11);
+  void append_pending(std::string_view text);
+  std::string_view pending_head() const noexcept;
+  void clear_pending() noexcept;
+
+  // A Content-Length head not sent yet: it leaves with the first body bytes. Held inline
+  // (the writer lives in the request's frame: no allocation per response) unless it
+  // outgrows pending_inline_, then in pending_head_.
+  std::array<char, 1024> pending_inline_;
+  std::size_t pending_inline_size_ = 0;
   std::string pending_head_;
   int status_ = 0;
   std::uint64_t body_bytes_ = 0;
