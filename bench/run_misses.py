@@ -144,6 +144,15 @@ def main():
     else:
         snap = os.path.join(args.state, "tagd.snapshot")  # others may rebuild build/tagd during the run
         shutil.copy2(args.tagd_bin, snap)
+        # tagd execs tagd-uring (next to itself) for sockets on io_uring: snapshot the one
+        # built with it, and never leave another build's there (it would be what runs).
+        uring, uring_snap = os.path.join(os.path.dirname(args.tagd_bin), "tagd-uring"), \
+            os.path.join(args.state, "tagd-uring")
+        if os.path.exists(uring_snap):
+            os.unlink(uring_snap)
+        if os.path.exists(uring):
+            shutil.copy2(uring, uring_snap)
+            log(f"sockets on io_uring: {uring} (check it was built with {args.tagd_bin})")
         tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads,
                                 os.environ.get("TAGD_EXTRA_ARGS", "").split(),
                                 cache_size=os.environ.get("BENCH_CACHE_SIZE") or None,

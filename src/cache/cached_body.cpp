@@ -47,7 +47,7 @@ struct CachedBody::ReadAhead {
 };
 
 CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
-                       std::chrono::milliseconds wait_timeout)
+                       std::chrono::milliseconds wait_timeout, ActiveReader reader)
     : cache_(cache),
       fills_(fills),
       key_(std::move(key)),
@@ -56,6 +56,7 @@ CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, Obj
       range_(range),
       length_(meta_.size == 0 ? 0 : range.length()),
       wait_timeout_(wait_timeout),
+      reader_(std::move(reader)),
       run_blocks_(std::max<std::uint64_t>(1, cache.options().max_fetch / meta_.block_size)),
       parallel_blocks_(run_blocks_ * std::max<std::uint32_t>(1, cache.options().fetch_parallelism)),
       parts_checked_until_(range.first / meta_.block_size + 1),

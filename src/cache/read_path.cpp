@@ -196,12 +196,12 @@ struct ReadPath::Session {
 };
 
 ReadPath::ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, asio::any_io_executor executor,
-                   std::chrono::milliseconds upstream_timeout)
+                   std::chrono::milliseconds upstream_timeout, std::uint64_t fill_write_queue_bytes)
     : cache_(cache),
       fetcher_(fetcher),
       clock_(clock),
       upstream_timeout_(upstream_timeout),
-      fills_(cache, fetcher, std::move(executor), upstream_timeout) {}
+      fills_(cache, fetcher, std::move(executor), upstream_timeout, fill_write_queue_bytes) {}
 
 asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
   Session s{request, {}, {}, {}, {}, 0, {}, {}};
@@ -398,6 +398,7 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
     if (throttle.allow(clock_.now_ms())) {
       spdlog::warn("cache fill budget spent (cache.fill_budget / cache.max_fills): serving without caching");
     }
+    s.result.fill_budget_spent = true;
     co_return s.forward(CacheOutcome::kMiss);
   }
   Admission admission(&cache_.admission(), run_bytes);
@@ -598,19 +599,32 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
     s.result = {};
     co_return s.forward(CacheOutcome::kMiss);
   }
-  // A ranged GET that continues a sequential stream: fetch ahead past its range.
+  // A ranged GET that continues a sequential stream: fetch ahead past its range. Not for a
+  // client with other ranged GETs of the object in flight: it reads in parallel itself.
+  ActiveReader reader;
   if (partial) {
-    if (auto ahead = cache_.sequential_detector().observe(s.key.hash(), range, meta.size)) {
-      // From the block after this read's last: the reader's own blocks are its own fetch.
+    auto& detector = cache_.sequential_detector();
+    const std::uint64_t kh = s.key.hash();
+    reader = ActiveReader(detector, kh);
+    if (reader.others() > 0) metrics().cache_readahead_parallel_reads.inc();
+    if (auto ahead = detector.observe(kh, range, meta.size, reader.others() > 0)) {
+      // From the block after this read's last (the reader's own blocks are its own fetch)
+      // to the end of the part the window ends in: whole, aligned parts of
+      // cache.max_fetch, not 1, 2, 4 MiB runs.
       const std::uint32_t bs = meta.block_size;
+      const std::uint64_t part = std::max<std::uint64_t>(1, cache_.options().max_fetch / bs);
       const std::uint64_t from = std::max(ahead->first / bs, range.last / bs + 1);
-      if (from <= ahead->last / bs) {
-        (void)fills_.fetch_ahead(s.key, meta, from, ahead->last / bs, SIZE_MAX, FillCause::kReadAhead);
+      const std::uint64_t to = std::min(last_block(meta), (ahead->last / bs / part + 1) * part - 1);
+      if (from <= to) {
+        const std::uint64_t next = fills_.fetch_ahead(s.key, meta, from, to, SIZE_MAX, FillCause::kReadAhead);
+        // Held back (per-object limit, budget): the next read asks again from there.
+        detector.covered(kh, std::min(meta.size, next * bs));
       }
     }
   }
   // The head is built: the metadata moves into the body (a hit copies no header lists).
-  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_);
+  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_,
+                                           std::move(reader));
   // Nothing is committed yet: an object that changed upstream is served as a miss.
   switch (co_await body->prepare()) {
     case CachedBody::Preparation::kOk:

@@ -136,10 +136,16 @@ asio::awaitable<void> serve_into(ReadPath& path, Request req, std::shared_ptr<Se
 // Members are destroyed in reverse order: the io_context (and with it any detached fill
 // still pending) goes before the cache it refers to.
 struct Harness {
-  explicit Harness(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s)
-      : cache(std::make_unique<MemoryBlockDevice>(8 << 20, 4096), make_memory_index(), make_fifo_eviction(),
-              make_fill_budget(1 << 30, 8), 1 << 20, 1 << 20, o),
-        path(cache, origin, clock, io.get_executor(), upstream_timeout) {}
+  explicit Harness(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s,
+                   std::uint64_t write_queue_bytes = kDefaultWriteQueueBytes)
+      : cache(make_device(), make_memory_index(), make_fifo_eviction(), make_fill_budget(1 << 30, 8), 1 << 20,
+              1 << 20, o),
+        path(cache, origin, clock, io.get_executor(), upstream_timeout, write_queue_bytes) {}
+  std::unique_ptr<BlockDevice> make_device() {
+    auto d = std::make_unique<MemoryBlockDevice>(8 << 20, 4096);
+    device = d.get();
+    return d;
+  }
   ~Harness() {
     origin.open_gate();
     io.restart();
@@ -196,6 +202,7 @@ struct Harness {
 
   FakeOrigin origin;
   ManualClock clock;
+  MemoryBlockDevice* device = nullptr;  // the cache's (set while `cache` is built)
   ObjectCache cache;
   asio::io_context io;
   ReadPath path;
@@ -210,8 +217,9 @@ Request with(std::vector<std::pair<std::string, std::string>> headers, std::stri
 
 class ReadPathTest : public ::testing::Test {
  protected:
-  Harness& use(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s) {
-    h_ = std::make_unique<Harness>(o, upstream_timeout);
+  Harness& use(ObjectCacheOptions o, std::chrono::milliseconds upstream_timeout = 5s,
+               std::uint64_t write_queue_bytes = kDefaultWriteQueueBytes) {
+    h_ = std::make_unique<Harness>(o, upstream_timeout, write_queue_bytes);
     return *h_;
   }
   // A cold GET of `key` (expected a miss with `bytes`), then every fill finished.
@@ -451,6 +459,7 @@ TEST_F(ReadPathTest, WholeObjectMissFetchesItsPartsInParallelAheadOfTheReader) {
   ASSERT_TRUE(h.settle());
   EXPECT_EQ(h.origin.gets(), 8u);
   EXPECT_EQ(h.origin.body_bytes_sent(), data.size()) << "each byte fetched once";
+  EXPECT_EQ(h.origin.max_open_bodies(), 4u) << "cache.fetch_parallelism parts in flight, never more";
   for (const auto& r : h.origin.requests()) {
     ASSERT_TRUE(r.range.has_value());
     EXPECT_EQ(r.range->length(), 128u * 1024);
@@ -526,6 +535,191 @@ TEST_F(ReadPathTest, ReadAheadStopsOnAJump) {
   EXPECT_EQ(h.origin.gets(), after_stream + 1);
   read(20);  // and another, backwards
   EXPECT_EQ(h.origin.gets(), after_stream + 2);
+}
+
+TEST_F(ReadPathTest, SequentialReaderIsFetchedInWholeAlignedPartsWithinFetchParallelism) {
+  // 1-block reads over 64 blocks in parts of 4 blocks: read-ahead (windows of 1 block
+  // doubling to 16) asks whole aligned parts, not 1-, 2- and 4-block runs, and never more
+  // than fetch_parallelism fetches of the object are in flight.
+  constexpr std::uint64_t kPart = 4;
+  ObjectCacheOptions o = options(/*max_fetch=*/kPart * kBlock);
+  o.fetch_parallelism = 3;
+  o.read_ahead.initial_window = kBlock;
+  o.read_ahead.max_window = 16 * kBlock;
+  auto& h = use(o);
+  const std::string data = make_bytes(64 * kBlock, 40);
+  h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 1ms;  // fetches overlap the reader
+  const auto prefetched = metrics().cache_prefetch_bytes.get();
+  const auto used = metrics().cache_prefetch_used_bytes.get();
+  const auto held = metrics().cache_prefetch_held.get();
+
+  for (std::uint64_t first = 0; first < data.size(); first += kBlock) {
+    Served s = h.get(with({{"Range", "bytes=" + std::to_string(first) + "-" + std::to_string(first + kBlock - 1)}}));
+    ASSERT_TRUE(s.drained) << s.body_error.message();
+    ASSERT_TRUE(s.bytes == data.substr(first, kBlock)) << "at " << first;
+    ASSERT_LE(h.cache.sequential_detector().fetches_in_flight(h.key().hash()), 3u);
+  }
+  ASSERT_TRUE(h.settle());
+  EXPECT_EQ(h.origin.body_bytes_sent(), data.size()) << "nothing fetched twice, nothing past the end";
+  EXPECT_LE(h.origin.max_open_bodies(), 3u) << "fetches of the object in flight held to fetch_parallelism";
+  EXPECT_GT(metrics().cache_prefetch_held.get(), held) << "the window wanted more than the limit allowed";
+  // The first two reads fetch their own blocks (0, 1), and read-ahead the rest of the
+  // first part (2-3); after that, one request per whole, aligned part.
+  const auto gets = h.origin.gets_of("k");
+  EXPECT_EQ(gets.size(), 3u + 64 / kPart - 1);
+  std::size_t whole_parts = 0;
+  for (const auto& r : gets) {
+    ASSERT_TRUE(r.range.has_value());
+    if (r.range->first < kPart * kBlock) continue;
+    EXPECT_EQ(r.range->first % (kPart * kBlock), 0u) << "part-aligned: " << r.range->first;
+    EXPECT_EQ(r.range->length(), kPart * kBlock) << "a whole part at " << r.range->first;
+    ++whole_parts;
+  }
+  EXPECT_EQ(whole_parts, 64 / kPart - 1);
+  const auto fetched_ahead = metrics().cache_prefetch_bytes.get() - prefetched;
+  EXPECT_GT(fetched_ahead, 0u);
+  EXPECT_EQ(metrics().cache_prefetch_used_bytes.get() - used, fetched_ahead) << "a sequential reader wastes none";
+}
+
+TEST_F(ReadPathTest, ClientReadingInParallelGetsNoReadAheadStackedOnItsOwnParts) {
+  // s3transfer's download_file: a HEAD, then whole parts as ranged GETs with If-Match,
+  // several in flight, each thread asking the next part when its part is done. Its own
+  // requests keep the upstream busy: tagd adds no read-ahead, and every upstream request
+  // is one of the client's parts.
+  constexpr std::uint64_t kPart = 4 * kBlock;
+  constexpr int kThreads = 3;
+  ObjectCacheOptions o = options(/*max_fetch=*/kPart);
+  o.fetch_parallelism = 8;
+  o.read_ahead.initial_window = kBlock;
+  o.read_ahead.max_window = 32 * kBlock;
+  auto& h = use(o);
+  const std::string data = make_bytes(12 * kPart, 41);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  h.origin.read_delay = 1ms;
+  Served head = h.get([] {
+    Request r;
+    r.head = true;
+    return r;
+  }());
+  ASSERT_EQ(head.result.outcome, CacheOutcome::kMiss);
+  const auto readahead = metrics().fill_cause_readahead.get();
+  const auto parallel_reads = metrics().cache_readahead_parallel_reads.get();
+
+  std::vector<std::shared_ptr<Served>> parts(12);
+  std::size_t next = 0;
+  auto start_next = [&] {
+    const std::uint64_t first = next * kPart;
+    parts[next++] = h.start(with({{"Range", "bytes=" + std::to_string(first) + "-" + std::to_string(first + kPart - 1)},
+                                  {"If-Match", etag}}));
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  for (;;) {
+    std::size_t running = 0;
+    for (std::size_t i = 0; i < next; ++i) {
+      // The gateway drops a body once it is written: this request is no longer in flight.
+      if (parts[i]->finished()) parts[i]->result.body.reset();
+      running += !parts[i]->finished();
+    }
+    while (running < kThreads && next < parts.size()) {
+      start_next();
+      ++running;
+    }
+    if (running == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the download timed out";
+    h.io.restart();
+    h.io.run_for(5ms);
+  }
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    ASSERT_TRUE(parts[i]->drained) << "part " << i << ": " << parts[i]->body_error.message();
+    ASSERT_EQ(parts[i]->result.body, nullptr) << "dropped when it was read, as the gateway does";
+    ASSERT_TRUE(parts[i]->bytes == data.substr(i * kPart, kPart)) << "part " << i;
+  }
+  ASSERT_TRUE(h.settle());
+  EXPECT_EQ(metrics().fill_cause_readahead.get(), readahead) << "no read-ahead on top of a parallel client";
+  EXPECT_GT(metrics().cache_readahead_parallel_reads.get(), parallel_reads);
+  EXPECT_LE(h.origin.max_open_bodies(), static_cast<std::size_t>(kThreads));
+  EXPECT_EQ(h.origin.body_bytes_sent(), data.size());
+  const auto gets = h.origin.gets_of("k");
+  EXPECT_EQ(gets.size(), parts.size()) << "one upstream request per part";
+  for (const auto& r : gets) {
+    ASSERT_TRUE(r.range.has_value());
+    EXPECT_EQ(r.range->first % kPart, 0u);
+    EXPECT_EQ(r.range->length(), kPart);
+  }
+}
+
+TEST_F(ReadPathTest, MissReaderGetsItsFirstBytesBeforeTheBlockIsComplete) {
+  // A one-block object: the response does not wait for the whole block (nor its write);
+  // the first bytes the upstream sends are the reader's at once. The origin's reads return
+  // only with the fill's buffer full (as the upstream client's do): the fill's first read
+  // is small, so the first bytes are not held back until 64 KiB have crossed the WAN.
+  auto& h = use(options());
+  const std::string data = make_bytes(kBlock, 42);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  h.origin.whole_reads = true;
+  h.origin.close_gate();
+  h.origin.allow_reads(1);  // the fill's first read, then the gate holds
+
+  auto reader = h.start({});
+  ASSERT_TRUE(h.run_until([&] { return reader->pieces >= 1 && h.origin.blocked_reads() == 1; }));
+  EXPECT_EQ(reader->result.outcome, CacheOutcome::kMiss);
+  EXPECT_EQ(reader->header(http::field::content_length), std::to_string(kBlock));
+  EXPECT_LT(reader->bytes.size(), data.size());
+  EXPECT_TRUE(is_prefix_of(reader->bytes, data));
+  EXPECT_FALSE(h.cache.block_cached(h.key().hash(), etag, 0)) << "the block is not complete yet";
+  EXPECT_FALSE(reader->finished());
+
+  h.origin.open_gate();
+  ASSERT_TRUE(h.run_until([&] { return reader->finished(); }));
+  ASSERT_TRUE(reader->drained) << reader->body_error.message();
+  EXPECT_TRUE(reader->bytes == data);
+  ASSERT_TRUE(h.settle());
+  EXPECT_TRUE(h.cache.block_cached(h.key().hash(), etag, 0)) << "written once the loop settled";
+  Served again = h.get({});
+  EXPECT_EQ(again.result.outcome, CacheOutcome::kHit);
+  EXPECT_TRUE(again.bytes == data);
+  EXPECT_EQ(h.origin.gets(), 1u);
+}
+
+TEST_F(ReadPathTest, FullWriteQueueWritesBlocksOnTheLoopAndStillCachesThem) {
+  // No room in the writer's queue: each block is written by the loop itself, counted.
+  auto& h = use(options(), 5s, /*write_queue_bytes=*/0);
+  const std::string data = make_bytes(3 * kBlock + 100, 43);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  const auto inline_writes = metrics().cache_fill_writes_inline.get();
+  populate(h, data);
+  EXPECT_EQ(metrics().cache_fill_writes_inline.get(), inline_writes + 4);
+  for (std::uint64_t b = 0; b < 4; ++b) EXPECT_TRUE(h.cache.block_cached(h.key().hash(), etag, b)) << b;
+  Served again = h.get({});
+  EXPECT_EQ(again.result.outcome, CacheOutcome::kHit);
+  EXPECT_TRUE(again.bytes == data);
+  EXPECT_EQ(h.origin.gets(), 1u);
+}
+
+TEST_F(ReadPathTest, FailedBlockWritePublishesNothingAndIsCounted) {
+  // The writer thread's device write fails (disk full): the reader already had the bytes
+  // from memory; no block is indexed, the failure is counted, the next read refetches.
+  auto& h = use(options());
+  const std::string data = make_bytes(2 * kBlock, 44);
+  const std::string etag = h.origin.put(kBucket, "k", data);
+  h.device->fail_writes_after(0);
+  const auto errors = metrics().cache_write_errors.get();
+  const auto inline_writes = metrics().cache_fill_writes_inline.get();
+  populate(h, data);
+  // (A block whose write failed before the reader reached it is fetched again for it.)
+  EXPECT_GE(metrics().cache_write_errors.get(), errors + 2);
+  EXPECT_EQ(metrics().cache_fill_writes_inline.get(), inline_writes) << "written off the loop";
+  EXPECT_FALSE(h.cache.block_cached(h.key().hash(), etag, 0));
+  EXPECT_FALSE(h.cache.block_cached(h.key().hash(), etag, 1));
+  EXPECT_EQ(h.cache.find(h.key().hash(), etag, 0), nullptr) << "out of the in-flight registry";
+  EXPECT_EQ(h.cache.find(h.key().hash(), etag, 1), nullptr);
+  const std::size_t gets = h.origin.gets();
+  Served again = h.get({});
+  ASSERT_TRUE(again.drained) << again.body_error.message();
+  EXPECT_EQ(again.result.outcome, CacheOutcome::kMiss) << "nothing was cached";
+  EXPECT_TRUE(again.bytes == data);
+  EXPECT_GT(h.origin.gets(), gets) << "fetched again";
 }
 
 // ---------------------------------------------------------------------------------------

@@ -72,6 +72,23 @@ class MissesTestCase(TagdTestCase):
         self.assertGreaterEqual(second["hit"], 5, "a HEAD and five ranged GETs")
         self.assertEqual(self.upstream_gets("checkpoint.pt"), gets_after_first, "the second run never went upstream")
 
+    def test_a_client_reading_in_parallel_gets_no_read_ahead_on_top(self):
+        # s3transfer keeps 4 ranged GETs of the object in flight itself: tagd fetches its
+        # parts as asked, one upstream request per 4 MiB part, and nothing ahead of them.
+        data = os.urandom(32 * MiB)
+        self.put("parallel.bin", data)
+        config = boto3.s3.transfer.TransferConfig(multipart_threshold=4 * MiB, multipart_chunksize=4 * MiB,
+                                                  max_concurrency=4)
+        readahead0 = self.metric('tagd_cache_fills_by_cause_total{cause="readahead"}')
+        parallel0 = self.metric("tagd_cache_readahead_parallel_reads_total")
+        target = os.path.join(self.workdir, unique("parallel"))
+        self.tagd.client().download_file(self.bucket, "parallel.bin", target, Config=config)
+        self.assertEqual(harness.file_sha256(target), hashlib.sha256(data).hexdigest())
+        self.assertGreater(self.metric("tagd_cache_readahead_parallel_reads_total"), parallel0)
+        self.assertEqual(self.metric('tagd_cache_fills_by_cause_total{cause="readahead"}'), readahead0,
+                         "no read-ahead stacked on a client's own parallel parts")
+        self.assertEqual(self.upstream_gets("parallel.bin"), 8, "one upstream GET per 4 MiB part")
+
     def test_aws_cli_cp_twice_goes_upstream_once(self):
         data = os.urandom(12 * MiB)
         self.put("weights.bin", data)
@@ -146,6 +163,9 @@ class MissesTestCase(TagdTestCase):
             self.assertEqual(r["Body"].read(), data[first:first + MiB])
             misses += r["ResponseMetadata"]["HTTPHeaders"]["x-cache"] == "MISS"
         self.assertLess(misses, 6, "read-ahead runs in front of the reader after the first reads")
+        # Whole, aligned parts of cache.max_fetch (4 MiB): blocks 0 and 1 by the reader, the
+        # rest of the first part by read-ahead, then one request per part (not 1, 2, 4 MiB).
+        self.assertLessEqual(self.upstream_gets("stream"), 3 + size // (4 * MiB) - 1)
         self.assertGreater(self.metric('tagd_cache_fills_by_cause_total{cause="readahead"}'), readahead0)
         # Fills finish in the background: wait for the counters to settle.
         harness.wait_until(lambda: self.metric("tagd_cache_fill_bytes_total") - fill0 >= size, 10,

@@ -22,9 +22,14 @@
 // Faults: `unavailable` (fetch fails with kServiceUnavailable), `fail_with_status` (every
 // request answered with that status), `reset_after_bytes` (read() fails with kBadGateway
 // after that many body bytes), `truncate_after_bytes` (the body ends cleanly too early),
-// `read_delay` (each read waits on a steady_timer), and the gate (reads wait until the
-// test opens it or allows some reads through). Fault settings are captured per answer
+// `read_delay` (each read waits on a steady_timer), `whole_reads` (a read returns only
+// with the caller's buffer full, as the upstream client's), and the gate (reads wait until
+// the test opens it or allows some reads through). Fault settings are captured per answer
 // when its head is produced.
+//
+// Concurrency: open_bodies() is the number of GET answers with a body not yet read to its
+// end (nor dropped), max_open_bodies() the most there were at once since the last
+// clear_requests(): the upstream fetches the code under test kept in flight.
 //
 // Single-threaded: use it from the io_context thread the code under test runs on (and
 // from the test between runs of that context).
@@ -81,6 +86,12 @@ class FakeOrigin final : public cache::Fetcher {
     }
   };
 
+  // Bodies being sent now, and the most at once.
+  struct Open {
+    std::size_t now = 0;
+    std::size_t max = 0;
+  };
+
   // The answer's body: a snapshot of the object's bytes (or an empty body), pieces handed
   // out at the pace of whoever reads.
   class Response final : public ResponseSource {
@@ -90,16 +101,23 @@ class FakeOrigin final : public cache::Fetcher {
       std::optional<std::size_t> truncate_after;
       std::chrono::milliseconds delay{0};
       std::size_t piece = 16 * 1024;
+      bool whole_reads = false;
       std::chrono::milliseconds gate_timeout{30'000};
     };
 
     Response(boost::beast::http::response_header<> head, std::string body, Faults faults,
-             std::shared_ptr<Gate> gate, std::shared_ptr<std::uint64_t> bytes_sent)
+             std::shared_ptr<Gate> gate, std::shared_ptr<std::uint64_t> bytes_sent, std::shared_ptr<Open> open = nullptr)
         : head_(std::move(head)),
           body_(std::move(body)),
           faults_(faults),
           gate_(std::move(gate)),
-          bytes_sent_(std::move(bytes_sent)) {}
+          bytes_sent_(std::move(bytes_sent)),
+          open_(body_.empty() ? nullptr : std::move(open)) {
+      if (open_) open_->max = std::max(open_->max, ++open_->now);
+    }
+    ~Response() override { close(); }
+    Response(const Response&) = delete;
+    Response& operator=(const Response&) = delete;
 
     const boost::beast::http::response_header<>& head() const override { return head_; }
     boost::beast::http::response_header<>& head() override { return head_; }
@@ -127,19 +145,26 @@ class FakeOrigin final : public cache::Fetcher {
       std::size_t end = body_.size();
       if (faults_.reset_after) end = std::min(end, *faults_.reset_after);
       if (faults_.truncate_after) end = std::min(end, *faults_.truncate_after);
-      const std::size_t n = std::min({out.size(), faults_.piece, end - std::min(pos_, end)});
+      const std::size_t n =
+          std::min({out.size(), faults_.whole_reads ? out.size() : faults_.piece, end - std::min(pos_, end)});
       if (n > 0) std::memcpy(out.data(), body_.data() + pos_, n);
       pos_ += n;
       *bytes_sent_ += n;
+      if (pos_ >= body_.size()) close();
       co_return n;
     }
 
    private:
+    void close() {
+      if (open_) --open_->now;
+      open_.reset();
+    }
     boost::beast::http::response_header<> head_;
     std::string body_;
     Faults faults_;
     std::shared_ptr<Gate> gate_;
     std::shared_ptr<std::uint64_t> bytes_sent_;
+    std::shared_ptr<Open> open_;  // null once the body was read whole (or was empty)
     std::size_t pos_ = 0;
   };
 
@@ -157,6 +182,9 @@ class FakeOrigin final : public cache::Fetcher {
   std::optional<std::size_t> truncate_after_bytes;
   std::chrono::milliseconds read_delay{0};
   std::size_t piece_size = 16 * 1024;
+  // Each read fills the caller's buffer (or ends the body), ignoring piece_size: the
+  // upstream client's reads (Beast's async_read into a buffer body) return only then.
+  bool whole_reads = false;
 
   // Stores or replaces an object; returns its new (quoted, strong) ETag. Every put makes a
   // new ETag, even for the same bytes, so a replacement is always visible.
@@ -209,7 +237,12 @@ class FakeOrigin final : public cache::Fetcher {
     return out;
   }
   std::uint64_t body_bytes_sent() const { return *bytes_sent_; }
-  void clear_requests() { requests_.clear(); }
+  std::size_t open_bodies() const { return open_->now; }
+  std::size_t max_open_bodies() const { return open_->max; }
+  void clear_requests() {
+    requests_.clear();
+    open_->max = open_->now;
+  }
 
   boost::asio::awaitable<Result<std::unique_ptr<ResponseSource>>> fetch(cache::FetchRequest request) override {
     namespace asio = boost::asio;
@@ -286,8 +319,10 @@ class FakeOrigin final : public cache::Fetcher {
     }
     faults.delay = read_delay;
     faults.piece = std::max<std::size_t>(1, piece_size);
+    faults.whole_reads = whole_reads;
     co_return std::unique_ptr<ResponseSource>(
-        std::make_unique<Response>(std::move(h), std::move(body), faults, gate_, bytes_sent_));
+        std::make_unique<Response>(std::move(h), std::move(body), faults, gate_, bytes_sent_,
+                                   request.method == http::verb::get ? open_ : nullptr));
   }
 
  private:
@@ -314,6 +349,7 @@ class FakeOrigin final : public cache::Fetcher {
   std::vector<OriginRequest> requests_;
   std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
   std::shared_ptr<std::uint64_t> bytes_sent_ = std::make_shared<std::uint64_t>(0);
+  std::shared_ptr<Open> open_ = std::make_shared<Open>();
   int version_ = 0;
 };
 

@@ -24,9 +24,11 @@ namespace tagd::cache {
 
 class CachedBody final : public BodySource {
  public:
-  // `range` must lie inside the object; an empty object has no body (length 0).
+  // `range` must lie inside the object; an empty object has no body (length 0). `reader`
+  // (a ranged GET's registration with the sequential detector) is held until the body is
+  // gone, so other requests of the object see this one in flight.
   CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
-             std::chrono::milliseconds wait_timeout);
+             std::chrono::milliseconds wait_timeout, ActiveReader reader = {});
 
   enum class Preparation { kOk, kChanged, kFailed, kTimeout };
   [[nodiscard]] boost::asio::awaitable<Preparation> prepare();
@@ -53,6 +55,7 @@ class CachedBody final : public BodySource {
   ByteRange range_;
   std::uint64_t length_;
   std::chrono::milliseconds wait_timeout_;
+  ActiveReader reader_;
   std::uint64_t run_blocks_;
   // Parallel parts: the blocks of this range up to parallel_blocks_ ahead of the reader
   // are kept in flight (FillEngine::fetch_ahead); parts_checked_until_ is the first block

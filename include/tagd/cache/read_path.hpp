@@ -18,7 +18,8 @@
 //                                      against the metadata the fill brought back
 //   Every answer with a body reads through a CachedBody, which keeps the parts ahead of
 //   the reader in flight; a ranged GET that continues a sequential stream also starts
-//   read-ahead past its range (SequentialDetector).
+//   read-ahead past its range (SequentialDetector), in whole aligned parts, unless the
+//   client has other ranged GETs of the object in flight (it reads in parallel itself).
 //   (a cached copy found to have changed upstream before its head went out → kLookup)
 //
 // Requests the cache may not answer (allow-listed headers and parameters only, no-store)
@@ -64,6 +65,9 @@ struct ReadResult {
   boost::beast::http::response_header<> head;  // kRespond without error
   std::unique_ptr<BodySource> body;           // null: no body
   std::optional<std::uint64_t> body_length;   // the body's length when known
+  // kForward because the fill budget (cache.fill_budget / cache.max_fills) was spent: the
+  // object is cacheable, and a caller that can wait (a warm job) should retry, not give up.
+  bool fill_budget_spent = false;
 };
 
 // The states of one read (see the diagram above); exposed for tests and logs.
@@ -84,9 +88,11 @@ const char* read_state_name(ReadState state);
 class ReadPath {
  public:
   // `cache`, `fetcher` and `clock` outlive the read path. `upstream_timeout` bounds each
-  // wait for the upstream (a fill's progress, a revalidation).
+  // wait for the upstream (a fill's progress, a revalidation). `fill_write_queue_bytes`:
+  // finished blocks queued for the fill engine's writer thread before the loop writes
+  // them itself.
   ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, boost::asio::any_io_executor executor,
-           std::chrono::milliseconds upstream_timeout);
+           std::chrono::milliseconds upstream_timeout, std::uint64_t fill_write_queue_bytes = kDefaultWriteQueueBytes);
 
   [[nodiscard]] boost::asio::awaitable<ReadResult> serve(const ReadRequest& request);
 
