@@ -4,6 +4,9 @@
 #include <cstring>
 #include <numeric>
 
+#include <spdlog/spdlog.h>
+
+#include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
 
 namespace tagd::cache {
@@ -13,6 +16,14 @@ constexpr std::size_t kBufferAlignment = 4096;
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+logging::WarnThrottle blocked_warning{std::chrono::seconds(10)};
+
+BlockKey key_of(const BlockIdentity& id) { return MemoryTier::key(id.key_hash, id.etag, id.block_number); }
 }  // namespace
 
 BlockStore::BlockStore(BlockDevice& device, CacheIndex& index, std::unique_ptr<EvictionPolicy> eviction,
@@ -49,26 +60,48 @@ Result<std::unique_ptr<BlockStore>> BlockStore::open(BlockDevice& device, CacheI
   });
   store->eviction_->attach(static_cast<std::uint32_t>(count));
   for (std::uint32_t r : used) store->eviction_->on_sealed(r);
+  store->pins_.assign(count, 0);
+  store->pin_quota_regions_ =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(options.pin_quota / options.region_size, count - 2));
+  if (options.pin_quota / options.region_size > count - 2) {
+    spdlog::info("cache: pins may hold {} of {} regions (cache.pin_quota {} is more than the cache minus two regions)",
+                 store->pin_quota_regions_, count, options.pin_quota);
+  }
+  metrics().cache_pin_quota_bytes.set(static_cast<std::int64_t>(store->pin_quota_bytes()));
+  metrics().cache_pinned_bytes.set(0);
   // Whole regions: one that holds any block counts as used (start_new_region_locked adds
   // each free region it takes).
   metrics().cache_capacity_bytes.set(static_cast<std::int64_t>(store->capacity_bytes()));
   metrics().cache_used_bytes.set(static_cast<std::int64_t>(used.size() * options.region_size));
-  std::lock_guard lock(store->mu_);
-  if (Status s = store->start_new_region_locked(); !s) return s;
+  // No write head yet: the first put() takes one. Taking it here would let the policy
+  // evict a region before ObjectCache has restored the pins that hold it.
   return store;
 }
 
-Status BlockStore::start_new_region_locked() {
-  // Free regions (never written) first, then the policy's victim.
-  std::uint32_t region = UINT32_MAX;
+Status BlockStore::start_new_region_locked(std::uint32_t& region) {
+  // Free regions (never written) first, then the policy's victim. The other write head's
+  // region has a generation, so it is never taken as free.
+  region = UINT32_MAX;
   for (std::uint32_t r = 0; r < region_count_; ++r) {
-    if (generations_[r].load(std::memory_order_relaxed) == 0) {
+    if (generations_[r].load(std::memory_order_relaxed) == 0 && r != head_.region && r != pin_head_.region) {
       region = r;
       break;
     }
   }
   if (region == UINT32_MAX) {
     region = eviction_->pick_victim();
+    if (region == kNoVictim || region >= region_count_ || pins_[region] != 0) {
+      // Degraded: every sealed region is pinned (only reachable with a quota of the whole
+      // cache, which open() does not allow, or a policy bug). The write is refused; the
+      // cache keeps what it holds and serves the rest uncached.
+      ++stats_.blocked_writes;
+      metrics().cache_pin_blocked_writes.inc();
+      if (blocked_warning.allow(steady_ms())) {
+        spdlog::warn("cache: every evictable region is pinned; new blocks are not cached until something is "
+                     "unpinned (tagd unpin, tagd_cache_pin_blocked_writes_total)");
+      }
+      return Status(ErrorCode::kSlowDown, "every evictable cache region is pinned");
+    }
     ++stats_.regions_evicted;
     metrics().cache_region_evictions.inc();
     metrics().cache_evicted_bytes.inc(options_.region_size);
@@ -81,12 +114,51 @@ Status BlockStore::start_new_region_locked() {
   // first, so a read racing the reuse fails its after-read check.
   generations_[region].store(generation, std::memory_order_release);
   if (Status s = index_.put_region_generation(region, generation); !s) return s;
-  active_region_ = region;
-  active_offset_ = 0;
   return Status::ok();
 }
 
-Status BlockStore::put(const BlockIdentity& id, std::span<const std::byte> payload) {
+// Seals the head's region (once, even if taking the next one fails and is retried) and
+// moves the head to a new region. The pin head holds one pin on its region while it is
+// the head, so a region being filled with pinned blocks is never a victim.
+Status BlockStore::advance_head_locked(Head& head, bool pin_head) {
+  if (!head.sealed) {
+    eviction_->on_sealed(head.region);
+    head.sealed = true;
+    if (pin_head) drop_pin_locked(head.region);
+  }
+  std::uint32_t region = UINT32_MAX;
+  if (Status s = start_new_region_locked(region); !s) return s;
+  head = Head{region, 0, false};
+  if (pin_head) add_pin_locked(region);
+  return Status::ok();
+}
+
+void BlockStore::add_pin_locked(std::uint32_t region) {
+  if (pins_[region]++ == 0) {
+    ++pinned_regions_;
+    eviction_->on_pinned(region, true);
+    publish_pin_metrics_locked();
+  }
+}
+
+void BlockStore::drop_pin_locked(std::uint32_t region) {
+  if (pins_[region] == 0) return;  // defensive: a count never goes below zero
+  if (--pins_[region] == 0) {
+    --pinned_regions_;
+    eviction_->on_pinned(region, false);
+    publish_pin_metrics_locked();
+  }
+}
+
+bool BlockStore::can_pin_locked(std::uint32_t region) const {
+  return pins_[region] > 0 || pinned_regions_ < pin_quota_regions_;
+}
+
+void BlockStore::publish_pin_metrics_locked() {
+  metrics().cache_pinned_bytes.set(static_cast<std::int64_t>(std::uint64_t{pinned_regions_} * options_.region_size));
+}
+
+Status BlockStore::put(const BlockIdentity& id, std::span<const std::byte> payload, bool pin) {
   if (payload.size() > options_.max_block_payload) {
     return Status(ErrorCode::kInvalidArgument, "block larger than the configured block size");
   }
@@ -101,20 +173,150 @@ Status BlockStore::put(const BlockIdentity& id, std::span<const std::byte> paylo
   // Only the padding is zeroed (deterministic bytes on disk), not the whole buffer.
   std::memset(buffer.data() + payload_offset + length, 0, stored - payload_offset - length);
 
+  const BlockKey key = key_of(id);
   std::lock_guard lock(mu_);
-  if (active_offset_ + stored > options_.region_size) {
-    eviction_->on_sealed(active_region_);
-    if (Status s = start_new_region_locked(); !s) return s;
+  auto was_pinned = pinned_.find(key);
+  const bool want_pin = pin || was_pinned != pinned_.end();
+  // The pin head while the quota has room for it, else the normal head (the block is then
+  // cached, and pinned in place only if its region already is).
+  Head* head = &head_;
+  if (want_pin && pin_quota_regions_ > 0) {
+    if (!pin_head_.sealed && pin_head_.offset + stored <= options_.region_size) {
+      head = &pin_head_;
+    } else {
+      if (!pin_head_.sealed) {  // full: seal it first, which may give its quota back
+        eviction_->on_sealed(pin_head_.region);
+        pin_head_.sealed = true;
+        drop_pin_locked(pin_head_.region);
+      }
+      if (pinned_regions_ < pin_quota_regions_ && advance_head_locked(pin_head_, true).is_ok()) head = &pin_head_;
+    }
   }
-  BlockLocation location{active_region_, generations_[active_region_].load(std::memory_order_relaxed),
-                         std::uint64_t{active_region_} * options_.region_size + active_offset_, length,
-                         std::move(pieces)};
+  if (head->sealed || head->offset + stored > options_.region_size) {
+    if (Status s = advance_head_locked(*head, head == &pin_head_); !s) return s;
+  }
+  const std::uint32_t region = head->region;
+  BlockLocation location{region, generations_[region].load(std::memory_order_relaxed),
+                         std::uint64_t{region} * options_.region_size + head->offset, length, std::move(pieces)};
   if (Status s = device_.write(location.offset, {buffer.data(), stored}); !s) return s;
-  active_offset_ += stored;
-  eviction_->on_written(active_region_);
+  head->offset += stored;
+  eviction_->on_written(region);
   ++stats_.blocks_written;
   stats_.bytes_written += stored;
-  return index_.put_block(id.key_hash, id.etag, id.block_number, location);
+  Status indexed = index_.put_block(id.key_hash, id.etag, id.block_number, location);
+  if (!indexed) return indexed;
+  // The pin follows the block to its new copy (a refill after a corrupt read, or a pinned
+  // fill): the old copy's region gives its count back first.
+  PinMode mode = PinMode::kFilled;
+  if (was_pinned != pinned_.end()) {
+    mode = was_pinned->second.mode;
+    release_locked(was_pinned);
+  }
+  if (want_pin) {
+    if (can_pin_locked(region)) {
+      insert_pin_locked(key, region, mode);
+    } else {
+      metrics().cache_pins_refused.inc();
+    }
+  }
+  return Status::ok();
+}
+
+void BlockStore::insert_pin_locked(const BlockKey& key, std::uint32_t region, PinMode mode) {
+  pinned_[key] = PinnedBlock{region, mode};
+  if (mode == PinMode::kUntilRead) until_read_pins_.fetch_add(1, std::memory_order_relaxed);
+  if (mode == PinMode::kFilled) unconfirmed_[key.key_hash].push_back(key);
+  add_pin_locked(region);
+}
+
+void BlockStore::set_mode_locked(PinnedBlock& pinned, const BlockKey& key, PinMode mode) {
+  if (pinned.mode == mode) return;
+  if (pinned.mode == PinMode::kUntilRead) until_read_pins_.fetch_sub(1, std::memory_order_relaxed);
+  if (pinned.mode == PinMode::kFilled) forget_unconfirmed_locked(key);
+  if (mode == PinMode::kUntilRead) until_read_pins_.fetch_add(1, std::memory_order_relaxed);
+  if (mode == PinMode::kFilled) unconfirmed_[key.key_hash].push_back(key);
+  pinned.mode = mode;
+}
+
+void BlockStore::forget_unconfirmed_locked(const BlockKey& key) {
+  auto it = unconfirmed_.find(key.key_hash);
+  if (it == unconfirmed_.end()) return;
+  std::erase(it->second, key);
+  if (it->second.empty()) unconfirmed_.erase(it);
+}
+
+void BlockStore::release_locked(std::unordered_map<BlockKey, PinnedBlock, BlockKeyHash>::iterator it) {
+  set_mode_locked(it->second, it->first, PinMode::kHeld);  // settles the counters
+  drop_pin_locked(it->second.region);
+  pinned_.erase(it);
+}
+
+// An unpin that leaves the pin head holding nothing but its own hold seals it: otherwise
+// the released blocks would stay unevictable until the next pinned fill moved the head on.
+void BlockStore::release_unpinned_locked(std::unordered_map<BlockKey, PinnedBlock, BlockKeyHash>::iterator it) {
+  release_locked(it);
+  if (!pin_head_.sealed && pins_[pin_head_.region] == 1) {
+    eviction_->on_sealed(pin_head_.region);
+    pin_head_.sealed = true;
+    drop_pin_locked(pin_head_.region);
+  }
+}
+
+PinResult BlockStore::pin(const BlockIdentity& id, bool until_read) {
+  const BlockKey key = key_of(id);
+  const PinMode wanted = until_read ? PinMode::kUntilRead : PinMode::kHeld;
+  std::lock_guard lock(mu_);
+  if (auto it = pinned_.find(key); it != pinned_.end()) {
+    // Confirms a pin taken when the block was written, or strengthens an until-read pin to
+    // held; a held pin is never weakened.
+    const PinMode was = it->second.mode;
+    if (was != PinMode::kHeld) set_mode_locked(it->second, key, wanted);
+    return was == PinMode::kFilled ? PinResult::kConfirmed : PinResult::kAlreadyPinned;
+  }
+  // Under mu_: a region is only reused under it, so a location current here stays so
+  // until the pin is counted.
+  auto found = index_.get_block(id.key_hash, id.etag, id.block_number);
+  if (!found || !found->has_value() || !current(**found)) return PinResult::kMissing;
+  const std::uint32_t region = (*found)->region;
+  if (!can_pin_locked(region)) return PinResult::kQuotaExceeded;
+  insert_pin_locked(key, region, wanted);
+  return PinResult::kPinned;
+}
+
+void BlockStore::unpin(const BlockIdentity& id, bool only_unarmed) {
+  std::lock_guard lock(mu_);
+  auto it = pinned_.find(key_of(id));
+  if (it == pinned_.end() || (only_unarmed && it->second.mode != PinMode::kFilled)) return;
+  release_unpinned_locked(it);
+}
+
+void BlockStore::note_read(const BlockIdentity& id) {
+  if (!has_until_read_pins()) return;
+  std::lock_guard lock(mu_);
+  auto it = pinned_.find(key_of(id));
+  if (it == pinned_.end() || it->second.mode != PinMode::kUntilRead) return;
+  release_unpinned_locked(it);
+}
+
+void BlockStore::unpin_unconfirmed(std::uint64_t key_hash) {
+  std::lock_guard lock(mu_);
+  auto found = unconfirmed_.find(key_hash);
+  if (found == unconfirmed_.end()) return;
+  const std::vector<BlockKey> keys = found->second;  // release_locked edits the list
+  for (const BlockKey& key : keys) {
+    if (auto it = pinned_.find(key); it != pinned_.end()) release_unpinned_locked(it);
+  }
+  unconfirmed_.erase(key_hash);
+}
+
+bool BlockStore::pinned(const BlockIdentity& id) const {
+  std::lock_guard lock(mu_);
+  return pinned_.contains(key_of(id));
+}
+
+std::uint64_t BlockStore::pinned_bytes() const {
+  std::lock_guard lock(mu_);
+  return std::uint64_t{pinned_regions_} * options_.region_size;
 }
 
 bool BlockStore::current(const BlockLocation& location) const {
@@ -210,6 +412,9 @@ BlockStoreStats BlockStore::stats() const {
   BlockStoreStats s = stats_;
   s.corrupt_blocks = corrupt_blocks_.load(std::memory_order_relaxed);
   s.stale_lookups = stale_lookups_.load(std::memory_order_relaxed);
+  s.pinned_blocks = pinned_.size();
+  s.pinned_regions = pinned_regions_;
+  s.pin_quota_regions = pin_quota_regions_;
   return s;
 }
 

@@ -80,15 +80,24 @@ class HitGatedRegions final : public FillGate {
     if (region < capacity_) count_hit(region, now);
   }
 
+  // Pinned regions are out of the running (dead, coldest and the gate's mean alike): they
+  // stay whatever their hits, and the gate judges the rest of the cache.
+  void on_pinned(std::uint32_t region, bool pinned) {
+    std::lock_guard lock(mu_);
+    if (!grow_locked(region + 1)) return;
+    regions_[region].pinned = pinned;
+    evaluate_locked();
+  }
+
   std::uint32_t pick_victim() {
     std::lock_guard lock(mu_);
-    assert(sealed_count_ > 0 && "pick_victim with no sealed region");
     std::uint32_t victim = dead_locked();
     if (victim != kNone) {
       metrics().cache_regions_evicted_dead.inc();
     } else {
       victim = coldest_locked();
     }
+    if (victim == kNone) return kNoVictim;  // every sealed region is pinned
     Region& r = regions_[victim];
     r.sealed = false;
     r.seq = 0;
@@ -122,6 +131,7 @@ class HitGatedRegions final : public FillGate {
     std::uint64_t seq = 0;               // seal order; 0 while not sealed
     std::uint64_t blocks = 0;            // blocks written since the region was last reused
     bool sealed = false;
+    bool pinned = false;  // never a victim (block_store.hpp, pins)
   };
 
   void count_hit(std::uint32_t region, std::uint64_t now) {
@@ -147,6 +157,7 @@ class HitGatedRegions final : public FillGate {
       grown[i].seq = regions_[i].seq;
       grown[i].blocks = regions_[i].blocks;
       grown[i].sealed = regions_[i].sealed;
+      grown[i].pinned = regions_[i].pinned;
     }
     regions_ = std::move(grown);
     capacity_ = capacity;
@@ -194,7 +205,7 @@ class HitGatedRegions final : public FillGate {
     std::uint32_t oldest = kNone;
     std::uint64_t oldest_last = 0;
     for (std::uint32_t i = 0; i < capacity_; ++i) {
-      if (!regions_[i].sealed) continue;
+      if (!regions_[i].sealed || regions_[i].pinned) continue;
       const std::uint64_t last = std::min(now, regions_[i].last.load(std::memory_order_relaxed));
       if (now - last > horizon && (oldest == kNone || last < oldest_last)) {
         oldest = i;
@@ -213,7 +224,7 @@ class HitGatedRegions final : public FillGate {
     for (int pass = 0; pass < 2 && best == kNone; ++pass) {
       for (std::uint32_t i = 0; i < capacity_; ++i) {
         const Region& r = regions_[i];
-        if (!r.sealed || (pass == 0 && r.seq >= cutoff)) continue;
+        if (!r.sealed || r.pinned || (pass == 0 && r.seq >= cutoff)) continue;
         if (best == kNone) {
           best = i;
           continue;
@@ -229,15 +240,23 @@ class HitGatedRegions final : public FillGate {
   void evaluate_locked() {
     evaluated_at_.store(now_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     bool open = true;
+    // A pinned region that is not sealed is the store's second write head (pinned fills):
+    // it takes a region as the active one does, so the cache is full one region earlier.
+    std::uint64_t pinned_heads = 0;
+    for (std::uint32_t i = 0; i < capacity_; ++i) pinned_heads += regions_[i].pinned && !regions_[i].sealed;
     // Without the region count the cache cannot tell it is full: admit, as FIFO does.
-    if (attached() && sealed_count_ + 1 >= region_count_ && dead_locked() == kNone) {
+    if (attached() && sealed_count_ + 1 + pinned_heads >= region_count_ && dead_locked() == kNone) {
       const std::uint32_t coldest = coldest_locked();
-      std::uint64_t sum = 0;
+      std::uint64_t sum = 0, evictable = 0;
       for (std::uint32_t i = 0; i < capacity_; ++i) {
-        if (regions_[i].sealed) sum += regions_[i].hits.load(std::memory_order_relaxed);
+        if (regions_[i].sealed && !regions_[i].pinned) {
+          sum += regions_[i].hits.load(std::memory_order_relaxed);
+          ++evictable;
+        }
       }
-      const std::uint64_t cold = regions_[coldest].hits.load(std::memory_order_relaxed);
-      open = cold * options_.cold_divisor * sealed_count_ <= sum;
+      // Nothing evictable (every sealed region pinned): a new object could not be stored.
+      open = coldest != kNone &&
+             regions_[coldest].hits.load(std::memory_order_relaxed) * options_.cold_divisor * evictable <= sum;
     }
     if (open != gate_open_.load(std::memory_order_relaxed)) {
       gate_open_.store(open, std::memory_order_relaxed);
@@ -277,6 +296,7 @@ class HitGatedEviction final : public EvictionPolicy {
   void attach(std::uint32_t region_count) override { regions_->attach(region_count); }
   void on_written(std::uint32_t region) override { regions_->on_written(region); }
   void on_sealed(std::uint32_t region) override { regions_->on_sealed(region); }
+  void on_pinned(std::uint32_t region, bool pinned) override { regions_->on_pinned(region, pinned); }
   void on_hit(std::uint32_t region) override { regions_->on_hit(region); }
   bool hits_need_store_lock() const noexcept override { return !regions_->attached(); }
   std::uint32_t pick_victim() override { return regions_->pick_victim(); }

@@ -6,6 +6,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -38,6 +39,37 @@ std::string region_key(std::uint32_t region) {
   std::string k = "r";
   put_u64(k, region);
   return k;
+}
+
+std::string pin_key(const ObjectKey& key) {
+  std::string k = key.encoded();
+  k[0] = 'p';
+  return k;
+}
+
+// size(8) block_size(4) reserved(1) then the ETag.
+std::string encode_pin(const PinRecord& p) {
+  std::string v;
+  put_u64(v, p.size);
+  for (int i = 3; i >= 0; --i) v.push_back(static_cast<char>((p.block_size >> (8 * i)) & 0xFF));
+  v.push_back('\0');
+  v += p.etag;
+  return v;
+}
+
+std::optional<std::pair<ObjectKey, PinRecord>> decode_pin(std::string_view k, std::string_view v) {
+  if (k.empty() || k[0] != 'p' || v.size() < 13) return std::nullopt;
+  const auto b = k.find('\0', 1);
+  if (b == std::string_view::npos) return std::nullopt;
+  const auto e = k.find('\0', b + 1);
+  if (e == std::string_view::npos) return std::nullopt;
+  ObjectKey key{std::string(k.substr(1, b - 1)), std::string(k.substr(b + 1, e - b - 1)), std::string(k.substr(e + 1))};
+  PinRecord p;
+  p.size = get_u64(v, 0);
+  for (int i = 0; i < 4; ++i) p.block_size = (p.block_size << 8) | static_cast<unsigned char>(v[8 + i]);
+  p.etag = std::string(v.substr(13));
+  if (p.block_size == 0) return std::nullopt;
+  return std::make_pair(std::move(key), std::move(p));
 }
 
 // 24 fixed bytes, then one 4-byte CRC32C per piece of the block.
@@ -126,12 +158,37 @@ class KvIndex : public CacheIndex {
     }
     return out;
   }
+  Status put_pin(const ObjectKey& key, const PinRecord& pin) override { return put(pin_key(key), encode_pin(pin)); }
+  Status erase_pin(const ObjectKey& key) override { return erase(pin_key(key)); }
+  Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
+                                                            const std::string& prefix) override {
+    std::string scan = "p";
+    if (!bucket.empty()) {
+      scan += bucket;
+      scan.push_back('\0');
+      scan += prefix;
+    }
+    std::vector<std::pair<ObjectKey, PinRecord>> out;
+    std::vector<std::string> undecodable;
+    Status s = scan_prefix(scan, [&](std::string_view k, std::string_view v) {
+      if (auto pin = decode_pin(k, v)) {
+        out.push_back(std::move(*pin));
+      } else {
+        undecodable.emplace_back(k);
+      }
+    });
+    if (!s) return s;
+    for (const auto& k : undecodable) (void)erase(k);
+    return out;
+  }
 
  protected:
   virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
   virtual Status put(const std::string& key, const std::string& value) = 0;
   virtual Status erase(const std::string& key) = 0;
   virtual Status erase_prefix(const std::string& prefix) = 0;
+  virtual Status scan_prefix(const std::string& prefix,
+                             const std::function<void(std::string_view, std::string_view)>& visit) = 0;
 };
 
 class MemoryIndex final : public KvIndex {
@@ -156,6 +213,15 @@ class MemoryIndex final : public KvIndex {
     std::lock_guard lock(mu_);
     auto it = map_.lower_bound(prefix);
     while (it != map_.end() && it->first.compare(0, prefix.size(), prefix) == 0) it = map_.erase(it);
+    return Status::ok();
+  }
+  Status scan_prefix(const std::string& prefix,
+                     const std::function<void(std::string_view, std::string_view)>& visit) override {
+    std::lock_guard lock(mu_);
+    for (auto it = map_.lower_bound(prefix); it != map_.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+         ++it) {
+      visit(it->first, it->second);
+    }
     return Status::ok();
   }
 
@@ -195,6 +261,14 @@ class RocksDbIndex final : public KvIndex {
     if (batch.Count() == 0) return Status::ok();
     rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
     return s.ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + s.ToString());
+  }
+  Status scan_prefix(const std::string& prefix,
+                     const std::function<void(std::string_view, std::string_view)>& visit) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      visit(std::string_view(it->key().data(), it->key().size()), std::string_view(it->value().data(), it->value().size()));
+    }
+    return it->status().ok() ? Status::ok() : Status(ErrorCode::kInternalError, "cache index: " + it->status().ToString());
   }
 
  private:

@@ -184,6 +184,13 @@ class MemoryCachedIndex final : public CacheIndex {
   Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) override {
     return durable_->region_generations(region_count);
   }
+  // Pins are written on warm/unpin and read at start-up and by unpin: no copy kept.
+  Status put_pin(const ObjectKey& key, const PinRecord& pin) override { return durable_->put_pin(key, pin); }
+  Status erase_pin(const ObjectKey& key) override { return durable_->erase_pin(key); }
+  Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
+                                                            const std::string& prefix) override {
+    return durable_->pins(bucket, prefix);
+  }
 
  private:
   struct Shard {

@@ -111,9 +111,11 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
       sequential_(options.read_ahead),
       invalidated_at_(1 << 16, 0) {
   metrics().cache_memory_capacity_bytes.set(static_cast<std::int64_t>(memory_bytes));
-  auto store = BlockStore::open(*device_, *index_, std::move(eviction), BlockStoreOptions{region_size, options.block_size});
+  auto store = BlockStore::open(*device_, *index_, std::move(eviction),
+                               BlockStoreOptions{region_size, options.block_size, options.pin_quota});
   if (!store) throw std::runtime_error("cache: " + store.error().message());
   store_ = std::move(store.value());
+  restore_pins();
 }
 
 std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, bool io_uring_available) {
@@ -184,12 +186,14 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   options.prefetch_budget = config.cache_prefetch_budget;
   options.read_ahead.initial_window = std::min<std::uint64_t>(1ull << 20, config.cache_read_ahead_max);
   options.read_ahead.max_window = config.cache_read_ahead_max;
+  options.pin_quota = config.cache_pin_quota;
   auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index),
                                              std::move(policies->eviction), std::move(policies->admission),
                                              config.cache_memory_size, config.cache_region_size, options);
   spdlog::info("cache: {} bytes in {} ({} device, {} I/O, {} regions of {} bytes), index {}, DRAM tier {} bytes",
                usable, block_file, cache->device_kind(), cache->device().direct() ? "direct" : "buffered",
                usable / config.cache_region_size, config.cache_region_size, index_dir, config.cache_memory_size);
+  publish_current(cache.get());
   return cache;
 }
 
@@ -224,6 +228,9 @@ bool ObjectCache::publish(const ObjectKey& key, const ObjectMeta& meta, std::uin
 }
 
 void ObjectCache::invalidate(const std::string& bucket, const std::string& key) {
+  // A write through tagd replaces a pinned object: its pin goes with the old bytes (the
+  // new version is not pinned until warmed with --pin again; docs/warm.md).
+  if (pinned_objects_.load(std::memory_order_relaxed) > 0) release_pins_of(bucket, key);
   std::lock_guard lock(mu_);
   invalidated_at_[epoch_slot(bucket, key)] = ++epoch_;
   // Every variant: a DELETE ?versionId= removes a version, a PUT to a versioning-suspended
@@ -237,11 +244,15 @@ void ObjectCache::invalidate(const std::string& bucket, const std::string& key) 
 boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag,
                                                            std::uint64_t block) {
   const BlockKey mkey = MemoryTier::key(key_hash, etag, block);
-  if (BlockBytes bytes = memory_.get(mkey)) co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
+  if (BlockBytes bytes = memory_.get(mkey)) {
+    note_read(key_hash, etag, block);
+    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
+  }
   // Named, not a temporary in the co_await (GCC 12 frees such temporaries twice).
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read(id);
   count_read(r, key_hash, etag, block);
+  if (r.outcome == ReadOutcome::kHit) note_read(key_hash, etag, block);
   if (r.outcome == ReadOutcome::kHit) memory_.put(mkey, r.bytes);
   co_return r;
 }
@@ -250,11 +261,13 @@ boost::asio::awaitable<BlockRead> ObjectCache::read_block_range(std::uint64_t ke
                                                                  std::uint64_t block, std::uint32_t offset,
                                                                  std::uint32_t length) {
   if (BlockBytes bytes = memory_.get(MemoryTier::key(key_hash, etag, block))) {
+    note_read(key_hash, etag, block);
     co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
   }
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read_range(id, offset, length);
   count_read(r, key_hash, etag, block);
+  if (r.outcome == ReadOutcome::kHit) note_read(key_hash, etag, block);
   co_return r;
 }
 
@@ -270,7 +283,8 @@ void ObjectCache::count_read(const BlockRead& r, std::uint64_t key_hash, const s
 }
 
 void ObjectCache::store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes) {
-  Status s = store_->put(BlockIdentity{key_hash, block, etag}, bytes->bytes());
+  Status s = store_->put(BlockIdentity{key_hash, block, etag}, bytes->bytes(), pinning(key_hash));
+  if (s.code() == ErrorCode::kSlowDown) return;  // every region pinned: counted and logged by the store
   if (!s) {
     metrics().cache_write_errors.inc();
     spdlog::warn("cache: block write failed ({}); serving without caching", s.message());

@@ -14,10 +14,12 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "http_get.hpp"
 #include "tagd/auth/hashing.hpp"
+#include "tagd/core/uri.hpp"
 #include "tagd/upstream/signer.hpp"
 
 namespace tagd::cli {
@@ -105,8 +107,10 @@ std::string progress_line(const json& st) {
 
 int usage(const std::string& why) {
   std::cerr << "tagd warm: " << why << "\n"
-            << "usage: tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--concurrency N] [--detach] [--json]"
-               " [--endpoint HOST:PORT]\n"
+            << "usage: tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--pin | --no-pin] [--concurrency N] [--detach]"
+               " [--json] [--endpoint HOST:PORT]\n"
+               "       --pin: keep the objects in the cache until `tagd unpin` (within cache.pin_quota);\n"
+               "       a --keys job pins what it fetches until a client has read it, unless --no-pin\n"
                "       tagd warm --status ID | --cancel ID | --list [--endpoint HOST:PORT]\n"
                "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant), region\n"
                "AWS_REGION (us-east-1); endpoint AWS_ENDPOINT_URL, else 127.0.0.1:$TAG_HTTP_PORT (8080).\n";
@@ -125,6 +129,7 @@ int warm_main(const std::vector<std::string>& args) {
   std::string endpoint = env("AWS_ENDPOINT_URL", default_endpoint());
   unsigned concurrency = 0;
   bool detach = false, as_json = !isatty(STDOUT_FILENO), list = false;
+  std::optional<bool> pin;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](std::string& out) {
@@ -149,6 +154,10 @@ int warm_main(const std::vector<std::string>& args) {
       if (!value(cancel_id)) return usage("--cancel needs a job id");
     } else if (a == "--list") {
       list = true;
+    } else if (a == "--pin") {
+      pin = true;
+    } else if (a == "--no-pin") {
+      pin = false;
     } else if (a == "--detach") {
       detach = true;
     } else if (a == "--json") {
@@ -186,6 +195,7 @@ int warm_main(const std::vector<std::string>& args) {
   if (spec["bucket"].get<std::string>().empty()) return usage("no bucket in " + url);
   spec["prefix"] = path.find('/') == std::string::npos ? "" : path.substr(path.find('/') + 1);
   if (concurrency != 0) spec["concurrency"] = concurrency;
+  if (pin) spec["pin"] = *pin;
   if (!keys_file.empty()) {
     std::ifstream in(keys_file);
     if (!in) return usage("cannot read " + keys_file);
@@ -242,6 +252,53 @@ int warm_main(const std::vector<std::string>& args) {
     }
   }
   return status.value("state", "") == "done" && status.value("objects_failed", 0) == 0 ? 0 : 1;
+}
+
+int unpin_main(const std::vector<std::string>& args) {
+  auto fail = [](const std::string& why) {
+    std::cerr << "tagd unpin: " << why << "\n"
+              << "usage: tagd unpin s3://BUCKET[/PREFIX] [--list] [--endpoint HOST:PORT]\n"
+                 "Releases the objects `tagd warm --pin` pinned under the prefix (--list: show them instead).\n"
+                 "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant).\n";
+    return 2;
+  };
+  std::string url, endpoint = env("AWS_ENDPOINT_URL", default_endpoint());
+  bool list = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--list") {
+      list = true;
+    } else if (args[i] == "--endpoint" && i + 1 < args.size()) {
+      endpoint = args[++i];
+    } else if (args[i].rfind("s3://", 0) == 0 && url.empty()) {
+      url = args[i];
+    } else {
+      return fail("unknown argument '" + args[i] + "'");
+    }
+  }
+  if (url.empty()) return fail("name what to unpin: s3://BUCKET[/PREFIX]");
+  const std::string path = url.substr(5);
+  const std::string bucket = path.substr(0, path.find('/'));
+  const std::string prefix = path.find('/') == std::string::npos ? "" : path.substr(path.find('/') + 1);
+  if (bucket.empty()) return fail("no bucket in " + url);
+  auto ep = parse_endpoint(endpoint);
+  if (!ep) return fail(ep.error().message());
+  Signed s{*ep, {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1"))}};
+  if (s.credentials.access_key_id.empty() || s.credentials.secret_access_key.empty()) {
+    return fail("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a key with an admin grant)");
+  }
+  // Parameters in canonical (sorted) order, encoded as SigV4 wants them.
+  const std::string target = "/_tagd/pins?bucket=" + uri_encode(bucket, true) + "&prefix=" + uri_encode(prefix, true);
+  auto r = call(s, list ? bhttp::verb::get : bhttp::verb::delete_, target, "");
+  if (!r) {
+    std::cerr << "tagd unpin: " << r.error().message() << "\n";
+    return 1;
+  }
+  if (r->status / 100 != 2) {
+    std::cerr << "tagd unpin: the daemon refused (" << r->status << "):\n" << r->body;
+    return 1;
+  }
+  std::cout << r->body;
+  return 0;
 }
 
 }  // namespace tagd::cli

@@ -3,7 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <chrono>
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "client_upload.hpp"
+#include "tagd/cache/object_cache.hpp"
 #include "tagd/auth/sigv4.hpp"
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
@@ -30,6 +34,8 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::string_view kPrefix = "/_tagd/warm";
+constexpr std::string_view kPinsPath = "/_tagd/pins";
+constexpr std::size_t kMaxListedPins = 1000;  // GET /_tagd/pins lists at most this many
 constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~100k keys
 constexpr std::size_t kMaxListingBody = 16u << 20;      // one ListObjectsV2 page
 constexpr std::size_t kMaxJobObjects = 1'000'000;       // keys one job may hold (about 100 MB at most)
@@ -37,14 +43,29 @@ constexpr std::size_t kMaxReportedFailures = 100;       // per job; the count is
 constexpr std::size_t kMaxFinishedJobs = 64;            // kept for GET after they end
 constexpr unsigned kDefaultConcurrency = 16;
 constexpr unsigned kMaxConcurrency = 256;
+// How long one object waits for the fill budget before the job reports it failed.
+constexpr std::chrono::milliseconds kBudgetWaitLimit(60'000);
 
 struct WarmItem {
   std::string key;
   std::optional<std::uint64_t> size;  // from the listing; a key list has none
 };
 
+// What a job does with the objects it fills: nothing, pins them until unpinned (--pin),
+// or pins them until a client has read them (a key list running ahead of its readers).
+enum class PinMode { kNone, kHeld, kUntilRead };
+
+const char* pin_mode_name(PinMode m) {
+  switch (m) {
+    case PinMode::kHeld: return "held";
+    case PinMode::kUntilRead: return "until_read";
+    default: return "none";
+  }
+}
+
 struct WarmJob {
   std::string id;
+  PinMode pin = PinMode::kNone;
   std::string owner;  // access key that started it
   std::string bucket, prefix;
   bool from_list = false;
@@ -57,6 +78,7 @@ struct WarmJob {
   std::atomic<std::uint64_t> bytes_total{0}, bytes_done{0};
   std::atomic<std::int64_t> finished_ms{-1};  // elapsed at the end
   std::atomic<bool> truncated{false};         // the listing stopped at kMaxJobObjects
+  std::atomic<std::uint64_t> objects_pinned{0}, pins_refused{0};
 
   // Only the job's own loop touches these two.
   std::vector<WarmItem> items;
@@ -145,7 +167,10 @@ json status_of(const WarmJob& job) {
          {"bytes_total", job.bytes_total.load()},
          {"bytes_done", bytes},
          {"elapsed_seconds", elapsed},
-         {"bytes_per_second", elapsed > 0 ? bytes / elapsed : 0.0}};
+         {"bytes_per_second", elapsed > 0 ? bytes / elapsed : 0.0},
+         {"pin", pin_mode_name(job.pin)},
+         {"objects_pinned", job.objects_pinned.load()},
+         {"pins_refused", job.pins_refused.load()}};
   std::lock_guard lock(job.mu);
   json failures = json::array();
   for (const auto& [key, why] : job.failures) failures.push_back({{"key", key}, {"error", why}});
@@ -229,13 +254,54 @@ asio::awaitable<Result<Page>> list_page(upstream::Client& client, const std::str
 
 // One object through the read path, as a GET of the whole object would; the body is read
 // (that is what drives its parts into the cache) and dropped.
+// The cache the admin API pins in. ReadPath does not expose its cache, and gateway.cpp
+// builds AdminContext; until one of them passes it, the cache main opened.
+cache::ObjectCache* pin_cache() { return cache::ObjectCache::current(); }
+
+// A warm of one object with pins: the object's fill is pinned as it is written
+// (begin_pin), and whatever pin_object did not confirm is given back at the end.
+struct PinScope {
+  cache::ObjectCache* cache = nullptr;
+  cache::ObjectKey key;
+  PinScope(cache::ObjectCache* c, cache::ObjectKey k) : cache(c), key(std::move(k)) {
+    if (cache != nullptr) cache->begin_pin(key);
+  }
+  ~PinScope() {
+    if (cache != nullptr) cache->end_pin(key);
+  }
+  PinScope(const PinScope&) = delete;
+  PinScope& operator=(const PinScope&) = delete;
+};
+
 asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& read_path, std::size_t index) {
   static const std::vector<std::pair<std::string, std::string>> kNoQuery;
   static const bhttp::fields kNoHeaders;
   const WarmItem& item = job->items[index];
+  cache::ObjectCache* cache = job->pin != PinMode::kNone ? pin_cache() : nullptr;
+  PinScope pin_scope(cache, cache::ObjectKey{job->bucket, item.key, ""});
   cache::ReadRequest request{false, job->bucket, item.key, &kNoQuery, &kNoHeaders};
   cache::ReadResult result = co_await read_path.serve(request);
+  // The fill budget is shared with the clients' own misses: a warm job running more
+  // fetches than cache.max_fills allows (or beside many readers) is told "spent". That is
+  // back-pressure, not a property of the object: wait and ask again (bounded), instead of
+  // failing the object and racing through the rest of the list uncached.
+  std::chrono::milliseconds backoff(20);
+  auto waited = std::chrono::milliseconds(0);
+  while (result.action == cache::ReadResult::Action::kForward && result.fill_budget_spent && !job->cancelled.load() &&
+         waited < kBudgetWaitLimit) {
+    metrics().warm_budget_waits.inc();
+    asio::steady_timer wait(co_await asio::this_coro::executor, backoff);
+    (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+    waited += backoff;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+    result = co_await read_path.serve(request);
+  }
   if (result.action == cache::ReadResult::Action::kForward) {
+    if (result.fill_budget_spent) {
+      job->fail_object(item.key, "SlowDown: the cache fill budget (cache.max_fills, cache.fill_budget) stayed spent "
+                                 "for " + std::to_string(kBudgetWaitLimit.count() / 1000) + " s");
+      co_return;
+    }
     job->fail_object(item.key, "not cacheable (" + std::string(x_cache_label(result.outcome)) + ")");
     co_return;
   }
@@ -261,6 +327,28 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
       if (piece.value().empty()) break;
       job->bytes_done.fetch_add(piece.value().size());
       metrics().warm_bytes.inc(piece.value().size());
+    }
+  }
+  if (cache != nullptr) {
+    cache::PinOutcome pinned = cache->pin_object(pin_scope.key, job->pin == PinMode::kUntilRead);
+    // Finished blocks may still be queued for the fill engine's writer when the body has
+    // been read: give them up to 2 s to land before calling the object not cached.
+    for (int i = 0; i < 40 && pinned == cache::PinOutcome::kNotCached && !job->cancelled.load(); ++i) {
+      asio::steady_timer wait(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+      (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+      pinned = cache->pin_object(pin_scope.key, job->pin == PinMode::kUntilRead);
+    }
+    if (pinned == cache::PinOutcome::kPinned) {
+      job->objects_pinned.fetch_add(1);
+    } else if (job->pin == PinMode::kHeld) {
+      // Asked to pin and could not: the object is cached but not protected, a failure.
+      job->fail_object(item.key, pinned == cache::PinOutcome::kQuotaExceeded
+                                     ? "QuotaExceeded: the pin quota (cache.pin_quota) is spent; the object is "
+                                       "cached but not pinned"
+                                     : std::string(cache::pin_outcome_name(pinned)) + ": not pinned");
+      co_return;
+    } else if (pinned == cache::PinOutcome::kQuotaExceeded) {
+      job->pins_refused.fetch_add(1);  // run ahead beyond the quota: cached, evictable
     }
   }
   job->objects_done.fetch_add(1);
@@ -397,8 +485,22 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
     }
     job->concurrency = spec["concurrency"].get<unsigned>();
   }
-  if (spec.contains("pin") && !(spec["pin"].is_boolean() && !spec["pin"].get<bool>())) {
-    co_await send_error(ex, Status(ErrorCode::kNotImplemented, "pinning is not implemented yet (README)"));
+  std::optional<PinMode> pin;
+  if (spec.contains("pin")) {
+    const json& p = spec["pin"];
+    if (p.is_boolean()) {
+      pin = p.get<bool>() ? PinMode::kHeld : PinMode::kNone;
+    } else if (p.is_string() && p.get<std::string>() == "until_read") {
+      pin = PinMode::kUntilRead;
+    } else {
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"pin\" must be true, false or \"until_read\""));
+      co_return;
+    }
+  }
+  cache::ObjectCache* cache = pin_cache();
+  const bool pinning = cache != nullptr && cache->pinning_enabled();
+  if (pin && *pin != PinMode::kNone && !pinning) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "pinning is off: cache.pin_quota is 0"));
     co_return;
   }
   if (spec.contains("keys")) {
@@ -423,6 +525,8 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
     }
     job->objects_total = job->items.size();
   }
+  // A key list is the readers' order: by default what it fetches is pinned until read.
+  job->pin = pin.value_or(job->from_list && pinning ? PinMode::kUntilRead : PinMode::kNone);
   if (!job->from_list && !admin_over(id, job->bucket, job->prefix)) {
     metrics().policy_denials.inc();
     co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
@@ -431,13 +535,94 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
   Registry::instance().add(job);
   metrics().warm_jobs_started.inc();
   metrics().warm_jobs_running.add(1);
-  spdlog::info("warm job {} started by {}: {}/{}{}, {} at a time", job->id, log_field(job->owner),
+  spdlog::info("warm job {} started by {}: {}/{}{}, {} at a time, pins: {}", job->id, log_field(job->owner),
                log_field(job->bucket), log_field(job->prefix),
-               job->from_list ? ", " + std::to_string(job->items.size()) + " listed keys" : "", job->concurrency);
+               job->from_list ? ", " + std::to_string(job->items.size()) + " listed keys" : "", job->concurrency,
+               pin_mode_name(job->pin));
   auto executor = co_await asio::this_coro::executor;
   asio::co_spawn(executor, run_job(job, ctx.read_path, &ctx.client), asio::detached);
   co_await send_json(ex, bhttp::status::accepted, status_of(*job));
   co_return;
+}
+
+// Until-read pins are not persisted, so only the jobs that took them know their keys.
+// (A key list never changes after the POST; a prefix job's list is complete once it runs.)
+void release_job_pins(cache::ObjectCache& cache, const WarmJob& job, std::string_view prefix) {
+  if (job.pin != PinMode::kUntilRead || !(job.from_list || job.state.load() >= 1)) return;
+  for (const auto& item : job.items) {
+    if (item.key.starts_with(prefix)) cache.release_until_read(cache::ObjectKey{job.bucket, item.key, ""});
+  }
+}
+
+const std::string* query_value(const QueryParams& query, std::string_view name) {
+  for (const auto& [k, v] : query) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
+// GET /_tagd/pins?bucket=B[&prefix=P]: the pinned objects; DELETE: unpins them (`tagd
+// unpin`). An admin grant over the bucket and prefix, as for starting a warm job.
+asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Identity& id, const QueryParams& query) {
+  const auto method = ex.parser.get().method();
+  if (method != bhttp::verb::get && method != bhttp::verb::delete_) {
+    co_await send_error(ex, Status(ErrorCode::kMethodNotAllowed, "GET or DELETE /_tagd/pins?bucket=B&prefix=P"));
+    co_return;
+  }
+  const std::string* bucket = query_value(query, "bucket");
+  const std::string* prefix_value = query_value(query, "prefix");
+  const std::string prefix = prefix_value != nullptr ? *prefix_value : "";
+  if (bucket == nullptr || bucket->empty()) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "the \"bucket\" query parameter is required"));
+    co_return;
+  }
+  if (!admin_over(id, *bucket, prefix)) {
+    metrics().policy_denials.inc();
+    co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+    co_return;
+  }
+  cache::ObjectCache* cache = pin_cache();
+  if (ctx.read_path == nullptr || cache == nullptr) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "the cache is disabled: nothing is pinned"));
+    co_return;
+  }
+  json answer{{"bucket", *bucket}, {"prefix", prefix}};
+  if (method == bhttp::verb::delete_) {
+    auto released = cache->unpin(*bucket, prefix);
+    if (!released) {
+      co_await send_error(ex, Status(ErrorCode::kInternalError, released.error().message()));
+      co_return;
+    }
+    for (const auto& job : Registry::instance().all()) {
+      if (job->bucket == *bucket) release_job_pins(*cache, *job, prefix);
+    }
+    spdlog::info("unpin by {}: {}/{}: {} objects, {} bytes", log_field(id.access_key_id), log_field(*bucket),
+                 log_field(prefix), released->objects, released->bytes);
+    answer["objects_unpinned"] = released->objects;
+    answer["bytes_unpinned"] = released->bytes;
+  } else {
+    auto pins = cache->pins(*bucket, prefix);
+    if (!pins) {
+      co_await send_error(ex, Status(ErrorCode::kInternalError, pins.error().message()));
+      co_return;
+    }
+    json objects = json::array();
+    std::uint64_t bytes = 0;
+    for (const auto& [key, record] : pins.value()) {
+      bytes += record.size;
+      if (objects.size() < kMaxListedPins) {
+        objects.push_back({{"key", key.key}, {"size", record.size}, {"etag", record.etag}});
+      }
+    }
+    answer["objects_pinned"] = pins->size();
+    answer["object_bytes_pinned"] = bytes;
+    answer["objects"] = std::move(objects);
+    if (pins->size() > kMaxListedPins) answer["objects_truncated"] = true;
+  }
+  // Whole regions, the cache's own figure (what the quota counts).
+  answer["pinned_bytes"] = cache->pinned_bytes();
+  answer["pin_quota_bytes"] = cache->pin_quota_bytes();
+  co_await send_json(ex, bhttp::status::ok, answer);
 }
 
 }  // namespace
@@ -450,7 +635,7 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
   const std::string_view path = raw_target.substr(0, raw_target.find('?'));
   const std::string_view raw_query =
       raw_target.find('?') == std::string_view::npos ? std::string_view() : raw_target.substr(raw_target.find('?') + 1);
-  if (!(path == kPrefix || path.starts_with(std::string(kPrefix) + "/"))) {
+  if (!(path == kPrefix || path == kPinsPath || path.starts_with(std::string(kPrefix) + "/"))) {
     co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "unknown admin API path"));
     co_return;
   }
@@ -474,6 +659,10 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
   if (id == nullptr) {
     metrics().policy_denials.inc();
     co_await send_error(ex, Status(ErrorCode::kAccessDenied, "the admin API needs a signed request"));
+    co_return;
+  }
+  if (path == kPinsPath) {
+    co_await serve_pins(ctx, ex, *id, *query);
     co_return;
   }
   const std::string job_id = path.size() > kPrefix.size() + 1 ? std::string(path.substr(kPrefix.size() + 1)) : "";
@@ -501,7 +690,11 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
       co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "no such warm job: " + job_id));
       co_return;
     }
-    if (method == bhttp::verb::delete_) job->cancelled = true;
+    if (method == bhttp::verb::delete_) {
+      job->cancelled = true;
+      // What a cancelled run ahead pinned for its readers is given back with it.
+      if (cache::ObjectCache* cache = pin_cache()) release_job_pins(*cache, *job, "");
+    }
     co_await send_json(ex, bhttp::status::ok, status_of(*job));
     co_return;
   }

@@ -20,7 +20,10 @@ class WarmTestCase(TagdTestCase):
     def setUpClass(cls):
         cls.cache_dir = os.path.join("/tmp", unique("tagd-warm"))
         cls.tagd_args = ["--cache-disk-path", cls.cache_dir, "--cache-max-disk-usage", "256MiB",
-                         "--cache-region-size", "4MiB", "--cache-block-size", "1MiB"]
+                         "--cache-region-size", "4MiB", "--cache-block-size", "1MiB",
+                         # Narrower than the jobs' concurrency: their fetches must wait for
+                         # the fill budget, not fail (test_a_job_wider_than_the_fill_budget...).
+                         "--cache-max-fills", "2"]
         super().setUpClass()
         cls.addClassCleanup(harness.shutil.rmtree, cls.cache_dir, True)
         cls.bucket = unique("warm")
@@ -69,6 +72,16 @@ class WarmTestCase(TagdTestCase):
         self.assertGreaterEqual(m.get("tagd_warm_jobs_total", 0), 2)
         self.assertGreaterEqual(m.get('tagd_warm_objects_total{result="filled"}', 0), 30)
 
+    def test_a_job_wider_than_the_fill_budget_waits_instead_of_failing(self):
+        data = self.fill_upstream("budgetset-", 24)
+        before = self.tagd.metrics().get("tagd_warm_budget_waits_total", 0)
+        p = self.warm(f"s3://{self.bucket}/budgetset-", "--json", "--concurrency", "16")
+        last = json.loads(p.stdout.splitlines()[-1])
+        self.assertEqual((last["state"], last["objects_done"], last["objects_failed"]), ("done", 24, 0), last)
+        self.assertGreater(self.tagd.metrics().get("tagd_warm_budget_waits_total", 0), before,
+                           "16 workers over a budget of 2 fills must have waited")
+        self.assert_all_hit(data)
+
     def test_warm_an_ordered_key_list_and_report_failures_per_object(self):
         data = self.fill_upstream("listset-", 12)
         keys = sorted(data, reverse=True)  # the order the "sampler" wants
@@ -110,8 +123,8 @@ class WarmTestCase(TagdTestCase):
         self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm", body=b'{"bucket": 5}'), 400,
                            "InvalidArgument")
         self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm",
-                                          body=json.dumps({"bucket": self.bucket, "pin": True}).encode()),
-                           501, "NotImplemented")
+                                          body=json.dumps({"bucket": self.bucket, "pin": "always"}).encode()),
+                           400, "InvalidArgument")
         self.assertS3Error(signed_request(self.tagd.port, "GET", "/_tagd/warm/w999999"), 400, "InvalidArgument")
 
 

@@ -12,6 +12,9 @@
 
 namespace tagd::cache {
 
+// pick_victim's answer when every sealed region is pinned (nothing may be evicted).
+inline constexpr std::uint32_t kNoVictim = UINT32_MAX;
+
 class EvictionPolicy {
  public:
   virtual ~EvictionPolicy() = default;
@@ -30,7 +33,12 @@ class EvictionPolicy {
   virtual void on_hit(std::uint32_t region) = 0;
   virtual bool wants_hits() const noexcept { return true; }
   virtual bool hits_need_store_lock() const noexcept { return true; }
-  // The region to reuse next. Only called when at least one region is sealed.
+  // Pinned regions (warm --pin, block_store.hpp) are never victims: the store says when a
+  // region becomes pinned or unpinned, under its lock. Pure virtual so that no policy can
+  // forget to honour pins.
+  virtual void on_pinned(std::uint32_t region, bool pinned) = 0;
+  // The region to reuse next, among sealed regions that are not pinned; kNoVictim when
+  // there is none (every sealed region pinned: the store refuses the write).
   virtual std::uint32_t pick_victim() = 0;
   virtual const char* name() const noexcept = 0;
 };

@@ -5,6 +5,10 @@
 // Keys:  "o" bucket \0 key \0 variant          → ObjectMeta (versioned JSON)
 //        "b" key_hash(8) etag_hash(8) block(8)  → BlockLocation (fixed 24 bytes)
 //        "r" region(4)                          → region generation (8)
+//        "p" bucket \0 key \0 variant          → PinRecord (fixed 13 bytes + ETag)
+// Pin records are a key family of their own: an index without them (written before pins
+// existed) reads as "nothing pinned", and a tagd without pins ignores them, so adding
+// them needed no version bump.
 // Every variant of one object (plain, versionId=..., snapshot=..., see
 // http_semantics.hpp) shares the prefix "o" bucket \0 key \0, so a write erases them all
 // with one prefix scan (erase_object_variants), whatever the cache's size.
@@ -66,6 +70,14 @@ struct BlockLocation {
 // (ObjectCache::open), so an index of another version is never opened.
 inline constexpr int kBlockLocationVersion = 2;
 
+// An object pinned by `tagd warm --pin` (held until unpinned): enough to name its blocks
+// (ETag, size, block size) so start-up can pin them again and unpin can release them.
+struct PinRecord {
+  std::string etag;
+  std::uint64_t size = 0;
+  std::uint32_t block_size = 0;
+};
+
 class CacheIndex {
  public:
   virtual ~CacheIndex() = default;
@@ -89,6 +101,19 @@ class CacheIndex {
   [[nodiscard]] virtual Status put_region_generation(std::uint32_t region, std::uint64_t generation) = 0;
   // Every region's persisted generation (missing regions: 0).
   [[nodiscard]] virtual Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) = 0;
+
+  // Not pure: an index that keeps no pins (a test's fake) refuses to record one and lists
+  // none; both real indexes keep them.
+  [[nodiscard]] virtual Status put_pin(const ObjectKey& /*key*/, const PinRecord& /*pin*/) {
+    return Status(ErrorCode::kNotImplemented, "this cache index keeps no pins");
+  }
+  [[nodiscard]] virtual Status erase_pin(const ObjectKey& /*key*/) { return Status::ok(); }
+  // Pins of objects in `bucket` whose key starts with `prefix` (an empty bucket: every
+  // pin), in key order. Undecodable records are skipped (and erased).
+  [[nodiscard]] virtual Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& /*bucket*/,
+                                                                                 const std::string& /*prefix*/) {
+    return std::vector<std::pair<ObjectKey, PinRecord>>{};
+  }
 };
 
 std::unique_ptr<CacheIndex> make_memory_index();

@@ -94,6 +94,21 @@ struct ObjectCacheOptions {
   // Bytes all fetches ahead of readers (parallel parts, read-ahead) may hold in flight.
   std::uint64_t prefetch_budget = 256ull << 20;
   ReadAheadSettings read_ahead;
+  std::uint64_t pin_quota = 0;  // cache.pin_quota (BlockStoreOptions::pin_quota)
+};
+
+// What pinning an object came to (ObjectCache::pin_object).
+enum class PinOutcome {
+  kPinned,
+  kQuotaExceeded,  // nothing of the object stays pinned by this call
+  kNotCached,      // the object (or one of its blocks) is not in the cache
+  kDisabled,       // cache.pin_quota is 0
+};
+const char* pin_outcome_name(PinOutcome outcome);
+
+struct UnpinSummary {
+  std::uint64_t objects = 0;
+  std::uint64_t bytes = 0;  // object bytes
 };
 
 class ObjectCache {
@@ -106,6 +121,7 @@ class ObjectCache {
   ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<CacheIndex> index,
               std::unique_ptr<EvictionPolicy> eviction, std::unique_ptr<AdmissionPolicy> admission,
               std::uint64_t memory_bytes, std::uint64_t region_size, ObjectCacheOptions options);
+  ~ObjectCache();
   ObjectCache(const ObjectCache&) = delete;
   ObjectCache& operator=(const ObjectCache&) = delete;
 
@@ -142,6 +158,29 @@ class ObjectCache {
   // Stores a finished block (disk, then DRAM tier). Failures are counted, not fatal.
   void store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes);
 
+  // Pins (docs/warm.md; the block store keeps the counts). A warm job with pins calls
+  // begin_pin before it reads an object, so the blocks its fill writes go to pinned
+  // regions at once (no window in which they could be evicted), then pin_object once the
+  // object is read (confirms, or pins in place what was cached before), then end_pin
+  // (releases whatever the fill pinned that pin_object did not confirm).
+  // Held pins (until_read false) are persisted in the index and pinned again at start-up;
+  // until-read pins (a key-list warm's run ahead of its readers) are released by the first
+  // read of each block, and do not survive a restart.
+  bool pinning_enabled() const noexcept { return store_->pin_quota_bytes() > 0; }
+  std::uint64_t pin_quota_bytes() const noexcept { return store_->pin_quota_bytes(); }
+  std::uint64_t pinned_bytes() const { return store_->pinned_bytes(); }
+  void begin_pin(const ObjectKey& key);
+  void end_pin(const ObjectKey& key);
+  [[nodiscard]] PinOutcome pin_object(const ObjectKey& key, bool until_read);
+  // Releases every held pin of objects in `bucket` under `prefix` (persisted records).
+  [[nodiscard]] Result<UnpinSummary> unpin(const std::string& bucket, const std::string& prefix);
+  // Releases the until-read pins of one object (a cancelled key-list job's run ahead).
+  void release_until_read(const ObjectKey& key);
+  [[nodiscard]] Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
+                                                                          const std::string& prefix);
+  // The cache main opened (open()), for the admin API; null before and after.
+  static ObjectCache* current() noexcept;
+
   // In-flight registry. find_or_start returns the block being fetched and whether the
   // caller must fetch it (true: the caller owns the fill and must finish() it).
   std::pair<std::shared_ptr<InflightBlock>, bool> find_or_start(std::uint64_t key_hash, const std::string& etag,
@@ -164,6 +203,17 @@ class ObjectCache {
  private:
   std::size_t epoch_slot(const std::string& bucket, const std::string& key) const;
   void count_read(const BlockRead& r, std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  void restore_pins();
+  void note_read(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  bool pinning(std::uint64_t key_hash);
+  void release_pins_of(const std::string& bucket, const std::string& key);
+  static void publish_current(ObjectCache* cache) noexcept;
+  // Held pin records: how many exist (invalidate() looks one up only if any do).
+  std::atomic<std::uint64_t> pinned_objects_{0};
+  // Objects a warm job is filling with pins (begin_pin), by key hash, counted.
+  std::mutex pin_mu_;
+  std::unordered_map<std::uint64_t, std::uint32_t> pinning_;
+  std::atomic<std::uint32_t> pinning_count_{0};  // store_block's fast path
 
   std::unique_ptr<BlockDevice> device_;
   std::unique_ptr<CacheIndex> index_;

@@ -10,11 +10,16 @@
 
 namespace tagd::cli {
 
-// `tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--concurrency N] [--detach] [--json]
+// `tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--pin | --no-pin] [--concurrency N] [--detach] [--json]
 //            [--endpoint HOST:PORT]`
 // `tagd warm --status ID | --cancel ID | --list [--endpoint HOST:PORT]`
 // args exclude "warm". Exit 0: the job finished with every object warm (or the request
 // was answered); 1: the job failed, objects failed, or the daemon refused; 2: bad usage.
 int warm_main(const std::vector<std::string>& args);
+
+// `tagd unpin s3://BUCKET[/PREFIX] [--list] [--endpoint HOST:PORT]`: DELETE (or GET, with
+// --list) /_tagd/pins?bucket=&prefix=; prints the daemon's JSON answer. Exit 0 answered,
+// 1 refused or unreachable, 2 bad usage.
+int unpin_main(const std::vector<std::string>& args);
 
 }  // namespace tagd::cli
