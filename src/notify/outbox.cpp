@@ -1,6 +1,8 @@
 #include "tagd/notify/outbox.hpp"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
@@ -47,7 +49,7 @@ Status failed(const rocksdb::Status& s, const char* what) {
 
 }  // namespace
 
-std::unique_ptr<Outbox> Outbox::open(const std::string& path) {
+std::unique_ptr<Outbox> Outbox::open(const std::string& path, std::shared_ptr<rocksdb::FileSystem> file_system) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) throw std::runtime_error("cannot create notification outbox " + path + ": " + ec.message());
@@ -57,15 +59,21 @@ std::unique_ptr<Outbox> Outbox::open(const std::string& path) {
   options.write_buffer_size = 8 << 20;
   options.max_background_jobs = 1;
   options.keep_log_file_num = 2;
+  std::unique_ptr<rocksdb::Env> env;
+  if (file_system) {
+    env = rocksdb::NewCompositeEnv(std::move(file_system));
+    options.env = env.get();
+  }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &raw);
   if (!s.ok()) throw std::runtime_error("cannot open notification outbox " + path + ": " + s.ToString());
-  std::unique_ptr<Outbox> outbox(new Outbox(std::unique_ptr<rocksdb::DB>(raw)));
+  std::unique_ptr<Outbox> outbox(new Outbox(std::move(env), std::unique_ptr<rocksdb::DB>(raw)));
   outbox->scan();
   return outbox;
 }
 
-Outbox::Outbox(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+Outbox::Outbox(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db)
+    : env_(std::move(env)), db_(std::move(db)) {}
 Outbox::~Outbox() = default;
 
 void Outbox::scan() {

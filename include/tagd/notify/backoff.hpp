@@ -26,6 +26,12 @@ class RetryState {
   };
   Decision on_failure(std::chrono::system_clock::time_point now, double unit) noexcept;
   void on_success() noexcept { failures_ = 0; }
+  // A reload changed the limits: the failures so far still count against the new ones.
+  void set_limits(unsigned max_attempts, std::chrono::milliseconds base, std::chrono::milliseconds cap) noexcept {
+    max_attempts_ = max_attempts;
+    base_ = base;
+    cap_ = cap;
+  }
   unsigned failures() const noexcept { return failures_; }
 
  private:

@@ -12,6 +12,11 @@
 // at-least-once allows).
 // Threading: every method may be called from any thread (RocksDB is thread-safe; the
 // counters and the per-queue read floor are under one mutex).
+//
+// A failed write (disk full, I/O error) stops RocksDB's writes, and every later write
+// fails until RocksDB's own recovery resumes them (ENOSPC only, not dependably) or tagd
+// restarts. tagd does not call DB::Resume() or reopen the database itself: after a failed
+// WAL write both abort in an assert-enabled librocksdb 7.8 (Debian's).
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -24,7 +29,9 @@
 
 namespace rocksdb {
 class DB;
-}
+class Env;
+class FileSystem;
+}  // namespace rocksdb
 
 namespace tagd::notify {
 
@@ -41,7 +48,10 @@ struct QueuedEvent {
 class Outbox {
  public:
   // Opens (creating) the database at `path`. Throws std::runtime_error (start-up).
-  static std::unique_ptr<Outbox> open(const std::string& path);
+  // `file_system`: the file system RocksDB uses (tests pass one that injects faults);
+  // null is the default (POSIX) one.
+  static std::unique_ptr<Outbox> open(const std::string& path,
+                                      std::shared_ptr<rocksdb::FileSystem> file_system = nullptr);
   ~Outbox();
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
@@ -65,9 +75,10 @@ class Outbox {
   std::vector<std::string> queues() const;
 
  private:
-  explicit Outbox(std::unique_ptr<rocksdb::DB> db);
+  Outbox(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db);
   void scan();
 
+  std::unique_ptr<rocksdb::Env> env_;  // outlives db_ (declared first, destroyed last)
   std::unique_ptr<rocksdb::DB> db_;
   std::mutex append_mu_;
   mutable std::mutex mu_;

@@ -1,7 +1,7 @@
 #pragma once
 // What notifications are sent where: the file named by notify.config_file (JSON), parsed
-// once at start-up like the credentials file (errors throw std::runtime_error naming the
-// field; nothing on the data path throws).
+// at start-up and again on SIGHUP, like the credentials file (errors throw
+// std::runtime_error naming the field; nothing on the data path throws).
 //
 //   {"endpoints": [{"name": "pipeline", "url": "https://hooks.example/tagd",
 //                   "auth": {"type": "bearer", "token": "..."},      (or basic: username/password)
