@@ -72,6 +72,14 @@ asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
   std::uint64_t b = span.first;
   while (b <= span.last && b - span.first < kMaxScan && cache_.block_cached(key_hash_, meta_.etag, b)) ++b;
   if (b > span.last || b - span.first >= kMaxScan) co_return Preparation::kOk;
+  // X-Cache: joining another request's fill of the first missing block is a hit, but a
+  // later block that nobody holds or fetches will come from the upstream for this answer
+  // (e.g. a ranged GET's fill still streaming its block when the whole object is asked).
+  for (std::uint64_t c = b + 1; c <= span.last && c - span.first < kMaxScan && !needs_upstream_; ++c) {
+    if (!cache_.block_cached(key_hash_, meta_.etag, c) && !cache_.find(key_hash_, meta_.etag, c)) {
+      needs_upstream_ = true;
+    }
+  }
   auto executor = co_await asio::this_coro::executor;
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto inflight = cache_.find(key_hash_, meta_.etag, b);

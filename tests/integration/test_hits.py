@@ -99,8 +99,22 @@ class FlippedByteTest(HitsTestCase):
         self.assertEqual(names, ["blocks.v2"])
         return os.path.join(self.cache_dir, names[0])
 
+    def wait_stored(self, needle, timeout=10):
+        """Waits until a fill's block holding `needle` is on disk and indexed: fills write
+        on a writer thread after the client has its answer."""
+        path = self.block_file()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(path, "rb") as f:
+                on_disk = f.read().find(needle) >= 0
+            if on_disk and self.tagd.metrics().get("tagd_cache_fill_write_queue_bytes", 0) == 0:
+                return
+            time.sleep(0.05)
+        self.fail("the fill's block was not written within %d s" % timeout)
+
     def flip(self, needle, offset_in_needle):
         """Flips one byte of the stored copy of `needle` (found by content)."""
+        self.wait_stored(needle)
         path = self.block_file()
         with open(path, "r+b") as f:
             content = f.read()
@@ -148,6 +162,7 @@ class FlippedByteTest(HitsTestCase):
         self.put("shard", data)
         client = self.tagd.client()
         client.get_object(Bucket=self.bucket, Key="shard")["Body"].read()
+        self.wait_stored(data[500000:501000])
         before = self.tagd.metrics()["tagd_cache_disk_read_bytes_total"]
         r = client.get_object(Bucket=self.bucket, Key="shard", Range="bytes=500000-500999")
         self.assertEqual(r["Body"].read(), data[500000:501000])
