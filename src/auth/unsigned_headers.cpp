@@ -40,8 +40,11 @@ Status check_unsigned(const HeaderList& headers, const Names& signed_headers, Si
         }
         [[fallthrough]];
       case SignatureKind::kSigV4Header:
-        covered = std::any_of(signed_headers.begin(), signed_headers.end(),
-                              [&](const auto& name) { return iequals(name, raw_name); });
+        // (raw_name bound to a local first: clang 14, the fuzz build's compiler, cannot
+        // capture a structured binding in a lambda.)
+        covered =
+            std::any_of(signed_headers.begin(), signed_headers.end(),
+                        [&, wanted = std::string_view(raw_name)](const auto& name) { return iequals(name, wanted); });
         break;
     }
     if (covered) continue;
