@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from tagbench import scenarios as SC  # noqa: E402
-from tagbench import scenarios_misses as M  # noqa: E402
+from tagbench import scenarios_misses  # noqa: E402
 from tagbench import servers as S  # noqa: E402
 from tagbench import table  # noqa: E402
 from tagbench.util import log  # noqa: E402
@@ -89,9 +89,11 @@ def _wan_up(ctx, attempts=3):
             time.sleep(1)
 
 
-def main():
+def main(M=scenarios_misses, tag="misses", suite="tagd bench (misses, issue 10)", doc=__doc__):
+    """Runs the scenarios of module M (SCENARIOS, ALIASES, ORDER, _prof); run_wanflows.py
+    runs its own module through this too. `tag` names the state folder and results file."""
     drv = _driver()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_const", dest="profile", const="quick")
     g.add_argument("--full", action="store_const", dest="profile", const="full")
@@ -101,7 +103,7 @@ def main():
     ap.add_argument("--tagd-bin", default=os.environ.get("TAGD_BIN", os.path.join(os.path.dirname(HERE), "build",
                                                                                   "tagd")))
     ap.add_argument("--tagd-threads", type=int, default=int(os.environ.get("TAGD_THREADS", os.cpu_count() or 2)))
-    ap.add_argument("--state", default=os.environ.get("BENCH_STATE_DIR", "/tmp/tagd-bench-misses"))
+    ap.add_argument("--state", default=os.environ.get("BENCH_STATE_DIR", f"/tmp/tagd-bench-{tag}"))
     ap.add_argument("--data", default=os.environ.get("BENCH_DATA_DIR", "/var/tmp/tagd-bench-data"))
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--tools", default=os.environ.get("BENCH_TOOLS", os.path.join(os.path.dirname(os.path.dirname(
@@ -142,23 +144,13 @@ def main():
     if not os.path.exists(args.tagd_bin):
         why = f"{args.tagd_bin} not built"
     else:
-        snap = os.path.join(args.state, "tagd.snapshot")  # others may rebuild build/tagd during the run
-        shutil.copy2(args.tagd_bin, snap)
-        # tagd execs tagd-uring (next to itself) for sockets on io_uring: snapshot the one
-        # built with it, and never leave another build's there (it would be what runs).
-        uring, uring_snap = os.path.join(os.path.dirname(args.tagd_bin), "tagd-uring"), \
-            os.path.join(args.state, "tagd-uring")
-        if os.path.exists(uring_snap):
-            os.unlink(uring_snap)
-        if os.path.exists(uring):
-            shutil.copy2(uring, uring_snap)
-            log(f"sockets on io_uring: {uring} (check it was built with {args.tagd_bin})")
+        snap = S.snapshot_tagd(args.tagd_bin, args.state)  # others may rebuild build/tagd during the run
         tagd_cfg = S.TagdConfig(snap, creds[0], creds[1], creds[2], args.tagd_threads,
                                 os.environ.get("TAGD_EXTRA_ARGS", "").split(),
                                 cache_size=os.environ.get("BENCH_CACHE_SIZE") or None,
                                 cache_memory=os.environ.get("BENCH_CACHE_MEMORY") or None,
                                 cache_base=os.environ.get("BENCH_CACHE_BASE", "/var/tmp"),
-                                run_id=f"misses{os.getpid()}")
+                                run_id=f"{tag}{os.getpid()}")
     ctx = SC.Ctx(args, prof, args.state, www, args.tools, creds, tagd_cfg, why)
     ctx.tagd_xcache = "HIT"  # the label; each scenario checks X-Cache itself
 
@@ -167,8 +159,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     started = dt.datetime.now(dt.timezone.utc)
-    result = {"suite": "tagd bench (misses, issue 10)", "profile": args.profile,
-              "command": "bench/run_misses.py " + " ".join(sys.argv[1:]), "started": started.isoformat(),
+    result = {"suite": suite, "profile": args.profile,
+              "command": f"bench/run_{tag}.py " + " ".join(sys.argv[1:]), "started": started.isoformat(),
               "machine": drv.machine_info(), "versions": drv.versions(),
               "tagd": drv.tagd_info(args.tagd_bin, tagd_cfg.binary) if tagd_cfg else {"unavailable": why},
               "params": M._prof(ctx), "scenarios": {}, "errors": {}}
@@ -212,7 +204,7 @@ def main():
         result["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
         result["seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
         result["machine"]["loadavg_end"] = drv.loadavg()
-        path = os.path.join(args.results, f"{started.strftime('%Y%m%dT%H%M%SZ')}-misses-{args.profile}.json")
+        path = os.path.join(args.results, f"{started.strftime('%Y%m%dT%H%M%SZ')}-{tag}-{args.profile}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1, default=str)
         log(f"results: {path}; {result['seconds']} s in all; load average "
@@ -220,12 +212,12 @@ def main():
             f"{' '.join(result['machine']['loadavg_end'] or [])} at end")
         print("\nHeadlines:")
         for name, res in result["scenarios"].items():
-            print(f"  {name:9s} {res['headline']}")
+            print(f"  {name:10s} {res['headline']}")
         for name, err in result["errors"].items():
-            print(f"  {name:9s} FAILED: {err.splitlines()[-1] if err else ''}")
+            print(f"  {name:10s} FAILED: {err.splitlines()[-1] if err else ''}")
         goals = [(n, k, g) for n, res in result["scenarios"].items() for k, g in (res.get("goals") or {}).items()]
         if goals:
-            print("\nIssue 10's goals (ratios against a baseline in the same run):")
+            print("\nGoals (ratios against a baseline in the same run):")
             for n, k, g in goals:
                 r = g.get("ratio")
                 print(f"  {n:9s} {k:16s} {g['metric']:30s} {'-' if r is None else f'{r:.3f}':>7s}  goal {g['goal']:9s} "

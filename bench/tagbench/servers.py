@@ -382,8 +382,11 @@ def snapshot_tagd(binary, state, name="tagd-snapshot"):
     snap = os.path.join(folder, os.path.basename(binary))
     shutil.copy2(binary, snap)
     sibling = os.path.join(os.path.dirname(os.path.abspath(binary)), "tagd-uring")
-    if os.path.basename(binary) == "tagd" and os.path.exists(sibling):
-        shutil.copy2(sibling, os.path.join(folder, "tagd-uring"))
+    sibling_snap = os.path.join(folder, "tagd-uring")
+    if os.path.exists(sibling_snap):
+        os.unlink(sibling_snap)  # never another build's: it would be what runs
+    if os.path.exists(sibling):
+        shutil.copy2(sibling, sibling_snap)
     return snap
 
 
