@@ -11,6 +11,7 @@
 #include "tagd/core/metrics.hpp"
 #include "tagd/notify/notifier.hpp"
 #include "tagd/notify/outbox.hpp"
+#include "support/wait_for.hpp"
 
 namespace tagd::notify {
 namespace {
@@ -51,14 +52,7 @@ class ScriptedTransport final : public Transport {
   std::vector<Post> posts_;
 };
 
-bool wait_for(const std::function<bool()>& done, milliseconds limit = milliseconds(5000)) {
-  const auto end = steady_clock::now() + limit;
-  while (steady_clock::now() < end) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return done();
-}
+using tagd::testing::wait_for;
 
 std::size_t events_in(const std::vector<Post>& posts, bool successful_only, int failed_posts) {
   std::size_t n = 0;

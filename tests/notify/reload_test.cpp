@@ -13,6 +13,7 @@
 #include "tagd/core/metrics.hpp"
 #include "tagd/notify/notifier.hpp"
 #include "tagd/notify/outbox.hpp"
+#include "support/wait_for.hpp"
 
 namespace tagd::notify {
 namespace {
@@ -83,14 +84,7 @@ class UrlTransport final : public Transport {
   std::vector<Post> posts_;
 };
 
-bool wait_for(const std::function<bool()>& done, milliseconds limit = milliseconds(5000)) {
-  const auto end = steady_clock::now() + limit;
-  while (steady_clock::now() < end) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return done();
-}
+using tagd::testing::wait_for;
 
 Event put(const std::string& key) {
   return {EventType::kCreatedPut, "b", key, 1, "e", {}, {}};
