@@ -193,7 +193,6 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   spdlog::info("cache: {} bytes in {} ({} device, {} I/O, {} regions of {} bytes), index {}, DRAM tier {} bytes",
                usable, block_file, cache->device_kind(), cache->device().direct() ? "direct" : "buffered",
                usable / config.cache_region_size, config.cache_region_size, index_dir, config.cache_memory_size);
-  publish_current(cache.get());
   return cache;
 }
 

@@ -11,8 +11,6 @@
 namespace tagd::cache {
 
 namespace {
-std::atomic<ObjectCache*> current_cache{nullptr};
-
 std::uint64_t block_count(std::uint64_t size, std::uint32_t block_size) {
   return block_size == 0 ? 0 : (size + block_size - 1) / block_size;
 }
@@ -28,14 +26,7 @@ const char* pin_outcome_name(PinOutcome outcome) {
   return "unknown";
 }
 
-ObjectCache* ObjectCache::current() noexcept { return current_cache.load(std::memory_order_acquire); }
-
-void ObjectCache::publish_current(ObjectCache* cache) noexcept { current_cache.store(cache, std::memory_order_release); }
-
-ObjectCache::~ObjectCache() {
-  ObjectCache* self = this;
-  current_cache.compare_exchange_strong(self, nullptr);
-}
+ObjectCache::~ObjectCache() = default;
 
 void ObjectCache::restore_pins() {
   auto records = index_->pins("", "");

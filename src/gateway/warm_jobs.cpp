@@ -254,9 +254,9 @@ asio::awaitable<Result<Page>> list_page(upstream::Client& client, const std::str
 
 // One object through the read path, as a GET of the whole object would; the body is read
 // (that is what drives its parts into the cache) and dropped.
-// The cache the admin API pins in. ReadPath does not expose its cache, and gateway.cpp
-// builds AdminContext; until one of them passes it, the cache main opened.
-cache::ObjectCache* pin_cache() { return cache::ObjectCache::current(); }
+// The cache the admin API pins in: the one this loop's read path reads through (null:
+// the cache is disabled).
+cache::ObjectCache* pin_cache(cache::ReadPath* read_path) { return read_path ? &read_path->cache() : nullptr; }
 
 // A warm of one object with pins: the object's fill is pinned as it is written
 // (begin_pin), and whatever pin_object did not confirm is given back at the end.
@@ -277,7 +277,7 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
   static const std::vector<std::pair<std::string, std::string>> kNoQuery;
   static const bhttp::fields kNoHeaders;
   const WarmItem& item = job->items[index];
-  cache::ObjectCache* cache = job->pin != PinMode::kNone ? pin_cache() : nullptr;
+  cache::ObjectCache* cache = job->pin != PinMode::kNone ? pin_cache(&read_path) : nullptr;
   PinScope pin_scope(cache, cache::ObjectKey{job->bucket, item.key, ""});
   cache::ReadRequest request{false, job->bucket, item.key, &kNoQuery, &kNoHeaders};
   cache::ReadResult result = co_await read_path.serve(request);
@@ -497,7 +497,7 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
       co_return;
     }
   }
-  cache::ObjectCache* cache = pin_cache();
+  cache::ObjectCache* cache = pin_cache(ctx.read_path);
   const bool pinning = cache != nullptr && cache->pinning_enabled();
   if (pin && *pin != PinMode::kNone && !pinning) {
     co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "pinning is off: cache.pin_quota is 0"));
@@ -581,7 +581,7 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
     co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
     co_return;
   }
-  cache::ObjectCache* cache = pin_cache();
+  cache::ObjectCache* cache = pin_cache(ctx.read_path);
   if (ctx.read_path == nullptr || cache == nullptr) {
     co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "the cache is disabled: nothing is pinned"));
     co_return;
@@ -693,7 +693,7 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
     if (method == bhttp::verb::delete_) {
       job->cancelled = true;
       // What a cancelled run ahead pinned for its readers is given back with it.
-      if (cache::ObjectCache* cache = pin_cache()) release_job_pins(*cache, *job, "");
+      if (cache::ObjectCache* cache = pin_cache(ctx.read_path)) release_job_pins(*cache, *job, "");
     }
     co_await send_json(ex, bhttp::status::ok, status_of(*job));
     co_return;

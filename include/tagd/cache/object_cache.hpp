@@ -178,8 +178,6 @@ class ObjectCache {
   void release_until_read(const ObjectKey& key);
   [[nodiscard]] Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
                                                                           const std::string& prefix);
-  // The cache main opened (open()), for the admin API; null before and after.
-  static ObjectCache* current() noexcept;
 
   // In-flight registry. find_or_start returns the block being fetched and whether the
   // caller must fetch it (true: the caller owns the fill and must finish() it).
@@ -207,7 +205,6 @@ class ObjectCache {
   void note_read(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
   bool pinning(std::uint64_t key_hash);
   void release_pins_of(const std::string& bucket, const std::string& key);
-  static void publish_current(ObjectCache* cache) noexcept;
   // Held pin records: how many exist (invalidate() looks one up only if any do).
   std::atomic<std::uint64_t> pinned_objects_{0};
   // Objects a warm job is filling with pins (begin_pin), by key hash, counted.

@@ -96,6 +96,9 @@ class ReadPath {
 
   [[nodiscard]] boost::asio::awaitable<ReadResult> serve(const ReadRequest& request);
 
+  // The cache this path reads through (the admin API pins and unpins in it).
+  ObjectCache& cache() noexcept { return cache_; }
+
  private:
   struct Session;  // one read's state (read_path.cpp)
   boost::asio::awaitable<ReadState> lookup(Session& s);
