@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <stdexcept>
 #include <string>
@@ -73,6 +74,13 @@ void serve_sockets_here(const tagd::IoUringProbe& probe, char** argv, bool epoll
   constexpr bool kHasSibling = false;
   constexpr const char* kSibling = "";
 #endif
+  if (kUringBuild) {
+    // Read once and dropped, so that nothing this process starts inherits it.
+    const char* passed = std::getenv(tagd::kExecBuildVariable);
+    std::string mismatch = tagd::check_exec_build(passed, TAGD_BUILD_ID);
+    ::unsetenv(tagd::kExecBuildVariable);
+    if (!mismatch.empty()) throw tagd::config::ConfigError(mismatch);
+  }
   using Action = tagd::SocketChoice::Action;
   auto choice = tagd::choose_sockets(kUringBuild, kHasSibling && !epoll_sockets, probe);
   if (epoll_sockets && kUringBuild) {
@@ -94,7 +102,7 @@ void serve_sockets_here(const tagd::IoUringProbe& probe, char** argv, bool epoll
       // Whatever is logged so far must reach the log before the process image goes.
       spdlog::default_logger()->flush();
       std::fflush(nullptr);
-      error = tagd::exec_sibling(path, argv);
+      error = tagd::exec_sibling(path, argv, TAGD_BUILD_ID);
     }
     throw tagd::config::ConfigError("sockets on io_uring need " + path + ", which cannot be run (" + error +
                                     "): install it next to tagd (both are built and installed together), or set "
@@ -130,7 +138,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a == "--version") {
-      std::cout << "tagd 0.1.0\n";
+      std::cout << "tagd " TAGD_VERSION " (build " TAGD_BUILD_ID ")\n";
       return 0;
     }
   }

@@ -66,7 +66,19 @@ std::string self_executable(std::string& error) {
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
-std::string exec_sibling(const std::string& path, char** argv) {
+std::string check_exec_build(const char* passed, std::string_view own) {
+  if (passed == nullptr || own == passed) return {};
+  std::string out = "tagd-uring is build ";
+  out += own;
+  out += " but the tagd that started it is build ";
+  out += passed;
+  out += " (a partly upgraded install?): install tagd and tagd-uring from the same build, or set io_uring=off "
+         "(--io-uring off, TAG_IO_URING=off) to serve on tagd alone";
+  return out;
+}
+
+std::string exec_sibling(const std::string& path, char** argv, const char* build_id) {
+  if (::setenv(kExecBuildVariable, build_id, 1) != 0) return std::strerror(errno);
   std::vector<char*> args;
   args.push_back(const_cast<char*>(path.c_str()));
   if (argv != nullptr && argv[0] != nullptr) {

@@ -53,6 +53,16 @@ TEST(SiblingPath, IsNextToTheExecutableNeverOnPath) {
   EXPECT_EQ(sibling_path("tagd", "tagd-uring"), "./tagd-uring");
 }
 
+TEST(ExecBuild, OnlyAnotherBuildIsRefused) {
+  EXPECT_EQ(check_exec_build(nullptr, "0.1.0-abc-Release"), "");  // started directly
+  EXPECT_EQ(check_exec_build("0.1.0-abc-Release", "0.1.0-abc-Release"), "");
+  const std::string why = check_exec_build("0.2.0-def-Release", "0.1.0-abc-Release");
+  EXPECT_NE(why.find("tagd-uring is build 0.1.0-abc-Release"), std::string::npos) << why;
+  EXPECT_NE(why.find("started it is build 0.2.0-def-Release"), std::string::npos) << why;
+  EXPECT_NE(why.find("io_uring=off"), std::string::npos) << why;
+  EXPECT_NE(check_exec_build("", "0.1.0-abc-Release"), "");
+}
+
 TEST(SelfExecutable, IsTheRunningBinary) {
   std::string error;
   const std::string self = self_executable(error);

@@ -41,6 +41,11 @@ def io_uring_usable() -> str | None:
     return None
 
 
+def build_id(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    return out.split("(build ", 1)[1].split(")", 1)[0]
+
+
 def executable_of(t: harness.Tagd) -> str:
     return os.path.realpath(f"/proc/{t.proc.pid}/exe")
 
@@ -163,8 +168,8 @@ class IoBackendTest(TagdTestCase):
         marker = os.path.join(os.path.dirname(tagd), "sibling-ran")
         # A stand-in sibling that records how it was started.
         with open(os.path.join(os.path.dirname(tagd), "tagd-uring"), "w") as f:
-            f.write('#!/bin/sh\n{ echo "pid=$$"; echo "mark=$TAGD_TEST_MARK"; printf "arg=%s\\n" "$0" "$@"; } '
-                    f'> "{marker}"\nexit 0\n')
+            f.write('#!/bin/sh\n{ echo "pid=$$"; echo "mark=$TAGD_TEST_MARK"; echo "build=$TAGD_EXEC_BUILD"; '
+                    f'printf "arg=%s\\n" "$0" "$@"; }} > "{marker}"\nexit 0\n')
         os.chmod(os.path.join(os.path.dirname(tagd), "tagd-uring"), 0o755)
         env = dict(os.environ, TAGD_TEST_MARK="kept")
         env.pop("TAG_IO_URING", None)
@@ -184,8 +189,22 @@ class IoBackendTest(TagdTestCase):
             lines = f.read().splitlines()
         self.assertEqual(lines[0], f"pid={proc.pid}")
         self.assertEqual(lines[1], "mark=kept")
-        self.assertEqual([l.removeprefix("arg=") for l in lines[2:]],
+        self.assertEqual(lines[2], f"build={build_id(tagd)}")
+        self.assertEqual([l.removeprefix("arg=") for l in lines[3:]],
                          [os.path.join(os.path.dirname(tagd), "tagd-uring")] + args[1:])
+
+    def test_tagd_uring_refuses_a_tagd_of_another_build(self):
+        # A half-upgraded install: the tagd that execs tagd-uring names a different build.
+        self.require_io_uring()
+        self.assertEqual(build_id(TAGD), build_id(TAGD_URING))
+        args = [TAGD_URING] + self.daemon_args(TAGD)[1:]
+        p = subprocess.run(args, env=dict(os.environ, TAGD_EXEC_BUILD="0.0.0-other-Release"), capture_output=True,
+                           timeout=30)
+        out = (p.stdout + p.stderr).decode()
+        self.assertEqual(p.returncode, 2, out)
+        self.assertIn(f"tagd-uring is build {build_id(TAGD_URING)} but the tagd that started it is build "
+                      "0.0.0-other-Release", out)
+        self.assertIn("--io-uring off", out)
 
     def test_missing_sibling_is_a_start_up_error(self):
         self.require_io_uring()

@@ -44,9 +44,17 @@ std::string sibling_path(std::string_view self_exe, std::string_view name);
 // This process's executable, resolved; empty with `error` set when /proc says nothing.
 std::string self_executable(std::string& error);
 
+// The variable through which tagd tells the tagd-uring it execs which build it is.
+inline constexpr const char* kExecBuildVariable = "TAGD_EXEC_BUILD";
+
+// tagd-uring's side of that: empty when `passed` (the variable's value; null when
+// tagd-uring was started directly) is `own`, else the start-up error to report.
+std::string check_exec_build(const char* passed, std::string_view own);
+
 // Replaces this process by `path` with the same arguments (argv[0] becomes `path`) and
-// the same environment: the pid stays, so a supervisor (systemd's MAINPID, a test that
-// kills by pid) sees no change. Returns only on failure, with the reason.
-std::string exec_sibling(const std::string& path, char** argv);
+// the same environment plus kExecBuildVariable=`build_id`: the pid stays, so a supervisor
+// (systemd's MAINPID, a test that kills by pid) sees no change. Returns only on failure,
+// with the reason.
+std::string exec_sibling(const std::string& path, char** argv, const char* build_id);
 
 }  // namespace tagd
