@@ -26,16 +26,15 @@ bool is_unrepeatable_header(std::string_view name) {
 }
 
 Status check_repeated_headers(const HeaderList& headers) {
-  // Requests carry a few dozen headers at most: quadratic is cheaper than a set here.
-  for (std::size_t i = 0; i < headers.size(); ++i) {
-    const std::string& name = headers[i].first;
-    if (!is_unrepeatable_header(name)) continue;
-    for (std::size_t j = i + 1; j < headers.size(); ++j) {
-      if (iequals(headers[j].first, name)) {
-        return Status(ErrorCode::kInvalidArgument,
-                      "Header " + to_lower(name) + " appears more than once; it may be sent only once.");
-      }
-    }
+  // Only the unrepeatable names are compared, and NameList stays cheap however many
+  // headers fit in limits.max_header_bytes (thousands of tiny ones do).
+  NameList names;
+  for (const auto& h : headers) {
+    if (is_unrepeatable_header(h.first)) names.push_back(h.first);
+  }
+  if (auto repeated = names.repeated(true)) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "Header " + to_lower(*repeated) + " appears more than once; it may be sent only once.");
   }
   return Status::ok();
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <optional>
+#include <vector>
 
 namespace tagd::auth {
 namespace {
@@ -153,16 +154,12 @@ bool for_each_signed_header(std::string_view text, F&& f) {
 // form is lower-case whatever the client wrote, and a duplicate would make the canonical
 // header block ambiguous).
 bool valid_signed_headers(std::string_view text) {
-  std::size_t name_start = 0;
-  return for_each_signed_header(text, [&](std::string_view name) {
-    if (!is_token(name)) return false;
-    // Quadratic over a handful of names, no allocation: compared with every earlier one.
-    const std::string_view earlier_names = text.substr(0, name_start);
-    name_start += name.size() + 1;
-    if (earlier_names.empty()) return true;
-    return for_each_signed_header(earlier_names.substr(0, earlier_names.size() - 1),
-                                  [&](std::string_view earlier) { return !iequals(earlier, name); });
+  NameList names;
+  const bool tokens = for_each_signed_header(text, [&](std::string_view name) {
+    names.push_back(name);
+    return is_token(name);
   });
+  return tokens && !names.repeated(true);
 }
 
 // The names, lower-cased, as owned strings (the owning parsers' form).

@@ -21,8 +21,23 @@ namespace {
 
 // Names are compared without case and without lower-cased copies: only a refusal builds
 // strings (its message).
+bool iless(std::string_view a, std::string_view b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                      [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
+}
+
+// Runs before the access key is looked up, over as many headers and signed names as fit
+// in limits.max_header_bytes (thousands): past a handful, lookups go through sorted copies
+// instead of comparing every header with every name.
+constexpr std::size_t kLinearUpTo = 16;
+
 template <typename Names>
 Status check_unsigned(const HeaderList& headers, const Names& signed_headers, SignatureKind kind) {
+  std::vector<std::string_view> sorted_signed;
+  if (signed_headers.size() > kLinearUpTo) {
+    sorted_signed.assign(signed_headers.begin(), signed_headers.end());
+    std::sort(sorted_signed.begin(), sorted_signed.end(), iless);
+  }
   std::vector<std::string> unsigned_names;
   for (const auto& [raw_name, value] : headers) {
     if (!is_signature_required_header(raw_name)) continue;
@@ -42,18 +57,27 @@ Status check_unsigned(const HeaderList& headers, const Names& signed_headers, Si
       case SignatureKind::kSigV4Header:
         // (raw_name bound to a local first: clang 14, the fuzz build's compiler, cannot
         // capture a structured binding in a lambda.)
-        covered =
-            std::any_of(signed_headers.begin(), signed_headers.end(),
-                        [&, wanted = std::string_view(raw_name)](const auto& name) { return iequals(name, wanted); });
+        if (!sorted_signed.empty()) {
+          covered = std::binary_search(sorted_signed.begin(), sorted_signed.end(), std::string_view(raw_name), iless);
+        } else {
+          covered = std::any_of(
+              signed_headers.begin(), signed_headers.end(),
+              [&, wanted = std::string_view(raw_name)](const auto& name) { return iequals(name, wanted); });
+        }
         break;
     }
     if (covered) continue;
     std::string name = to_lower(raw_name);
-    if (std::find(unsigned_names.begin(), unsigned_names.end(), name) == unsigned_names.end()) {
+    if (unsigned_names.size() > kLinearUpTo ||
+        std::find(unsigned_names.begin(), unsigned_names.end(), name) == unsigned_names.end()) {
       unsigned_names.push_back(std::move(name));
     }
   }
   if (unsigned_names.empty()) return Status::ok();
+  if (unsigned_names.size() > kLinearUpTo) {  // deduplicated here instead (sorted, then)
+    std::sort(unsigned_names.begin(), unsigned_names.end());
+    unsigned_names.erase(std::unique(unsigned_names.begin(), unsigned_names.end()), unsigned_names.end());
+  }
   std::string message(kHeadersNotSignedMessage);
   message += ": ";
   for (std::size_t i = 0; i < unsigned_names.size(); ++i) {

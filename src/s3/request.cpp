@@ -48,14 +48,10 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
   auto query = parse_query(t.raw_query);
   if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
   t.query = std::move(*query);
-  // A repeated parameter is refused. A query has a handful of parameters: comparing each
-  // with the ones before it costs less than building a set (no allocation).
-  for (std::size_t i = 1; i < t.query.size(); ++i) {
-    for (std::size_t j = 0; j < i; ++j) {
-      if (t.query[i].first == t.query[j].first) {
-        return Status(ErrorCode::kInvalidArgument, "query parameter " + t.query[i].first + " is repeated");
-      }
-    }
+  // A repeated parameter is refused.
+  if (auto repeated = find_repeated_name(
+          t.query.size(), [&](std::size_t i) -> std::string_view { return t.query[i].first; }, false)) {
+    return Status(ErrorCode::kInvalidArgument, "query parameter " + std::string(*repeated) + " is repeated");
   }
   auto path = uri_decode(t.raw_path);
   if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");

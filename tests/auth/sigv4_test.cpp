@@ -763,6 +763,22 @@ TEST(SigV4AuthorizationTest, RejectsMalformedHeaders) {
   }
 }
 
+TEST(AuthorizationHeaderTest, ThousandsOfSignedHeaderNamesAreCheckedForRepeats) {
+  // Parsed before the key is looked up: a long list must neither pass a repeat nor cost a
+  // comparison per pair (find_repeated_name sorts past 16 names).
+  const std::string sig = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
+  const std::string cred = "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request";
+  std::string names = "host";
+  for (int i = 0; i < 5000; ++i) names += ";x-h" + std::to_string(i);
+  const auto ok = parse_authorization_header("AWS4-HMAC-SHA256 " + cred + ", SignedHeaders=" + names +
+                                             ", Signature=" + sig);
+  EXPECT_TRUE(ok.has_value());
+  const auto repeated = parse_authorization_header("AWS4-HMAC-SHA256 " + cred + ", SignedHeaders=" + names +
+                                                   ";X-H4321, Signature=" + sig);
+  ASSERT_FALSE(repeated.has_value());
+  EXPECT_EQ(repeated.error().code(), ErrorCode::kAuthorizationHeaderMalformed);
+}
+
 // ---------------------------------------------------------------------------------------
 // Presigned query parsing.
 

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+
 #include "tagd/auth/request_verifier.hpp"
 
 namespace tagd::auth {
@@ -66,6 +69,31 @@ TEST_F(UnsignedHeaders, PolicyCoversAmzAndTigrisPrefixesOnly) {
   EXPECT_FALSE(is_signature_required_header("content-type"));
   EXPECT_FALSE(is_signature_required_header("x-amzfoo"));
   EXPECT_FALSE(is_signature_required_header("range"));
+}
+
+TEST_F(UnsignedHeaders, ThousandsOfHeadersAndSignedNamesAreMatchedWithoutCase) {
+  // The sorted path (more than 16 signed names): covered in any case, the unsigned ones
+  // named once each however often they repeat.
+  HeaderList headers;
+  std::vector<std::string> sign = {"host"};
+  for (int i = 0; i < 2000; ++i) {
+    sign.push_back("x-amz-meta-s" + std::to_string(i));
+    headers.emplace_back("X-Amz-Meta-S" + std::to_string(i), "v");
+  }
+  EXPECT_TRUE(check_unsigned_headers(headers, sign, SignatureKind::kSigV4Header).is_ok());
+  for (int i = 0; i < 40; ++i) headers.emplace_back("x-amz-meta-u" + std::to_string(i % 20), "v");
+  const Status s = check_unsigned_headers(headers, sign, SignatureKind::kSigV4Header);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_EQ(s.code(), ErrorCode::kAccessDenied);
+  for (int i = 0; i < 20; ++i) {
+    const std::string name = "x-amz-meta-u" + std::to_string(i);
+    const auto at = s.message().find(name + ",");
+    const auto last = s.message().size() >= name.size() && s.message().ends_with(name);
+    EXPECT_TRUE(at != std::string::npos || last) << name;
+  }
+  EXPECT_EQ(s.message().find("x-amz-meta-s"), std::string::npos);
+  // Each unsigned name once: 20 names, 19 separators.
+  EXPECT_EQ(std::count(s.message().begin(), s.message().end(), ','), 19);
 }
 
 TEST_F(UnsignedHeaders, HeaderSignedRequestsPassWhenEverythingIsSigned) {

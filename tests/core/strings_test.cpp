@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include <cstdint>
 #include <optional>
 
@@ -36,6 +39,56 @@ TEST(ParseU64, DigitsOnlyNoOverflow) {
   EXPECT_EQ(parse_u64("99999999999999999999"), std::nullopt);
   EXPECT_EQ(parse_u64("184467440737095516150"), std::nullopt);  // 21 digits
   static_assert(parse_u64("42") == 42u);                        // usable at compile time
+}
+
+TEST(FindRepeatedName, FewNamesPairwiseManySortedWithCaseAsAsked) {
+  const std::vector<std::string> few = {"host", "x-amz-date", "Host"};
+  auto at = [&](const std::vector<std::string>& v) { return [&v](std::size_t i) { return std::string_view(v[i]); }; };
+  EXPECT_EQ(find_repeated_name(few.size(), at(few), true), std::string_view("Host"));
+  EXPECT_EQ(find_repeated_name(few.size(), at(few), false), std::nullopt);
+  EXPECT_EQ(find_repeated_name(0, at(few), true), std::nullopt);
+
+  std::vector<std::string> many;
+  for (int i = 0; i < 5000; ++i) many.push_back("n" + std::to_string(i));
+  EXPECT_EQ(find_repeated_name(many.size(), at(many), true), std::nullopt);
+  many.push_back("N4999");
+  EXPECT_EQ(find_repeated_name(many.size(), at(many), false), std::nullopt);
+  const auto found = find_repeated_name(many.size(), at(many), true);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(iequals(*found, "n4999"));
+}
+
+TEST(FindRepeatedName, ManyNamesAreReadOnceEachNotOncePerPair) {
+  // The cost bound that matters to an unauthenticated request with thousands of names:
+  // pairwise would read each name thousands of times.
+  std::vector<std::string> many;
+  for (int i = 0; i < 5000; ++i) many.push_back("n" + std::to_string(i));
+  std::size_t reads = 0;
+  (void)find_repeated_name(
+      many.size(),
+      [&](std::size_t i) {
+        ++reads;
+        return std::string_view(many[i]);
+      },
+      false);
+  EXPECT_EQ(reads, many.size());
+}
+
+TEST(NameList, KeepsOrderAcrossTheInlineLimit) {
+  NameList names;
+  std::vector<std::string> backing;
+  for (int i = 0; i < 40; ++i) backing.push_back("h" + std::to_string(i));
+  for (std::size_t i = 0; i < backing.size(); ++i) {
+    names.push_back(backing[i]);
+    ASSERT_EQ(names.size(), i + 1);
+    for (std::size_t j = 0; j <= i; ++j) ASSERT_EQ(names[j], backing[j]);
+  }
+  EXPECT_EQ(names.repeated(true), std::nullopt);
+  names.push_back("H7");
+  const auto found = names.repeated(true);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(iequals(*found, "h7"));
+  EXPECT_EQ(names.repeated(false), std::nullopt);
 }
 
 }  // namespace

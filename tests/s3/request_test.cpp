@@ -61,6 +61,20 @@ TEST(ResolveTargetTest, RejectsMalformedTargets) {
   EXPECT_FALSE(resolve_target("h", "/b/k?x=%2", "").has_value());
 }
 
+TEST(ResolveTargetTest, RefusesARepeatedParameterAmongThousands) {
+  // A 64 KiB target holds thousands of parameters, all parsed before any signature check.
+  std::string target = "/b/k?";
+  for (int i = 0; i < 5000; ++i) target += "p" + std::to_string(i) + "&";
+  EXPECT_TRUE(resolve_target("h", target + "last", "").has_value());
+  auto repeated = resolve_target("h", target + "p1234", "");
+  ASSERT_FALSE(repeated.has_value());
+  EXPECT_EQ(repeated.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(repeated.error().message().find("query parameter p1234 is repeated"), std::string::npos);
+  // Few parameters (the pairwise path): still refused, and names differing in case are not repeats.
+  EXPECT_FALSE(resolve_target("h", "/b/k?a=1&b=2&a=3", "").has_value());
+  EXPECT_TRUE(resolve_target("h", "/b/k?a=1&A=2", "").has_value());
+}
+
 TEST(UpstreamTargetTest, PathStyleSortedQueryWithoutPresignParameters) {
   Target t = resolve("b.localhost", "/dir/a%20b+c?X-Amz-Signature=abc&versionId=2&X-Amz-Date=1&acl");
   EXPECT_EQ(upstream_target(t), "/b/dir/a%20b%2Bc?acl=&versionId=2");

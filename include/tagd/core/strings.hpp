@@ -1,10 +1,14 @@
 #pragma once
 // ASCII string helpers for protocol text (header names, tokens). Locale-independent on
 // purpose: HTTP and SigV4 are defined over ASCII.
+#include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tagd {
 
@@ -23,6 +27,61 @@ inline std::string to_lower(std::string_view s) {
   for (char& c : out) c = ascii_lower(c);
   return out;
 }
+
+// The first of `n` names (`name_at(i)`, a string_view) that appears twice, ASCII case
+// ignored when `ignore_case`. A few names are compared pairwise (no allocation on the
+// common path); beyond that they are sorted, because a request can carry thousands of
+// names (a 64 KiB target, a SignedHeaders list) before any signature is checked, and a
+// pairwise comparison would let one anonymous request hold an event loop for a second.
+template <typename NameAt>
+std::optional<std::string_view> find_repeated_name(std::size_t n, NameAt&& name_at, bool ignore_case) {
+  constexpr std::size_t kPairwiseUpTo = 16;
+  auto same = [ignore_case](std::string_view a, std::string_view b) { return ignore_case ? iequals(a, b) : a == b; };
+  if (n <= kPairwiseUpTo) {
+    for (std::size_t i = 1; i < n; ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (same(name_at(i), name_at(j))) return std::string_view(name_at(i));
+      }
+    }
+    return std::nullopt;
+  }
+  std::vector<std::string_view> sorted;
+  sorted.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) sorted.push_back(name_at(i));
+  std::sort(sorted.begin(), sorted.end(), [ignore_case](std::string_view a, std::string_view b) {
+    if (!ignore_case) return a < b;
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                        [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
+  });
+  auto it = std::adjacent_find(sorted.begin(), sorted.end(), same);
+  if (it == sorted.end()) return std::nullopt;
+  return *it;
+}
+
+// Names collected for find_repeated_name: the first 16 on the stack (a request has a
+// handful), the rest in a vector, so the common case allocates nothing.
+class NameList {
+ public:
+  void push_back(std::string_view name) {
+    if (n_ < inline_.size()) {
+      inline_[n_] = name;
+    } else {
+      if (more_.empty()) more_.assign(inline_.begin(), inline_.end());
+      more_.push_back(name);
+    }
+    ++n_;
+  }
+  std::size_t size() const { return n_; }
+  std::string_view operator[](std::size_t i) const { return n_ <= inline_.size() ? inline_[i] : more_[i]; }
+  std::optional<std::string_view> repeated(bool ignore_case) const {
+    return find_repeated_name(n_, [this](std::size_t i) { return (*this)[i]; }, ignore_case);
+  }
+
+ private:
+  std::array<std::string_view, 16> inline_{};
+  std::vector<std::string_view> more_;
+  std::size_t n_ = 0;
+};
 
 // Strips spaces and horizontal tabs (HTTP's optional whitespace).
 constexpr std::string_view trim_ows(std::string_view s) noexcept {
