@@ -94,19 +94,26 @@ void serve_sockets_here(const tagd::IoUringProbe& probe, char** argv, bool epoll
   }
   if (choice.action == Action::kExecSibling) {
     std::string error;
-    std::string self = tagd::self_executable(error);
-    const std::string path = self.empty() ? std::string(kSibling) : tagd::sibling_path(self, kSibling);
-    if (!self.empty()) {
+    const std::string self = tagd::self_executable(error);
+    if (self.empty()) {
+      // Without /proc (a sandbox that hides it) there is no way to find the tagd-uring
+      // installed with this tagd, and PATH or argv[0] are not to be trusted for it: serve
+      // here on epoll, the same degraded mode as a refused io_uring.
+      choice = {Action::kServe, false,
+                "cannot find this executable to run tagd-uring beside it (" + error + ")"};
+    } else {
+      const std::string path = tagd::sibling_path(self, kSibling);
       spdlog::info("I/O backend: io_uring is usable ({}); running {} for sockets on io_uring (same pid)", choice.why,
                    path);
       // Whatever is logged so far must reach the log before the process image goes.
       spdlog::default_logger()->flush();
       std::fflush(nullptr);
       error = tagd::exec_sibling(path, argv, TAGD_BUILD_ID);
+      throw tagd::config::ConfigError("sockets on io_uring need " + path + ", which cannot be run (" + error +
+                                      "): install it next to tagd (both are built and installed together), or "
+                                      "set io_uring=off (--io-uring off, TAG_IO_URING=off) to serve on the epoll "
+                                      "reactor");
     }
-    throw tagd::config::ConfigError("sockets on io_uring need " + path + ", which cannot be run (" + error +
-                                    "): install it next to tagd (both are built and installed together), or set "
-                                    "io_uring=off (--io-uring off, TAG_IO_URING=off) to serve on the epoll reactor");
   }
   auto& m = tagd::metrics();
   m.io_uring_sockets.set(choice.io_uring ? 1 : 0);
@@ -143,7 +150,12 @@ int main(int argc, char** argv) {
     }
   }
   tagd::config::Config config;
+  std::vector<char*> exec_argv;  // argv as tagd-uring gets it: args, with a once-only config file replaced
   try {
+    tagd::config::make_config_file_rereadable(args);
+    exec_argv.push_back(argv[0]);
+    for (auto& a : args) exec_argv.push_back(a.data());
+    exec_argv.push_back(nullptr);
     config = tagd::config::load(args, tagd::config::process_environment());
     tagd::logging::setup(config.log_level, config.log_format);
   } catch (const std::exception& e) {
@@ -158,7 +170,7 @@ int main(int argc, char** argv) {
 
     auto probe = tagd::probe_io_uring(config.io_uring == "off");
     tagd::metrics().io_uring_enabled.set(probe.available ? 1 : 0);
-    serve_sockets_here(probe, argv, config.io_uring == "disk");
+    serve_sockets_here(probe, exec_argv.data(), config.io_uring == "disk");
 
     std::shared_ptr<const tagd::auth::CredentialStore> credentials;
     try {

@@ -1,6 +1,12 @@
 #include "tagd/config/config.hpp"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -434,6 +440,54 @@ Environment process_environment() {
     }
   }
   return env;
+}
+
+void make_config_file_rereadable(std::vector<std::string>& args) {
+  // Where the file is named: the last --config wins, as in load(); else TAG_CONFIG_FILE.
+  std::optional<std::size_t> arg_index;  // the element holding the name
+  bool inline_form = false;               // "--config=path"
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      arg_index = ++i;
+      inline_form = false;
+    } else if (args[i].rfind("--config=", 0) == 0) {
+      arg_index = i;
+      inline_form = true;
+    }
+  }
+  std::string path;
+  if (arg_index) {
+    path = inline_form ? args[*arg_index].substr(9) : args[*arg_index];
+  } else if (const char* env = std::getenv("TAG_CONFIG_FILE"); env != nullptr) {
+    path = env;
+  }
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return;
+  if (::access("/proc/self/fd", F_OK) != 0) return;  // nothing could name the copy; no exec happens either
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("config file " + path + ": cannot be opened");
+  constexpr std::size_t kMaxConfigBytes = 4 << 20;
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes) throw ConfigError("config file " + path + ": larger than 4 MiB");
+  }
+  // Not close-on-exec: the fd is the file tagd-uring reads.
+  const int fd = ::memfd_create("tagd-config", 0);
+  if (fd < 0) throw ConfigError("config file " + path + ": memfd_create: " + std::strerror(errno));
+  for (std::size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw ConfigError("config file " + path + ": copying it: " + std::strerror(errno));
+    done += static_cast<std::size_t>(n);
+  }
+  const std::string copy = "/proc/self/fd/" + std::to_string(fd);
+  if (arg_index) {
+    args[*arg_index] = inline_form ? "--config=" + copy : copy;
+  } else {
+    ::setenv("TAG_CONFIG_FILE", copy.c_str(), 1);
+  }
 }
 
 Config load(const std::vector<std::string>& args, const Environment& env) {

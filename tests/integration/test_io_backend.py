@@ -13,12 +13,14 @@ tagd under a seccomp filter that fails the io_uring system calls with EPERM, as 
 default profile does.
 """
 import ctypes
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 import harness
@@ -205,6 +207,55 @@ class IoBackendTest(TagdTestCase):
         self.assertIn(f"tagd-uring is build {build_id(TAGD_URING)} but the tagd that started it is build "
                       "0.0.0-other-Release", out)
         self.assertIn("--io-uring off", out)
+
+    def test_a_config_file_readable_once_reaches_tagd_uring(self):
+        # `--config <(...)`, /dev/stdin or a FIFO keep secrets off disk, and can be read
+        # once: tagd reads its configuration before the exec and tagd-uring again after it.
+        self.require_io_uring()
+        fifo = os.path.join(tempfile.mkdtemp(prefix="fifo-", dir=self.workdir), "config.json")
+        os.mkfifo(fifo)
+        doc = json.dumps({"cache": {"disabled": True}}).encode()
+
+        def feed():  # one writer, once: a second open for reading would wait forever
+            with open(fifo, "wb") as f:
+                f.write(doc)
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        t = self.start_test_tagd(["--io-uring", "auto", "--config", fifo])
+        writer.join(timeout=30)
+        self.assertEqual(executable_of(t), os.path.realpath(TAGD_URING))
+        t.wait_for_log(r"I/O backend: sockets and cache reads on io_uring")
+        # The file's setting is in force in tagd-uring: the cache is off.
+        key = "fifo-config"
+        t.client().put_object(Bucket=self.bucket, Key=key, Body=b"x" * 1000)
+        for _ in range(2):
+            r = t.client().get_object(Bucket=self.bucket, Key=key)
+            self.assertEqual(r["Body"].read(), b"x" * 1000)
+        m = t.metrics()
+        self.assertEqual(m['tagd_cache_requests_total{result="disabled"}'], 2)
+        self.assertEqual(m['tagd_cache_requests_total{result="hit"}'], 0)
+        self.assertEqual(t.stop(), 0)
+
+    def test_without_proc_tagd_serves_on_epoll(self):
+        # A sandbox that hides /proc: tagd cannot find the tagd-uring installed beside it
+        # (and PATH or argv[0] are not trusted for that), so it serves on epoll itself.
+        self.require_io_uring()
+        probe = subprocess.run(["unshare", "-Urm", "--", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /proc"],
+                               capture_output=True, timeout=30) if shutil.which("unshare") else None
+        if probe is None or probe.returncode != 0:
+            self.skipTest("no unprivileged mount namespaces here (unshare -Urm + mount tmpfs over /proc refused)")
+        t = harness.Tagd(self.workdir, self.moto.endpoint, (self.moto.access_key, self.moto.secret_key),
+                         extra_args=["--io-uring", "auto"], name="noproc")
+        t.args = ["unshare", "-Urm", "--", "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs /proc && exec "$@"',
+                  "sh"] + t.args
+        self.addCleanup(t.stop)
+        t.start()
+        line = t.wait_for_log(r"I/O backend: sockets on the epoll reactor \(cannot find this executable to run "
+                              r"tagd-uring beside it \(readlink /proc/self/exe")
+        self.assert_warn(line)
+        self.assertEqual(t.metrics()["tagd_io_uring_sockets"], 0)
+        self.assert_serves(t, "noproc")
+        self.assertEqual(t.stop(), 0)
 
     def test_missing_sibling_is_a_start_up_error(self):
         self.require_io_uring()

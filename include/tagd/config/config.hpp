@@ -113,6 +113,13 @@ Environment process_environment();
 // Throws ConfigError. `--help` is handled by the caller via help_text().
 Config load(const std::vector<std::string>& args, const Environment& env);
 
+// A config file that can be read only once (`--config <(...)`, /dev/stdin, a FIFO: ways
+// to keep secrets off disk) is copied into an anonymous memory file, and `args` (or
+// TAG_CONFIG_FILE) rewritten to name it as /proc/self/fd/N, kept open across exec: tagd
+// reads its configuration again after exec'ing tagd-uring, and a pipe would by then be
+// empty. A regular file, or a system without /proc, is left as it is. Throws ConfigError.
+void make_config_file_rereadable(std::vector<std::string>& args);
+
 std::string help_text();
 
 // What --help says about one setting: its file key, environment variable ("" = none),
