@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "http_get.hpp"
+#include "tagd/cli/http_get.hpp"
 
 namespace tagd::cli {
 

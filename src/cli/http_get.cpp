@@ -1,4 +1,4 @@
-#include "http_get.hpp"
+#include "tagd/cli/http_get.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -20,8 +20,25 @@ namespace bhttp = beast::http;
 using asio::ip::tcp;
 
 Result<Endpoint> parse_endpoint(std::string_view text) {
-  if (text.starts_with("http://")) text.remove_prefix(7);
+  if (text.starts_with("https://")) {
+    // Said plainly, rather than failing to resolve "https" as a host name.
+    return Status(ErrorCode::kInvalidArgument,
+                  "endpoint '" + std::string(text) +
+                      "': the tagd subcommands speak plain HTTP only; on a node whose tagd listens with TLS "
+                      "they cannot reach it yet (docs/deploy.md)");
+  }
+  std::string_view default_port;
+  if (text.starts_with("http://")) {
+    text.remove_prefix(7);
+    default_port = "80";  // a URL without a port, as AWS_ENDPOINT_URL may be written
+  }
   while (text.ends_with("/")) text.remove_suffix(1);
+  if (!default_port.empty() && !text.starts_with("[") && text.find(':') == std::string_view::npos && !text.empty()) {
+    return Endpoint{std::string(text), std::string(default_port)};
+  }
+  if (!default_port.empty() && text.starts_with("[") && text.ends_with("]")) {
+    return Endpoint{std::string(text.substr(1, text.size() - 2)), std::string(default_port)};
+  }
   Endpoint out;
   std::string_view port;
   if (text.starts_with("[")) {

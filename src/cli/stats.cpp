@@ -3,13 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
 
-#include "http_get.hpp"
+#include "tagd/cli/http_get.hpp"
 
 namespace tagd::cli {
 
@@ -305,6 +306,10 @@ Result<std::string> stats_report(std::string_view metrics_text, bool json) {
 
 int stats_main(const std::vector<std::string>& args) {
   CommonFlags flags;
+  // As `tagd warm` and `tagd unpin`: the endpoint a user's shell already points its S3
+  // clients at. (`tagd healthcheck` keeps TAG_HTTP_PORT: it runs beside the daemon, whose
+  // environment may name another endpoint.)
+  if (const char* url = std::getenv("AWS_ENDPOINT_URL"); url != nullptr && *url != '\0') flags.endpoint = url;
   bool json = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string error;

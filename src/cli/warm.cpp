@@ -17,7 +17,7 @@
 #include <optional>
 #include <thread>
 
-#include "http_get.hpp"
+#include "tagd/cli/http_get.hpp"
 #include "tagd/auth/hashing.hpp"
 #include "tagd/core/uri.hpp"
 #include "tagd/upstream/signer.hpp"

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tagd/cli/healthcheck.hpp"
+#include "tagd/cli/http_get.hpp"
 #include "tagd/core/cache_outcome.hpp"
 #include "tagd/core/metrics.hpp"
 
@@ -144,6 +145,29 @@ class CannedServer {
   std::vector<std::string> targets_;
   std::thread thread_;
 };
+
+TEST(Endpoint, AcceptsWhatAwsEndpointUrlHolds) {
+  auto plain = parse_endpoint("127.0.0.1:8080");
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(plain->host, "127.0.0.1");
+  EXPECT_EQ(plain->port, "8080");
+  auto url = parse_endpoint("http://localhost:9000/");
+  ASSERT_TRUE(url.has_value());
+  EXPECT_EQ(url->host, "localhost");
+  EXPECT_EQ(url->port, "9000");
+  auto no_port = parse_endpoint("http://tagd.internal");  // a URL: its scheme's port
+  ASSERT_TRUE(no_port.has_value());
+  EXPECT_EQ(no_port->host, "tagd.internal");
+  EXPECT_EQ(no_port->port, "80");
+  auto v6 = parse_endpoint("http://[::1]");
+  ASSERT_TRUE(v6.has_value());
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, "80");
+  EXPECT_FALSE(parse_endpoint("localhost").has_value());  // not a URL: the port is required
+  auto tls = parse_endpoint("https://tagd.internal:8080");
+  ASSERT_FALSE(tls.has_value());
+  EXPECT_NE(tls.error().message().find("plain HTTP only"), std::string::npos) << tls.error().message();
+}
 
 TEST(StatsMain, ReadsMetricsFromTheEndpoint) {
   const std::string endpoint = [] {

@@ -1,5 +1,5 @@
 #pragma once
-// Internal to the cli module: one plain-HTTP GET to a local daemon, bounded in time.
+// Used by the cli module (and its tests): one plain-HTTP GET to a local daemon, bounded in time.
 #include <chrono>
 #include <string>
 #include <string_view>
