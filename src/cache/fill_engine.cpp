@@ -32,12 +32,10 @@ std::uint64_t last_block(const ObjectMeta& meta) {
 }
 
 namespace {
-// Per-read transfer unit of a fill.
+// Most a fill takes from the upstream per read. A read returns what has arrived (the
+// upstream client's reads do not wait for a full span), so readers see bytes as they cross
+// the WAN, in pieces as large as the socket had buffered.
 constexpr std::size_t kPiece = 64 * 1024;
-// The first read of a fill's body is smaller: an upstream body read returns when its
-// buffer is full, and a reader waiting for the object's first bytes (its response head
-// goes out with them) should not wait for 64 KiB to cross the WAN.
-constexpr std::size_t kFirstPiece = 16 * 1024;
 
 std::int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -182,10 +180,8 @@ asio::awaitable<void> pump(std::shared_ptr<FillEngine::Run> run) {
   std::size_t index = 0;
   std::size_t filled = 0;
   bool ok = true;
-  std::size_t want = kFirstPiece;
   while (index < run->blocks.size()) {
-    auto got = co_await run->body->read(std::span<char>(piece.get(), want));
-    want = kPiece;
+    auto got = co_await run->body->read(std::span<char>(piece.get(), kPiece));
     if (!got) {
       spdlog::warn("cache fill of key {:016x} blocks {}+{} broke after block {}: {}", run->key_hash, run->first_block,
                    run->blocks.size(), run->first_block + index, got.error().message());

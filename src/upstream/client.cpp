@@ -84,6 +84,8 @@ class PooledResponse final : public Response {
         head_request_(head_request),
         reusable_(reusable),
         timeout_(timeout) {
+    // Each read parses every chunk the buffer holds, not one chunk per read.
+    parser_->eager(true);
     // Nothing follows a bodyless answer (or a Content-Length: 0 one): the connection can
     // serve the next exchange right away.
     if (parser_->is_done()) release();
@@ -116,14 +118,19 @@ class PooledResponse final : public Response {
     auto& body = parser_->get().body();
     std::size_t got = 0;
     error_code ec;
-    // A read can end without body bytes (a chunk header, the last chunk): bounded by the
-    // parser's progress, since every completed read consumed input.
+    // One socket read per step (async_read_some), not "until the span is full"
+    // (async_read): a fill hands bytes to its readers as they cross the WAN instead of
+    // holding back a span's worth (store and forward). Whatever the socket holds is taken
+    // in one step, so a fast upstream still gives large pieces. A step can end without
+    // body bytes (a chunk header, the last chunk): bounded by the parser's progress, since
+    // every completed step consumed input. The timeout bounds each step: a body that
+    // stops arriving for that long fails, however much of the span it filled.
     while (got == 0 && !ec && !parser_->is_done()) {
       body.data = out.data();
       body.size = out.size();
       conn_->tcp().expires_after(timeout_);
       std::tie(ec, std::ignore) =
-          co_await conn_->visit([&](auto& s) { return http::async_read(s, conn_->buffer(), *parser_, kTuple); });
+          co_await conn_->visit([&](auto& s) { return http::async_read_some(s, conn_->buffer(), *parser_, kTuple); });
       if (ec == http::error::need_buffer) ec = {};
       got = out.size() - body.size;
     }

@@ -23,7 +23,8 @@
 // request answered with that status), `reset_after_bytes` (read() fails with kBadGateway
 // after that many body bytes), `truncate_after_bytes` (the body ends cleanly too early),
 // `read_delay` (each read waits on a steady_timer), `whole_reads` (a read returns only
-// with the caller's buffer full, as the upstream client's), and the gate (reads wait until
+// with the caller's buffer full, as the upstream client's did before it streamed; kept for
+// callers that must not rely on short reads), and the gate (reads wait until
 // the test opens it or allows some reads through). Fault settings are captured per answer
 // when its head is produced.
 //

@@ -35,11 +35,12 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // ---- The scripted loopback upstream ----------------------------------------------------
 
-enum class Then { kKeepOpen, kClose, kReset };
+enum class Then { kKeepOpen, kClose, kReset, kHold };
 
 // What the server does with the next request it reads (in arrival order, whatever the
 // connection): write `bytes` (raw, may be empty), then keep the connection, close it
-// (FIN) or reset it (RST).
+// (FIN), reset it (RST) or hand it to the test (ServerState::held), which writes the rest
+// of the answer when it chooses.
 struct Act {
   std::string bytes;
   Then then = Then::kKeepOpen;
@@ -57,6 +58,7 @@ struct ServerState {
   std::vector<Seen> seen;                // every request read whole
   std::vector<error_code> read_errors;   // why a connection's next request could not be read
   int connections = 0;
+  std::vector<std::shared_ptr<tcp::socket>> held;  // Then::kHold connections, oldest first
 };
 
 asio::awaitable<void> serve_connection(std::shared_ptr<ServerState> st, tcp::socket sock) {
@@ -84,6 +86,10 @@ asio::awaitable<void> serve_connection(std::shared_ptr<ServerState> st, tcp::soc
     if (act.then == Then::kReset) {
       sock.set_option(asio::socket_base::linger(true, 0), ignored);
       sock.close(ignored);
+      co_return;
+    }
+    if (act.then == Then::kHold) {
+      st->held.push_back(std::make_shared<tcp::socket>(std::move(sock)));
       co_return;
     }
   }
@@ -482,6 +488,69 @@ TEST_F(ClientTest, ContentLengthBodyIsReadThroughRead) {
   ASSERT_TRUE(body.has_value());
   EXPECT_TRUE(*body == payload);
   EXPECT_EQ(pool->idle_count(), 1u);
+}
+
+TEST_F(ClientTest, BodyBytesAreHandedOverAsTheyArriveNotWhenTheSpanIsFull) {
+  // The upstream sends half the body, then nothing until the test says so: a read into a
+  // span larger than what arrived returns those bytes at once (a fill passes them on to its
+  // readers), it does not wait for the span to fill nor fail when the rest comes later.
+  ClientOptions options = fast(0);
+  options.timeout = milliseconds(2000);
+  make_client(options);
+  const std::size_t kHalf = 48 * 1024;
+  std::string payload(2 * kHalf, '\0');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i % 19);
+  act("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(payload.size()) + "\r\n\r\n" + payload.substr(0, kHalf),
+      Then::kHold);
+  auto response = exchange(get());
+  ASSERT_TRUE(response.has_value());
+  ASSERT_EQ(server->held.size(), 1u);
+
+  const auto before = Counts::now();
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<char> span(1 << 20);
+  std::string got;
+  while (got.size() < kHalf) {
+    auto n = run((*response)->read(span));
+    ASSERT_TRUE(n.has_value()) << n.error().message();
+    ASSERT_GT(*n, 0u);
+    got.append(span.data(), *n);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(1000)) << "waited for more than had arrived";
+  EXPECT_TRUE(got == payload.substr(0, kHalf));
+  EXPECT_EQ(pool->idle_count(), 0u);
+
+  // The rest arrives: the same response goes on to the end, and the connection is reused.
+  auto rest = std::make_shared<std::string>(payload.substr(kHalf));
+  asio::co_spawn(io, [sock = server->held[0], rest]() -> asio::awaitable<void> {
+    co_await asio::async_write(*sock, asio::buffer(*rest), kTuple);
+  }, asio::detached);
+  auto tail = body_of(**response, span.size());
+  ASSERT_TRUE(tail.has_value()) << tail.error().message();
+  EXPECT_TRUE(got + *tail == payload);
+  EXPECT_EQ(pool->idle_count(), 1u);
+  EXPECT_EQ(Counts::now().since(before).truncated, 0u);
+}
+
+TEST_F(ClientTest, AStalledBodyTimesOutAfterTheBytesThatArrived) {
+  // Handing bytes over early does not weaken the timeout: a body that stops arriving fails
+  // with kGatewayTimeout (counted as truncated), after the bytes that came.
+  ClientOptions options = fast(0);
+  options.timeout = milliseconds(100);
+  make_client(options);
+  act("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234", Then::kHold);
+  auto response = exchange(get());
+  ASSERT_TRUE(response.has_value());
+  const auto before = Counts::now();
+  std::vector<char> span(1000);
+  auto first = run((*response)->read(span));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(std::string(span.data(), *first), "01234");
+  auto second = run((*response)->read(span));
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code(), ErrorCode::kGatewayTimeout) << second.error().message();
+  EXPECT_EQ(Counts::now().since(before).truncated, 1u);
+  EXPECT_EQ(pool->idle_count(), 0u);
 }
 
 TEST_F(ClientTest, ChunkedBodyIsReadThroughRead) {
