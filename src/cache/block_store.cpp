@@ -290,12 +290,13 @@ void BlockStore::unpin(const BlockIdentity& id, bool only_unarmed) {
   release_unpinned_locked(it);
 }
 
-void BlockStore::note_read(const BlockIdentity& id) {
-  if (!has_until_read_pins()) return;
+bool BlockStore::note_read(const BlockIdentity& id) {
+  if (!has_until_read_pins()) return false;
   std::lock_guard lock(mu_);
   auto it = pinned_.find(key_of(id));
-  if (it == pinned_.end() || it->second.mode != PinMode::kUntilRead) return;
+  if (it == pinned_.end() || it->second.mode != PinMode::kUntilRead) return false;
   release_unpinned_locked(it);
+  return true;
 }
 
 void BlockStore::unpin_unconfirmed(std::uint64_t key_hash) {

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <charconv>
 #include <ctime>
+#include <cstring>
 #include <span>
 
 namespace tagd::cache {
@@ -415,6 +416,108 @@ bool return_checksums(const ChecksumContext& c) {
   // one part (a multipart ETag ends in "-<parts>").
   const bool whole = c.size > 0 && c.range.first == 0 && c.range.last + 1 == c.size;
   return whole && unquote(c.etag).find('-') == std::string_view::npos;
+}
+
+}  // namespace tagd::cache
+
+namespace tagd::cache {
+namespace {
+
+// Fields a hit's head gets from elsewhere (the read path, the writer) or drops: a cached
+// header of one of these names would make the prepared head differ from the one built
+// field by field, so such a head is not prepared.
+bool reserved_for_the_answer(std::string_view name) {
+  static constexpr std::string_view kReserved[] = {
+      "accept-ranges", "content-range", "content-length",   "x-cache", "server",  "x-amz-request-id",  "warning",
+      "connection",    "keep-alive",    "proxy-connection", "te",      "trailer", "transfer-encoding", "upgrade"};
+  for (auto r : kReserved) {
+    if (iequals(name, r)) return true;
+  }
+  return false;
+}
+
+// What Beast's set() keeps of a value (it trims spaces and tabs), and what it refuses.
+bool writable_verbatim(std::string_view name, std::string_view value) {
+  constexpr std::size_t kBeastLimit = 65535 - 2;  // name and value lengths are uint16 offsets
+  if (name.empty() || name.size() > kBeastLimit || value.size() > kBeastLimit) return false;
+  return name.find_first_of("\r\n:") == std::string_view::npos && value.find_first_of("\r\n") == std::string_view::npos;
+}
+
+// Beast's set(): every earlier field of the same name (any case) goes, the new one is last.
+void set_field(std::vector<std::pair<std::string_view, std::string_view>>& fields, std::string_view name,
+               std::string_view value) {
+  std::erase_if(fields, [&](const auto& f) { return iequals(f.first, name); });
+  fields.emplace_back(name, trim_ows(value));
+}
+
+void serialise(const std::vector<std::pair<std::string_view, std::string_view>>& fields, std::string& out) {
+  std::size_t n = 0;
+  for (const auto& [name, value] : fields) n += name.size() + value.size() + 4;
+  out.reserve(n);
+  for (const auto& [name, value] : fields) {
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+  }
+}
+
+}  // namespace
+
+PreparedHead prepare_head(const ObjectMeta& meta) {
+  PreparedHead out;
+  std::vector<std::pair<std::string_view, std::string_view>> fields;
+  fields.reserve(meta.headers.size() + 2);
+  // The order ReadPath::answer sets them in: ETag, Last-Modified, the replayed headers.
+  set_field(fields, "ETag", meta.etag);
+  if (!meta.last_modified.empty()) set_field(fields, "Last-Modified", meta.last_modified);
+  for (const auto& [name, value] : meta.headers) {
+    if (reserved_for_the_answer(name) || !writable_verbatim(name, value)) out.usable = false;
+    set_field(fields, name, value);
+  }
+  std::vector<std::pair<std::string_view, std::string_view>> checksums;
+  for (const auto& [name, value] : meta.checksums) {
+    if (reserved_for_the_answer(name) || !writable_verbatim(name, value)) out.usable = false;
+    // Set after the fields: one of the same name would be replaced, not kept in place.
+    for (const auto& f : fields) {
+      if (iequals(f.first, name)) out.usable = false;
+    }
+    set_field(checksums, name, value);
+  }
+  if (!writable_verbatim("ETag", meta.etag) || !writable_verbatim("Last-Modified", meta.last_modified)) {
+    out.usable = false;
+  }
+  serialise(fields, out.fields);
+  serialise(checksums, out.checksums);
+  return out;
+}
+
+PreparedAnswer PreparedAnswer::make(std::shared_ptr<const PreparedHead> head, bool checksums, bool partial,
+                                    ByteRange range, std::uint64_t size) {
+  PreparedAnswer a;
+  a.status = partial ? 206 : 200;
+  a.head = std::move(head);
+  a.checksums = checksums;
+  char* p = a.own.data();
+  char* const end = p + a.own.size();
+  auto put = [&](std::string_view text) {
+    std::memcpy(p, text.data(), text.size());
+    p += text.size();
+  };
+  auto number = [&](std::uint64_t v) { p = std::to_chars(p, end, v).ptr; };
+  // 22 + 21 + 3 * 20 + 4 bytes at most: own has room for all of it.
+  put("Accept-Ranges: bytes\r\n");
+  if (partial) {
+    put("Content-Range: bytes ");
+    number(range.first);
+    put("-");
+    number(range.last);
+    put("/");
+    number(size);
+    put("\r\n");
+  }
+  a.own_size = static_cast<std::size_t>(p - a.own.data());
+  return a;
 }
 
 }  // namespace tagd::cache

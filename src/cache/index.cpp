@@ -52,7 +52,7 @@ std::string encode_pin(const PinRecord& p) {
   std::string v;
   put_u64(v, p.size);
   for (int i = 3; i >= 0; --i) v.push_back(static_cast<char>((p.block_size >> (8 * i)) & 0xFF));
-  v.push_back('\0');
+  v.push_back(static_cast<char>(p.flags));
   v += p.etag;
   return v;
 }
@@ -67,8 +67,9 @@ std::optional<std::pair<ObjectKey, PinRecord>> decode_pin(std::string_view k, st
   PinRecord p;
   p.size = get_u64(v, 0);
   for (int i = 0; i < 4; ++i) p.block_size = (p.block_size << 8) | static_cast<unsigned char>(v[8 + i]);
+  p.flags = static_cast<std::uint8_t>(v[12]);
   p.etag = std::string(v.substr(13));
-  if (p.block_size == 0) return std::nullopt;
+  if (p.block_size == 0 && (p.flags & kPinPrefixRecord) == 0) return std::nullopt;
   return std::make_pair(std::move(key), std::move(p));
 }
 

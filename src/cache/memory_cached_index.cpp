@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "tagd/cache/block_format.hpp"
+#include "tagd/cache/http_semantics.hpp"
 #include "tagd/cache/index.hpp"
 #include "tagd/cache/memory_tier.hpp"
 
@@ -93,7 +94,7 @@ class MemoryCachedIndex final : public CacheIndex {
   }
 
   Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) override {
-    const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
+    const std::string& prefix = lookup_prefix(key);
     Shard& shard = shard_for(prefix);
     std::uint64_t erases = 0;
     {
@@ -107,17 +108,19 @@ class MemoryCachedIndex final : public CacheIndex {
     }
     auto found = durable_->get_object(key);
     if (!found || !found->has_value()) return found;
+    ObjectMeta installed = with_prepared_head(**found);
     std::lock_guard lock(shard.mu);
-    if (shard.erases == erases) install_locked(shard, prefix, key.variant, **found);
-    return found;
+    if (shard.erases == erases) install_locked(shard, prefix, key.variant, installed);
+    return std::optional<ObjectMeta>(std::move(installed));
   }
 
   Status put_object(const ObjectKey& key, const ObjectMeta& meta) override {
     const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
     Shard& shard = shard_for(prefix);
+    ObjectMeta installed = with_prepared_head(meta);  // outside the lock
     std::lock_guard lock(shard.mu);
     if (Status s = durable_->put_object(key, meta); !s) return s;
-    install_locked(shard, prefix, key.variant, meta);
+    install_locked(shard, prefix, key.variant, std::move(installed));
     return Status::ok();
   }
 
@@ -201,22 +204,44 @@ class MemoryCachedIndex final : public CacheIndex {
   };
 
   Shard& shard_for(const std::string& k) { return shards_[hash_bytes(k) % kShards]; }
+
+  // ObjectKey::variants_prefix(key.bucket, key.key) ("o" bucket \0 key \0, index.hpp) in
+  // this thread's reused buffer: a hit builds no key string (it used to build two). Valid
+  // until the thread's next lookup; get_object makes no other lookup meanwhile.
+  static const std::string& lookup_prefix(const ObjectKey& key) {
+    thread_local std::string buffer;
+    buffer.clear();
+    buffer.push_back('o');
+    buffer.append(key.bucket);
+    buffer.push_back('\0');
+    buffer.append(key.key);
+    buffer.push_back('\0');
+    return buffer;
+  }
   Shard& shard_for(const BlockKey& k) { return shards_[BlockKeyHash()(k) % kShards]; }
 
-  static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant,
-                             const ObjectMeta& meta) {
+  // A hit's response head is prepared here, once per installed version: a new version (an
+  // overwrite's fill, a revalidation, learnt checksums) is installed by put_object with a
+  // head of its own, and an erase drops the head with the metadata.
+  static ObjectMeta with_prepared_head(const ObjectMeta& meta) {
+    ObjectMeta out = meta;
+    out.prepared = std::make_shared<const PreparedHead>(prepare_head(meta));
+    return out;
+  }
+
+  static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant, ObjectMeta meta) {
     Variants* variants = shard.objects->find(prefix);
     if (variants == nullptr) {
-      shard.objects->put(prefix, Variants{{variant, meta}});
+      shard.objects->put(prefix, Variants{{variant, std::move(meta)}});
       return;
     }
     for (auto& [v, m] : *variants) {
       if (v == variant) {
-        m = meta;
+        m = std::move(meta);
         return;
       }
     }
-    variants->emplace_back(variant, meta);
+    variants->emplace_back(variant, std::move(meta));
   }
 
   std::unique_ptr<CacheIndex> durable_;

@@ -82,6 +82,20 @@ std::size_t InflightBlock::read(std::size_t offset, std::byte* out, std::size_t 
   return n;
 }
 
+bool InflightBlock::wait_for_finish(boost::asio::any_io_executor executor,
+                                    std::shared_ptr<boost::asio::steady_timer> timer) {
+  std::lock_guard lock(mu_);
+  if (finished_) return false;
+  waiters_.emplace_back(std::move(executor), std::move(timer));
+  return true;
+}
+
+void InflightBlock::mark_finished() {
+  std::lock_guard lock(mu_);
+  finished_ = true;
+  notify_locked();
+}
+
 bool InflightBlock::wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
                                       std::shared_ptr<boost::asio::steady_timer> timer) {
   std::lock_guard lock(mu_);
@@ -223,20 +237,28 @@ bool ObjectCache::publish(const ObjectKey& key, const ObjectMeta& meta, std::uin
     spdlog::warn("cache index write failed: {}", s.message());
     return false;
   }
+  // Under mu_, so an invalidation releases the pin after this (or refused the publish).
+  if (pinned_prefix_count_.load(std::memory_order_relaxed) > 0) pin_if_under_prefix(key, meta);
   return true;
 }
 
 void ObjectCache::invalidate(const std::string& bucket, const std::string& key) {
-  // A write through tagd replaces a pinned object: its pin goes with the old bytes (the
-  // new version is not pinned until warmed with --pin again; docs/warm.md).
-  if (pinned_objects_.load(std::memory_order_relaxed) > 0) release_pins_of(bucket, key);
-  std::lock_guard lock(mu_);
-  invalidated_at_[epoch_slot(bucket, key)] = ++epoch_;
-  // Every variant: a DELETE ?versionId= removes a version, a PUT to a versioning-suspended
-  // bucket replaces the "null" version, and a snapshot read is conservatively refetched.
-  if (Status s = index_->erase_object_variants(bucket, key); !s) {
-    spdlog::warn("cache index erase failed: {}", s.message());
+  std::vector<std::pair<std::uint64_t, PinRecord>> unpinned;
+  {
+    std::lock_guard lock(mu_);
+    invalidated_at_[epoch_slot(bucket, key)] = ++epoch_;
+    // Every variant: a DELETE ?versionId= removes a version, a PUT to a versioning-suspended
+    // bucket replaces the "null" version, and a snapshot read is conservatively refetched.
+    if (Status s = index_->erase_object_variants(bucket, key); !s) {
+      spdlog::warn("cache index erase failed: {}", s.message());
+    }
+    // A write through tagd replaces a pinned object: its pin goes with the old bytes (the
+    // new version is pinned again when filled under a pinned prefix, else not until warmed
+    // with --pin again; docs/warm.md). Under mu_ with the epoch: a publish came either
+    // before (its pin goes here) or after (its new pin is not taken for the old one).
+    if (pinned_objects_.load(std::memory_order_relaxed) > 0) unpinned = release_pins_of(bucket, key);
   }
+  for (const auto& [key_hash, record] : unpinned) release_blocks(key_hash, record);
   metrics().cache_invalidations.inc();
 }
 
@@ -282,13 +304,15 @@ void ObjectCache::count_read(const BlockRead& r, std::uint64_t key_hash, const s
 }
 
 void ObjectCache::store_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block, BlockBytes bytes) {
-  Status s = store_->put(BlockIdentity{key_hash, block, etag}, bytes->bytes(), pinning(key_hash));
+  const bool pin = pin_when_stored(key_hash, etag);
+  Status s = store_->put(BlockIdentity{key_hash, block, etag}, bytes->bytes(), pin);
   if (s.code() == ErrorCode::kSlowDown) return;  // every region pinned: counted and logged by the store
   if (!s) {
     metrics().cache_write_errors.inc();
     spdlog::warn("cache: block write failed ({}); serving without caching", s.message());
     return;
   }
+  if (pin) confirm_stored_pin(key_hash, etag, block);
   memory_.put(MemoryTier::key(key_hash, etag, block), std::move(bytes));
 }
 
@@ -309,8 +333,15 @@ std::shared_ptr<InflightBlock> ObjectCache::find(std::uint64_t key_hash, const s
 }
 
 void ObjectCache::finish(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
-  std::lock_guard lock(mu_);
-  inflight_.erase(MemoryTier::key(key_hash, etag, block));
+  std::shared_ptr<InflightBlock> done;
+  {
+    std::lock_guard lock(mu_);
+    auto it = inflight_.find(MemoryTier::key(key_hash, etag, block));
+    if (it == inflight_.end()) return;
+    done = std::move(it->second);
+    inflight_.erase(it);
+  }
+  done->mark_finished();  // outside mu_: it wakes waiters (settle_fill)
 }
 
 bool ObjectCache::present_or_inflight(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {

@@ -274,6 +274,7 @@ asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
   if (same) {
     s.meta->checksums = checksums_from(h);
     s.meta->checksums_known = true;
+    s.meta->prepared.reset();  // it lacks the checksums (the index prepares the published copy)
     (void)cache_.publish(s.key, *s.meta, epoch);
   }
   if (status == 404 || (status == 200 && !same)) {
@@ -309,6 +310,7 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
       // A whole-object HEAD in checksum mode: it names the checksums.
       s.meta->checksums = checksums_from(h);
       s.meta->checksums_known = true;
+      s.meta->prepared.reset();  // it may lack them (the index prepares the published copy)
     }
   }
   if (!same) {
@@ -543,23 +545,26 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   if (s.has(http::field::if_unmodified_since)) {
     cond.if_unmodified_since = &(ius = std::string(s.header(http::field::if_unmodified_since)));
   }
-  auto& res = s.result.head;
-  res = {};
-  res.result(http::status::ok);
-  res.set(http::field::etag, meta.etag);
-  if (!meta.last_modified.empty()) res.set(http::field::last_modified, meta.last_modified);
-  if (stale) res.set(http::field::warning, "110 tagd \"Response is Stale\"");
-
   const auto conditional = evaluate_conditionals(cond, meta.etag, meta.last_modified);
   if (conditional == ConditionalOutcome::kPreconditionFailed) {
     co_return s.respond_error(outcome, Status(ErrorCode::kPreconditionFailed,
                                               "At least one of the pre-conditions you specified did not hold"));
   }
-  for (const auto& [name, value] : meta.headers) res.set(name, value);
   s.result.action = ReadResult::Action::kRespond;
   s.result.outcome = outcome;
+  auto& res = s.result.head;
+  // The head field by field (every answer but a GET hit with a body, which sends the
+  // object's prepared head: the same fields, serialised once per object version).
+  auto set_fixed_fields = [&](http::status status) {
+    res = {};
+    res.result(status);
+    res.set(http::field::etag, meta.etag);
+    if (!meta.last_modified.empty()) res.set(http::field::last_modified, meta.last_modified);
+    if (stale) res.set(http::field::warning, "110 tagd \"Response is Stale\"");
+    for (const auto& [name, value] : meta.headers) res.set(name, value);
+  };
   if (conditional == ConditionalOutcome::kNotModified) {
-    res.result(http::status::not_modified);
+    set_fixed_fields(http::status::not_modified);
     s.result.body_length = 0;
     co_return ReadState::kDone;
   }
@@ -576,18 +581,26 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
       partial = true;
     }
   }
-  if (return_checksums(ChecksumContext{s.decision.checksum_mode, partial, range, meta.size, meta.etag})) {
-    for (const auto& [name, value] : meta.checksums) res.set(name, value);
-  }
-  res.set(http::field::accept_ranges, "bytes");
+  const bool checksums =
+      return_checksums(ChecksumContext{s.decision.checksum_mode, partial, range, meta.size, meta.etag});
   const std::uint64_t length = meta.size == 0 ? 0 : range.length();
-  if (partial) {
-    res.result(http::status::partial_content);
-    res.set(http::field::content_range, "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
-                                            "/" + std::to_string(meta.size));
-  }
-  res.set(http::field::content_length, std::to_string(length));
   s.result.body_length = length;
+  if (!stale && !s.request.head && length > 0 && meta.prepared && meta.prepared->usable) {
+    s.result.prepared = PreparedAnswer::make(meta.prepared, checksums, partial, range, meta.size);
+    res = {};  // the status only, for callers that read the body themselves (warm jobs)
+    res.result(partial ? http::status::partial_content : http::status::ok);
+  } else {
+    set_fixed_fields(partial ? http::status::partial_content : http::status::ok);
+    if (checksums) {
+      for (const auto& [name, value] : meta.checksums) res.set(name, value);
+    }
+    res.set(http::field::accept_ranges, "bytes");
+    if (partial) {
+      res.set(http::field::content_range, "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
+                                              "/" + std::to_string(meta.size));
+    }
+    res.set(http::field::content_length, std::to_string(length));
+  }
   if (s.request.head || length == 0) {
     co_return ReadState::kDone;
   }

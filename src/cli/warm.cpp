@@ -109,7 +109,8 @@ int usage(const std::string& why) {
   std::cerr << "tagd warm: " << why << "\n"
             << "usage: tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--pin | --no-pin] [--concurrency N] [--detach]"
                " [--json] [--endpoint HOST:PORT]\n"
-               "       --pin: keep the objects in the cache until `tagd unpin` (within cache.pin_quota);\n"
+               "       --pin: keep the prefix in the cache until `tagd unpin`, objects filled under it later\n"
+               "       included (within cache.pin_quota); with --keys, the listed objects;\n"
                "       a --keys job pins what it fetches until a client has read it, unless --no-pin\n"
                "       tagd warm --status ID | --cancel ID | --list [--endpoint HOST:PORT]\n"
                "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant), region\n"
@@ -257,16 +258,19 @@ int warm_main(const std::vector<std::string>& args) {
 int unpin_main(const std::vector<std::string>& args) {
   auto fail = [](const std::string& why) {
     std::cerr << "tagd unpin: " << why << "\n"
-              << "usage: tagd unpin s3://BUCKET[/PREFIX] [--list] [--endpoint HOST:PORT]\n"
-                 "Releases the objects `tagd warm --pin` pinned under the prefix (--list: show them instead).\n"
+              << "usage: tagd unpin s3://BUCKET[/PREFIX] [--recursive | --list] [--endpoint HOST:PORT]\n"
+                 "Unpins the prefix `tagd warm --pin` pinned, and the objects under it no other pinned\n"
+                 "prefix covers (--recursive: every pinned prefix under it too; --list: show the pins).\n"
                  "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant).\n";
     return 2;
   };
   std::string url, endpoint = env("AWS_ENDPOINT_URL", default_endpoint());
-  bool list = false;
+  bool list = false, recursive = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--list") {
       list = true;
+    } else if (args[i] == "--recursive") {
+      recursive = true;
     } else if (args[i] == "--endpoint" && i + 1 < args.size()) {
       endpoint = args[++i];
     } else if (args[i].rfind("s3://", 0) == 0 && url.empty()) {
@@ -276,6 +280,7 @@ int unpin_main(const std::vector<std::string>& args) {
     }
   }
   if (url.empty()) return fail("name what to unpin: s3://BUCKET[/PREFIX]");
+  if (list && recursive) return fail("--recursive unpins; --list only shows");
   const std::string path = url.substr(5);
   const std::string bucket = path.substr(0, path.find('/'));
   const std::string prefix = path.find('/') == std::string::npos ? "" : path.substr(path.find('/') + 1);
@@ -287,7 +292,8 @@ int unpin_main(const std::vector<std::string>& args) {
     return fail("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a key with an admin grant)");
   }
   // Parameters in canonical (sorted) order, encoded as SigV4 wants them.
-  const std::string target = "/_tagd/pins?bucket=" + uri_encode(bucket, true) + "&prefix=" + uri_encode(prefix, true);
+  std::string target = "/_tagd/pins?bucket=" + uri_encode(bucket, true) + "&prefix=" + uri_encode(prefix, true);
+  if (recursive) target += "&recursive=true";
   auto r = call(s, list ? bhttp::verb::get : bhttp::verb::delete_, target, "");
   if (!r) {
     std::cerr << "tagd unpin: " << r.error().message() << "\n";
@@ -298,6 +304,16 @@ int unpin_main(const std::vector<std::string>& args) {
     return 1;
   }
   std::cout << r->body;
+  // An unpin that left objects pinned says by what, so it is not mistaken for a failure.
+  if (!list) {
+    json answer = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+    if (answer.is_object() && answer.value("objects_kept", 0) > 0) {
+      std::cerr << "tagd unpin: " << answer.value("objects_kept", 0)
+                << " objects under the prefix stay pinned by another pinned prefix:";
+      for (const auto& p : answer.value("still_pinned_by", json::array())) std::cerr << " s3://" << bucket << "/" << p.get<std::string>();
+      std::cerr << "\n";
+    }
+  }
   return 0;
 }
 

@@ -1,8 +1,10 @@
 #pragma once
 // Internal to the gateway module: one request's state, from its head to the access log.
+#include <array>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "tagd/auth/request_verifier.hpp"
 #include "tagd/gateway/gateway.hpp"
@@ -31,9 +33,16 @@ class PieceBuffer {
   std::unique_ptr<char[]> buffer_;
 };
 
+// next_request_id() without the string: 16 upper-case hex digits, inline.
+struct RequestId {
+  std::array<char, 16> digits;
+  std::string_view view() const noexcept { return std::string_view(digits.data(), digits.size()); }
+};
+RequestId make_request_id();
+
 struct Exchange {
   Exchange(ClientConnection& c, http::RequestParser& p, std::chrono::milliseconds idle_timeout)
-      : client(c), parser(p), writer(c.stream, p, next_request_id(), idle_timeout) {}
+      : client(c), parser(p), writer(c.stream, p, make_request_id().view(), idle_timeout) {}
 
   ClientConnection& client;
   http::RequestParser& parser;
@@ -46,7 +55,7 @@ struct Exchange {
   std::uint64_t bytes_in = 0;
   std::string error;  // the S3 error code (or a tagd condition) for the access log
 
-  const std::string& request_id() const { return writer.request_id(); }
+  std::string_view request_id() const { return writer.request_id(); }
   bool body_pending() const { return !parser.is_done(); }
 };
 

@@ -19,19 +19,20 @@ namespace tagd::gateway {
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
 
-std::string next_request_id() {
+RequestId make_request_id() {
   static std::atomic<std::uint64_t> counter{0};
   static const std::uint64_t salt = std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32);
   std::uint64_t v = salt + counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull;
-  char out[17];
+  RequestId out;
   static constexpr char kHex[] = "0123456789ABCDEF";
   for (int i = 15; i >= 0; --i) {
-    out[i] = kHex[v & 0xF];
+    out.digits[static_cast<std::size_t>(i)] = kHex[v & 0xF];
     v >>= 4;
   }
-  out[16] = '\0';
   return out;
 }
+
+std::string next_request_id() { return std::string(make_request_id().view()); }
 
 namespace {
 
@@ -144,6 +145,9 @@ asio::awaitable<void> send_slow_down(Exchange& ex) {
   if (s) s = co_await ex.writer.finish();
 }
 
+// The body after its head (`s`: how writing the head went), then the access log's error.
+asio::awaitable<void> write_body(Exchange& ex, Status s, std::optional<std::uint64_t> body_length, BodySource* body);
+
 }  // namespace
 
 asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
@@ -170,7 +174,9 @@ asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
   }
 
   // The admin API (warm jobs): signed and authorized on its own terms (warm_jobs.hpp).
-  if (is_admin_target(raw_target)) {
+  std::string_view host;
+  if (auto it = req.find(bhttp::field::host); it != req.end()) host = it->value();
+  if (is_admin_target(raw_target, host, config.virtual_host_domain)) {
     co_await serve_admin(AdminContext{config, shared_.verifier, shared_.clock, read_path_.get(), *client_}, ex);
     co_return;
   }
@@ -192,8 +198,6 @@ asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
     co_return;
   }
 
-  std::string_view host;
-  if (auto it = req.find(bhttp::field::host); it != req.end()) host = it->value();
   auto target = s3::resolve_target(host, raw_target, config.virtual_host_domain);
   if (!target) {
     co_await send_error(ex, target.error());
@@ -272,6 +276,14 @@ asio::awaitable<void> Gateway::read_through_cache(Exchange& ex) {
     co_await send_error(ex, result.error, result.outcome);
     co_return;
   }
+  if (result.prepared) {
+    // A hit's head from its object's prepared one: no header built field by field.
+    const auto fields = result.prepared->fields();
+    Status s = ex.writer.write_head_prepared(static_cast<bhttp::status>(result.prepared->status), fields,
+                                             result.body_length.value_or(0), result.outcome);
+    co_await write_body(ex, std::move(s), result.body_length, result.body.get());
+    co_return;
+  }
   co_await respond(ex, result.head, result.body_length, result.body.get(), result.outcome);
 }
 
@@ -296,6 +308,12 @@ asio::awaitable<void> Gateway::respond(Exchange& ex, bhttp::response_header<>& h
   // Only an upstream answer carries a 5xx head (the cache's own failures are S3 errors).
   if (head.result_int() >= 500) metrics().upstream_errors.inc();
   Status s = co_await ex.writer.write_head(head, body_length, outcome);
+  co_await write_body(ex, std::move(s), body_length, body);
+}
+
+namespace {
+
+asio::awaitable<void> write_body(Exchange& ex, Status s, std::optional<std::uint64_t> body_length, BodySource* body) {
   // (write_body_from ends the body; without a source, finish() does.)
   if (s && body != nullptr) {
     AdmittedBody admitted(*body, body_length);
@@ -310,5 +328,7 @@ asio::awaitable<void> Gateway::respond(Exchange& ex, bhttp::response_header<>& h
   }
   if (!s) ex.error = body_failure(s);
 }
+
+}  // namespace
 
 }  // namespace tagd::gateway

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -23,6 +24,7 @@
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
 #include "tagd/core/uri.hpp"
+#include "tagd/s3/operation.hpp"
 #include "tagd/s3/request.hpp"
 
 namespace tagd::gateway {
@@ -36,7 +38,7 @@ namespace {
 constexpr std::string_view kPrefix = "/_tagd/warm";
 constexpr std::string_view kPinsPath = "/_tagd/pins";
 constexpr std::size_t kMaxListedPins = 1000;  // GET /_tagd/pins lists at most this many
-constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~100k keys
+constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~250k keys of ~60 bytes
 constexpr std::size_t kMaxListingBody = 16u << 20;      // one ListObjectsV2 page
 constexpr std::size_t kMaxJobObjects = 1'000'000;       // keys one job may hold (about 100 MB at most)
 constexpr std::size_t kMaxReportedFailures = 100;       // per job; the count is exact
@@ -45,6 +47,9 @@ constexpr unsigned kDefaultConcurrency = 16;
 constexpr unsigned kMaxConcurrency = 256;
 // How long one object waits for the fill budget before the job reports it failed.
 constexpr std::chrono::milliseconds kBudgetWaitLimit(60'000);
+// How long a pin waits for the object's last blocks to be written (a disk that slow is
+// reported: the object fails with NotCached).
+constexpr std::chrono::milliseconds kSettleLimit(10'000);
 
 struct WarmItem {
   std::string key;
@@ -115,8 +120,9 @@ class Registry {
   }
   std::shared_ptr<WarmJob> add(std::shared_ptr<WarmJob> job) {
     std::lock_guard lock(mu_);
-    job->id = "w" + std::to_string(++sequence_);
-    jobs_[job->id] = job;
+    const std::uint64_t seq = ++sequence_;
+    job->id = "w" + std::to_string(seq);
+    jobs_[seq] = job;
     // Finished jobs stay readable for a while; the oldest finished ones go first.
     std::size_t finished = 0;
     for (const auto& [id, j] : jobs_) finished += j->state.load() >= 2;
@@ -131,8 +137,11 @@ class Registry {
     return job;
   }
   std::shared_ptr<WarmJob> find(const std::string& id) {
+    if (id.size() < 2 || id[0] != 'w') return nullptr;
+    const auto seq = parse_u64(std::string_view(id).substr(1));
+    if (!seq || "w" + std::to_string(*seq) != id) return nullptr;  // "w01" names no job
     std::lock_guard lock(mu_);
-    auto it = jobs_.find(id);
+    auto it = jobs_.find(*seq);
     return it == jobs_.end() ? nullptr : it->second;
   }
   std::vector<std::shared_ptr<WarmJob>> all() {
@@ -145,7 +154,9 @@ class Registry {
  private:
   std::mutex mu_;
   std::uint64_t sequence_ = 0;
-  std::map<std::string, std::shared_ptr<WarmJob>> jobs_;
+  // By sequence number, so "the oldest finished ones" are the lowest numbers (ordered as
+  // strings, "w100" came before "w41" and each new job evicted the newest finished ones).
+  std::map<std::uint64_t, std::shared_ptr<WarmJob>> jobs_;
 };
 
 json status_of(const WarmJob& job) {
@@ -330,16 +341,22 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
     }
   }
   if (cache != nullptr) {
-    cache::PinOutcome pinned = cache->pin_object(pin_scope.key, job->pin == PinMode::kUntilRead);
-    // Finished blocks may still be queued for the fill engine's writer when the body has
-    // been read: give them up to 2 s to land before calling the object not cached.
-    for (int i = 0; i < 40 && pinned == cache::PinOutcome::kNotCached && !job->cancelled.load(); ++i) {
-      asio::steady_timer wait(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
-      (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
-      pinned = cache->pin_object(pin_scope.key, job->pin == PinMode::kUntilRead);
+    // A prefix job's pins are its prefix record's (objects filled under it later are
+    // pinned too); a key list's --pin pins its keys; a run ahead pins until read.
+    const cache::PinOwner owner = job->pin == PinMode::kUntilRead ? cache::PinOwner::kUntilRead
+                                  : job->from_list                ? cache::PinOwner::kKey
+                                                                  : cache::PinOwner::kPrefix;
+    cache::PinOutcome pinned = cache->pin_object(pin_scope.key, owner, job->id);
+    if (pinned == cache::PinOutcome::kNotCached && !job->cancelled.load()) {
+      // Finished blocks may still be queued for the fill's writer when the body has been
+      // read: wait until they are written (up to 10 s), then pin what is there.
+      co_await cache->settle_fill(pin_scope.key, kSettleLimit);
+      pinned = cache->pin_object(pin_scope.key, owner, job->id);
     }
     if (pinned == cache::PinOutcome::kPinned) {
       job->objects_pinned.fetch_add(1);
+    } else if (pinned == cache::PinOutcome::kUnpinned) {
+      // `tagd unpin` of the job's prefix while it runs: what it warms is no longer pinned.
     } else if (job->pin == PinMode::kHeld) {
       // Asked to pin and could not: the object is cached but not protected, a failure.
       job->fail_object(item.key, pinned == cache::PinOutcome::kQuotaExceeded
@@ -385,6 +402,19 @@ asio::awaitable<void> worker(std::shared_ptr<WarmJob> job, cache::ReadPath* read
 }
 
 asio::awaitable<void> run_job(std::shared_ptr<WarmJob> job, cache::ReadPath* read_path, upstream::Client* client) {
+  if (job->pin == PinMode::kHeld && !job->from_list) {
+    // The prefix itself is pinned (a record in the index), not only what the listing finds;
+    // before the listing, so what clients fill meanwhile is pinned too.
+    if (Status s = pin_cache(read_path)->pin_prefix(job->bucket, job->prefix); !s) {
+      {
+        std::lock_guard lock(job->mu);
+        job->error = "the prefix could not be pinned: " + s.message();
+      }
+      spdlog::warn("warm job {}: {}", job->id, job->error);
+      finish(*job, 4);
+      co_return;
+    }
+  }
   if (!job->from_list) {
     std::string token;
     do {
@@ -426,6 +456,58 @@ asio::awaitable<void> run_job(std::shared_ptr<WarmJob> job, cache::ReadPath* rea
   for (unsigned i = 0; i < n; ++i) asio::co_spawn(executor, worker(job, read_path), asio::detached);
 }
 
+Status bucket_and_prefix_ok(std::string_view bucket, std::string_view prefix) {
+  if (Status s = s3::check_bucket_name(bucket); !s) return s;
+  if (!prefix.empty()) return s3::check_key(prefix, "the prefix");
+  return Status::ok();
+}
+
+bool has_admin_grant(const auth::Identity& id) {
+  return std::any_of(id.grants.begin(), id.grants.end(), [](const auto& g) { return g.admin; });
+}
+
+// A job spec is an object of scalars and one array of keys. Checked in one pass before
+// the JSON is parsed: the parser builds a node per element, and millions of tiny elements
+// or nested arrays cost hundreds of MB and a second of the event loop per request.
+const char* spec_shape_problem(std::string_view body) {
+  constexpr int kMaxDepth = 3;
+  std::size_t elements = 0;
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '[':
+      case '{':
+        if (++depth > kMaxDepth) return "the job spec nests too deeply (an object with one array of keys)";
+        break;
+      case ']':
+      case '}':
+        --depth;
+        break;
+      case ',':
+        if (++elements > kMaxJobObjects + 64) return "the job spec holds more than 1000000 keys";
+        break;
+      default:
+        break;
+    }
+  }
+  return nullptr;
+}
+
 // An admin grant that covers the bucket and every key under `prefix`.
 bool admin_over(const auth::Identity& id, const std::string& bucket, std::string_view prefix) {
   for (const auto& g : id.grants) {
@@ -452,38 +534,35 @@ asio::awaitable<void> send_error(Exchange& ex, const Status& error) {
 }
 
 // POST /_tagd/warm: a job from a JSON spec (docs/warm.md), authorized, started, reported.
-asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Identity& id) {
-  if (ctx.read_path == nullptr) {
-    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "the cache is disabled: nothing to warm"));
-    co_return;
+// The job a spec describes, checked against the caller's grants (a plain function, not
+// part of the coroutine: GCC 12 misreads a coroutine with this many suspension points
+// (-Wmismatched-new-delete) and the checks need none).
+Status build_job(std::string_view body, const auth::Identity& id, bool pinning, WarmJob& job) {
+  if (const char* problem = spec_shape_problem(body)) return Status(ErrorCode::kInvalidArgument, problem);
+  const json spec = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object() || !spec.contains("bucket") || !spec["bucket"].is_string() ||
+      spec["bucket"].get<std::string>().empty()) {
+    return Status(ErrorCode::kInvalidArgument, "a JSON object with \"bucket\" is required");
   }
-  ClientUpload upload(ctx.config, ex);
-  if (Status s = co_await upload.start(/*whole=*/true, kMaxRequestBody); !s) {
-    co_await send_error(ex, s);
-    co_return;
-  }
-  json spec = json::parse(upload.held(), nullptr, /*allow_exceptions=*/false);
-  if (!spec.is_object() || !spec.contains("bucket") || !spec["bucket"].is_string() || spec["bucket"].get<std::string>().empty()) {
-    co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "a JSON object with \"bucket\" is required"));
-    co_return;
-  }
-  auto job = std::make_shared<WarmJob>();
-  job->owner = id.access_key_id;
-  job->bucket = spec["bucket"].get<std::string>();
+  job.owner = id.access_key_id;
+  job.bucket = spec["bucket"].get<std::string>();
   if (spec.contains("prefix")) {
     if (!spec["prefix"].is_string()) {
-      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"prefix\" must be a string"));
-      co_return;
+      return Status(ErrorCode::kInvalidArgument, "\"prefix\" must be a string");
     }
-    job->prefix = spec["prefix"].get<std::string>();
+    job.prefix = spec["prefix"].get<std::string>();
+  }
+  // The S3 path's rules for what goes upstream: a prefix-scoped admin's "team-a/../team-b/x"
+  // would be another object to a path-normalizing upstream.
+  if (Status s = bucket_and_prefix_ok(job.bucket, job.prefix); !s) {
+    return s;
   }
   if (spec.contains("concurrency")) {
     if (!spec["concurrency"].is_number_unsigned() || spec["concurrency"].get<std::uint64_t>() == 0 ||
         spec["concurrency"].get<std::uint64_t>() > kMaxConcurrency) {
-      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"concurrency\" must be 1 to 256"));
-      co_return;
+      return Status(ErrorCode::kInvalidArgument, "\"concurrency\" must be 1 to 256");
     }
-    job->concurrency = spec["concurrency"].get<unsigned>();
+    job.concurrency = spec["concurrency"].get<unsigned>();
   }
   std::optional<PinMode> pin;
   if (spec.contains("pin")) {
@@ -493,43 +572,64 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
     } else if (p.is_string() && p.get<std::string>() == "until_read") {
       pin = PinMode::kUntilRead;
     } else {
-      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"pin\" must be true, false or \"until_read\""));
-      co_return;
+      return Status(ErrorCode::kInvalidArgument, "\"pin\" must be true, false or \"until_read\"");
     }
   }
-  cache::ObjectCache* cache = pin_cache(ctx.read_path);
-  const bool pinning = cache != nullptr && cache->pinning_enabled();
   if (pin && *pin != PinMode::kNone && !pinning) {
-    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "pinning is off: cache.pin_quota is 0"));
-    co_return;
+    return Status(ErrorCode::kInvalidRequest, "pinning is off: cache.pin_quota is 0");
   }
   if (spec.contains("keys")) {
     if (!spec["keys"].is_array() || spec["keys"].size() > kMaxJobObjects) {
-      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "\"keys\" must be an array of keys"));
-      co_return;
+      return Status(ErrorCode::kInvalidArgument, "\"keys\" must be an array of keys");
     }
-    job->from_list = true;
+    job.from_list = true;
     for (const auto& k : spec["keys"]) {
       if (!k.is_string() || k.get<std::string>().empty()) {
-        co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "every key must be a non-empty string"));
-        co_return;
+        return Status(ErrorCode::kInvalidArgument, "every key must be a non-empty string");
       }
       std::string key = k.get<std::string>();
-      // Every listed key under the prefix (if one was given) and under the caller's grant.
-      if (key.substr(0, job->prefix.size()) != job->prefix || !admin_over(id, job->bucket, key)) {
-        metrics().policy_denials.inc();
-        co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
-        co_return;
+      if (Status s = s3::check_key(key, "the key " + log_field(key)); !s) {
+        return s;
       }
-      job->items.push_back(WarmItem{std::move(key), std::nullopt});
+      // Every listed key under the prefix (if one was given) and under the caller's grant.
+      if (key.substr(0, job.prefix.size()) != job.prefix || !admin_over(id, job.bucket, key)) {
+        return Status(ErrorCode::kAccessDenied, "Access Denied");
+      }
+      job.items.push_back(WarmItem{std::move(key), std::nullopt});
     }
-    job->objects_total = job->items.size();
+    job.objects_total = job.items.size();
   }
   // A key list is the readers' order: by default what it fetches is pinned until read.
-  job->pin = pin.value_or(job->from_list && pinning ? PinMode::kUntilRead : PinMode::kNone);
-  if (!job->from_list && !admin_over(id, job->bucket, job->prefix)) {
+  job.pin = pin.value_or(job.from_list && pinning ? PinMode::kUntilRead : PinMode::kNone);
+  if (!job.from_list && !admin_over(id, job.bucket, job.prefix)) {
+    return Status(ErrorCode::kAccessDenied, "Access Denied");
+  }
+  return Status::ok();
+}
+
+asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Identity& id) {
+  // Before the body is read: a key without any admin grant must not make tagd buffer and
+  // parse 16 MiB of JSON (each grant is checked against the spec once it is parsed).
+  if (!has_admin_grant(id)) {
     metrics().policy_denials.inc();
     co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
+    co_return;
+  }
+  if (ctx.read_path == nullptr) {
+    co_await send_error(ex, Status(ErrorCode::kInvalidRequest, "the cache is disabled: nothing to warm"));
+    co_return;
+  }
+  ClientUpload upload(ctx.config, ex);
+  if (Status s = co_await upload.start(/*whole=*/true, kMaxRequestBody); !s) {
+    co_await send_error(ex, s);
+    co_return;
+  }
+  auto job = std::make_shared<WarmJob>();
+  cache::ObjectCache* cache = pin_cache(ctx.read_path);
+  const bool pinning = cache != nullptr && cache->pinning_enabled();
+  if (Status s = build_job(upload.held(), id, pinning, *job); !s) {
+    if (s.code() == ErrorCode::kAccessDenied) metrics().policy_denials.inc();
+    co_await send_error(ex, s);
     co_return;
   }
   Registry::instance().add(job);
@@ -545,13 +645,12 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
   co_return;
 }
 
-// Until-read pins are not persisted, so only the jobs that took them know their keys.
-// (A key list never changes after the POST; a prefix job's list is complete once it runs.)
-void release_job_pins(cache::ObjectCache& cache, const WarmJob& job, std::string_view prefix) {
+// A cancelled run ahead gives back its share of its until-read pins (the cache keeps those
+// another job or a pinned prefix still holds). A key list never changes after the POST; a
+// prefix job's list is complete once it runs.
+void release_job_pins(cache::ObjectCache& cache, const WarmJob& job) {
   if (job.pin != PinMode::kUntilRead || !(job.from_list || job.state.load() >= 1)) return;
-  for (const auto& item : job.items) {
-    if (item.key.starts_with(prefix)) cache.release_until_read(cache::ObjectKey{job.bucket, item.key, ""});
-  }
+  for (const auto& item : job.items) cache.release_until_read(cache::ObjectKey{job.bucket, item.key, ""}, job.id);
 }
 
 const std::string* query_value(const QueryParams& query, std::string_view name) {
@@ -576,6 +675,10 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
     co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "the \"bucket\" query parameter is required"));
     co_return;
   }
+  if (Status s = bucket_and_prefix_ok(*bucket, prefix); !s) {
+    co_await send_error(ex, s);
+    co_return;
+  }
   if (!admin_over(id, *bucket, prefix)) {
     metrics().policy_denials.inc();
     co_await send_error(ex, Status(ErrorCode::kAccessDenied, "Access Denied"));
@@ -588,19 +691,24 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
   }
   json answer{{"bucket", *bucket}, {"prefix", prefix}};
   if (method == bhttp::verb::delete_) {
-    auto released = cache->unpin(*bucket, prefix);
+    const std::string* recursive_value = query_value(query, "recursive");
+    const bool recursive = recursive_value != nullptr && (*recursive_value == "true" || *recursive_value == "1");
+    auto released = cache->unpin(*bucket, prefix, recursive);
     if (!released) {
       co_await send_error(ex, Status(ErrorCode::kInternalError, released.error().message()));
       co_return;
     }
-    for (const auto& job : Registry::instance().all()) {
-      if (job->bucket == *bucket) release_job_pins(*cache, *job, prefix);
-    }
-    spdlog::info("unpin by {}: {}/{}: {} objects, {} bytes", log_field(id.access_key_id), log_field(*bucket),
-                 log_field(prefix), released->objects, released->bytes);
+    spdlog::info("unpin by {}: {}/{}{}: {} prefixes, {} objects, {} bytes released; {} objects still pinned by "
+                 "another prefix",
+                 log_field(id.access_key_id), log_field(*bucket), log_field(prefix), recursive ? " (recursive)" : "",
+                 released->prefixes, released->objects, released->bytes, released->objects_kept);
+    answer["prefixes_unpinned"] = released->prefixes;
     answer["objects_unpinned"] = released->objects;
     answer["bytes_unpinned"] = released->bytes;
+    answer["objects_kept"] = released->objects_kept;
+    answer["still_pinned_by"] = released->still_pinned_by;
   } else {
+    answer["prefixes"] = cache->pinned_prefixes(*bucket, prefix);
     auto pins = cache->pins(*bucket, prefix);
     if (!pins) {
       co_await send_error(ex, Status(ErrorCode::kInternalError, pins.error().message()));
@@ -627,7 +735,17 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
 
 }  // namespace
 
-bool is_admin_target(std::string_view raw_target) { return raw_target.starts_with("/_tagd/"); }
+bool is_admin_target(std::string_view raw_target, std::string_view host, std::string_view virtual_host_domain) {
+  if (!raw_target.starts_with("/_tagd/")) return false;
+  // A virtual-hosted request ("<bucket>.<domain>") names an object "_tagd/..." of that
+  // bucket, never the admin API (as resolve_target reads the Host: port off, any case).
+  if (virtual_host_domain.empty() || host.empty() || host.front() == '[') return true;
+  if (auto colon = host.rfind(':'); colon != std::string_view::npos) host = host.substr(0, colon);
+  const bool virtual_hosted = host.size() > virtual_host_domain.size() + 1 &&
+                              host[host.size() - virtual_host_domain.size() - 1] == '.' &&
+                              iequals(host.substr(host.size() - virtual_host_domain.size()), virtual_host_domain);
+  return !virtual_hosted;
+}
 
 asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
   auto& req = ex.parser.get();
@@ -693,7 +811,7 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
     if (method == bhttp::verb::delete_) {
       job->cancelled = true;
       // What a cancelled run ahead pinned for its readers is given back with it.
-      if (cache::ObjectCache* cache = pin_cache(ctx.read_path)) release_job_pins(*cache, *job, "");
+      if (cache::ObjectCache* cache = pin_cache(ctx.read_path)) release_job_pins(*cache, *job);
     }
     co_await send_json(ex, bhttp::status::ok, status_of(*job));
     co_return;

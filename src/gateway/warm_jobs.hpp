@@ -31,9 +31,10 @@ struct AdminContext {
   upstream::Client& client;    // this loop's: listings go upstream through it
 };
 
-// True for request-targets the admin API owns ("/_tagd/..."): no bucket may be named
-// "_tagd" (bucket names have no '_'), so no S3 request is shadowed.
-bool is_admin_target(std::string_view raw_target);
+// True for request-targets the admin API owns: path style "/_tagd/..." (no bucket may be
+// named "_tagd": bucket names have no '_'). A virtual-hosted request (Host
+// "<bucket>.<virtual_host_domain>") for "/_tagd/..." is an S3 request for that key.
+bool is_admin_target(std::string_view raw_target, std::string_view host, std::string_view virtual_host_domain);
 
 // Answers one admin API request (verification, authorization, the job operations).
 [[nodiscard]] boost::asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex);

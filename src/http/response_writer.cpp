@@ -88,9 +88,16 @@ bool named_in_connection(const bhttp::response_header<>& head, std::string_view 
 
 }  // namespace
 
-ResponseWriter::ResponseWriter(ClientStream stream, const RequestParser& parser, std::string request_id,
+ResponseWriter::ResponseWriter(ClientStream stream, const RequestParser& parser, std::string_view request_id,
                                std::chrono::milliseconds idle_timeout)
-    : stream_(stream), parser_(parser), request_id_(std::move(request_id)), idle_timeout_(idle_timeout) {}
+    : stream_(stream), parser_(parser), idle_timeout_(idle_timeout) {
+  if (request_id.size() <= request_id_.size()) {
+    std::memcpy(request_id_.data(), request_id.data(), request_id.size());
+    request_id_size_ = request_id.size();
+  } else {
+    request_id_long_ = std::string(request_id);
+  }
+}
 
 asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& head,
                                                    std::optional<std::uint64_t> body_length, CacheOutcome outcome) {
@@ -138,7 +145,7 @@ asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& hea
   }
   res.keep_alive(keep_alive_);
   if (res.find(bhttp::field::server) == res.end()) res.set(bhttp::field::server, "tagd");
-  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", request_id_);
+  if (res.find("x-amz-request-id") == res.end()) res.set("x-amz-request-id", request_id());
   outcome_ = outcome;
   res.erase("X-Cache");
   if (outcome != CacheOutcome::kNone) res.set("X-Cache", x_cache_label(outcome));
@@ -186,13 +193,7 @@ void ResponseWriter::clear_pending() noexcept {
 // when missing, X-Cache.
 void ResponseWriter::serialize_pending(const bhttp::response_header<>& head, bool http11) {
   clear_pending();
-  append_pending(http11 ? "HTTP/1.1 " : "HTTP/1.0 ");
-  char number[24];
-  const auto status = std::to_chars(number, number + sizeof number, head.result_int());
-  append_pending(std::string_view(number, static_cast<std::size_t>(status.ptr - number)));
-  append_pending(" ");
-  append_pending(head.reason());
-  append_pending("\r\n");
+  append_status_line(http11, head.result_int(), head.reason());
   bool has_server = false;
   bool has_request_id = false;
   for (const auto& f : head) {
@@ -206,6 +207,21 @@ void ResponseWriter::serialize_pending(const bhttp::response_header<>& head, boo
     append_pending(f.value());
     append_pending("\r\n");
   }
+  append_writer_fields(http11, has_server, has_request_id);
+}
+
+void ResponseWriter::append_status_line(bool http11, unsigned status, std::string_view reason) {
+  append_pending(http11 ? "HTTP/1.1 " : "HTTP/1.0 ");
+  char number[24];
+  const auto end = std::to_chars(number, number + sizeof number, status);
+  append_pending(std::string_view(number, static_cast<std::size_t>(end.ptr - number)));
+  append_pending(" ");
+  append_pending(reason);
+  append_pending("\r\n");
+}
+
+void ResponseWriter::append_writer_fields(bool http11, bool has_server, bool has_request_id) {
+  char number[24];
   append_pending("Content-Length: ");
   const auto length = std::to_chars(number, number + sizeof number, *expected_body_);
   append_pending(std::string_view(number, static_cast<std::size_t>(length.ptr - number)));
@@ -215,7 +231,7 @@ void ResponseWriter::serialize_pending(const bhttp::response_header<>& head, boo
   if (!has_server) append_pending("Server: tagd\r\n");
   if (!has_request_id) {
     append_pending("x-amz-request-id: ");
-    append_pending(request_id_);
+    append_pending(request_id());
     append_pending("\r\n");
   }
   if (outcome_ != CacheOutcome::kNone) {
@@ -224,6 +240,32 @@ void ResponseWriter::serialize_pending(const bhttp::response_header<>& head, boo
     append_pending("\r\n");
   }
   append_pending("\r\n");
+}
+
+Status ResponseWriter::write_head_prepared(bhttp::status status, std::span<const std::string_view> fields,
+                                           std::uint64_t body_length, CacheOutcome outcome) {
+  if (head_written_) return Status(ErrorCode::kInternalError, "response head written twice");
+  if (aborted_) return Status(ErrorCode::kInternalError, "response already aborted");
+  const auto& req = parser_.get();
+  const int code = static_cast<int>(status);
+  if (req.method() == bhttp::verb::head || bodyless_status(code) || body_length == 0) {
+    return Status(ErrorCode::kInternalError, "a prepared head needs a GET with a body");
+  }
+  // As write_head does on its Content-Length path, in the same order.
+  const bool http11 = req.version() >= 11;
+  status_ = code;
+  no_body_ = false;
+  keep_alive_ = req.keep_alive() && parser_.is_done() && metrics().draining.get() == 0;
+  expected_body_ = body_length;
+  outcome_ = outcome;
+  head_written_ = true;
+  count_cache_outcome(outcome);
+  count_status_class(status_);
+  clear_pending();
+  append_status_line(http11, static_cast<unsigned>(code), bhttp::obsolete_reason(status));
+  for (std::string_view f : fields) append_pending(f);
+  append_writer_fields(http11, false, false);
+  return Status::ok();
 }
 
 asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
@@ -335,7 +377,7 @@ asio::awaitable<Status> ResponseWriter::send(bhttp::status status, std::string_v
 asio::awaitable<Status> ResponseWriter::send_error(const Status& error, CacheOutcome outcome) {
   std::string_view target = parser_.get().target();
   std::string_view resource = target.substr(0, target.find('?'));
-  std::string xml = s3::error_xml(s3_code(error.code()), error.message(), resource, request_id_);
+  std::string xml = s3::error_xml(s3_code(error.code()), error.message(), resource, request_id());
   co_return co_await send(static_cast<bhttp::status>(http_status(error.code())), "application/xml", std::move(xml),
                           outcome);
 }

@@ -147,17 +147,6 @@ bool takes_param(std::string_view op, std::string_view p) {
   return p == "versionId";
 }
 
-// A key that a path-normalizing upstream or proxy would read as another path: a "." or
-// ".." segment ("b/../c/x" leaves the bucket, "x/..?acl" becomes a bucket request), or
-// nothing but '/' (the bucket itself). Refused for every grant; prefix-limited grants
-// refuse empty segments too (credentials.cpp).
-Status check_key(std::string_view key, std::string_view what) {
-  const KeySegments segments = key_segments(key);
-  if (segments.dot) return Status(ErrorCode::kInvalidArgument, std::string(what) + " has a '.' or '..' path segment");
-  if (segments.only_slashes) return Status(ErrorCode::kInvalidArgument, std::string(what) + " is only '/'");
-  return Status::ok();
-}
-
 Permission need(Action action, Scope scope, std::string bucket, std::string path = {}) {
   return Permission{action, scope, std::move(bucket), std::move(path)};
 }
@@ -289,6 +278,17 @@ Result<ObjectRef> source_of(std::string_view header, const std::string& value) {
 }
 
 }  // namespace
+
+// A key that a path-normalizing upstream or proxy would read as another path: a "." or
+// ".." segment ("b/../c/x" leaves the bucket, "x/..?acl" becomes a bucket request), or
+// nothing but '/' (the bucket itself). Refused for every grant; prefix-limited grants
+// refuse empty segments too (credentials.cpp).
+Status check_key(std::string_view key, std::string_view what) {
+  const KeySegments segments = key_segments(key);
+  if (segments.dot) return Status(ErrorCode::kInvalidArgument, std::string(what) + " has a '.' or '..' path segment");
+  if (segments.only_slashes) return Status(ErrorCode::kInvalidArgument, std::string(what) + " is only '/'");
+  return Status::ok();
+}
 
 const char* action_name(Action action) noexcept {
   switch (action) {

@@ -19,7 +19,6 @@ std::optional<std::string> Target::param(std::string_view name) const {
   return std::nullopt;
 }
 
-namespace {
 // Characters an upstream never reads as structure. A '/', '%' or '\' in a bucket taken
 // from Host would be encoded into the upstream path and split there differently (an
 // object request the policy saw as a bucket request); "." and ".." are path segments.
@@ -34,7 +33,6 @@ Status check_bucket_name(std::string_view bucket) {
   if (safe) return Status::ok();
   return Status(ErrorCode::kInvalidBucketName, "The specified bucket is not valid.");
 }
-}  // namespace
 
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain) {

@@ -1,6 +1,7 @@
 #include "tagd/cache/http_semantics.hpp"
 
 #include <gtest/gtest.h>
+#include <limits>
 
 namespace tagd::cache {
 namespace {
@@ -342,6 +343,105 @@ TEST(HttpDateTest, Formats) {
   // Found by fuzzing: years outside the clock's range are refused, not overflowed.
   EXPECT_FALSE(parse_http_date("Sun, 06 Nov 3000 08:49:37 GMT"));
   EXPECT_FALSE(parse_http_date("Sun Nov  6 08:49:37 15"));
+}
+
+}  // namespace
+}  // namespace tagd::cache
+
+namespace tagd::cache {
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+// The head a hit used to build field by field (ReadPath::answer before heads were
+// prepared), serialised as the writer sends a caller's fields.
+std::string field_by_field(const ObjectMeta& meta, bool checksums) {
+  bhttp::fields res;
+  res.set(bhttp::field::etag, meta.etag);
+  if (!meta.last_modified.empty()) res.set(bhttp::field::last_modified, meta.last_modified);
+  for (const auto& [name, value] : meta.headers) res.set(name, value);
+  if (checksums) {
+    for (const auto& [name, value] : meta.checksums) res.set(name, value);
+  }
+  std::string out;
+  for (const auto& f : res) {
+    out.append(f.name_string());
+    out.append(": ");
+    out.append(f.value());
+    out.append("\r\n");
+  }
+  return out;
+}
+
+ObjectMeta rich_meta() {
+  ObjectMeta m;
+  m.size = 1234;
+  m.etag = "\"0123456789abcdef0123456789abcdef\"";
+  m.last_modified = "Sat, 05 Dec 2026 10:00:00 GMT";
+  m.headers = {{"Content-Type", "application/octet-stream"},
+               {"x-amz-meta-owner", "  padded value\t"},  // Beast trims spaces and tabs
+               {"X-Amz-Meta-Dup", "first"},
+               {"Cache-Control", "max-age=60"},
+               {"x-amz-meta-dup", "second"},  // the same name in another case replaces the first
+               {"x-amz-meta-empty", ""},
+               {"x-amz-version-id", "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQBpUMLUo"}};
+  m.checksums = {{"x-amz-checksum-crc32", "AAAAAA=="}, {"x-amz-checksum-type", "FULL_OBJECT"}};
+  m.checksums_known = true;
+  return m;
+}
+
+TEST(PreparedHeadTest, SameFieldsAsTheHeadBuiltFieldByField) {
+  for (bool with_last_modified : {true, false}) {
+    ObjectMeta m = rich_meta();
+    if (!with_last_modified) m.last_modified.clear();
+    const PreparedHead p = prepare_head(m);
+    EXPECT_TRUE(p.usable);
+    EXPECT_EQ(p.fields, field_by_field(m, false));
+    EXPECT_EQ(p.fields + p.checksums, field_by_field(m, true));
+  }
+  ObjectMeta bare;
+  bare.etag = "\"e\"";
+  const PreparedHead p = prepare_head(bare);
+  EXPECT_EQ(p.fields, "ETag: \"e\"\r\n");
+  EXPECT_EQ(p.checksums, "");
+  EXPECT_EQ(p.fields, field_by_field(bare, true));
+}
+
+TEST(PreparedHeadTest, NotUsableWhenVerbatimFieldsWouldDiffer) {
+  const std::vector<std::pair<std::string, std::string>> bad_headers[] = {
+      {{"Server", "AmazonS3"}},            // the writer adds its own when missing
+      {{"Content-Length", "5"}},           // the writer's
+      {{"Accept-Ranges", "bytes"}},        // set again by the answer
+      {{"Connection", "close"}},           // hop-by-hop
+      {{"x-amz-meta-a", "line\r\nX: y"}},  // not writable verbatim
+      {{"x-amz-meta-a:b", "v"}},           // a colon in a name
+  };
+  for (const auto& headers : bad_headers) {
+    ObjectMeta m = rich_meta();
+    m.headers = headers;
+    EXPECT_FALSE(prepare_head(m).usable) << headers.front().first;
+  }
+  ObjectMeta clash = rich_meta();
+  clash.checksums = {{"Cache-Control", "no-cache"}};  // a checksum replacing a field
+  EXPECT_FALSE(prepare_head(clash).usable);
+}
+
+TEST(PreparedHeadTest, AnswerAddsRangesWithoutAllocating) {
+  auto head = std::make_shared<const PreparedHead>(prepare_head(rich_meta()));
+  PreparedAnswer whole = PreparedAnswer::make(head, false, false, ByteRange{0, 1233}, 1234);
+  EXPECT_EQ(whole.status, 200u);
+  auto f = whole.fields();
+  EXPECT_EQ(f[0], head->fields);
+  EXPECT_EQ(f[1], "");
+  EXPECT_EQ(f[2], "Accept-Ranges: bytes\r\n");
+
+  const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  PreparedAnswer range = PreparedAnswer::make(head, true, true, ByteRange{max - 2, max - 1}, max);
+  EXPECT_EQ(range.status, 206u);
+  f = range.fields();
+  EXPECT_EQ(f[1], head->checksums);
+  EXPECT_EQ(f[2], "Accept-Ranges: bytes\r\nContent-Range: bytes " + std::to_string(max - 2) + "-" +
+                      std::to_string(max - 1) + "/" + std::to_string(max) + "\r\n");
 }
 
 }  // namespace

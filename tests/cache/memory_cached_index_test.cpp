@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "tagd/cache/block_format.hpp"
+#include "tagd/cache/http_semantics.hpp"
 #include "tagd/cache/index.hpp"
 
 namespace tagd::cache {
@@ -83,6 +84,40 @@ TEST_F(MemoryCachedIndexTest, HitsDoNotReachTheDurableIndex) {
   }
   EXPECT_EQ(durable_->object_gets, 0);
   EXPECT_EQ(durable_->block_gets, 0);
+}
+
+// A hit appends the head the index prepared for the version it holds: a new version (an
+// overwrite, learnt checksums) must come with its own head, never the old one's.
+TEST_F(MemoryCachedIndexTest, EachInstalledVersionHasItsOwnPreparedHead) {
+  const ObjectKey key{"b", "k", ""};
+  ObjectMeta first = meta("\"1\"");
+  first.headers = {{"Content-Type", "text/plain"}};
+  ASSERT_TRUE(index_->put_object(key, first).is_ok());
+  auto got = index_->get_object(key);
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  ASSERT_NE((*got)->prepared, nullptr);
+  EXPECT_EQ((*got)->prepared->fields, "ETag: \"1\"\r\nContent-Type: text/plain\r\n");
+  EXPECT_EQ((*got)->prepared, (*index_->get_object(key))->prepared) << "prepared once, not per lookup";
+
+  // A put with a stale head attached (a copy changed by its reader) gets a fresh one.
+  ObjectMeta second = **got;
+  second.etag = "\"2\"";
+  second.checksums = {{"x-amz-checksum-crc32", "AAAAAA=="}};
+  ASSERT_TRUE(index_->put_object(key, second).is_ok());
+  auto now = index_->get_object(key);
+  ASSERT_TRUE(now.has_value() && now->has_value());
+  ASSERT_NE((*now)->prepared, nullptr);
+  EXPECT_EQ((*now)->prepared->fields, "ETag: \"2\"\r\nContent-Type: text/plain\r\n");
+  EXPECT_EQ((*now)->prepared->checksums, "x-amz-checksum-crc32: AAAAAA==\r\n");
+
+  // Read back from the durable index (after a restart, or dropped from memory): prepared too.
+  ASSERT_TRUE(index_->erase_object(key).is_ok());
+  EXPECT_FALSE(index_->get_object(key)->has_value());
+  ASSERT_TRUE(durable_->put_object(key, first).is_ok());
+  auto reread = index_->get_object(key);
+  ASSERT_TRUE(reread.has_value() && reread->has_value());
+  ASSERT_NE((*reread)->prepared, nullptr);
+  EXPECT_EQ((*reread)->prepared->fields, "ETag: \"1\"\r\nContent-Type: text/plain\r\n");
 }
 
 TEST_F(MemoryCachedIndexTest, AMissReadsTheDurableIndexOnceThenKeepsIt) {

@@ -2,8 +2,12 @@
 // the eviction policies skipping pinned regions, and ObjectCache's persisted pin records.
 #include <gtest/gtest.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "support/run_sync.hpp"
 #include "tagd/cache/block_store.hpp"
@@ -23,7 +27,9 @@ std::vector<std::byte> payload(std::size_t size, unsigned seed) {
   return p;
 }
 
-BlockIdentity block(std::uint64_t n, std::uint64_t key = 1234) { return BlockIdentity{key, n, "\"e1\""}; }
+BlockIdentity block(std::uint64_t n, std::uint64_t key = 1234) {
+  return BlockIdentity{key, n, "\"e1\""};
+}
 
 class PinStoreTest : public ::testing::Test {
  protected:
@@ -204,9 +210,8 @@ TEST(PinPolicyTest, HitGatedNeverPicksAPinnedRegionEvenTheColdest) {
 class PinCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("tagd-pin-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = std::filesystem::temp_directory_path() / ("tagd-pin-test-" + std::to_string(::getpid()) + "-" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     reopen();
@@ -228,11 +233,12 @@ class PinCacheTest : public ::testing::Test {
   }
   // An object of `blocks` full blocks, filled the way the fill engine does (meta, blocks).
   void fill(const ObjectKey& key, std::uint64_t blocks) {
-    ASSERT_TRUE(cache_->publish(key, ObjectMeta{blocks * kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
+    ASSERT_TRUE(
+        cache_->publish(key, ObjectMeta{blocks * kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
     for (std::uint64_t b = 0; b < blocks; ++b) {
       auto p = payload(kBlock, static_cast<unsigned>(b));
-      cache_->store_block(key.hash(), "\"e\"", b, std::make_shared<const BlockData>(
-                                                      std::make_shared<const std::vector<std::byte>>(p)));
+      cache_->store_block(key.hash(), "\"e\"", b,
+                          std::make_shared<const BlockData>(std::make_shared<const std::vector<std::byte>>(p)));
     }
   }
   void pressure(int round) {
@@ -240,14 +246,16 @@ class PinCacheTest : public ::testing::Test {
   }
   bool cached(const ObjectKey& key, std::uint64_t blocks) {
     for (std::uint64_t b = 0; b < blocks; ++b) {
-      if (tagd::testing::run_sync(cache_->read_block(key.hash(), "\"e\"", b)).outcome != ReadOutcome::kHit) return false;
+      if (tagd::testing::run_sync(cache_->read_block(key.hash(), "\"e\"", b)).outcome != ReadOutcome::kHit)
+        return false;
     }
     return true;
   }
-  PinOutcome warm_pinned(const ObjectKey& key, std::uint64_t blocks, bool until_read = false) {
+  PinOutcome warm_pinned(const ObjectKey& key, std::uint64_t blocks, PinOwner owner = PinOwner::kKey,
+                         std::string_view job = "w1") {
     cache_->begin_pin(key);
     fill(key, blocks);
-    PinOutcome o = cache_->pin_object(key, until_read);
+    PinOutcome o = cache_->pin_object(key, owner, job);
     cache_->end_pin(key);
     return o;
   }
@@ -306,15 +314,167 @@ TEST_F(PinCacheTest, AnObjectBeyondTheQuotaIsRefusedWholeAndOthersStayPinned) {
   EXPECT_EQ(cache_->pins("b", "q")->size(), 4u);
 }
 
-TEST_F(PinCacheTest, UntilReadPinsHoldUntilAClientReadsAndAreNotPersisted) {
+TEST_F(PinCacheTest, UntilReadPinsHoldAcrossARestartUntilAClientReadsThem) {
   const ObjectKey k{"b", "next-epoch/1", ""};
-  EXPECT_EQ(warm_pinned(k, 2, true), PinOutcome::kPinned);
+  EXPECT_EQ(warm_pinned(k, 2, PinOwner::kUntilRead), PinOutcome::kPinned);
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);  // recorded, so a restart does not drop it
+  reopen();
+  EXPECT_GT(cache_->pinned_bytes(), 0u);
   pressure(0);
-  EXPECT_TRUE(cached(k, 2));  // a client reads it: released
+  EXPECT_TRUE(cached(k, 2));  // a client reads it: released, and its record with it
   EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
   pressure(1);
   pressure(2);
   EXPECT_FALSE(cached(k, 2));
+  reopen();
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+}
+
+TEST_F(PinCacheTest, CancellingOneRunAheadKeepsWhatAnotherStillHolds) {
+  const ObjectKey k{"b", "epoch/7", ""};
+  EXPECT_EQ(warm_pinned(k, 2, PinOwner::kUntilRead, "w1"), PinOutcome::kPinned);
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kUntilRead, "w2"), PinOutcome::kPinned);
+  cache_->release_until_read(k, "w1");
+  cache_->release_until_read(k, "w9");  // never pinned it: nothing happens
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+  pressure(0);
+  pressure(1);
+  cache_->release_until_read(k, "w2");
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  EXPECT_TRUE(cached(k, 2));  // the two runs ahead held it through the pressure
+}
+
+TEST_F(PinCacheTest, APinnedPrefixPinsObjectsFilledUnderItLaterAcrossARestart) {
+  ASSERT_TRUE(cache_->pin_prefix("b", "set/").is_ok());
+  const ObjectKey a{"b", "set/a", ""}, later{"b", "set/later", ""}, outside{"b", "other/x", ""};
+  fill(a, 2);  // a client's miss: no warm job involved
+  fill(outside, 1);
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+  pressure(0);
+  pressure(1);
+  EXPECT_TRUE(cached(a, 2));
+  EXPECT_FALSE(cached(outside, 1));
+
+  reopen();
+  EXPECT_EQ(cache_->pinned_prefixes("b", ""), std::vector<std::string>{"set/"});
+  fill(later, 2);  // after the restart: the restored prefix still pins new fills
+  // Only part of an object filled (a ranged read): its block is pinned, the record kept.
+  const ObjectKey part{"b", "set/part", ""};
+  ASSERT_TRUE(cache_->publish(part, ObjectMeta{3 * kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
+  auto p = payload(kBlock, 9);
+  cache_->store_block(part.hash(), "\"e\"", 1,
+                      std::make_shared<const BlockData>(std::make_shared<const std::vector<std::byte>>(p)));
+  reopen();
+  pressure(2);
+  pressure(3);
+  EXPECT_TRUE(cached(a, 2));
+  EXPECT_TRUE(cached(later, 2));
+  EXPECT_EQ(tagd::testing::run_sync(cache_->read_block(part.hash(), "\"e\"", 1)).outcome, ReadOutcome::kHit);
+  EXPECT_EQ(cache_->pins("b", "set/")->size(), 3u);
+
+  auto released = cache_->unpin("b", "set/");
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->prefixes, 1u);
+  EXPECT_EQ(released->objects, 3u);
+  EXPECT_EQ(released->objects_kept, 0u);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  fill(ObjectKey{"b", "set/after-unpin", ""}, 1);
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  reopen();
+  EXPECT_TRUE(cache_->pinned_prefixes("b", "").empty());
+  pressure(4);
+  pressure(5);
+  EXPECT_FALSE(cached(a, 2));
+}
+
+TEST_F(PinCacheTest, UnpinningOneOfTwoOverlappingPrefixesReleasesOnlyWhatTheOtherDoesNotCover) {
+  ASSERT_TRUE(cache_->pin_prefix("b", "a/").is_ok());
+  ASSERT_TRUE(cache_->pin_prefix("b", "a/b/").is_ok());
+  const ObjectKey wide{"b", "a/1", ""}, narrow{"b", "a/b/1", ""};
+  fill(wide, 3);  // a region of its own (pins hold whole regions)
+  fill(narrow, 1);
+
+  // The narrow one goes: everything under it is still under the wide one.
+  auto r = cache_->unpin("b", "a/b/");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->prefixes, 1u);
+  EXPECT_EQ(r->objects, 0u);
+  EXPECT_EQ(r->objects_kept, 1u);
+  EXPECT_EQ(r->still_pinned_by, std::vector<std::string>{"a/"});
+  pressure(0);
+  pressure(1);
+  EXPECT_TRUE(cached(wide, 3));
+  EXPECT_TRUE(cached(narrow, 1));
+
+  // Pinned again, and the wide one goes: only what the narrow one does not cover is released.
+  ASSERT_TRUE(cache_->pin_prefix("b", "a/b/").is_ok());
+  r = cache_->unpin("b", "a/");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->objects, 1u);
+  EXPECT_EQ(r->objects_kept, 1u);
+  EXPECT_EQ(r->still_pinned_by, std::vector<std::string>{"a/b/"});
+  reopen();  // what is left is what is persisted
+  pressure(2);
+  pressure(3);
+  EXPECT_FALSE(cached(wide, 3));
+  EXPECT_TRUE(cached(narrow, 1));
+
+  // Recursive: every pinned prefix under it goes too.
+  r = cache_->unpin("b", "", true);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->prefixes, 1u);
+  EXPECT_EQ(r->objects, 1u);
+  EXPECT_TRUE(cache_->pinned_prefixes("b", "").empty());
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+}
+
+TEST_F(PinCacheTest, AKeysOwnPinGivesWayToAnUnpinCoveringItButNotTheOtherPrefixes) {
+  ASSERT_TRUE(cache_->pin_prefix("b", "d/").is_ok());
+  const ObjectKey k{"b", "d/k", ""};
+  EXPECT_EQ(warm_pinned(k, 1, PinOwner::kKey), PinOutcome::kPinned);  // a key list --pin: the key holds it too
+  auto r = cache_->unpin("b", "d/k");                                 // no prefix record there: the key's own pin goes
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->objects_kept, 1u);  // still under d/
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+  r = cache_->unpin("b", "d/");
+  EXPECT_EQ(r->objects, 1u);
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  // A prefix job's object whose prefix was unpinned meanwhile is not pinned.
+  fill(k, 1);
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kPrefix), PinOutcome::kUnpinned);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+}
+
+TEST_F(PinCacheTest, ObjectsFilledUnderAPinnedPrefixBeyondTheQuotaAreRefusedWholeAndCounted) {
+  const auto refused = metrics().cache_pins_refused.get();
+  ASSERT_TRUE(cache_->pin_prefix("b", "big/").is_ok());
+  for (int i = 0; i < 6; ++i) fill(ObjectKey{"b", "big/" + std::to_string(i), ""}, 2);
+  // 3 regions of quota (3 blocks each) hold 4 objects of 2 blocks; the rest are refused,
+  // each counted once.
+  const auto pinned = cache_->pins("b", "big/");
+  ASSERT_TRUE(pinned.has_value());
+  EXPECT_EQ(pinned->size(), 4u);
+  EXPECT_EQ(metrics().cache_pins_refused.get() - refused, 2);
+  EXPECT_LE(cache_->pinned_bytes(), cache_->pin_quota_bytes());
+  pressure(0);
+  pressure(1);
+  for (const auto& [key, record] : pinned.value()) EXPECT_TRUE(cached(key, 2)) << key.key;
+}
+
+TEST_F(PinCacheTest, AWriteUnderAPinnedPrefixPinsTheNewVersionWhenItIsFilled) {
+  ASSERT_TRUE(cache_->pin_prefix("b", "w/").is_ok());
+  const ObjectKey k{"b", "w/k", ""};
+  fill(k, 2);
+  cache_->invalidate("b", "w/k");
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  fill(k, 2);  // the next read's miss
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+  pressure(0);
+  pressure(1);
+  EXPECT_TRUE(cached(k, 2));
 }
 
 TEST_F(PinCacheTest, AWriteThroughTagdReleasesThePin) {
@@ -324,10 +484,57 @@ TEST_F(PinCacheTest, AWriteThroughTagdReleasesThePin) {
   EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
 }
 
+// The pin of a warm job waits for its object's last blocks to leave the fill's writer
+// queue by awaiting the registry (ObjectCache::finish), not by polling.
+TEST_F(PinCacheTest, SettleFillWaitsForTheObjectsBlocksInFlightAndNoLonger) {
+  const ObjectKey k{"b", "queued", ""};
+  cache_->begin_pin(k);
+  ASSERT_TRUE(cache_->publish(k, ObjectMeta{2 * kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
+  auto p0 = payload(kBlock, 0), p1 = payload(kBlock, 1);
+  cache_->store_block(k.hash(), "\"e\"", 0,
+                      std::make_shared<const BlockData>(std::make_shared<const std::vector<std::byte>>(p0)));
+  auto [inflight, mine] = cache_->find_or_start(k.hash(), "\"e\"", 1, kBlock);
+  ASSERT_TRUE(mine);
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kKey), PinOutcome::kNotCached);
+
+  boost::asio::io_context ctx;
+  bool settled = false;
+  const auto started = std::chrono::steady_clock::now();
+  boost::asio::co_spawn(ctx, cache_->settle_fill(k, std::chrono::seconds(20)),
+                        [&](std::exception_ptr) { settled = true; });
+  // The writer finishes the block 100 ms later (on another thread, as the fill writer does).
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    cache_->store_block(k.hash(), "\"e\"", 1,
+                        std::make_shared<const BlockData>(std::make_shared<const std::vector<std::byte>>(p1)));
+    cache_->finish(k.hash(), "\"e\"", 1);
+  });
+  ctx.run();
+  writer.join();
+  const auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_TRUE(settled);
+  EXPECT_GE(waited, std::chrono::milliseconds(100));
+  EXPECT_LT(waited, std::chrono::seconds(5));  // woken by the finish, not by the 20 s limit
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kKey), PinOutcome::kPinned);
+  cache_->end_pin(k);
+
+  // A block that never finishes: settle_fill gives up at its limit.
+  const ObjectKey stuck{"b", "stuck", ""};
+  ASSERT_TRUE(cache_->publish(stuck, ObjectMeta{kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
+  auto held = cache_->find_or_start(stuck.hash(), "\"e\"", 0, kBlock);
+  const auto before = std::chrono::steady_clock::now();
+  tagd::testing::run_sync(cache_->settle_fill(stuck, std::chrono::milliseconds(150)));
+  EXPECT_GE(std::chrono::steady_clock::now() - before, std::chrono::milliseconds(150));
+  cache_->finish(stuck.hash(), "\"e\"", 0);
+}
+
 TEST_F(PinCacheTest, PinningOffWhenTheQuotaIsZero) {
+  ASSERT_TRUE(cache_->pin_prefix("b", "p/").is_ok());
   reopen(0);
   EXPECT_FALSE(cache_->pinning_enabled());
   EXPECT_EQ(warm_pinned(ObjectKey{"b", "x", ""}, 1), PinOutcome::kDisabled);
+  EXPECT_EQ(cache_->pin_prefix("b", "q/").code(), ErrorCode::kInvalidRequest);
+  EXPECT_TRUE(cache_->pinned_prefixes("b", "").empty());  // dropped at start-up, with a warning
   EXPECT_EQ(metrics().cache_pin_quota_bytes.get(), 0);
 }
 
@@ -349,6 +556,19 @@ TEST(PinIndexTest, RecordsRoundTripAndScanByBucketAndPrefix) {
   EXPECT_EQ(index->pins("b", "")->size(), 2u);
   // Pins are not objects: an object lookup never sees them.
   EXPECT_FALSE(index->get_object(ObjectKey{"b", "q", ""})->has_value());
+  // Owners round-trip; a prefix record has no blocks (block size 0) and still decodes.
+  ASSERT_TRUE(
+      index->put_pin(ObjectKey{"b", "r", ""}, PinRecord{"\"v\"", 5, kBlock, kPinNotByKey | kPinUntilRead}).is_ok());
+  ASSERT_TRUE(
+      index->put_pin(ObjectKey{"b", "p/", std::string(kPinPrefixVariant)}, PinRecord{"", 0, 0, kPinPrefixRecord})
+          .is_ok());
+  auto r = index->pins("b", "r");
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].second.flags, kPinNotByKey | kPinUntilRead);
+  auto prefixes = index->pins("b", "p/");
+  ASSERT_EQ(prefixes->size(), 3u);  // the record of "p/" sorts before the objects under it
+  EXPECT_EQ((*prefixes)[0].first.key, "p/");
+  EXPECT_EQ((*prefixes)[0].second.flags, kPinPrefixRecord);
 }
 
 }  // namespace

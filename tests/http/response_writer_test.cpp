@@ -452,6 +452,77 @@ TEST(ResponseWriter, ContentLengthHeadReplacesLengthAndXCache) {
   EXPECT_EQ(out.body, "ok");
 }
 
+// A prepared head (a cached object's fields serialised once) must put on the wire exactly
+// what write_head sends for a head with the same fields: every version and connection
+// choice, 200 and 206.
+TEST(ResponseWriter, PreparedHeadSendsTheBytesWriteHeadSends) {
+  const std::string requests[] = {kGet11, "GET /bucket/key HTTP/1.1\r\nHost: tagd\r\nConnection: close\r\n\r\n",
+                                  "GET /bucket/key HTTP/1.0\r\nHost: tagd\r\n\r\n",
+                                  "GET /bucket/key HTTP/1.0\r\nHost: tagd\r\nConnection: keep-alive\r\n\r\n"};
+  for (const auto& request : requests) {
+    for (bhttp::status status : {bhttp::status::ok, bhttp::status::partial_content}) {
+      const Counts before = Counts::now();
+      Outcome by_fields = run_exchange(request, [&](ResponseWriter& w) -> asio::awaitable<void> {
+        auto head = make_head(status);
+        head.set(bhttp::field::etag, "\"abc\"");
+        head.set("x-amz-meta-k", "v");
+        head.set(bhttp::field::accept_ranges, "bytes");
+        if (status == bhttp::status::partial_content) head.set(bhttp::field::content_range, "bytes 1-5/10");
+        head.set(bhttp::field::content_length, "5");
+        { Status st_ = co_await w.write_head(head, 5, CacheOutcome::kHit); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        { Status st_ = co_await w.write_body("hello"); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        { Status st_ = co_await w.finish(); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+      });
+      const Counts middle = Counts::now();
+      bool keep_alive = false;
+      Outcome prepared = run_exchange(request, [&](ResponseWriter& w) -> asio::awaitable<void> {
+        const std::string range =
+            status == bhttp::status::partial_content ? "Content-Range: bytes 1-5/10\r\n" : "";
+        const std::string_view fields[] = {"ETag: \"abc\"\r\nx-amz-meta-k: v\r\n", "",
+                                           "Accept-Ranges: bytes\r\n", range};
+        { Status st_ = w.write_head_prepared(status, fields, 5, CacheOutcome::kHit); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        EXPECT_TRUE(w.head_written());
+        EXPECT_EQ(w.status(), static_cast<int>(status));
+        { Status st_ = co_await w.write_body("hello"); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        { Status st_ = co_await w.finish(); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        keep_alive = w.keep_alive();
+      });
+      const Counts after = Counts::now();
+      EXPECT_EQ(prepared.response, by_fields.response) << request;
+      EXPECT_EQ(prepared.body, "hello");
+      EXPECT_EQ(keep_alive, request.find("close") == std::string::npos &&
+                                (request.find("HTTP/1.1") != std::string::npos ||
+                                 request.find("keep-alive") != std::string::npos))
+          << request;
+      // Counted as write_head counts: one hit, one 2xx.
+      EXPECT_EQ(middle.hit - before.hit, 1u);
+      EXPECT_EQ(after.hit - middle.hit, 1u);
+      EXPECT_EQ(after.r2 - middle.r2, 1u);
+    }
+  }
+}
+
+TEST(ResponseWriter, PreparedHeadOnlyForAGetWithABody) {
+  Outcome out = run_exchange(kHead11, [&](ResponseWriter& w) -> asio::awaitable<void> {
+    const std::string_view fields[] = {"ETag: \"abc\"\r\n"};
+    EXPECT_FALSE(w.write_head_prepared(bhttp::status::ok, fields, 5, CacheOutcome::kHit).is_ok());
+    EXPECT_FALSE(w.head_written());
+    auto head = make_head(bhttp::status::ok);
+    head.set(bhttp::field::content_length, "5");
+    { Status st_ = co_await w.write_head(head, 5); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+  });
+  EXPECT_EQ(out.status_line, "HTTP/1.1 200 OK");
+  EXPECT_EQ(out.body, "");
+  Outcome get = run_exchange(kGet11, [&](ResponseWriter& w) -> asio::awaitable<void> {
+    const std::string_view fields[] = {"ETag: \"abc\"\r\n"};
+    EXPECT_FALSE(w.write_head_prepared(bhttp::status::not_modified, fields, 5).is_ok());
+    EXPECT_FALSE(w.write_head_prepared(bhttp::status::ok, fields, 0).is_ok());
+    EXPECT_FALSE(w.head_written());
+    { Status st_ = co_await w.send(bhttp::status::ok, "text/plain", "x"); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+  });
+  EXPECT_EQ(get.body, "x");
+}
+
 TEST(ResponseWriter, StatusClassCountedOncePerHead) {
   struct Case {
     bhttp::status status;

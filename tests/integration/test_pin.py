@@ -1,8 +1,10 @@
 """Pins (issue 10, "warm and pin"): `tagd warm s3://bucket/prefix --pin` keeps a prefix in
 the cache while a dataset twice the cache streams through, across a restart, until
-`tagd unpin`; a pin beyond cache.pin_quota is reported per object (QuotaExceeded) instead
-of evicting another pin; only a key with an admin grant may pin or unpin. Runs with
-io_uring on and off.
+`tagd unpin` — objects filled under the prefix later included; unpinning one of two
+overlapping prefixes keeps what the other covers; a pin beyond cache.pin_quota is
+reported per object (QuotaExceeded) or, for a later fill, counted and logged, instead of
+evicting another pin; a key list's until-read pins survive a restart until read; only a
+key with an admin grant may pin or unpin. Runs with io_uring on and off.
 
 The cache: 8 regions of 4 MiB (32 MiB), 1 MiB blocks, a pin quota of 3 regions."""
 import json
@@ -90,7 +92,7 @@ class PinTestCase(TagdTestCase):
         pinned = self.tagd.metrics()["tagd_cache_pinned_bytes"]
         p = self.cli("unpin", f"s3://{self.bucket}/keep-")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(json.loads(p.stdout)["objects_unpinned"], 6)
+        self.assertEqual((json.loads(p.stdout)["prefixes_unpinned"], json.loads(p.stdout)["objects_unpinned"]), (1, 6))
         self.assertLess(self.tagd.metrics()["tagd_cache_pinned_bytes"], pinned)
         self.stream_through()
         self.assertIn("MISS", set(self.x_cache(data).values()))
@@ -112,7 +114,112 @@ class PinTestCase(TagdTestCase):
         self.assertLessEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 12 * MiB)
         self.stream_through()
         self.assertEqual(set(self.x_cache(small).values()), {"HIT"})
-        self.cli("unpin", f"s3://{self.bucket}/")
+        self.unpin_all()
+
+    def unpin_all(self):
+        p = self.cli("unpin", f"s3://{self.bucket}/", "--recursive")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+
+    def test_objects_filled_under_a_pinned_prefix_later_are_pinned_across_a_restart(self):
+        first = self.put("grow-", 2, 400_000)
+        p = self.cli("warm", f"s3://{self.bucket}/grow-", "--pin", "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # Added after the job: one upstream (a client's miss fills it), one written through tagd.
+        later = self.put("grow-late-", 1, 300_000)
+        written = {"grow-written": os.urandom(200_000)}
+        self.tagd.client().put_object(Bucket=self.bucket, Key="grow-written", Body=written["grow-written"])
+        self.x_cache({**later, **written})  # the reads that fill them
+        listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/grow-", "--list").stdout)
+        self.assertEqual(listed["prefixes"], ["grow-"], listed)
+        self.assertEqual(sorted(o["key"] for o in listed["objects"]), sorted({**first, **later, **written}))
+        self.stream_through()
+        self.assertEqual(set(self.x_cache({**first, **later, **written}).values()), {"HIT"})
+
+        # The prefix record survives a restart, and still pins what is filled after it.
+        self.tagd.stop()
+        self.tagd.start()
+        after = self.put("grow-after-", 1, 300_000)
+        self.x_cache(after)
+        self.stream_through()
+        everything = {**first, **later, **written, **after}
+        self.assertEqual(set(self.x_cache(everything).values()), {"HIT"})
+
+        p = self.cli("unpin", f"s3://{self.bucket}/grow-")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        answer = json.loads(p.stdout)
+        self.assertEqual((answer["prefixes_unpinned"], answer["objects_unpinned"]), (1, len(everything)), answer)
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+        # Unpinned: a new object under it is not pinned any more.
+        self.x_cache(self.put("grow-unpinned-", 1, 1000))
+        self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/grow-", "--list").stdout)["objects"], [])
+
+    def test_unpinning_one_of_two_overlapping_prefixes_keeps_what_the_other_covers(self):
+        wide = self.put("ov-", 2, 300_000)
+        narrow = self.put("ov-a-", 2, 300_000)
+        for prefix in ("ov-", "ov-a-"):
+            p = self.cli("warm", f"s3://{self.bucket}/{prefix}", "--pin", "--json")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = self.cli("unpin", f"s3://{self.bucket}/ov-a-")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        answer = json.loads(p.stdout)
+        self.assertEqual((answer["objects_unpinned"], answer["objects_kept"], answer["still_pinned_by"]),
+                         (0, 2, ["ov-"]), answer)
+        self.assertIn("stay pinned by another pinned prefix", p.stderr)
+        self.stream_through()
+        self.assertEqual(set(self.x_cache({**wide, **narrow}).values()), {"HIT"})
+
+        p = self.cli("warm", f"s3://{self.bucket}/ov-a-", "--pin", "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        answer = json.loads(self.cli("unpin", f"s3://{self.bucket}/ov-").stdout)
+        self.assertEqual((answer["objects_unpinned"], answer["objects_kept"]), (2, 2), answer)
+        # (Both were pinned into the same regions, which the narrow prefix keeps: pins hold
+        # whole regions. What each prefix holds is the listing.)
+        listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/ov-", "--list").stdout)
+        self.assertEqual(sorted(o["key"] for o in listed["objects"]), sorted(narrow), listed)
+        self.assertEqual(listed["prefixes"], ["ov-a-"], listed)
+        self.stream_through()
+        self.assertEqual(set(self.x_cache(narrow).values()), {"HIT"})
+        self.unpin_all()
+
+    def test_fills_under_a_pinned_prefix_beyond_the_quota_are_refused_counted_and_logged(self):
+        p = self.cli("warm", f"s3://{self.bucket}/over-", "--pin", "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        refused = self.tagd.metrics().get("tagd_cache_pins_refused_total", 0)
+        # 6 objects of 3 blocks filled by clients under the pinned prefix: 3 regions of
+        # quota hold 3 (3 blocks a region); the others are refused, whole.
+        data = self.put("over-", 6, 3 * MiB - 8192)
+        self.x_cache(data)
+        # (The fills' blocks are written after the answers went out.)
+        harness.wait_until(lambda: self.tagd.metrics().get("tagd_cache_pins_refused_total", 0) > refused, 5,
+                           what="a refused pin")
+        self.tagd.wait_for_log("under a pinned prefix but not pinned")
+        self.assertLessEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 12 * MiB)
+        listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/over-", "--list").stdout)
+        self.assertTrue(0 < listed["objects_pinned"] < 6, listed)
+        pinned = {o["key"]: data[o["key"]] for o in listed["objects"]}
+        self.stream_through()
+        self.assertEqual(set(self.x_cache(pinned).values()), {"HIT"})
+        self.unpin_all()
+
+    def test_a_key_lists_until_read_pins_survive_a_restart_until_read(self):
+        data = self.put("ahead-", 3, 600_000)
+        keys = os.path.join(self.cache_dir + "-keys.txt")
+        self.addCleanup(os.unlink, keys)
+        with open(keys, "w") as f:
+            f.write("\n".join(data) + "\n")
+        p = self.cli("warm", f"s3://{self.bucket}/ahead-", "--keys", keys, "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        last = json.loads(p.stdout.splitlines()[-1])
+        self.assertEqual((last["pin"], last["objects_pinned"]), ("until_read", 3), last)
+        self.tagd.stop()
+        self.tagd.start()
+        self.assertGreater(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+        self.stream_through()  # twice the cache, and none of it reads the run ahead's objects
+        self.assertEqual(set(self.x_cache(data).values()), {"HIT"})
+        # Read once: released, records and all.
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+        self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/ahead-", "--list").stdout)["objects"], [])
 
     def test_only_an_admin_grant_may_pin_or_unpin(self):
         self.put("denied-", 1, 1000)

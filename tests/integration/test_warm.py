@@ -127,6 +127,50 @@ class WarmTestCase(TagdTestCase):
                            400, "InvalidArgument")
         self.assertS3Error(signed_request(self.tagd.port, "GET", "/_tagd/warm/w999999"), 400, "InvalidArgument")
 
+    def test_job_specs_are_bounded_and_checked_like_s3_requests(self):
+        # A key without an admin grant is refused before its body is read or parsed.
+        denied_before = self.tagd.metrics()["tagd_policy_denials_total"]
+        big = b'{"bucket":"%s","keys":[' % self.bucket.encode() + b",".join([b'"a"'] * 200_000) + b"]}"
+        self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm", body=big, key=READER_KEY), 403,
+                           "AccessDenied")
+        self.assertEqual(self.tagd.metrics()["tagd_policy_denials_total"], denied_before + 1)
+        # Nesting the parser would have to build node by node is refused by shape.
+        self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm", body=b"[" * 100_000), 400,
+                           "InvalidArgument")
+        # Keys, prefixes and buckets follow the S3 path's rules ('.'/'..' segments refused).
+        for spec, code in (({"bucket": self.bucket, "keys": ["a/../b"]}, "InvalidArgument"),
+                           ({"bucket": self.bucket, "prefix": "x/../"}, "InvalidArgument"),
+                           ({"bucket": "../etc"}, "InvalidBucketName")):
+            self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm", body=json.dumps(spec).encode()),
+                               400, code)
+        self.assertS3Error(signed_request(self.tagd.port, "GET", f"/_tagd/pins?bucket={self.bucket}&prefix=a%2F..%2F"),
+                           400, "InvalidArgument")
+
+    def test_finished_jobs_are_dropped_oldest_first(self):
+        # More jobs than the registry keeps (64 finished): the newest stay readable (job ids
+        # sorted as strings once made "w100" older than "w41").
+        self.fill_upstream("manyjobs-", 1, size=1000)
+        key = "manyjobs-0000.bin"
+        ids = []
+        for _ in range(110):
+            st, h, body = signed_request(self.tagd.port, "POST", "/_tagd/warm",
+                                         body=json.dumps({"bucket": self.bucket, "keys": [key], "pin": False}).encode())
+            self.assertEqual(st, 202, body)
+            ids.append(json.loads(body)["id"])
+            harness.wait_until(lambda: json.loads(signed_request(self.tagd.port, "GET", f"/_tagd/warm/{ids[-1]}")[2])
+                               ["state"] == "done", 20, what="the job to finish")
+        for job in ids[-60:]:
+            st, _, body = signed_request(self.tagd.port, "GET", f"/_tagd/warm/{job}")
+            self.assertEqual(st, 200, (job, body))
+        st, _, _ = signed_request(self.tagd.port, "GET", f"/_tagd/warm/{ids[0]}")
+        self.assertEqual(st, 400)
+
+    def test_a_virtual_hosted_key_under_tagd_is_an_object_not_the_admin_api(self):
+        self.moto.client().put_object(Bucket=self.bucket, Key="_tagd/warm", Body=b"an object")
+        host = f"{self.bucket}.localhost:{self.tagd.port}"
+        st, h, body = signed_request(self.tagd.port, "GET", "/_tagd/warm", host=host)
+        self.assertEqual((st, body), (200, b"an object"))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -103,9 +103,9 @@ class BlockStore {
   // Releases a block's pin (no-op if it has none). `only_unarmed`: only a pin taken by
   // put(pin) that pin() has not confirmed yet (a warm fill that failed half-way).
   void unpin(const BlockIdentity& id, bool only_unarmed = false);
-  // A client read the block: releases an armed until-read pin. One relaxed load when no
-  // until-read pin exists.
-  void note_read(const BlockIdentity& id);
+  // A client read the block: releases an armed until-read pin (true if it did). One
+  // relaxed load when no until-read pin exists.
+  bool note_read(const BlockIdentity& id);
   bool has_until_read_pins() const noexcept { return until_read_pins_.load(std::memory_order_relaxed) != 0; }
   // Releases the pins put(pin) took for blocks of `key_hash` that pin() did not confirm (a
   // warm fill that failed or changed ETag half-way). Scans the pinned blocks.

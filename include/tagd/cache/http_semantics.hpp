@@ -3,13 +3,17 @@
 // conditional headers with S3's precedence, freshness from TTL and the upstream's
 // Cache-Control/Expires, the client's Cache-Control, and which requests must bypass the
 // plain-object cache. Pure functions.
+#include <array>
 #include <boost/beast/http/fields.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "tagd/cache/index.hpp"
 
 namespace tagd::cache {
 
@@ -147,5 +151,41 @@ struct ChecksumContext {
   std::string_view etag;
 };
 bool return_checksums(const ChecksumContext& context);
+
+// A cached object's response head, serialised once per object version (the in-memory
+// index builds it when it installs the metadata): exactly the fields a hit used to set one
+// by one on a Beast header, in the same order and with the same values.
+struct PreparedHead {
+  // ETag, Last-Modified (when known), then the replayed headers: "Name: value\r\n" each.
+  // A later header of the same name replaces an earlier one, as Beast's set() does.
+  std::string fields;
+  // The object's checksum headers, for answers that carry them (return_checksums).
+  std::string checksums;
+  // False when a field could not be written verbatim (a CR or LF, a name or value Beast
+  // would refuse, a checksum header that would replace a field): the caller builds the
+  // head field by field instead.
+  bool usable = true;
+};
+PreparedHead prepare_head(const ObjectMeta& meta);
+
+// A hit's head from its object's prepared one: the status, the prepared fields, the
+// checksum headers when the answer carries them, then this answer's own Accept-Ranges and
+// Content-Range, in the order a head built field by field has them. Formatted without
+// allocating; `head` keeps the prepared fields alive while the answer is written.
+struct PreparedAnswer {
+  unsigned status = 200;  // 200, or 206 for a range
+  std::shared_ptr<const PreparedHead> head;
+  bool checksums = false;
+  std::array<char, 128> own{};  // "Accept-Ranges: bytes\r\n" [+ "Content-Range: bytes a-b/size\r\n"]
+  std::size_t own_size = 0;
+
+  // `range` (with the object's `size`) only when `partial`.
+  static PreparedAnswer make(std::shared_ptr<const PreparedHead> head, bool checksums, bool partial, ByteRange range,
+                             std::uint64_t size);
+  std::array<std::string_view, 3> fields() const {
+    return {std::string_view(head->fields), checksums ? std::string_view(head->checksums) : std::string_view(),
+            std::string_view(own.data(), own_size)};
+  }
+};
 
 }  // namespace tagd::cache

@@ -6,6 +6,7 @@
 //        "b" key_hash(8) etag_hash(8) block(8)  → BlockLocation (fixed 24 bytes)
 //        "r" region(4)                          → region generation (8)
 //        "p" bucket \0 key \0 variant          → PinRecord (fixed 13 bytes + ETag)
+//        "p" bucket \0 prefix \0 \x01           → a pinned prefix (PinRecord, kPinPrefixRecord)
 // Pin records are a key family of their own: an index without them (written before pins
 // existed) reads as "nothing pinned", and a tagd without pins ignores them, so adding
 // them needed no version bump.
@@ -35,6 +36,10 @@ struct ObjectKey {
   std::uint64_t hash() const;
 };
 
+// The fixed part of a cached object's response head, serialised once per object version
+// (http_semantics.hpp, prepare_head).
+struct PreparedHead;
+
 struct ObjectMeta {
   std::uint64_t size = 0;
   std::string etag;           // exactly as the upstream sent it, quotes included
@@ -51,6 +56,10 @@ struct ObjectMeta {
   // covers every byte); a fill of a range learns nothing about them.
   std::vector<std::pair<std::string, std::string>> checksums;
   bool checksums_known = false;
+  // Built by the in-memory index when it installs this version (never encoded): a hit
+  // appends it instead of setting every field again. Null when no index prepared it, and
+  // reset by whoever changes a copy of the metadata (it would describe the old fields).
+  std::shared_ptr<const PreparedHead> prepared;
 };
 // Metadata encoding version (the "v" field). Entries of another version are dropped on
 // read, never misread.
@@ -70,13 +79,22 @@ struct BlockLocation {
 // (ObjectCache::open), so an index of another version is never opened.
 inline constexpr int kBlockLocationVersion = 2;
 
-// An object pinned by `tagd warm --pin` (held until unpinned): enough to name its blocks
-// (ETag, size, block size) so start-up can pin them again and unpin can release them.
+// A pinned object (docs/warm.md, "Pins"): enough to name its blocks (ETag, size, block
+// size) so start-up can pin them again and unpin can release them; or a pinned prefix.
 struct PinRecord {
   std::string etag;
   std::uint64_t size = 0;
   std::uint32_t block_size = 0;
+  // Who holds it (kPin* bits): the encoding's byte 12, which records written before owners
+  // existed have 0 (held by the key: what every pin was then). A tagd that predates the
+  // bits ignores them, and drops prefix records as undecodable (their block size is 0).
+  std::uint8_t flags = 0;
 };
+inline constexpr std::uint8_t kPinPrefixRecord = 1;  // a pinned prefix: ObjectKey::key is the prefix
+inline constexpr std::uint8_t kPinNotByKey = 2;      // its key does not hold it (prefix records or a run ahead do)
+inline constexpr std::uint8_t kPinUntilRead = 4;     // a key-list job's run ahead, until a client reads it
+// The variant that marks a prefix record (no object variant starts with \x01).
+inline constexpr std::string_view kPinPrefixVariant = "\x01";
 
 class CacheIndex {
  public:

@@ -13,9 +13,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -70,6 +72,10 @@ class InflightBlock {
                          std::shared_ptr<boost::asio::steady_timer> timer);
   // Same, until the block is validated, complete or failed.
   bool wait_for_validation(boost::asio::any_io_executor executor, std::shared_ptr<boost::asio::steady_timer> timer);
+  // Same, until the block left the in-flight registry (ObjectCache::finish: written to the
+  // store, or failed): a pin of the object can then find it (ObjectCache::settle_fill).
+  bool wait_for_finish(boost::asio::any_io_executor executor, std::shared_ptr<boost::asio::steady_timer> timer);
+  void mark_finished();
 
  private:
   void notify_locked();
@@ -80,6 +86,7 @@ class InflightBlock {
   bool failed_ = false;
   bool changed_ = false;
   bool validated_ = false;
+  bool finished_ = false;
   std::shared_ptr<const std::atomic<std::uint64_t>> fill_progress_;
   std::vector<std::pair<boost::asio::any_io_executor, std::shared_ptr<boost::asio::steady_timer>>> waiters_;
 };
@@ -103,12 +110,21 @@ enum class PinOutcome {
   kQuotaExceeded,  // nothing of the object stays pinned by this call
   kNotCached,      // the object (or one of its blocks) is not in the cache
   kDisabled,       // cache.pin_quota is 0
+  kUnpinned,       // a prefix job's object whose prefix was unpinned meanwhile
 };
 const char* pin_outcome_name(PinOutcome outcome);
+
+// Who holds an object's pin (docs/warm.md, "Pins"). An object stays pinned while any
+// owner does: a prefix record covering its key, its own key (a key-list --pin job), or a
+// key-list job running ahead of its readers (until read).
+enum class PinOwner { kKey, kPrefix, kUntilRead };
 
 struct UnpinSummary {
   std::uint64_t objects = 0;
   std::uint64_t bytes = 0;  // object bytes
+  std::uint64_t prefixes = 0;      // prefix records removed
+  std::uint64_t objects_kept = 0;  // under the prefix, still held by another prefix record
+  std::vector<std::string> still_pinned_by;  // live prefix records overlapping the prefix
 };
 
 class ObjectCache {
@@ -163,21 +179,39 @@ class ObjectCache {
   // regions at once (no window in which they could be evicted), then pin_object once the
   // object is read (confirms, or pins in place what was cached before), then end_pin
   // (releases whatever the fill pinned that pin_object did not confirm).
-  // Held pins (until_read false) are persisted in the index and pinned again at start-up;
-  // until-read pins (a key-list warm's run ahead of its readers) are released by the first
-  // read of each block, and do not survive a restart.
+  // Every pin is persisted in the index with its owners (object_cache_pins.cpp) and pinned
+  // again at start-up; until-read pins (a key-list warm's run ahead of its readers) are
+  // released by the first read of each block, their record with the object's last block.
   bool pinning_enabled() const noexcept { return store_->pin_quota_bytes() > 0; }
   std::uint64_t pin_quota_bytes() const noexcept { return store_->pin_quota_bytes(); }
   std::uint64_t pinned_bytes() const { return store_->pinned_bytes(); }
   void begin_pin(const ObjectKey& key);
   void end_pin(const ObjectKey& key);
-  [[nodiscard]] PinOutcome pin_object(const ObjectKey& key, bool until_read);
-  // Releases every held pin of objects in `bucket` under `prefix` (persisted records).
-  [[nodiscard]] Result<UnpinSummary> unpin(const std::string& bucket, const std::string& prefix);
-  // Releases the until-read pins of one object (a cancelled key-list job's run ahead).
-  void release_until_read(const ObjectKey& key);
+  // kPrefix: only while a prefix record covers the key (else kUnpinned).
+  // `job`: the key-list job that pins until read (its id), so cancelling it releases only
+  // what no other owner holds.
+  [[nodiscard]] PinOutcome pin_object(const ObjectKey& key, PinOwner owner, std::string_view job = {});
+  // A pinned prefix (`tagd warm s3://b/p --pin`): a record in the index, restored at
+  // start-up. Every object published under it from then on (any miss, a refill after a
+  // write) is pinned as its blocks are written, within the quota (beyond it the object is
+  // refused: tagd_cache_pins_refused_total and a warning). Errors: kInvalidRequest when
+  // pinning is off, index write errors.
+  [[nodiscard]] Status pin_prefix(const std::string& bucket, const std::string& prefix);
+  // Removes the prefix record (`recursive`: every record at or below it), clears the key
+  // ownership of objects under it, and releases those no remaining prefix record covers.
+  [[nodiscard]] Result<UnpinSummary> unpin(const std::string& bucket, const std::string& prefix,
+                                           bool recursive = false);
+  // Releases `job`'s until-read pin of one object (a cancelled key-list job's run ahead);
+  // the object stays pinned while another owner holds it.
+  void release_until_read(const ObjectKey& key, std::string_view job);
+  // Waits (at most `limit`) until no block of the object is in flight: a warm job that has
+  // read an object's body may find its last blocks still queued for the fill's writer.
+  [[nodiscard]] boost::asio::awaitable<void> settle_fill(const ObjectKey& key, std::chrono::milliseconds limit);
+  // Pinned objects (not prefix records) in `bucket` under `prefix`.
   [[nodiscard]] Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
                                                                           const std::string& prefix);
+  // Pinned prefixes of `bucket` that overlap `prefix` (cover it or lie under it).
+  std::vector<std::string> pinned_prefixes(const std::string& bucket, const std::string& prefix);
 
   // In-flight registry. find_or_start returns the block being fetched and whether the
   // caller must fetch it (true: the caller owns the fill and must finish() it).
@@ -203,14 +237,36 @@ class ObjectCache {
   void count_read(const BlockRead& r, std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
   void restore_pins();
   void note_read(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
-  bool pinning(std::uint64_t key_hash);
-  void release_pins_of(const std::string& bucket, const std::string& key);
-  // Held pin records: how many exist (invalidate() looks one up only if any do).
+  // store_block's hooks: whether a block goes to the pin head, and (after it is written)
+  // confirming it held, or refusing its object when the quota is spent.
+  bool pin_when_stored(std::uint64_t key_hash, const std::string& etag);
+  void confirm_stored_pin(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
+  // publish()'s hook (under mu_): an object published under a pinned prefix is pinned.
+  void pin_if_under_prefix(const ObjectKey& key, const ObjectMeta& meta);
+  // Forgets the pin records of every variant of (bucket, key); returns the blocks to release.
+  std::vector<std::pair<std::uint64_t, PinRecord>> release_pins_of(const std::string& bucket, const std::string& key);
+  struct PinnedObject {
+    ObjectKey key;
+    PinRecord record;
+    // Until-read: the live key-list jobs that pinned it (cancelling one releases only its
+    // share; none after a restart), and how many of its blocks no client has read yet.
+    std::vector<std::string> jobs;
+    std::uint64_t unread = 0;
+  };
+  bool covered_locked(const ObjectKey& key) const;
+  void release_blocks(std::uint64_t key_hash, const PinRecord& record);
+  void drop_pinned_locked(std::uint64_t key_hash);
+  // Pin records: how many exist (invalidate() and store_block look further only if any do).
   std::atomic<std::uint64_t> pinned_objects_{0};
   // Objects a warm job is filling with pins (begin_pin), by key hash, counted.
   std::mutex pin_mu_;
   std::unordered_map<std::uint64_t, std::uint32_t> pinning_;
   std::atomic<std::uint32_t> pinning_count_{0};  // store_block's fast path
+  // Under pin_mu_: every object pin record by key hash (the index's `p` records, in
+  // memory), and the pinned prefixes by bucket.
+  std::unordered_map<std::uint64_t, PinnedObject> pinned_;
+  std::map<std::string, std::set<std::string>> pinned_prefixes_;
+  std::atomic<std::uint64_t> pinned_prefix_count_{0};  // publish's fast path
 
   std::unique_ptr<BlockDevice> device_;
   std::unique_ptr<CacheIndex> index_;

@@ -38,6 +38,7 @@
 
 #include "tagd/cache/fetcher.hpp"
 #include "tagd/cache/fill_engine.hpp"
+#include "tagd/cache/http_semantics.hpp"
 #include "tagd/cache/object_cache.hpp"
 #include "tagd/core/body_source.hpp"
 #include "tagd/core/cache_outcome.hpp"
@@ -62,7 +63,10 @@ struct ReadResult {
   Action action = Action::kForward;
   CacheOutcome outcome = CacheOutcome::kNone;
   Status error;                               // kRespond: an S3 error instead of head/body
-  boost::beast::http::response_header<> head;  // kRespond without error
+  boost::beast::http::response_header<> head;  // kRespond without error, unless `prepared`
+  // kRespond, a GET of a cached object with a body: its head from the object's prepared
+  // one (ResponseWriter::write_head_prepared); `head` then carries the status only.
+  std::optional<PreparedAnswer> prepared;
   std::unique_ptr<BodySource> body;           // null: no body
   std::optional<std::uint64_t> body_length;   // the body's length when known
   // kForward because the fill budget (cache.fill_budget / cache.max_fills) was spent: the

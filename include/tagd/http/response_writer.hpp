@@ -34,7 +34,7 @@ class ResponseWriter {
  public:
   // `parser` has read the request head (its body may be unread); `request_id` goes into
   // x-amz-request-id when the head has none (a relayed upstream id is kept).
-  ResponseWriter(ClientStream stream, const RequestParser& parser, std::string request_id,
+  ResponseWriter(ClientStream stream, const RequestParser& parser, std::string_view request_id,
                  std::chrono::milliseconds idle_timeout);
 
   // Writes the head. `body_length`: the exact body length (Content-Length), or nullopt
@@ -47,6 +47,16 @@ class ResponseWriter {
   [[nodiscard]] boost::asio::awaitable<Status> write_head(boost::beast::http::response_header<>& head,
                                                           std::optional<std::uint64_t> body_length,
                                                           CacheOutcome outcome = CacheOutcome::kNone);
+  // The head of a GET's answer with a body of `body_length` (> 0) bytes whose fields were
+  // serialised beforehand (a cached object's prepared head): the status line, `fields`
+  // verbatim ("Name: value\r\n" each; none may be Content-Length, X-Cache, Server,
+  // x-amz-request-id or hop-by-hop), then what write_head adds — the same bytes write_head
+  // would send for a head with those fields. It leaves with the first body bytes; nothing
+  // is allocated for a head that fits pending_inline_. kInternalError (nothing written)
+  // when the request is a HEAD, the status has no body or `body_length` is 0: build a head
+  // for write_head then.
+  [[nodiscard]] Status write_head_prepared(boost::beast::http::status status, std::span<const std::string_view> fields,
+                                           std::uint64_t body_length, CacheOutcome outcome = CacheOutcome::kNone);
   // Body bytes (framed as a chunk when the head chose chunked). Error: the client went
   // away or stopped reading (kRequestTimeout); counted in client_aborts_total.
   [[nodiscard]] boost::asio::awaitable<Status> write_body(std::string_view bytes);
@@ -75,12 +85,18 @@ class ResponseWriter {
   int status() const noexcept { return status_; }
   std::uint64_t body_bytes() const noexcept { return body_bytes_; }
   std::string_view x_cache() const noexcept { return x_cache_label(outcome_); }
-  const std::string& request_id() const noexcept { return request_id_; }
+  std::string_view request_id() const noexcept {
+    return request_id_long_.empty() ? std::string_view(request_id_.data(), request_id_size_)
+                                    : std::string_view(request_id_long_);
+  }
 
  private:
   ClientStream stream_;
   const RequestParser& parser_;
-  std::string request_id_;
+  // Held inline (tagd's ids are 16 characters): no allocation per request.
+  std::array<char, 32> request_id_;
+  std::size_t request_id_size_ = 0;
+  std::string request_id_long_;  // an id longer than request_id_
   std::chrono::milliseconds idle_timeout_;
   bool head_written_ = false;
   bool keep_alive_ = false;
@@ -91,6 +107,9 @@ class ResponseWriter {
   std::optional<std::uint64_t> expected_body_;
   // Serialises a Content-Length head straight from `head` into the pending head.
   void serialize_pending(const boost::beast::http::response_header<>& head, bool http11);
+  void append_status_line(bool http11, unsigned status, std::string_view reason);
+  // Content-Length, Connection, Server and x-amz-request-id when missing, X-Cache, the end.
+  void append_writer_fields(bool http11, bool has_server, bool has_request_id);
   void append_pending(std::string_view text);
   std::string_view pending_head() const noexcept;
   void clear_pending() noexcept;

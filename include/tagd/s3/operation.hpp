@@ -58,6 +58,11 @@ struct Operation {
 // this method and level), kNotImplemented (operations tagd does not forward yet).
 Result<Operation> classify(std::string_view method, const Target& target, const HeaderList& headers);
 
+// Refuses a key that a path-normalizing upstream or proxy would read as another path (a
+// "." or ".." segment, or only '/'): kInvalidArgument naming `what` ("the key"). Every
+// key tagd sends upstream goes through it, the admin API's included.
+[[nodiscard]] Status check_key(std::string_view key, std::string_view what);
+
 // True for query parameters that authenticate a request (SigV4 X-Amz-* presign
 // parameters, and SigV2's AWSAccessKeyId/Signature/Expires — with the content-type and
 // content-md5 copies botocore adds — when AWSAccessKeyId is present). They are never

@@ -31,6 +31,10 @@ struct Target {
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain);
 
+// Refuses a bucket name that an upstream could read as structure ('/', '%', '\\', "." or
+// ".."): kInvalidBucketName.
+[[nodiscard]] Status check_bucket_name(std::string_view bucket);
+
 // How a key splits into '/'-separated segments, for the rules that keep a key from
 // meaning another path to an upstream that normalizes paths.
 struct KeySegments {
