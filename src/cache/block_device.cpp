@@ -27,9 +27,14 @@ namespace {
 // everything else, left glibc's heap fragmented: RSS grew by about 490 KiB per slow
 // stream where each holds one 132 KiB buffer (tests/integration/test_hits.py,
 // ManyStreamsTest). Fixed-size reuse keeps it at what is in use plus a bounded reserve.
+// A second, smaller list holds buffers of up to kLargePooledBytes: the chunks a fast
+// sequential reader's widened read-ahead window reads (up to 1 MiB, plus the pieces and
+// alignment around it; cached_body.cpp) and whole 1 MiB blocks, for the same reason.
 constexpr std::size_t kPooledBytes = 160 * 1024;
+constexpr std::size_t kLargePooledBytes = (1 << 20) + 128 * 1024;
 constexpr std::size_t kPooledAlignment = 4096;
-constexpr std::size_t kMaxPooledPerThread = 64;  // 10 MiB per thread at most
+constexpr std::size_t kMaxPooledPerThread = 64;       // 10 MiB per thread at most
+constexpr std::size_t kMaxLargePooledPerThread = 8;   // 9 MiB per thread at most
 
 struct BufferPool {
   std::vector<std::byte*> free;
@@ -37,13 +42,14 @@ struct BufferPool {
     for (std::byte* b : free) std::free(b);
   }
 };
-BufferPool& buffer_pool() {
+BufferPool& buffer_pool(std::size_t size) {
   thread_local BufferPool pool;
-  return pool;
+  thread_local BufferPool large;
+  return size <= kPooledBytes ? pool : large;
 }
 
 bool pooled(std::size_t size, std::size_t alignment) {
-  return size <= kPooledBytes && alignment <= kPooledAlignment && kPooledAlignment % alignment == 0;
+  return size <= kLargePooledBytes && alignment <= kPooledAlignment && kPooledAlignment % alignment == 0;
 }
 
 }  // namespace
@@ -52,13 +58,14 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
   if (size == 0) return;
   if (pooled(size, alignment)) {
     pooled_ = true;
-    auto& pool = buffer_pool();
+    auto& pool = buffer_pool(size);
     if (!pool.free.empty()) {
       data_ = pool.free.back();
       pool.free.pop_back();
       return;
     }
-    data_ = static_cast<std::byte*>(std::aligned_alloc(kPooledAlignment, kPooledBytes));
+    data_ = static_cast<std::byte*>(
+        std::aligned_alloc(kPooledAlignment, size <= kPooledBytes ? kPooledBytes : kLargePooledBytes));
   } else {
     std::size_t rounded = (size + alignment - 1) / alignment * alignment;
     data_ = static_cast<std::byte*>(std::aligned_alloc(alignment, rounded));
@@ -68,11 +75,11 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
 
 // A pooled buffer may be released on another thread than the one that made it (a DRAM
 // tier entry evicted by another loop): it simply joins that thread's pool.
-static void release(std::byte* data, bool pooled) {
+static void release(std::byte* data, std::size_t size, bool pooled) {
   if (data == nullptr) return;
   if (pooled) {
-    auto& pool = buffer_pool();
-    if (pool.free.size() < kMaxPooledPerThread) {
+    auto& pool = buffer_pool(size);
+    if (pool.free.size() < (size <= kPooledBytes ? kMaxPooledPerThread : kMaxLargePooledPerThread)) {
       pool.free.push_back(data);
       return;
     }
@@ -80,7 +87,7 @@ static void release(std::byte* data, bool pooled) {
   std::free(data);
 }
 
-AlignedBuffer::~AlignedBuffer() { release(data_, pooled_); }
+AlignedBuffer::~AlignedBuffer() { release(data_, size_, pooled_); }
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
     : data_(other.data_), size_(other.size_), pooled_(other.pooled_) {
   other.data_ = nullptr;
@@ -89,7 +96,7 @@ AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
 }
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
-    release(data_, pooled_);
+    release(data_, size_, pooled_);
     data_ = other.data_;
     size_ = other.size_;
     pooled_ = other.pooled_;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "tagd/auth/hashing.hpp"
+#include "tagd/cache/piece_crc.hpp"
 
 namespace tagd::cache {
 namespace {
@@ -25,9 +25,7 @@ T get(std::span<const std::byte> in, std::size_t offset) {
   return value;
 }
 
-std::uint32_t crc(std::span<const std::byte> data) {
-  return auth::crc32c(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
-}
+std::uint32_t crc(std::span<const std::byte> data) { return piece_crc32c(data); }
 
 Status fail(const std::string& why) { return Status(ErrorCode::kInternalError, "cache block: " + why); }
 

@@ -21,11 +21,19 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-// Largest disk read one body makes at a time (two 64 KiB pieces).
+// A body's disk reads: 128 KiB (two 64 KiB pieces) at first, so a slow reader holds little.
 constexpr std::uint64_t kDiskChunk = 128 * 1024;
-// Chunks read ahead of a sequential reader, and the bytes all bodies of one event loop
-// may hold that way (so many slow streams cannot turn read-ahead into unbounded memory).
-constexpr int kReadAheadChunks = 3;
+// Chunks read ahead of a sequential reader: three at first. A reader that finds its next
+// chunk still being read is waiting for the disk, not for its socket: its window grows (one
+// more chunk in flight, each new one twice as large) up to kMaxReadAheadChunks of
+// kMaxReadAheadChunk (4 MiB), so a fast whole-object reader keeps the disk busy with large
+// reads (measured: 1 MiB reads, 4 in flight, reach the disk's O_DIRECT rate; 128 KiB reads,
+// 3 in flight, do not). A slow reader never waits for the disk and keeps the small window.
+// All bodies of one event loop hold at most kReadAheadBytesPerLoop that way, the chunk
+// being written included (many streams cannot turn read-ahead into unbounded memory).
+constexpr std::size_t kReadAheadChunks = 3;
+constexpr std::size_t kMaxReadAheadChunks = 4;
+constexpr std::uint64_t kMaxReadAheadChunk = 1ull << 20;
 constexpr std::uint64_t kReadAheadBytesPerLoop = 8ull << 20;
 thread_local std::uint64_t read_ahead_bytes_held = 0;  // each loop is one thread
 
@@ -60,7 +68,9 @@ CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, Obj
       run_blocks_(std::max<std::uint64_t>(1, cache.options().max_fetch / meta_.block_size)),
       parallel_blocks_(run_blocks_ * std::max<std::uint32_t>(1, cache.options().fetch_parallelism)),
       parts_checked_until_(range.first / meta_.block_size + 1),
-      position_(range.first) {}
+      position_(range.first),
+      ahead_depth_(kReadAheadChunks),
+      ahead_chunk_(kDiskChunk) {}
 
 asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
   if (length_ == 0) co_return Preparation::kOk;
@@ -128,6 +138,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
   if (b != block_) {
     block_ = b;
     stored_.reset();
+    lent_.reset();
     inflight_.reset();
     attempts_ = 0;
     if (cache_.prefetch_ledger().size() > 0) cache_.prefetch_ledger().on_read(MemoryTier::key(key_hash_, meta_.etag, b));
@@ -144,7 +155,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
                                                 cache_.options().fetch_parallelism, FillCause::kParallel);
     }
   }
-  const Chunk chunk = chunk_at(position_);
+  const Chunk chunk = chunk_at(position_, kDiskChunk);
   const std::uint64_t block_start = chunk.block_start;
   const std::uint64_t lo = chunk.lo;
   const std::uint64_t hi = chunk.hi;
@@ -164,6 +175,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
         co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
       }
       stored_.reset();  // a chunk of the block, used up: read the next one
+      lent_.reset();
     }
     if (!inflight_) {
       // Only the bytes this body still needs from the block: a range inside a large block
@@ -171,12 +183,12 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
       // tier is read in chunks of kDiskChunk, so a slow reader holds at most one chunk,
       // not a block (memory stays bounded with many connections streaming from disk).
       const std::uint64_t length = chunk.length;
-      const std::uint64_t want = chunk.want;
+      std::uint64_t want = chunk.want;
       BlockRead r;
       if (chunk.whole) {
         r = co_await cache_.read_block(key_hash_, meta_.etag, b);
       } else if (std::optional<BlockRead> ahead = co_await take_read_ahead(b, lo, want)) {
-        r = std::move(*ahead);
+        r = std::move(*ahead);  // `want`: the read-ahead's own length (its window's chunk)
       } else {
         r = co_await cache_.read_block_range(key_hash_, meta_.etag, b, static_cast<std::uint32_t>(lo),
                                              static_cast<std::uint32_t>(want));
@@ -245,25 +257,25 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
   }
 }
 
-CachedBody::Chunk CachedBody::chunk_at(std::uint64_t position) const {
+CachedBody::Chunk CachedBody::chunk_at(std::uint64_t position, std::uint64_t chunk_size) const {
   Chunk c;
   c.block = position / meta_.block_size;
   c.block_start = c.block * meta_.block_size;
   c.length = block_length(meta_, c.block);
   c.lo = position - c.block_start;
   c.hi = std::min<std::uint64_t>(range_.last + 1, c.block_start + c.length) - c.block_start;
-  c.want = std::min<std::uint64_t>(c.hi - c.lo, kDiskChunk);
+  c.want = std::min<std::uint64_t>(c.hi - c.lo, chunk_size);
   c.whole = c.lo == 0 && c.hi == c.length && c.length <= kDiskChunk;
   return c;
 }
 
 void CachedBody::start_read_ahead(const asio::any_io_executor& executor, std::uint64_t from) {
   std::uint64_t pos = std::max(from, ahead_until_);
-  while (ahead_.size() < kReadAheadChunks && pos <= range_.last &&
-         read_ahead_bytes_held + kDiskChunk <= kReadAheadBytesPerLoop) {
-    // The very chunk next_piece() will ask for at `pos`.
-    const Chunk chunk = chunk_at(pos);
+  while (ahead_.size() < ahead_depth_ && pos <= range_.last) {
+    // The chunk next_piece() will take at `pos` (a read-ahead's length is its own).
+    const Chunk chunk = chunk_at(pos, ahead_chunk_);
     if (chunk.whole) break;  // a small whole block: read as one, into the DRAM tier
+    if (read_ahead_bytes_held + chunk.want > kReadAheadBytesPerLoop) break;
     auto ahead = std::make_shared<ReadAhead>(pos, chunk.block, chunk.lo, chunk.want);
     ahead_.push_back(ahead);
     pos += chunk.want;
@@ -284,15 +296,27 @@ void CachedBody::start_read_ahead(const asio::any_io_executor& executor, std::ui
 }
 
 asio::awaitable<std::optional<BlockRead>> CachedBody::take_read_ahead(std::uint64_t block, std::uint64_t offset,
-                                                                     std::uint64_t length) {
+                                                                     std::uint64_t& length) {
   const std::uint64_t pos = block * meta_.block_size + offset;
   while (!ahead_.empty() && ahead_.front()->position < pos) ahead_.pop_front();  // skipped over
   if (ahead_.empty()) co_return std::nullopt;
   std::shared_ptr<ReadAhead> ahead = ahead_.front();
-  if (ahead->position != pos || ahead->block != block || ahead->offset != offset || ahead->length != length) {
-    co_return std::nullopt;
-  }
+  if (ahead->position != pos || ahead->block != block || ahead->offset != offset) co_return std::nullopt;
   ahead_.pop_front();
+  length = ahead->length;
+  // Still counted against the loop's read-ahead bytes while it is being written: a reader
+  // whose window grew and whose client then slowed down holds a 1 MiB chunk, and many
+  // such streams must not add up beyond the bound.
+  lent_ = ahead;
+  if (!ahead->done && read_ahead_bytes_held <= kReadAheadBytesPerLoop / 2) {
+    // The reader outran the disk: a wider window (the chunks already started keep their
+    // size; the next ones are read larger). Not while the loop's read-ahead budget is half
+    // taken: many streams at once share the disk, and wide windows would only hold larger
+    // buffers each (a slow client whose first writes went through at once would otherwise
+    // widen too, then block holding 1 MiB chunks: ManyStreamsTest).
+    ahead_depth_ = std::min(ahead_depth_ + 1, kMaxReadAheadChunks);
+    ahead_chunk_ = std::min(ahead_chunk_ * 2, kMaxReadAheadChunk);
+  }
   if (!ahead->done) {
     // Same loop as the read: `done` and `waiter` need no lock. The read cancels the timer.
     const auto executor = co_await asio::this_coro::executor;

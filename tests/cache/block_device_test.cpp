@@ -504,5 +504,26 @@ TEST_F(UringBlockDeviceTest, OtherExecutorsUseThePreadPool) {
   EXPECT_EQ(device_->stats().async_reads, kBlocks);
 }
 
+// Chunk buffers are reused from a per-thread list (both the 128 KiB class and the 1 MiB
+// class a widened read-ahead window reads), so streams do not fragment the heap; a larger
+// buffer is not kept.
+TEST(AlignedBufferTest, ChunkBuffersAreReusedPerSizeClass) {
+  for (std::size_t size : {std::size_t{128 * 1024}, std::size_t{(1 << 20) + 8192}}) {
+    const std::byte* first = nullptr;
+    {
+      AlignedBuffer b(size, 4096);
+      first = b.data();
+      std::memset(b.data(), 1, b.size());
+    }
+    AlignedBuffer again(size, 4096);
+    EXPECT_EQ(again.data(), first) << size;
+    EXPECT_EQ(again.size(), size);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(again.data()) % 4096, 0u);
+  }
+  AlignedBuffer small(4096, 4096);
+  AlignedBuffer large((1 << 20) + 8192, 4096);
+  EXPECT_NE(small.data(), large.data());
+}
+
 }  // namespace
 }  // namespace tagd::cache

@@ -82,13 +82,19 @@ class CachedBody final : public BodySource {
     std::uint64_t block = 0, block_start = 0, length = 0, lo = 0, hi = 0, want = 0;
     bool whole = false;
   };
-  Chunk chunk_at(std::uint64_t position) const;
+  Chunk chunk_at(std::uint64_t position, std::uint64_t chunk_size) const;
   struct ReadAhead;
   std::deque<std::shared_ptr<ReadAhead>> ahead_;
+  std::shared_ptr<ReadAhead> lent_;  // the read-ahead stored_ came from, if any
   std::uint64_t ahead_until_ = 0;
+  // The read-ahead window: chunks kept in flight and the length of each new one. Widened
+  // each time the reader has to wait for a chunk read ahead (cached_body.cpp).
+  std::size_t ahead_depth_;
+  std::uint64_t ahead_chunk_;
   void start_read_ahead(const boost::asio::any_io_executor& executor, std::uint64_t from);
+  // The read started ahead at [offset, ...) of `block`, if any; `length` becomes its length.
   boost::asio::awaitable<std::optional<BlockRead>> take_read_ahead(std::uint64_t block, std::uint64_t offset,
-                                                                   std::uint64_t length);
+                                                                   std::uint64_t& length);
 };
 
 }  // namespace tagd::cache
