@@ -20,6 +20,7 @@
 #include <string>
 
 #include "support/fake_origin.hpp"
+#include "support/test_bytes.hpp"
 #include "tagd/cache/block_device.hpp"
 #include "tagd/cache/eviction.hpp"
 #include "tagd/cache/read_path.hpp"
@@ -38,17 +39,7 @@ constexpr std::uint32_t kBlock = 1u << 20;
 constexpr std::uint64_t kObject = 8 * kBlock;
 constexpr const char* kBucket = "b";
 
-std::string make_bytes(std::size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u ^ (seed * 2654435761u);
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
+using tagd::testing::make_bytes;
 
 struct Got {
   bool done = false;

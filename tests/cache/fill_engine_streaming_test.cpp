@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "support/test_bytes.hpp"
 #include "tagd/auth/sigv4.hpp"
 #include "tagd/cache/block_device.hpp"
 #include "tagd/cache/eviction.hpp"
@@ -45,17 +46,7 @@ constexpr std::uint32_t kBlock = 64 * 1024;
 constexpr std::size_t kHalf = kBlock / 2;
 const std::string kEtag = "\"0123456789abcdef\"";
 
-std::string make_bytes(std::size_t n) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
+using tagd::testing::make_bytes;
 
 // The origin: answers a ranged GET of its one object with a 206, sends the first half of
 // the body, then the rest only once the test releases it (`release` cancelled).

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "support/fake_origin.hpp"
+#include "support/test_bytes.hpp"
 #include "tagd/cache/block_device.hpp"
 #include "tagd/cache/eviction.hpp"
 #include "tagd/core/clock.hpp"
@@ -40,19 +41,7 @@ using Action = ReadResult::Action;
 constexpr std::uint32_t kBlock = 64 * 1024;
 constexpr const char* kBucket = "b";
 
-// Bytes that differ from one seed to the next at (nearly) every position, so a body
-// mixed from two versions cannot equal either.
-std::string make_bytes(std::size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  std::uint32_t x = 2463534242u ^ (seed * 2654435761u);
-  for (std::size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    s[i] = static_cast<char>((x & 0xff) ^ (seed * 0x3b));
-  }
-  return s;
-}
+using tagd::testing::make_bytes;
 
 bool is_prefix_of(const std::string& part, const std::string& whole) {
   return part.size() <= whole.size() && whole.compare(0, part.size(), part) == 0;
