@@ -24,7 +24,8 @@ TEST(PieceCrcTest, KnownValue) {
 // Every length around the three-chain stretches (768 and 24,576 bytes) and a whole piece,
 // at odd offsets: the joined chains must give the single chain's value.
 TEST(PieceCrcTest, MatchesTheSingleChainAtEveryBoundary) {
-  std::vector<std::byte> data(3 * 65536 + 64);
+  // Room for the longest length (3 pieces + 19) at the largest offset (4096).
+  std::vector<std::byte> data(3 * 65536 + 4096 + 64);
   std::mt19937 rng(9);
   for (auto& b : data) b = std::byte(rng() & 0xFF);
   std::vector<std::size_t> lengths;

@@ -522,10 +522,19 @@ TEST_F(PinCacheTest, SettleFillWaitsForTheObjectsBlocksInFlightAndNoLonger) {
   const ObjectKey stuck{"b", "stuck", ""};
   ASSERT_TRUE(cache_->publish(stuck, ObjectMeta{kBlock, "\"e\"", "", {}, 0, 1LL << 60, kBlock}, cache_->epoch()));
   auto held = cache_->find_or_start(stuck.hash(), "\"e\"", 0, kBlock);
+  // Its own context, alive until the finish below: the waiter it registered stays with
+  // the block after the limit, and the finish posts its wake-up to that context.
+  boost::asio::io_context stuck_ctx;
+  bool gave_up = false;
   const auto before = std::chrono::steady_clock::now();
-  tagd::testing::run_sync(cache_->settle_fill(stuck, std::chrono::milliseconds(150)));
+  boost::asio::co_spawn(stuck_ctx, cache_->settle_fill(stuck, std::chrono::milliseconds(150)),
+                        [&](std::exception_ptr) { gave_up = true; });
+  stuck_ctx.run();
+  EXPECT_TRUE(gave_up);
   EXPECT_GE(std::chrono::steady_clock::now() - before, std::chrono::milliseconds(150));
   cache_->finish(stuck.hash(), "\"e\"", 0);
+  stuck_ctx.restart();
+  stuck_ctx.poll();  // runs the posted wake-up, which lets go of the waiter's timer
 }
 
 TEST_F(PinCacheTest, PinningOffWhenTheQuotaIsZero) {
