@@ -138,6 +138,19 @@ std::optional<Credential> parse_credential(std::string_view text) {
   return Credential{parts[0], parts[1], parts[2], parts[3]};
 }
 
+// The fields both parsers (Authorization header, presigned query) hand back, as views.
+SignatureFieldsView fields_view(const Credential& cred, std::string_view signed_headers,
+                                std::string_view signature) {
+  SignatureFieldsView out;
+  out.access_key_id = cred.access_key_id;
+  out.date = cred.date;
+  out.region = cred.region;
+  out.service = cred.service;
+  out.signed_headers = signed_headers;
+  out.signature = signature;
+  return out;
+}
+
 // Calls f(name) for each ';'-separated name of a SignedHeaders text; false as soon as f does.
 template <typename F>
 bool for_each_signed_header(std::string_view text, F&& f) {
@@ -536,14 +549,7 @@ Result<SignatureFieldsView> parse_authorization_header_view(std::string_view val
   if (!valid_signed_headers(*signed_headers)) return header_error("malformed SignedHeaders");
   if (!is_lower_hex_signature(*signature)) return header_error("signature must be 64 lower-case hex digits");
 
-  SignatureFieldsView out;
-  out.access_key_id = cred->access_key_id;
-  out.date = cred->date;
-  out.region = cred->region;
-  out.service = cred->service;
-  out.signed_headers = *signed_headers;
-  out.signature = *signature;
-  return out;
+  return fields_view(*cred, *signed_headers, *signature);
 }
 
 namespace {
@@ -625,13 +631,7 @@ Result<SignatureFieldsView> parse_presigned_query_view(const QueryParams& params
   if (!is_lower_hex_signature(*signature))
     return query_error("X-Amz-Signature must be 64 lower-case hex digits");
 
-  SignatureFieldsView out;
-  out.access_key_id = cred->access_key_id;
-  out.date = cred->date;
-  out.region = cred->region;
-  out.service = cred->service;
-  out.signed_headers = *signed_headers;
-  out.signature = *signature;
+  SignatureFieldsView out = fields_view(*cred, *signed_headers, *signature);
   out.amz_date = *date;
   out.expires_seconds = expires_seconds;
   return out;
