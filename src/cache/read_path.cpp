@@ -175,6 +175,8 @@ struct ReadPath::Session {
   std::optional<ObjectMeta> meta;
   int round = 0;
   std::shared_ptr<ObjectCache::PendingObject> pending;  // kJoin: the fetch being waited for
+  // Waited for another request's revalidation: a client's no-cache is satisfied by it.
+  bool joined_revalidation = false;
   ReadResult result;
 
   std::string_view header(http::field f) const {
@@ -204,7 +206,7 @@ ReadPath::ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, asi
       fills_(cache, fetcher, std::move(executor), upstream_timeout, fill_write_queue_bytes) {}
 
 asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
-  Session s{request, {}, {}, {}, {}, 0, {}, {}};
+  Session s{request, {}, {}, {}, {}, 0, {}, false, {}};
   s.decision = cache_key_for(*request.query, *request.headers);
   s.directive = client_directive(s.header(http::field::cache_control), s.header(http::field::pragma));
   if (!s.decision.cacheable || s.directive == ClientDirective::kBypass) {
@@ -241,7 +243,8 @@ asio::awaitable<ReadState> ReadPath::lookup(Session& s) {
   s.meta = cache_.lookup(s.key);
   if (s.meta && s.meta->block_size != cache_.options().block_size) s.meta.reset();  // another geometry
   if (!s.meta) co_return ReadState::kMiss;
-  if (clock_.now_ms() >= s.meta->fresh_until_ms || s.directive == ClientDirective::kRevalidate) {
+  const bool client_wants_revalidation = s.directive == ClientDirective::kRevalidate && !s.joined_revalidation;
+  if (clock_.now_ms() >= s.meta->fresh_until_ms || client_wants_revalidation) {
     co_return ReadState::kRevalidate;
   }
   // A checksum-mode client gets the object's checksums on whole-object answers; a fill of
@@ -285,18 +288,27 @@ asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
 }
 
 asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
-  // Stale, or the client asked for revalidation: a conditional HEAD upstream.
+  // Stale, or the client asked for revalidation: a conditional HEAD upstream, one per
+  // object at a time. The object's single flight (the one misses use) holds concurrent
+  // readers in kJoin until this answer is published: a herd on a stale object costs the
+  // upstream one HEAD, and, if the object changed, one fill. A client's own no-cache joins
+  // a revalidation in flight too: that answer comes from the upstream after it arrived.
+  auto [pending, owner] = cache_.find_or_start_object(s.key);
+  if (!owner) {
+    metrics().cache_revalidations_joined.inc();
+    s.joined_revalidation = true;
+    s.pending = std::move(pending);
+    co_return ReadState::kJoin;
+  }
+  FinishObject finish{cache_, s.key};
   const std::uint64_t epoch = cache_.epoch();
   // (A named request: GCC 12 mishandles aggregate temporaries in a co_await operand.)
   FetchRequest conditional_head{http::verb::head, s.key, std::nullopt, "", s.meta->etag, {}};
   auto reply = co_await fetcher_.fetch(std::move(conditional_head));
   if (!reply || reply.value()->status() >= 500) {
-    if (clock_.now_ms() < s.meta->fresh_until_ms + cache_.options().stale_if_error.count()) {
-      spdlog::warn("upstream unavailable for revalidation of {}/{}; serving stale copy", log_field(s.key.bucket),
-                   log_field(s.key.key));
-      co_return ReadState::kServeStale;
-    }
-    co_return s.forward(CacheOutcome::kMiss);  // forwarding reports the upstream failure
+    pending->upstream_failed.store(true, std::memory_order_release);
+    finish.release();
+    co_return serve_stale_or_forward(s);
   }
   auto& h = reply.value()->head();
   const int status = h.result_int();
@@ -314,11 +326,14 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
     }
   }
   if (!same) {
-    // Changed or gone: forget it and treat the request as a miss.
+    // Changed or gone: forget it and treat the request as a miss (the waiters then find no
+    // copy and join the fill this request or another one starts).
     cache_.invalidate(s.key.bucket, s.key.key);
+    finish.release();
     co_return ReadState::kMiss;
   }
   (void)cache_.publish(s.key, *s.meta, epoch);
+  finish.release();  // before the body: the waiters read the refreshed copy themselves
   const ReadState next = co_await answer(s, CacheOutcome::kRevalidated, false);
   co_return next;
 }
@@ -333,6 +348,7 @@ asio::awaitable<ReadState> ReadPath::miss(Session& s) {
   }
   auto [pending, owner] = cache_.find_or_start_object(s.key);
   if (!owner) {
+    metrics().cache_joined_fills.inc();
     s.pending = std::move(pending);
     co_return ReadState::kJoin;
   }
@@ -345,14 +361,30 @@ asio::awaitable<ReadState> ReadPath::miss(Session& s) {
 }
 
 asio::awaitable<ReadState> ReadPath::join(Session& s) {
-  // Another request is fetching this object's head: wait for it, then read blocks.
-  metrics().cache_joined_fills.inc();
+  // Another request is fetching this object's head, or revalidating the stale copy this
+  // request found: wait for it, then look the metadata up again.
   auto executor = co_await asio::this_coro::executor;
   auto timer = std::make_shared<asio::steady_timer>(executor);
   timer->expires_after(upstream_timeout_);
   if (s.pending->signal.wait_for_progress(0, executor, timer)) co_await timer->async_wait(kTuple);
+  const bool upstream_failed = s.pending->upstream_failed.load(std::memory_order_acquire);
   s.pending.reset();
-  co_return ReadState::kLookup;  // look the metadata up again
+  // The revalidation waited for could not reach the upstream: do as it did, rather than
+  // each waiter trying (and timing out) in turn.
+  if (upstream_failed && s.meta) co_return serve_stale_or_forward(s);
+  co_return ReadState::kLookup;
+}
+
+ReadState ReadPath::serve_stale_or_forward(Session& s) {
+  if (clock_.now_ms() < s.meta->fresh_until_ms + cache_.options().stale_if_error.count()) {
+    static logging::WarnThrottle throttle(std::chrono::seconds(10));
+    if (throttle.allow(clock_.now_ms())) {
+      spdlog::warn("upstream unavailable for revalidation of {}/{}; serving stale copy", log_field(s.key.bucket),
+                   log_field(s.key.key));
+    }
+    return ReadState::kServeStale;
+  }
+  return s.forward(CacheOutcome::kMiss);  // forwarding reports the upstream failure
 }
 
 asio::awaitable<ReadState> ReadPath::fill(Session& s) {

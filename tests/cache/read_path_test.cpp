@@ -1039,6 +1039,114 @@ TEST_F(ReadPathTest, BeyondStaleIfErrorTheRequestIsForwarded) {
   EXPECT_EQ(h.origin.heads(), 1u);
 }
 
+// Readers started together, all served and their bodies drained (or failed).
+std::vector<std::shared_ptr<Served>> run_herd(Harness& h, int readers, const Request& request) {
+  std::vector<std::shared_ptr<Served>> herd;
+  for (int i = 0; i < readers; ++i) herd.push_back(h.start(request));
+  EXPECT_TRUE(h.run_until([&] {
+    for (const auto& r : herd) {
+      if (!r->finished()) return false;
+    }
+    return true;
+  }));
+  return herd;
+}
+
+TEST_F(ReadPathTest, AHerdOnAStaleObjectSendsOneConditionalHead) {
+  auto& h = use(options(1024 * 1024, /*ttl=*/60s));
+  const std::string data = make_bytes(200 * 1024, 31);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  const auto joined_before = metrics().cache_revalidations_joined.get();
+
+  h.clock.advance(61s);
+  constexpr int kReaders = 8;
+  auto herd = run_herd(h, kReaders, {});
+  int revalidated = 0, hits = 0;
+  for (int i = 0; i < kReaders; ++i) {
+    const Served& r = *herd[i];
+    ASSERT_TRUE(r.drained) << "reader " << i << ": " << r.body_error.message();
+    EXPECT_TRUE(r.bytes == data) << "reader " << i;
+    revalidated += r.result.outcome == CacheOutcome::kRevalidated;
+    hits += r.result.outcome == CacheOutcome::kHit;
+  }
+  EXPECT_EQ(revalidated, 1);
+  EXPECT_EQ(hits, kReaders - 1) << "the others read the copy the one revalidation refreshed";
+  EXPECT_EQ(h.origin.heads(), 1u) << "one conditional HEAD for the whole herd";
+  EXPECT_EQ(h.origin.gets(), 1u);
+  EXPECT_EQ(metrics().cache_revalidations_joined.get(), joined_before + kReaders - 1);
+}
+
+TEST_F(ReadPathTest, AHerdOnAStaleObjectThatChangedCostsOneHeadAndOneFill) {
+  auto& h = use(options(1024 * 1024, /*ttl=*/60s));
+  const std::string v1 = make_bytes(200 * 1024, 32);
+  const std::string v2 = make_bytes(180 * 1024, 33);
+  h.origin.put(kBucket, "k", v1);
+  populate(h, v1);
+  const std::string e2 = h.origin.put(kBucket, "k", v2);
+
+  h.clock.advance(61s);
+  auto herd = run_herd(h, 8, {});
+  for (std::size_t i = 0; i < herd.size(); ++i) {
+    const Served& r = *herd[i];
+    ASSERT_TRUE(r.drained) << "reader " << i << ": " << r.body_error.message();
+    EXPECT_TRUE(r.bytes == v2) << "reader " << i << " got " << r.bytes.size() << " bytes";
+    EXPECT_EQ(r.header(http::field::etag), e2) << "reader " << i;
+  }
+  EXPECT_EQ(h.origin.heads(), 1u);
+  EXPECT_EQ(h.origin.gets(), 2u) << "the first fill, then one fill of the new version";
+}
+
+TEST_F(ReadPathTest, AHerdOnAStaleObjectWithTheUpstreamDownTriesItOnceAndServesStale) {
+  auto& h = use(options(1024 * 1024, /*ttl=*/60s, /*stale_if_error=*/300s));
+  const std::string data = make_bytes(100 * 1024, 34);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  const auto stale_before = metrics().cache_stale_served.get();
+
+  h.clock.advance(61s);
+  h.origin.unavailable = true;
+  auto herd = run_herd(h, 8, {});
+  for (std::size_t i = 0; i < herd.size(); ++i) {
+    const Served& r = *herd[i];
+    ASSERT_TRUE(r.drained) << "reader " << i << ": " << r.body_error.message();
+    EXPECT_TRUE(r.bytes == data) << "reader " << i;
+    EXPECT_EQ(r.result.outcome, CacheOutcome::kHit) << "reader " << i;
+    EXPECT_NE(r.header(http::field::warning).find("110"), std::string::npos) << "reader " << i;
+  }
+  EXPECT_EQ(h.origin.heads(), 1u) << "the waiters did not each try the unreachable upstream";
+  EXPECT_EQ(metrics().cache_stale_served.get(), stale_before + 8);
+
+  // Past stale-if-error, the herd is forwarded (forwarding reports the failure).
+  h.clock.advance(300s);
+  auto late = run_herd(h, 4, {});
+  for (const auto& r : late) {
+    EXPECT_TRUE(r->served);
+    EXPECT_EQ(r->result.action, Action::kForward);
+  }
+  EXPECT_EQ(h.origin.heads(), 2u);
+}
+
+TEST_F(ReadPathTest, ClientsAskingNoCacheTogetherShareOneRevalidation) {
+  auto& h = use(options(1024 * 1024, /*ttl=*/3600s));
+  const std::string data = make_bytes(50 * 1024, 35);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+
+  auto herd = run_herd(h, 6, with({{"Cache-Control", "no-cache"}}));
+  for (const auto& r : herd) {
+    ASSERT_TRUE(r->drained) << r->body_error.message();
+    EXPECT_TRUE(r->bytes == data);
+    EXPECT_NE(r->result.outcome, CacheOutcome::kMiss);
+  }
+  EXPECT_EQ(h.origin.heads(), 1u);
+
+  // A later no-cache request is not satisfied by an earlier revalidation.
+  Served later = h.get(with({{"Cache-Control", "no-cache"}}));
+  EXPECT_EQ(later.result.outcome, CacheOutcome::kRevalidated);
+  EXPECT_EQ(h.origin.heads(), 2u);
+}
+
 // ---------------------------------------------------------------------------------------
 // The object changes upstream while it is being filled (412 on If-Match)
 

@@ -207,6 +207,8 @@ run_one() {  # run_one moto|tagd
   port=$moto_port
   if [[ "$t" == tagd ]]; then
     cp "$tagd_bin_src" "$dir/tagd"
+    # tagd execs the tagd-uring beside it for io_uring sockets and refuses to start without it.
+    if [[ -x "$(dirname "$tagd_bin_src")/tagd-uring" ]]; then cp "$(dirname "$tagd_bin_src")/tagd-uring" "$dir/tagd-uring"; fi
     write_credentials "$dir/credentials.json"
     port=$(free_port)
     # Newer tagd has a disk cache that defaults to the shared /var/tmp/tagd-cache: give

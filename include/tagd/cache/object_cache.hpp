@@ -224,10 +224,14 @@ class ObjectCache {
   // True if the block is cached (DRAM tier or index); reads no data.
   bool block_cached(std::uint64_t key_hash, const std::string& etag, std::uint64_t block);
 
-  // Object-level single flight for cold objects: the first request fetches the object's
-  // head (and first blocks); others wait for `signal` and then look the metadata up.
+  // Object-level single flight: for a cold object the first request fetches the object's
+  // head (and first blocks), for a stale one it sends the conditional HEAD; others wait for
+  // `signal` and then look the metadata up.
   struct PendingObject {
     InflightBlock signal{0};
+    // Set by a revalidation that could not reach the upstream (before `signal` completes):
+    // its waiters serve the stale copy (or forward) instead of each trying in turn.
+    std::atomic<bool> upstream_failed{false};
   };
   std::pair<std::shared_ptr<PendingObject>, bool> find_or_start_object(const ObjectKey& key);
   void finish_object(const ObjectKey& key);

@@ -6,6 +6,8 @@
 //   kLookup ──fresh──────────▶ kFresh ─────────────▶ answer from blocks      (HIT)
 //      │   └─fresh, checksums unknown▶ kLearnChecksums ─▶ kFresh
 //      ├──stale / no-cache──▶ kRevalidate ─304/same─▶ answer from blocks      (REVALIDATED)
+//      │                          ├─another request is revalidating─▶ kJoin ─▶ kLookup
+//      │                          │      (or kServeStale when that one found the upstream down)
 //      │                          ├─upstream down, within stale-if-error▶ kServeStale (HIT)
 //      │                          └─changed/gone─▶ kMiss
 //      └──not cached────────▶ kMiss ─another request is fetching─▶ kJoin ─▶ kLookup
@@ -110,6 +112,9 @@ class ReadPath {
   boost::asio::awaitable<ReadState> revalidate(Session& s);
   boost::asio::awaitable<ReadState> miss(Session& s);
   boost::asio::awaitable<ReadState> join(Session& s);
+  // A revalidation could not reach the upstream: the stale copy within stale-if-error,
+  // else forward (which reports the failure).
+  ReadState serve_stale_or_forward(Session& s);
   boost::asio::awaitable<ReadState> fill(Session& s);
   boost::asio::awaitable<ReadState> fill_meta(Session& s);
   // Answers with the upstream's reply to a fill's own request (not cacheable, and what the

@@ -256,6 +256,8 @@ struct CacheResult {
           "Objects served but not cached: fill budget spent")                                                        \
   COUNTER(cache_joined_fills, "tagd_cache_joined_fills_total",                                                       \
           "Waits on a fill in progress (object head or block being fetched)")                                        \
+  COUNTER(cache_revalidations_joined, "tagd_cache_revalidations_joined_total",                                      \
+          "Reads of a stale object that waited for another request's revalidation instead of sending their own")    \
   COUNTER(cache_checksum_failures, "tagd_cache_checksum_failures_total",                                             \
           "Corrupt cache blocks detected (dropped and refetched)")                                                   \
   COUNTER(cache_write_errors, "tagd_cache_write_errors_total", "Cache device write failures (disk full, I/O error)") \
