@@ -438,6 +438,20 @@ Result<std::vector<std::pair<ObjectKey, PinRecord>>> ObjectCache::pins(const std
   return all;
 }
 
+std::vector<std::pair<ObjectKey, std::vector<std::string>>> ObjectCache::until_read_pins(const std::string& bucket,
+                                                                                        const std::string& prefix) {
+  std::lock_guard lock(pin_mu_);
+  std::vector<std::pair<ObjectKey, std::vector<std::string>>> out;
+  for (const auto& [kh, pinned] : pinned_) {
+    if ((pinned.record.flags & kPinUntilRead) == 0 || pinned.key.bucket != bucket ||
+        !pinned.key.key.starts_with(prefix)) {
+      continue;
+    }
+    out.emplace_back(pinned.key, pinned.jobs);
+  }
+  return out;
+}
+
 void ObjectCache::note_read(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) {
   if (!store_->has_until_read_pins()) return;
   if (!store_->note_read(BlockIdentity{key_hash, block, etag})) return;

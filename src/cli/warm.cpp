@@ -82,29 +82,6 @@ std::string human_bytes(double b) {
   return out;
 }
 
-std::string progress_line(const json& st) {
-  const double total = st.value("objects_total", 0.0), done = st.value("objects_done", 0.0) + st.value("objects_failed", 0.0);
-  const double bytes = st.value("bytes_done", 0.0), bytes_total = st.value("bytes_total", 0.0);
-  const double rate = st.value("bytes_per_second", 0.0);
-  const double fraction = bytes_total > 0 ? std::min(1.0, bytes / bytes_total) : (total > 0 ? done / total : 0.0);
-  constexpr int kWidth = 24;
-  const int filled = static_cast<int>(fraction * kWidth);
-  std::string bar = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
-  char line[256];
-  std::string eta = "-";
-  if (rate > 0 && bytes_total > bytes) {
-    const long s = static_cast<long>((bytes_total - bytes) / rate);
-    char e[32];
-    std::snprintf(e, sizeof e, "%ld:%02ld", s / 60, s % 60);
-    eta = e;
-  }
-  std::snprintf(line, sizeof line, "%s %s %.0f/%.0f objects  %s/%s  %s/s  ETA %s  (%s, %.0f cached, %.0f failed)",
-                st.value("id", "").c_str(), bar.c_str(), done, total, human_bytes(bytes).c_str(),
-                human_bytes(bytes_total).c_str(), human_bytes(rate).c_str(), eta.c_str(),
-                st.value("state", "").c_str(), st.value("objects_cached", 0.0), st.value("objects_failed", 0.0));
-  return line;
-}
-
 int usage(const std::string& why) {
   std::cerr << "tagd warm: " << why << "\n"
             << "usage: tagd warm s3://BUCKET[/PREFIX] [--keys FILE] [--pin | --no-pin] [--concurrency N] [--detach]"
@@ -123,7 +100,77 @@ bool finished(const json& st) {
   return s == "done" || s == "cancelled" || s == "failed";
 }
 
+// The text of the first <name> element of an S3 error body, entities decoded and control
+// characters dropped (a key in a message must not drive the terminal).
+std::string xml_field(std::string_view xml, std::string_view name) {
+  const std::string open = "<" + std::string(name) + ">", close = "</" + std::string(name) + ">";
+  const auto a = xml.find(open);
+  if (a == std::string_view::npos) return "";
+  const auto b = xml.find(close, a + open.size());
+  if (b == std::string_view::npos) return "";
+  const std::string_view raw = xml.substr(a + open.size(), b - a - open.size());
+  static constexpr std::pair<std::string_view, char> kEntities[] = {
+      {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&apos;", '\''}};
+  std::string out;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    bool decoded = false;
+    for (const auto& [entity, c] : kEntities) {
+      if (raw.substr(i, entity.size()) == entity) {
+        out.push_back(c);
+        i += entity.size() - 1;
+        decoded = true;
+        break;
+      }
+    }
+    if (!decoded && static_cast<unsigned char>(raw[i]) >= 0x20 && raw[i] != 0x7f) out.push_back(raw[i]);
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string error_line(int status, std::string_view body) {
+  const std::string code = xml_field(body, "Code"), message = xml_field(body, "Message");
+  std::string line;
+  if (!code.empty()) line = code;
+  if (!message.empty()) line += (line.empty() ? "" : ": ") + message;
+  if (line.empty()) line = "the daemon answered " + std::to_string(status) + " without an S3 error";
+  return line + " (" + std::to_string(status) + ")";
+}
+
+std::string progress_line(const json& st) {
+  const double total = st.value("objects_total", 0.0);
+  const double done = st.value("objects_done", 0.0) + st.value("objects_failed", 0.0);
+  const double bytes = st.value("bytes_done", 0.0), bytes_total = st.value("bytes_total", 0.0);
+  // The rate and the ETA are of bytes fetched upstream: objects found cached cost no
+  // fetch, and counting them made a pass over a cached dataset report "100 GiB/s". (A
+  // daemon without bytes_fetched counted both in bytes_per_second.)
+  const double fetched = st.value("bytes_fetched", bytes), cached = st.value("bytes_cached", 0.0);
+  const double elapsed = st.value("elapsed_seconds", 0.0);
+  const double rate = st.contains("bytes_fetched") ? (elapsed > 0 ? fetched / elapsed : 0.0)
+                                                   : st.value("bytes_per_second", 0.0);
+  const double fraction = bytes_total > 0 ? std::min(1.0, bytes / bytes_total) : (total > 0 ? done / total : 0.0);
+  constexpr int kWidth = 24;
+  const int filled = static_cast<int>(fraction * kWidth);
+  std::string bar = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
+  char line[320];
+  std::string eta = "-";
+  if (rate > 0 && bytes_total > bytes) {
+    // What is left may be cached too: the ETA assumes it must be fetched (an upper bound).
+    const long s = static_cast<long>((bytes_total - bytes) / rate);
+    char e[32];
+    std::snprintf(e, sizeof e, "%ld:%02ld", s / 60, s % 60);
+    eta = e;
+  }
+  std::snprintf(line, sizeof line,
+                "%s %s %.0f/%.0f objects  %s/%s (%s fetched, %s cached)  %s/s  ETA %s  (%s, %.0f cached, %.0f "
+                "failed)",
+                st.value("id", "").c_str(), bar.c_str(), done, total, human_bytes(bytes).c_str(),
+                human_bytes(bytes_total).c_str(), human_bytes(fetched).c_str(), human_bytes(cached).c_str(),
+                human_bytes(rate).c_str(), eta.c_str(), st.value("state", "").c_str(), st.value("objects_cached", 0.0),
+                st.value("objects_failed", 0.0));
+  return line;
+}
 
 int warm_main(const std::vector<std::string>& args) {
   std::string url, keys_file, status_id, cancel_id;
@@ -182,8 +229,13 @@ int warm_main(const std::vector<std::string>& args) {
       std::cerr << "tagd warm: " << r.error().message() << "\n";
       return 1;
     }
+    // An error is one line on stderr (NoSuchJob for an unknown id), never XML on stdout.
+    if (r->status / 100 != 2) {
+      std::cerr << "tagd warm: " << error_line(r->status, r->body) << "\n";
+      return 1;
+    }
     std::cout << r->body;
-    return r->status / 100 == 2 ? 0 : 1;
+    return 0;
   };
   if (list) return answer(bhttp::verb::get, "/_tagd/warm", "");
   if (!status_id.empty()) return answer(bhttp::verb::get, "/_tagd/warm/" + status_id, "");
@@ -213,7 +265,7 @@ int warm_main(const std::vector<std::string>& args) {
     return 1;
   }
   if (started->status / 100 != 2) {
-    std::cerr << "tagd warm: the daemon refused (" << started->status << "):\n" << started->body;
+    std::cerr << "tagd warm: the daemon refused the job: " << error_line(started->status, started->body) << "\n";
     return 1;
   }
   json status = json::parse(started->body, nullptr, false);
@@ -230,7 +282,8 @@ int warm_main(const std::vector<std::string>& args) {
   for (;;) {
     auto r = call(s, bhttp::verb::get, "/_tagd/warm/" + id, "");
     if (!r || r->status != 200) {
-      std::cerr << "\ntagd warm: lost the job: " << (r ? r->body : r.error().message()) << "\n";
+      std::cerr << "\ntagd warm: lost the job " << id << ": "
+                << (r ? error_line(r->status, r->body) : r.error().message()) << "\n";
       return 1;
     }
     status = json::parse(r->body, nullptr, false);
@@ -258,17 +311,21 @@ int warm_main(const std::vector<std::string>& args) {
 int unpin_main(const std::vector<std::string>& args) {
   auto fail = [](const std::string& why) {
     std::cerr << "tagd unpin: " << why << "\n"
-              << "usage: tagd unpin s3://BUCKET[/PREFIX] [--recursive | --list] [--endpoint HOST:PORT]\n"
+              << "usage: tagd unpin s3://BUCKET/PREFIX [--recursive | --list] [--endpoint HOST:PORT]\n"
+                 "       tagd unpin s3://BUCKET --all [--recursive]\n"
                  "Unpins the prefix `tagd warm --pin` pinned, and the objects under it no other pinned\n"
                  "prefix covers (--recursive: every pinned prefix under it too; --list: show the pins).\n"
+                 "--all: the whole bucket (every job's pins in it), which no prefix means by itself.\n"
                  "Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a key with an admin grant).\n";
     return 2;
   };
   std::string url, endpoint = env("AWS_ENDPOINT_URL", default_endpoint());
-  bool list = false, recursive = false;
+  bool list = false, recursive = false, all = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--list") {
       list = true;
+    } else if (args[i] == "--all") {
+      all = true;
     } else if (args[i] == "--recursive") {
       recursive = true;
     } else if (args[i] == "--endpoint" && i + 1 < args.size()) {
@@ -285,6 +342,15 @@ int unpin_main(const std::vector<std::string>& args) {
   const std::string bucket = path.substr(0, path.find('/'));
   const std::string prefix = path.find('/') == std::string::npos ? "" : path.substr(path.find('/') + 1);
   if (bucket.empty()) return fail("no bucket in " + url);
+  // Leaving the prefix out (or a typo that drops it) must not release every pin in the
+  // bucket: that takes --all. Listing the whole bucket is harmless.
+  if (!list && prefix.empty() && !all) {
+    std::cerr << "tagd unpin: " << url << " names no prefix: add --all to unpin everything pinned in bucket "
+              << bucket << " (with --recursive, its pinned prefixes too)\n";
+    return 2;
+  }
+  if (all && !prefix.empty()) return fail("--all unpins the whole bucket: name no prefix (s3://" + bucket + ")");
+  if (all && list) return fail("--all unpins; --list only shows");
   auto ep = parse_endpoint(endpoint);
   if (!ep) return fail(ep.error().message());
   Signed s{*ep, {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_REGION", env("AWS_DEFAULT_REGION", "us-east-1"))}};
@@ -292,7 +358,8 @@ int unpin_main(const std::vector<std::string>& args) {
     return fail("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a key with an admin grant)");
   }
   // Parameters in canonical (sorted) order, encoded as SigV4 wants them.
-  std::string target = "/_tagd/pins?bucket=" + uri_encode(bucket, true) + "&prefix=" + uri_encode(prefix, true);
+  std::string target = std::string("/_tagd/pins?") + (all ? "all=true&" : "") + "bucket=" + uri_encode(bucket, true) +
+                       "&prefix=" + uri_encode(prefix, true);
   if (recursive) target += "&recursive=true";
   auto r = call(s, list ? bhttp::verb::get : bhttp::verb::delete_, target, "");
   if (!r) {
@@ -300,7 +367,7 @@ int unpin_main(const std::vector<std::string>& args) {
     return 1;
   }
   if (r->status / 100 != 2) {
-    std::cerr << "tagd unpin: the daemon refused (" << r->status << "):\n" << r->body;
+    std::cerr << "tagd unpin: the daemon refused: " << error_line(r->status, r->body) << "\n";
     return 1;
   }
   std::cout << r->body;

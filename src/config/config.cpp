@@ -357,6 +357,11 @@ const std::vector<Setting>& settings() {
         "object metadata and block locations kept decoded in memory (each kind; beyond it, RocksDB lookups)",
         [](Config& c, std::uint64_t v) { c.cache_index_memory_entries = static_cast<std::size_t>(v); },
         [](const Config& c) { return c.cache_index_memory_entries; }, 16, 1ull << 26));
+    t.push_back(uint_setting(
+        "warm.max_jobs", "TAG_WARM_MAX_JOBS", "warm-max-jobs",
+        "warm jobs listing or filling at once (tagd warm); a start beyond it is refused with 503 SlowDown",
+        [](Config& c, std::uint64_t v) { c.warm_max_jobs = static_cast<unsigned>(v); },
+        [](const Config& c) { return c.warm_max_jobs; }, 1, 4096));
     t.push_back(text("cache.disk_io", "TAG_CACHE_DISK_IO", "cache-disk-io",
                      "buffered (through the page cache) | direct (O_DIRECT; memory bounded by the DRAM tier)",
                      &Config::cache_disk_io, [](const Setting& s, const std::string& v) {

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "client_upload.hpp"
@@ -42,6 +43,7 @@ constexpr std::size_t kMaxRequestBody = 16u << 20;      // a key list of ~250k k
 constexpr std::size_t kMaxListingBody = 16u << 20;      // one ListObjectsV2 page
 constexpr std::size_t kMaxJobObjects = 1'000'000;       // keys one job may hold (about 100 MB at most)
 constexpr std::size_t kMaxReportedFailures = 100;       // per job; the count is exact
+constexpr std::size_t kMaxFailureText = 512;            // of one reported error (keys are at most 1024)
 constexpr std::size_t kMaxFinishedJobs = 64;            // kept for GET after they end
 constexpr unsigned kDefaultConcurrency = 16;
 constexpr unsigned kMaxConcurrency = 256;
@@ -80,7 +82,14 @@ struct WarmJob {
   std::atomic<bool> cancelled{false};
   std::atomic<int> state{0};  // 0 listing, 1 running, 2 done, 3 cancelled, 4 failed
   std::atomic<std::uint64_t> objects_total{0}, objects_done{0}, objects_cached{0}, objects_failed{0};
-  std::atomic<std::uint64_t> bytes_total{0}, bytes_done{0};
+  // bytes_done = bytes_fetched (from the upstream: a MISS) + bytes_cached (found in the
+  // cache: a HIT or a revalidated copy); rates are of fetched bytes, or a pass over a
+  // cached dataset would report the disk's speed as the upstream's.
+  std::atomic<std::uint64_t> bytes_total{0}, bytes_done{0}, bytes_fetched{0}, bytes_cached{0};
+  std::uint64_t duplicate_keys = 0;  // dropped from the key list (set before the job is shared)
+  // Keys the job holds in memory: its list until it ends, then none (a finished job keeps
+  // only its counters and at most kMaxReportedFailures failures).
+  std::atomic<std::uint64_t> keys_held{0};
   std::atomic<std::int64_t> finished_ms{-1};  // elapsed at the end
   std::atomic<bool> truncated{false};         // the listing stopped at kMaxJobObjects
   std::atomic<std::uint64_t> objects_pinned{0}, pins_refused{0};
@@ -97,6 +106,7 @@ struct WarmJob {
   void fail_object(const std::string& key, std::string why) {
     objects_failed.fetch_add(1);
     metrics().warm_objects_failed.inc();
+    if (why.size() > kMaxFailureText) why.resize(kMaxFailureText);
     std::lock_guard lock(mu);
     if (failures.size() < kMaxReportedFailures) failures.emplace_back(key, std::move(why));
   }
@@ -118,8 +128,12 @@ class Registry {
     static Registry r;
     return r;
   }
-  std::shared_ptr<WarmJob> add(std::shared_ptr<WarmJob> job) {
+  // Null when `max_running` jobs are listing or filling already (warm.max_jobs).
+  std::shared_ptr<WarmJob> add(std::shared_ptr<WarmJob> job, unsigned max_running) {
     std::lock_guard lock(mu_);
+    std::size_t running = 0;
+    for (const auto& [id, j] : jobs_) running += j->state.load() < 2;
+    if (running >= max_running) return nullptr;
     const std::uint64_t seq = ++sequence_;
     job->id = "w" + std::to_string(seq);
     jobs_[seq] = job;
@@ -164,7 +178,7 @@ json status_of(const WarmJob& job) {
   const double elapsed =
       finished >= 0 ? finished / 1000.0
                     : std::chrono::duration<double>(std::chrono::steady_clock::now() - job.started).count();
-  const std::uint64_t bytes = job.bytes_done.load();
+  const std::uint64_t fetched = job.bytes_fetched.load();
   json j{{"id", job.id},
          {"state", state_name(job.state.load())},
          {"bucket", job.bucket},
@@ -176,9 +190,14 @@ json status_of(const WarmJob& job) {
          {"objects_cached", job.objects_cached.load()},
          {"objects_failed", job.objects_failed.load()},
          {"bytes_total", job.bytes_total.load()},
-         {"bytes_done", bytes},
+         {"bytes_done", job.bytes_done.load()},
+         {"bytes_fetched", fetched},
+         {"bytes_cached", job.bytes_cached.load()},
          {"elapsed_seconds", elapsed},
-         {"bytes_per_second", elapsed > 0 ? bytes / elapsed : 0.0},
+         // Upstream bytes only: what was found cached took no fetch (bytes_done counts both).
+         {"bytes_per_second", elapsed > 0 ? fetched / elapsed : 0.0},
+         {"duplicate_keys", job.duplicate_keys},
+         {"keys_held", job.keys_held.load()},
          {"pin", pin_mode_name(job.pin)},
          {"objects_pinned", job.objects_pinned.load()},
          {"pins_refused", job.pins_refused.load()}};
@@ -326,6 +345,9 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
     co_return;
   }
   if (!item.size && result.body_length) job->bytes_total.fetch_add(*result.body_length);
+  // A MISS went upstream (a partly cached object too: the read path reports it as one);
+  // a HIT or a revalidated copy was read from the cache.
+  const bool fetched = result.outcome == CacheOutcome::kMiss;
   if (result.body) {
     std::vector<char> scratch(256 * 1024);
     for (;;) {
@@ -337,7 +359,8 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
       }
       if (piece.value().empty()) break;
       job->bytes_done.fetch_add(piece.value().size());
-      metrics().warm_bytes.inc(piece.value().size());
+      (fetched ? job->bytes_fetched : job->bytes_cached).fetch_add(piece.value().size());
+      (fetched ? metrics().warm_bytes_fetched : metrics().warm_bytes_cached).inc(piece.value().size());
     }
   }
   if (cache != nullptr) {
@@ -355,6 +378,9 @@ asio::awaitable<void> warm_one(std::shared_ptr<WarmJob> job, cache::ReadPath& re
     }
     if (pinned == cache::PinOutcome::kPinned) {
       job->objects_pinned.fetch_add(1);
+      // Cancelled while this object was being pinned: the cancel's release may have run
+      // before this pin existed, so the job gives back its run-ahead share itself.
+      if (job->cancelled.load() && job->pin == PinMode::kUntilRead) cache->release_until_read(pin_scope.key, job->id);
     } else if (pinned == cache::PinOutcome::kUnpinned) {
       // `tagd unpin` of the job's prefix while it runs: what it warms is no longer pinned.
     } else if (job->pin == PinMode::kHeld) {
@@ -386,10 +412,14 @@ void finish(WarmJob& job, int state) {
   job.finished_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - job.started)
                         .count();
   metrics().warm_jobs_running.add(-1);
-  spdlog::info("warm job {} ({}/{}{}) {}: {} objects, {} cached, {} failed, {} bytes", job.id,
-               log_field(job.bucket), log_field(job.prefix), job.from_list ? ", key list" : "",
+  // Only the counters and the bounded failure list outlive the job: a finished job kept
+  // for GET must not hold its (up to 1,000,000) keys. Every worker is done with them.
+  std::vector<WarmItem>().swap(job.items);
+  job.keys_held = 0;
+  spdlog::info("warm job {} ({}/{}{}) {}: {} objects, {} cached, {} failed, {} bytes ({} fetched, {} found cached)",
+               job.id, log_field(job.bucket), log_field(job.prefix), job.from_list ? ", key list" : "",
                state_name(job.state.load()), job.objects_done.load(), job.objects_cached.load(),
-               job.objects_failed.load(), job.bytes_done.load());
+               job.objects_failed.load(), job.bytes_done.load(), job.bytes_fetched.load(), job.bytes_cached.load());
 }
 
 asio::awaitable<void> worker(std::shared_ptr<WarmJob> job, cache::ReadPath* read_path) {
@@ -437,6 +467,7 @@ asio::awaitable<void> run_job(std::shared_ptr<WarmJob> job, cache::ReadPath* rea
         job->items.push_back(std::move(item));
       }
       job->objects_total = job->items.size();
+      job->keys_held = job->items.size();
       token = std::move(page.value().next_token);
     } while (!token.empty() && !job->cancelled.load() && job->items.size() < kMaxJobObjects);
   }
@@ -583,9 +614,18 @@ Status build_job(std::string_view body, const auth::Identity& id, bool pinning, 
       return Status(ErrorCode::kInvalidArgument, "\"keys\" must be an array of keys");
     }
     job.from_list = true;
+    // A key listed twice is fetched once, where it first appears (the readers' order);
+    // the status counts what was dropped (duplicate_keys). Views into `spec`, which
+    // outlives the set.
+    std::unordered_set<std::string_view> seen;
+    seen.reserve(spec["keys"].size());
     for (const auto& k : spec["keys"]) {
-      if (!k.is_string() || k.get<std::string>().empty()) {
+      if (!k.is_string() || k.get_ref<const std::string&>().empty()) {
         return Status(ErrorCode::kInvalidArgument, "every key must be a non-empty string");
+      }
+      if (!seen.insert(k.get_ref<const std::string&>()).second) {
+        ++job.duplicate_keys;
+        continue;
       }
       std::string key = k.get<std::string>();
       if (Status s = s3::check_key(key, "the key " + log_field(key)); !s) {
@@ -598,6 +638,7 @@ Status build_job(std::string_view body, const auth::Identity& id, bool pinning, 
       job.items.push_back(WarmItem{std::move(key), std::nullopt});
     }
     job.objects_total = job.items.size();
+    job.keys_held = job.items.size();
   }
   // A key list is the readers' order: by default what it fetches is pinned until read.
   job.pin = pin.value_or(job.from_list && pinning ? PinMode::kUntilRead : PinMode::kNone);
@@ -632,7 +673,24 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
     co_await send_error(ex, s);
     co_return;
   }
-  Registry::instance().add(job);
+  if (!Registry::instance().add(job, ctx.config.warm_max_jobs)) {
+    // A bound on the fetches, listings and key lists admins can keep going at once; the
+    // caller may retry when one ends (SlowDown, as S3 answers a request rate it sheds).
+    metrics().warm_jobs_refused.inc();
+    static std::atomic<std::int64_t> last_warning{0};
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    std::int64_t last = last_warning.load();
+    if (now - last >= 10 && last_warning.compare_exchange_strong(last, now)) {
+      spdlog::warn("warm job by {} refused: {} jobs are running (warm.max_jobs; at most one such warning per 10 s)",
+                   log_field(id.access_key_id), ctx.config.warm_max_jobs);
+    }
+    co_await send_error(ex, Status(ErrorCode::kSlowDown,
+                                   std::to_string(ctx.config.warm_max_jobs) +
+                                       " warm jobs are running (warm.max_jobs): wait for one to end or cancel one"));
+    co_return;
+  }
   metrics().warm_jobs_started.inc();
   metrics().warm_jobs_running.add(1);
   spdlog::info("warm job {} started by {}: {}/{}{}, {} at a time, pins: {}", job->id, log_field(job->owner),
@@ -646,11 +704,24 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
 }
 
 // A cancelled run ahead gives back its share of its until-read pins (the cache keeps those
-// another job or a pinned prefix still holds). A key list never changes after the POST; a
-// prefix job's list is complete once it runs.
+// another job or a pinned prefix still holds). The cache knows which objects the job
+// pinned (its key list is the job's loop's, and gone once the job ends); an object the job
+// pins after this is given back by the job itself (warm_one).
 void release_job_pins(cache::ObjectCache& cache, const WarmJob& job) {
-  if (job.pin != PinMode::kUntilRead || !(job.from_list || job.state.load() >= 1)) return;
-  for (const auto& item : job.items) cache.release_until_read(cache::ObjectKey{job.bucket, item.key, ""}, job.id);
+  if (job.pin != PinMode::kUntilRead) return;
+  for (const auto& [key, jobs] : cache.until_read_pins(job.bucket, job.prefix)) {
+    if (std::find(jobs.begin(), jobs.end(), job.id) != jobs.end()) cache.release_until_read(key, job.id);
+  }
+}
+
+// 404 NoSuchJob: a job id that names no job (never started, dropped after it ended, or
+// one the caller may not see). An S3-style code of tagd's own (S3 has no jobs here).
+asio::awaitable<void> send_no_such_job(Exchange& ex, const std::string& job_id) {
+  ex.error = "NoSuchJob";
+  const std::string_view target = ex.parser.get().target();
+  std::string xml = s3::error_xml("NoSuchJob", "no such warm job: " + job_id, target.substr(0, target.find('?')),
+                                  ex.writer.request_id());
+  (void)co_await ex.writer.send(bhttp::status::not_found, "application/xml", std::move(xml));
 }
 
 const std::string* query_value(const QueryParams& query, std::string_view name) {
@@ -691,6 +762,20 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
   }
   json answer{{"bucket", *bucket}, {"prefix", prefix}};
   if (method == bhttp::verb::delete_) {
+    // An empty prefix is every pin of every job in the bucket: said explicitly, never by
+    // leaving the prefix out.
+    const std::string* all_value = query_value(query, "all");
+    const bool all = all_value != nullptr && (*all_value == "true" || *all_value == "1");
+    if (prefix.empty() && !all) {
+      co_await send_error(ex, Status(ErrorCode::kInvalidArgument,
+                                     "an empty prefix unpins the whole bucket: add all=true (tagd unpin --all)"));
+      co_return;
+    }
+    if (!prefix.empty() && all) {
+      co_await send_error(ex,
+                          Status(ErrorCode::kInvalidArgument, "all=true is for an empty prefix (the whole bucket)"));
+      co_return;
+    }
     const std::string* recursive_value = query_value(query, "recursive");
     const bool recursive = recursive_value != nullptr && (*recursive_value == "true" || *recursive_value == "1");
     auto released = cache->unpin(*bucket, prefix, recursive);
@@ -714,14 +799,42 @@ asio::awaitable<void> serve_pins(AdminContext& ctx, Exchange& ex, const auth::Id
       co_await send_error(ex, Status(ErrorCode::kInternalError, pins.error().message()));
       co_return;
     }
+    // Who holds each object: its key (a key list's --pin), the pinned prefixes covering
+    // it, and the run ahead of the jobs that pinned it until read ("jobs"; none after a
+    // restart: then only a read or an unpin releases it). Until-read pins hold quota like
+    // the others, so they are listed like them.
+    std::map<std::pair<std::string, std::string>, std::vector<std::string>> until_read;  // by key and variant
+    for (auto& [key, jobs] : cache->until_read_pins(*bucket, prefix)) {
+      until_read[{key.key, key.variant}] = std::move(jobs);
+    }
+    const std::vector<std::string> prefixes = answer["prefixes"].get<std::vector<std::string>>();
     json objects = json::array();
-    std::uint64_t bytes = 0;
+    std::uint64_t bytes = 0, until_read_objects = 0;
     for (const auto& [key, record] : pins.value()) {
       bytes += record.size;
-      if (objects.size() < kMaxListedPins) {
-        objects.push_back({{"key", key.key}, {"size", record.size}, {"etag", record.etag}});
+      const bool run_ahead = (record.flags & cache::kPinUntilRead) != 0;
+      until_read_objects += run_ahead;
+      if (objects.size() >= kMaxListedPins) continue;
+      json owners = json::array();
+      if ((record.flags & cache::kPinNotByKey) == 0) owners.push_back("key");
+      json covering = json::array();
+      for (const auto& p : prefixes) {
+        if (key.key.starts_with(p)) covering.push_back(p);
       }
+      json o{{"key", key.key}, {"size", record.size}, {"etag", record.etag}};
+      if (!covering.empty()) {
+        owners.push_back("prefix");
+        o["prefixes"] = std::move(covering);
+      }
+      if (run_ahead) {
+        owners.push_back("until_read");
+        auto it = until_read.find({key.key, key.variant});
+        o["jobs"] = it != until_read.end() ? it->second : std::vector<std::string>{};
+      }
+      o["owners"] = std::move(owners);
+      objects.push_back(std::move(o));
     }
+    answer["objects_until_read"] = until_read_objects;
     answer["objects_pinned"] = pins->size();
     answer["object_bytes_pinned"] = bytes;
     answer["objects"] = std::move(objects);
@@ -805,7 +918,7 @@ asio::awaitable<void> serve_admin(AdminContext ctx, Exchange& ex) {
     auto job = Registry::instance().find(job_id);
     if (!job || !may_see(*id, *job)) {
       // The same answer for a job that does not exist and one the caller may not see.
-      co_await send_error(ex, Status(ErrorCode::kInvalidArgument, "no such warm job: " + job_id));
+      co_await send_no_such_job(ex, job_id);
       co_return;
     }
     if (method == bhttp::verb::delete_) {

@@ -117,7 +117,7 @@ class PinTestCase(TagdTestCase):
         self.unpin_all()
 
     def unpin_all(self):
-        p = self.cli("unpin", f"s3://{self.bucket}/", "--recursive")
+        p = self.cli("unpin", f"s3://{self.bucket}", "--all", "--recursive")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
 
@@ -212,14 +212,70 @@ class PinTestCase(TagdTestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         last = json.loads(p.stdout.splitlines()[-1])
         self.assertEqual((last["pin"], last["objects_pinned"]), ("until_read", 3), last)
+        # Listed with what holds them: the run ahead of this job (they hold quota too).
+        listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/ahead-", "--list").stdout)
+        self.assertEqual(listed["objects_until_read"], 3, listed)
+        self.assertEqual(sorted(o["key"] for o in listed["objects"]), sorted(data), listed)
+        for o in listed["objects"]:
+            self.assertEqual((o["owners"], o["jobs"]), (["until_read"], [last["id"]]), o)
         self.tagd.stop()
         self.tagd.start()
         self.assertGreater(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+        # After a restart the job is gone; the pins stay, listed without a job.
+        listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/ahead-", "--list").stdout)
+        self.assertEqual([(o["owners"], o["jobs"]) for o in listed["objects"]], [(["until_read"], [])] * 3, listed)
         self.stream_through()  # twice the cache, and none of it reads the run ahead's objects
         self.assertEqual(set(self.x_cache(data).values()), {"HIT"})
         # Read once: released, records and all.
         self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
         self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/ahead-", "--list").stdout)["objects"], [])
+
+    def test_cancelling_a_finished_run_ahead_releases_its_pins(self):
+        # The job drops its key list when it ends; its until-read pins are found in the cache.
+        data = self.put("gone-", 2, 300_000)
+        keys = os.path.join(self.cache_dir + "-gone.txt")
+        self.addCleanup(os.unlink, keys)
+        with open(keys, "w") as f:
+            f.write("\n".join(data) + "\n")
+        p = self.cli("warm", f"s3://{self.bucket}/gone-", "--keys", keys, "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        last = json.loads(p.stdout.splitlines()[-1])
+        self.assertEqual((last["state"], last["objects_pinned"], last["keys_held"]), ("done", 2, 0), last)
+        self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/gone-", "--list").stdout)
+                         ["objects_until_read"], 2)
+        p = self.cli("warm", "--cancel", last["id"])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/gone-", "--list").stdout)["objects"], [])
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
+
+    def test_a_whole_bucket_is_unpinned_only_with_all(self):
+        self.put("whole-", 1, 300_000)
+        p = self.cli("warm", f"s3://{self.bucket}/whole-", "--pin", "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        pinned = self.tagd.metrics()["tagd_cache_pinned_bytes"]
+        self.assertGreater(pinned, 0)
+        for url in (f"s3://{self.bucket}", f"s3://{self.bucket}/"):
+            for extra in ([], ["--recursive"]):
+                p = self.cli("unpin", url, *extra)
+                self.assertEqual(p.returncode, 2, p)
+                self.assertEqual(p.stdout, "")
+                self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+                self.assertIn("add --all", p.stderr)
+        p = self.cli("unpin", f"s3://{self.bucket}/whole-", "--all")
+        self.assertEqual(p.returncode, 2, p)
+        # The API says so too: an empty prefix needs all=true.
+        self.assertS3Error(harness.signed_request(self.tagd.port, "DELETE", f"/_tagd/pins?bucket={self.bucket}"),
+                           400, "InvalidArgument", "all=true")
+        self.assertS3Error(harness.signed_request(self.tagd.port, "DELETE",
+                                                  f"/_tagd/pins?all=true&bucket={self.bucket}&prefix=whole-"),
+                           400, "InvalidArgument")
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], pinned, "nothing was unpinned")
+        # Listing the whole bucket needs no --all.
+        self.assertEqual(self.cli("unpin", f"s3://{self.bucket}", "--list").returncode, 0)
+        p = self.cli("unpin", f"s3://{self.bucket}", "--all", "--recursive")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["prefixes_unpinned"], 1)
+        self.assertEqual(self.tagd.metrics()["tagd_cache_pinned_bytes"], 0)
 
     def test_only_an_admin_grant_may_pin_or_unpin(self):
         self.put("denied-", 1, 1000)

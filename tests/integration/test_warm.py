@@ -23,7 +23,9 @@ class WarmTestCase(TagdTestCase):
                          "--cache-region-size", "4MiB", "--cache-block-size", "1MiB",
                          # Narrower than the jobs' concurrency: their fetches must wait for
                          # the fill budget, not fail (test_a_job_wider_than_the_fill_budget...).
-                         "--cache-max-fills", "2"]
+                         "--cache-max-fills", "2",
+                         # Two jobs at once (test_jobs_beyond_warm_max_jobs_are_refused...).
+                         "--warm-max-jobs", "2"]
         super().setUpClass()
         cls.addClassCleanup(harness.shutil.rmtree, cls.cache_dir, True)
         cls.bucket = unique("warm")
@@ -56,19 +58,29 @@ class WarmTestCase(TagdTestCase):
 
     def test_warm_a_prefix_then_every_read_is_a_hit(self):
         data = self.fill_upstream("prefixset-", 30)
+        total = sum(len(b) for b in data.values())
         p = self.warm(f"s3://{self.bucket}/prefixset-", "--json", "--concurrency", "8")
         lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
         self.assertTrue(lines, p.stdout)
         last = lines[-1]
         self.assertEqual(last["state"], "done", last)
         self.assertEqual((last["objects_total"], last["objects_done"], last["objects_failed"]), (30, 30, 0))
-        self.assertEqual(last["bytes_done"], sum(len(b) for b in data.values()))
+        self.assertEqual((last["bytes_done"], last["bytes_fetched"], last["bytes_cached"]), (total, total, 0), last)
         self.assertEqual(last["bytes_total"], last["bytes_done"])
+        self.assertEqual(last["keys_held"], 0, "a finished job drops its key list")
         self.assert_all_hit(data)
-        # A second warm finds everything cached.
+        # A second warm finds everything cached: nothing fetched, so no upstream rate (it
+        # used to report the disk's speed as bytes_per_second).
+        before = self.tagd.metrics()
         again = json.loads(self.warm(f"s3://{self.bucket}/prefixset-", "--json").stdout.splitlines()[-1])
         self.assertEqual(again["objects_cached"], 30, again)
+        self.assertEqual((again["bytes_done"], again["bytes_fetched"], again["bytes_cached"]), (total, 0, total), again)
+        self.assertEqual(again["bytes_per_second"], 0, again)
         m = self.tagd.metrics()
+        self.assertEqual(m['tagd_warm_bytes_total{source="upstream"}'],
+                         before['tagd_warm_bytes_total{source="upstream"}'])
+        self.assertEqual(m['tagd_warm_bytes_total{source="cache"}'],
+                         before.get('tagd_warm_bytes_total{source="cache"}', 0) + total)
         self.assertGreaterEqual(m.get("tagd_warm_jobs_total", 0), 2)
         self.assertGreaterEqual(m.get('tagd_warm_objects_total{result="filled"}', 0), 30)
 
@@ -125,7 +137,7 @@ class WarmTestCase(TagdTestCase):
         self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm",
                                           body=json.dumps({"bucket": self.bucket, "pin": "always"}).encode()),
                            400, "InvalidArgument")
-        self.assertS3Error(signed_request(self.tagd.port, "GET", "/_tagd/warm/w999999"), 400, "InvalidArgument")
+        self.assertS3Error(signed_request(self.tagd.port, "GET", "/_tagd/warm/w999999"), 404, "NoSuchJob")
 
     def test_job_specs_are_bounded_and_checked_like_s3_requests(self):
         # A key without an admin grant is refused before its body is read or parsed.
@@ -162,8 +174,68 @@ class WarmTestCase(TagdTestCase):
         for job in ids[-60:]:
             st, _, body = signed_request(self.tagd.port, "GET", f"/_tagd/warm/{job}")
             self.assertEqual(st, 200, (job, body))
-        st, _, _ = signed_request(self.tagd.port, "GET", f"/_tagd/warm/{ids[0]}")
-        self.assertEqual(st, 400)
+        self.assertS3Error(signed_request(self.tagd.port, "GET", f"/_tagd/warm/{ids[0]}"), 404, "NoSuchJob")
+
+    def test_an_unknown_job_is_404_and_one_line_on_stderr(self):
+        for method in ("GET", "DELETE"):
+            self.assertS3Error(signed_request(self.tagd.port, method, "/_tagd/warm/w999"), 404, "NoSuchJob",
+                               "w999")
+        self.assertS3Error(signed_request(self.tagd.port, "GET", "/_tagd/warm/nonsense"), 404, "NoSuchJob")
+        for flag in ("--status", "--cancel"):
+            p = self.warm(flag, "w999", check=False)
+            self.assertEqual(p.returncode, 1, p)
+            self.assertEqual(p.stdout, "", "no XML on stdout")
+            self.assertEqual(p.stderr.splitlines(), ["tagd warm: NoSuchJob: no such warm job: w999 (404)"], p.stderr)
+
+    def test_a_key_listed_twice_is_fetched_once(self):
+        data = self.fill_upstream("dupset-", 3)
+        keys = sorted(data)
+        listed = [keys[2], keys[0], keys[2], keys[1], keys[0], keys[2]]
+        st, _, body = signed_request(self.tagd.port, "POST", "/_tagd/warm",
+                                     body=json.dumps({"bucket": self.bucket, "keys": listed, "concurrency": 1,
+                                                      "pin": False}).encode())
+        self.assertEqual(st, 202, body)
+        started = json.loads(body)
+        self.assertEqual((started["objects_total"], started["duplicate_keys"]), (3, 3), started)
+        self.assertEqual(started["keys_held"], 3, started)
+        job = started["id"]
+        harness.wait_until(lambda: json.loads(signed_request(self.tagd.port, "GET", f"/_tagd/warm/{job}")[2])
+                           ["state"] == "done", 20, what="the job to finish")
+        last = json.loads(signed_request(self.tagd.port, "GET", f"/_tagd/warm/{job}")[2])
+        # Each fetched once (a second pass would have found it cached).
+        self.assertEqual((last["objects_done"], last["objects_cached"], last["objects_failed"]), (3, 0, 0), last)
+        self.assertEqual(last["bytes_fetched"], sum(len(b) for b in data.values()), last)
+        self.assertEqual(last["keys_held"], 0, last)
+        self.assert_all_hit(data)
+
+    def test_jobs_beyond_warm_max_jobs_are_refused_until_one_ends(self):
+        # Two jobs of 24 MiB fetched one object at a time (hundreds of ms): the refusals are
+        # sent within milliseconds of their start.
+        self.fill_upstream("capset-", 24, size=1 << 20)
+        refused = self.tagd.metrics().get("tagd_warm_jobs_refused_total", 0)
+        spec = json.dumps({"bucket": self.bucket, "prefix": "capset-", "concurrency": 1, "pin": False}).encode()
+        running = []
+        for _ in range(2):
+            st, _, body = signed_request(self.tagd.port, "POST", "/_tagd/warm", body=spec)
+            self.assertEqual(st, 202, body)
+            running.append(json.loads(body)["id"])
+        self.assertS3Error(signed_request(self.tagd.port, "POST", "/_tagd/warm", body=spec), 503, "SlowDown",
+                           "warm.max_jobs")
+        p = self.warm(f"s3://{self.bucket}/capset-", "--detach", check=False)
+        states = [json.loads(signed_request(self.tagd.port, "GET", f"/_tagd/warm/{j}")[2])["state"] for j in running]
+        self.assertEqual(p.returncode, 1, (p, states))
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertIn("SlowDown", p.stderr)
+        self.assertEqual(self.tagd.metrics()["tagd_warm_jobs_refused_total"], refused + 2)
+        self.tagd.wait_for_log("warm job by .* refused: 2 jobs are running")
+        for job in running:
+            self.warm("--cancel", job)
+        harness.wait_until(lambda: all(json.loads(self.warm("--status", j).stdout)["state"] in ("cancelled", "done")
+                                       for j in running), 20, what="the jobs to stop")
+        # A job that ended frees its place.
+        st, _, body = signed_request(self.tagd.port, "POST", "/_tagd/warm", body=spec)
+        self.assertEqual(st, 202, body)
+        self.warm("--cancel", json.loads(body)["id"])
 
     def test_a_virtual_hosted_key_under_tagd_is_an_object_not_the_admin_api(self):
         self.moto.client().put_object(Bucket=self.bucket, Key="_tagd/warm", Body=b"an object")

@@ -210,6 +210,10 @@ class ObjectCache {
   // Pinned objects (not prefix records) in `bucket` under `prefix`.
   [[nodiscard]] Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
                                                                           const std::string& prefix);
+  // Until-read pins in `bucket` under `prefix` and the live jobs that hold each (none for
+  // one restored at start-up), read-only: what GET /_tagd/pins lists and a cancel releases.
+  std::vector<std::pair<ObjectKey, std::vector<std::string>>> until_read_pins(const std::string& bucket,
+                                                                              const std::string& prefix);
   // Pinned prefixes of `bucket` that overlap `prefix` (cover it or lie under it).
   std::vector<std::string> pinned_prefixes(const std::string& bucket, const std::string& prefix);
 

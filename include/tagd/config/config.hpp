@@ -91,6 +91,10 @@ struct Config {
   // refuses it); "buffered": the page cache. See docs/architecture.md, "Disk I/O".
   std::string cache_disk_io = "direct";
 
+  // Warm jobs (docs/warm.md): at most this many listing or filling at once; a start
+  // beyond it is refused (503 SlowDown, tagd_warm_jobs_refused_total).
+  unsigned warm_max_jobs = 16;
+
   // io_uring: probe at start-up; "auto" | "off"
   std::string io_uring = "auto";
 

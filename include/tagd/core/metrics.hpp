@@ -298,7 +298,13 @@ struct CacheResult {
   LABELLED(warm_objects_filled, warm_objects, "filled")                                                              \
   LABELLED(warm_objects_cached, warm_objects, "cached")                                                              \
   LABELLED(warm_objects_failed, warm_objects, "failed")                                                              \
-  COUNTER(warm_bytes, "tagd_warm_bytes_total", "Object bytes warm jobs read through the cache")                      \
+  FAMILY(warm_bytes, Counter, "tagd_warm_bytes_total", "source",                                                     \
+         "Object bytes warm jobs read through the cache, by where they came from (upstream: fetched, cache: found "   \
+         "cached)")                                                                                                   \
+  LABELLED(warm_bytes_fetched, warm_bytes, "upstream")                                                               \
+  LABELLED(warm_bytes_cached, warm_bytes, "cache")                                                                   \
+  COUNTER(warm_jobs_refused, "tagd_warm_jobs_refused_total",                                                          \
+          "Warm jobs refused because warm.max_jobs jobs were running")                                               \
   COUNTER(warm_budget_waits, "tagd_warm_budget_waits_total",                                                          \
           "Times a warm job's fetch found the fill budget spent and waited to retry")                               \
   GAUGE(cache_enabled, "tagd_cache_enabled", "1 if the cache is in use")                                             \
