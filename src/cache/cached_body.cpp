@@ -298,11 +298,11 @@ void CachedBody::start_read_ahead(const asio::any_io_executor& executor, std::ui
 asio::awaitable<std::optional<BlockRead>> CachedBody::take_read_ahead(std::uint64_t block, std::uint64_t offset,
                                                                      std::uint64_t& length) {
   const std::uint64_t pos = block * meta_.block_size + offset;
-  while (!ahead_.empty() && ahead_.front()->position < pos) ahead_.pop_front();  // skipped over
+  while (!ahead_.empty() && ahead_.front()->position < pos) ahead_.erase(ahead_.begin());  // skipped over
   if (ahead_.empty()) co_return std::nullopt;
   std::shared_ptr<ReadAhead> ahead = ahead_.front();
   if (ahead->position != pos || ahead->block != block || ahead->offset != offset) co_return std::nullopt;
-  ahead_.pop_front();
+  ahead_.erase(ahead_.begin());
   length = ahead->length;
   // Still counted against the loop's read-ahead bytes while it is being written: a reader
   // whose window grew and whose client then slowed down holds a 1 MiB chunk, and many
@@ -328,8 +328,9 @@ asio::awaitable<std::optional<BlockRead>> CachedBody::take_read_ahead(std::uint6
   co_return std::move(ahead->result);
 }
 
+// Not a coroutine: next_piece's own frame is the only one a piece costs.
 asio::awaitable<Result<std::span<const char>>> CachedBody::next(std::span<char> scratch) {
-  co_return co_await next_piece(scratch, SIZE_MAX);
+  return next_piece(scratch, SIZE_MAX);
 }
 
 asio::awaitable<Result<std::size_t>> CachedBody::read(std::span<char> out) {

@@ -20,9 +20,9 @@ int hex_value(char c) {
 }
 
 // Runs of plain bytes are appended whole: presigned URLs carry long parameters
-// (credential, signature) that are decoded on every request.
-std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
-  std::string out;
+// (credential, signature) that are decoded on every request. `out` is overwritten.
+bool percent_decode_into(std::string_view text, bool plus_is_space, std::string& out) {
+  out.clear();
   out.reserve(text.size());
   std::size_t i = 0;
   while (i < text.size()) {
@@ -35,14 +35,14 @@ std::optional<std::string> percent_decode(std::string_view text, bool plus_is_sp
       i = run + 1;
       continue;
     }
-    if (run + 2 >= text.size()) return std::nullopt;
+    if (run + 2 >= text.size()) return false;
     const int hi = hex_value(text[run + 1]);
     const int lo = hex_value(text[run + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
+    if (hi < 0 || lo < 0) return false;
     out.push_back(static_cast<char>(hi << 4 | lo));
     i = run + 3;
   }
-  return out;
+  return true;
 }
 
 }  // namespace
@@ -77,14 +77,28 @@ std::string uri_encode(std::string_view text, bool encode_slash) {
 }
 
 std::optional<std::string> uri_decode(std::string_view text) {
-  return percent_decode(text, false);
+  std::string out;
+  if (!percent_decode_into(text, false, out)) return std::nullopt;
+  return out;
+}
+
+bool uri_decode_into(std::string_view text, std::string& out) {
+  return percent_decode_into(text, false, out);
 }
 
 std::optional<QueryParams> parse_query(std::string_view raw_query) {
   QueryParams out;
-  // One allocation for the list instead of its growth 1 -> 2 -> 4 -> 8 (a presigned URL
-  // carries 6-8 parameters on every hit).
-  if (!raw_query.empty()) out.reserve(static_cast<std::size_t>(std::count(raw_query.begin(), raw_query.end(), '&')) + 1);
+  if (!parse_query_into(raw_query, out)) return std::nullopt;
+  return out;
+}
+
+bool parse_query_into(std::string_view raw_query, QueryParams& out) {
+  std::size_t n = 0;  // parameters decoded so far: out[n..] are strings to reuse
+  // One allocation for a fresh list instead of its growth 1 -> 2 -> 4 -> 8 (a presigned
+  // URL carries 6-8 parameters on every hit).
+  if (!raw_query.empty()) {
+    out.reserve(static_cast<std::size_t>(std::count(raw_query.begin(), raw_query.end(), '&')) + 1);
+  }
   std::size_t start = 0;
   while (start <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', start);
@@ -93,14 +107,18 @@ std::optional<QueryParams> parse_query(std::string_view raw_query) {
     start = amp + 1;
     // "a=1&&b=2" or a trailing '&' carries no parameter; S3 ignores the empty piece.
     if (piece.empty()) continue;
+    if (n == out.size()) out.emplace_back();
+    auto& [name, value] = out[n++];
     const std::size_t eq = piece.find('=');
-    auto name = percent_decode(piece.substr(0, eq), true);
-    auto value = eq == std::string_view::npos ? std::optional<std::string>(std::string())
-                                              : percent_decode(piece.substr(eq + 1), true);
-    if (!name || !value) return std::nullopt;
-    out.emplace_back(std::move(*name), std::move(*value));
+    if (!percent_decode_into(piece.substr(0, eq), true, name)) return false;
+    if (eq == std::string_view::npos) {
+      value.clear();
+    } else if (!percent_decode_into(piece.substr(eq + 1), true, value)) {
+      return false;
+    }
   }
-  return out;
+  out.resize(n);
+  return true;
 }
 
 std::string canonical_query_string(const QueryParams& params, std::string_view omit) {

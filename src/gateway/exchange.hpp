@@ -48,7 +48,8 @@ struct Exchange {
   http::RequestParser& parser;
   http::ResponseWriter writer;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  s3::Target target;
+  s3::RequestScratch scratch;  // target and header copy, with capacity from this loop's earlier requests
+  s3::Target& target = scratch.target();
   s3::Operation op;
   auth::VerifiedRequest verified;
   PieceBuffer piece;

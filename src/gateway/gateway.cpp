@@ -198,16 +198,20 @@ asio::awaitable<void> Gateway::dispatch(Exchange& ex) {
     co_return;
   }
 
-  auto target = s3::resolve_target(host, raw_target, config.virtual_host_domain);
-  if (!target) {
-    co_await send_error(ex, target.error());
+  if (Status s = ex.scratch.resolve(host, raw_target, config.virtual_host_domain); !s) {
+    co_await send_error(ex, s);
     co_return;
   }
-  ex.target = std::move(target.value());
 
-  auth::HeaderList headers;
-  headers.reserve(static_cast<std::size_t>(std::distance(req.begin(), req.end())));  // one allocation, not log2(n)
-  for (const auto& f : req) headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  // Overwritten whole; its strings keep their capacity from this loop's earlier requests.
+  auth::HeaderList& headers = ex.scratch.header_storage();
+  headers.resize(static_cast<std::size_t>(std::distance(req.begin(), req.end())));
+  auto header = headers.begin();
+  for (const auto& f : req) {
+    header->first.assign(f.name_string());
+    header->second.assign(f.value());
+    ++header;
+  }
   auto op = s3::classify(req.method_string(), ex.target, headers);
   if (!op) {
     co_await send_error(ex, op.error());

@@ -36,23 +36,37 @@ Status check_bucket_name(std::string_view bucket) {
 
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain) {
+  Target t;
+  if (Status s = resolve_target_into(host, request_target, virtual_host_domain, t); !s) return s;
+  return t;
+}
+
+Status resolve_target_into(std::string_view host, std::string_view request_target, std::string_view virtual_host_domain,
+                           Target& t) {
   if (request_target.empty() || request_target.front() != '/') {
     return Status(ErrorCode::kInvalidRequest, "request target must be an absolute path");
   }
-  Target t;
+  t.bucket.clear();
+  t.virtual_hosted = false;
   auto q = request_target.find('?');
-  t.raw_path = std::string(request_target.substr(0, q));
-  if (q != std::string_view::npos) t.raw_query = std::string(request_target.substr(q + 1));
-  auto query = parse_query(t.raw_query);
-  if (!query) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
-  t.query = std::move(*query);
+  t.raw_path.assign(request_target.substr(0, q));
+  if (q != std::string_view::npos) {
+    t.raw_query.assign(request_target.substr(q + 1));
+  } else {
+    t.raw_query.clear();
+  }
+  if (!parse_query_into(t.raw_query, t.query)) {
+    return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in query string");
+  }
   // A repeated parameter is refused.
   if (auto repeated = find_repeated_name(
           t.query.size(), [&](std::size_t i) -> std::string_view { return t.query[i].first; }, false)) {
     return Status(ErrorCode::kInvalidArgument, "query parameter " + std::string(*repeated) + " is repeated");
   }
-  auto path = uri_decode(t.raw_path);
-  if (!path) return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
+  // The decoded path goes into the key's buffer, then "/" or "/bucket/" is erased in place.
+  if (!uri_decode_into(t.raw_path, t.key)) {
+    return Status(ErrorCode::kInvalidArgument, "malformed percent-escape in path");
+  }
 
   // Host without port, compared without case. IPv6 literals ("[::1]:8080") are never
   // virtual hosts.
@@ -64,25 +78,105 @@ Result<Target> resolve_target(std::string_view host, std::string_view request_ta
       iequals(h.substr(h.size() - virtual_host_domain.size()), virtual_host_domain) &&
       h[h.size() - virtual_host_domain.size() - 1] == '.') {
     t.virtual_hosted = true;
-    t.bucket = to_lower(h.substr(0, h.size() - virtual_host_domain.size() - 1));
-    t.key = std::move(*path);
+    t.bucket.assign(h.substr(0, h.size() - virtual_host_domain.size() - 1));
+    for (char& c : t.bucket) c = ascii_lower(c);
     t.key.erase(0, 1);  // the leading '/'
     if (Status s = check_bucket_name(t.bucket); !s) return s;
-    return t;
+    return Status::ok();
   }
-  std::string_view rest = std::string_view(*path).substr(1);
-  auto slash = rest.find('/');
-  t.bucket = std::string(rest.substr(0, slash));
+  const std::string_view rest = std::string_view(t.key).substr(1);
+  const auto slash = rest.find('/');
+  t.bucket.assign(rest.substr(0, slash));
   if (slash != std::string_view::npos) {
-    // The decoded path's buffer becomes the key: "/bucket/" erased in place, not copied.
-    t.key = std::move(*path);
     t.key.erase(0, slash + 2);
+  } else {
+    t.key.clear();
   }
   if (t.bucket.empty() && !t.key.empty()) return Status(ErrorCode::kInvalidRequest, "empty bucket name");
   if (!t.bucket.empty()) {
     if (Status s = check_bucket_name(t.bucket); !s) return s;
   }
-  return t;
+  return Status::ok();
+}
+
+namespace {
+
+// Kept per thread for RequestScratch. The query list alternates between the Target and
+// `spare`, so the Target a request starts with has no parameters while their strings
+// wait in `spare` for the next resolve.
+constexpr std::size_t kMaxFreeScratch = 256;
+constexpr std::size_t kMaxKeptBytes = 16 * 1024;
+
+}  // namespace
+
+struct RequestScratch::Slot {
+  Target target;
+  QueryParams spare;
+  HeaderList headers;
+
+  std::size_t kept_bytes() const noexcept {
+    std::size_t n =
+        target.bucket.capacity() + target.key.capacity() + target.raw_path.capacity() + target.raw_query.capacity();
+    for (const auto& list : {&target.query, &spare, &headers}) {
+      n += list->capacity() * sizeof(std::pair<std::string, std::string>);
+      for (const auto& [a, b] : *list) n += a.capacity() + b.capacity();
+    }
+    return n;
+  }
+};
+
+std::vector<std::unique_ptr<RequestScratch::Slot>>& RequestScratch::free_slots() {
+  thread_local std::vector<std::unique_ptr<Slot>> slots;
+  return slots;
+}
+
+namespace {
+// Empty fields; the parameters' strings wait in `spare` for the next resolve.
+void reset(Target& t, QueryParams& spare) {
+  t.bucket.clear();
+  t.key.clear();
+  t.raw_path.clear();
+  t.raw_query.clear();
+  t.virtual_hosted = false;
+  if (t.query.empty()) return;
+  std::swap(t.query, spare);
+  t.query.clear();  // what `spare` held (empty unless resolve ran twice): dropped
+}
+}  // namespace
+
+RequestScratch::RequestScratch() {
+  auto& pool = free_slots();
+  if (pool.empty()) {
+    slot_ = std::make_unique<Slot>();
+    return;
+  }
+  slot_ = std::move(pool.back());
+  pool.pop_back();
+  reset(slot_->target, slot_->spare);
+}
+
+RequestScratch::~RequestScratch() {
+  auto& pool = free_slots();
+  if (pool.size() < kMaxFreeScratch && slot_->kept_bytes() <= kMaxKeptBytes) pool.push_back(std::move(slot_));
+}
+
+Target& RequestScratch::target() noexcept {
+  return slot_->target;
+}
+const Target& RequestScratch::target() const noexcept {
+  return slot_->target;
+}
+HeaderList& RequestScratch::header_storage() noexcept {
+  return slot_->headers;
+}
+
+Status RequestScratch::resolve(std::string_view host, std::string_view request_target,
+                               std::string_view virtual_host_domain) {
+  std::swap(slot_->target.query, slot_->spare);
+  Status s = resolve_target_into(host, request_target, virtual_host_domain, slot_->target);
+  // A refused target leaves nothing behind (the access log shows no bucket or key for it).
+  if (!s) reset(slot_->target, slot_->spare);
+  return s;
 }
 
 KeySegments key_segments(std::string_view key) noexcept {

@@ -42,6 +42,39 @@ TEST(Uri, ParseQuery) {
   EXPECT_FALSE(parse_query("%=1").has_value());
 }
 
+TEST(Uri, ParseQueryIntoOverwritesAReusedListWhole) {
+  // A list left by a longer query: every element is overwritten or trimmed, and the
+  // strings that fit keep their buffers.
+  QueryParams list = {{"X-Amz-Credential-long-name-xxxxxxxx", "a-value-too-long-for-the-small-string-buffer"},
+                      {"old", "old"},
+                      {"stale", "x"},
+                      {"gone", "y"}};
+  const char* const reused = list[0].second.data();
+  ASSERT_TRUE(parse_query_into("a=%2F+1&flag&&e=1=2", list));
+  EXPECT_EQ(list, (QueryParams{{"a", "/ 1"}, {"flag", ""}, {"e", "1=2"}}));
+  EXPECT_EQ(list[0].second.data(), reused);
+  ASSERT_TRUE(parse_query_into("", list));
+  EXPECT_TRUE(list.empty());
+  // Same answers as parse_query, errors included, whatever the list held before.
+  for (const std::string_view raw : {"a=1&b=%2F&flag&c=&d=x%20y+z&&e=1=2&", "x", "&&", "a=%zz", "%=1", "a=1&b=%2"}) {
+    QueryParams into = {{"p", "q"}, {"r", "s"}};
+    const auto fresh = parse_query(raw);
+    EXPECT_EQ(parse_query_into(raw, into), fresh.has_value()) << raw;
+    if (fresh) {
+      EXPECT_EQ(into, *fresh) << raw;
+    }
+  }
+}
+
+TEST(Uri, DecodeIntoOverwrites) {
+  std::string out = "previous contents, longer than the answer";
+  ASSERT_TRUE(uri_decode_into("a%20b+c", out));
+  EXPECT_EQ(out, "a b+c");
+  EXPECT_FALSE(uri_decode_into("a%G0", out));
+  ASSERT_TRUE(uri_decode_into("", out));
+  EXPECT_EQ(out, "");
+}
+
 TEST(Uri, CanonicalQueryStringSortsByEncodedNameThenValue) {
   // aws-sig-v4-test-suite get-vanilla-query-order-key / -value / -encoded.
   EXPECT_EQ(canonical_query_string({{"Param1", "value2"}, {"Param1", "Value1"}}),

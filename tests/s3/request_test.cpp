@@ -75,6 +75,85 @@ TEST(ResolveTargetTest, RefusesARepeatedParameterAmongThousands) {
   EXPECT_TRUE(resolve_target("h", "/b/k?a=1&A=2", "").has_value());
 }
 
+bool same_target(const Target& a, const Target& b) {
+  return a.bucket == b.bucket && a.key == b.key && a.raw_path == b.raw_path && a.raw_query == b.raw_query &&
+         a.query == b.query && a.virtual_hosted == b.virtual_hosted;
+}
+
+// Host and target pairs covering both styles, with and without a key or query, and
+// refusals at each step (target form, query escape, repeated parameter, path escape,
+// bucket name).
+const std::pair<std::string_view, std::string_view> kTargets[] = {
+    {"127.0.0.1:8080", "/bucket/dir/file%20name.txt?versionId=3&X-Amz-Credential=AKIA%2F20261206%2Fus-east-1"},
+    {"My-Bucket.localhost:8080", "/a/b.bin?tagging"},
+    {"localhost", "/bucket"},
+    {"localhost", "/"},
+    {"localhost", "/b/k?a=1&&b=x+y&"},
+    {"h", "bucket/key"},
+    {"h", "/b/k?x=%2"},
+    {"h", "/b/k?a=1&a=2"},
+    {"h", "/b/%zz"},
+    {"h", "/b%2Fc/k"},
+    {"b%.localhost", "/k"},
+    {"localhost", "//k"},
+};
+
+TEST(ResolveTargetTest, IntoAReusedTargetGivesTheSameAnswers) {
+  // Every pair resolved into a Target left by every other pair (longer or shorter
+  // strings, more or fewer parameters, the other style) answers as a fresh resolve.
+  for (const auto& [prev_host, prev_target] : kTargets) {
+    for (const auto& [host, target] : kTargets) {
+      Target t;
+      (void)resolve_target_into(prev_host, prev_target, "localhost", t);
+      const auto fresh = resolve_target(host, target, "localhost");
+      const Status s = resolve_target_into(host, target, "localhost", t);
+      ASSERT_EQ(s.is_ok(), fresh.has_value()) << prev_target << " then " << target;
+      if (fresh) {
+        EXPECT_TRUE(same_target(t, fresh.value())) << prev_target << " then " << target;
+      } else {
+        EXPECT_EQ(s.code(), fresh.error().code()) << target;
+        EXPECT_EQ(s.message(), fresh.error().message()) << target;
+      }
+    }
+  }
+}
+
+TEST(RequestScratchTest, StartsEmptyAndIsEmptiedAfterARefusal) {
+  for (const auto& [host, target] : kTargets) {
+    {
+      RequestScratch first;
+      (void)first.resolve("localhost", "/bucket/key?X-Amz-Signature=abc&versionId=1", "localhost");
+      first.header_storage() = {{"Host", "localhost"}};
+    }
+    RequestScratch scratch;  // this thread's recycled slot
+    EXPECT_TRUE(same_target(scratch.target(), Target{}));
+    const auto fresh = resolve_target(host, target, "localhost");
+    const Status s = scratch.resolve(host, target, "localhost");
+    ASSERT_EQ(s.is_ok(), fresh.has_value()) << target;
+    // A refused target leaves nothing a later reader (the access log) could take for it.
+    EXPECT_TRUE(same_target(scratch.target(), fresh ? fresh.value() : Target{})) << target;
+  }
+}
+
+TEST(RequestScratchTest, ANextRequestReusesTheDecodedStrings) {
+  const std::string_view presigned =
+      "/bucket/a-key-longer-than-fifteen-bytes?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261206"
+      "%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=0123456789abcdef0123456789abcdef";
+  const char* key = nullptr;
+  const char* credential = nullptr;
+  {
+    RequestScratch scratch;
+    ASSERT_TRUE(scratch.resolve("localhost", presigned, "localhost"));
+    key = scratch.target().key.data();
+    credential = scratch.target().query[1].second.data();
+  }
+  RequestScratch next;
+  ASSERT_TRUE(next.resolve("localhost", presigned, "localhost"));
+  EXPECT_EQ(next.target().key.data(), key);
+  EXPECT_EQ(next.target().query[1].second.data(), credential);
+  EXPECT_EQ(next.target().query[1].second, "AKIA/20261206/us-east-1/s3/aws4_request");
+}
+
 TEST(UpstreamTargetTest, PathStyleSortedQueryWithoutPresignParameters) {
   Target t = resolve("b.localhost", "/dir/a%20b+c?X-Amz-Signature=abc&versionId=2&X-Amz-Date=1&acl");
   EXPECT_EQ(upstream_target(t), "/b/dir/a%20b%2Bc?acl=&versionId=2");

@@ -11,9 +11,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "tagd/cache/fill_engine.hpp"
 #include "tagd/cache/http_semantics.hpp"
@@ -84,7 +84,9 @@ class CachedBody final : public BodySource {
   };
   Chunk chunk_at(std::uint64_t position, std::uint64_t chunk_size) const;
   struct ReadAhead;
-  std::deque<std::shared_ptr<ReadAhead>> ahead_;
+  // Oldest first, at most a few (kMaxReadAheadChunks): a vector, because an empty deque
+  // already allocates (its map and a 512-byte node) for every body, DRAM hits included.
+  std::vector<std::shared_ptr<ReadAhead>> ahead_;
   std::shared_ptr<ReadAhead> lent_;  // the read-ahead stored_ came from, if any
   std::uint64_t ahead_until_ = 0;
   // The read-ahead window: chunks kept in flight and the length of each new one. Widened

@@ -23,6 +23,13 @@ using HeaderList = std::vector<std::pair<std::string, std::string>>;   // name (
 // query decodes to a space: S3 accepts form-encoded query strings (SDKs that send "+" but
 // sign "%20" rely on it). Returns nullopt on a malformed escape.
 [[nodiscard]] std::optional<QueryParams> parse_query(std::string_view raw_query);
+// The same into `out`: its existing elements are overwritten (their strings' capacity
+// reused) and the list trimmed to the parameters found, so a caller that keeps one list
+// per connection decodes a presigned URL's parameters without allocating. False on a
+// malformed escape (then `out` holds a partial result).
+[[nodiscard]] bool parse_query_into(std::string_view raw_query, QueryParams& out);
+// uri_decode into `out` (overwritten, capacity reused). False on a malformed escape.
+[[nodiscard]] bool uri_decode_into(std::string_view text, std::string& out);
 
 // Each name and value uri_encode'd (with '/' encoded), sorted by encoded name then encoded
 // value, joined with '&' (the SigV4 canonical query string; also the order tagd forwards).

@@ -1,6 +1,7 @@
 #pragma once
 // What an incoming request addresses (bucket, key, sub-resource) and which permission it
-// needs. Pure functions: no I/O, no clock.
+// needs. Pure functions (RequestScratch aside: a per-thread free list): no I/O, no clock.
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,38 @@ struct Target {
 // authorized).
 Result<Target> resolve_target(std::string_view host, std::string_view request_target,
                               std::string_view virtual_host_domain);
+// The same into `t`, every field overwritten and its strings' capacity reused (the query
+// list's elements too, see parse_query_into). On an error `t` is unspecified.
+[[nodiscard]] Status resolve_target_into(std::string_view host, std::string_view request_target,
+                                         std::string_view virtual_host_domain, Target& t);
+
+// A request's Target and header copy, taken from this thread's free list (each event loop
+// is one thread) and given back on destruction: a connection's next request decodes into
+// strings that already have their capacity, where a fresh Target and header list cost
+// about ten allocations for a presigned GET. Views into them live no longer than the
+// request (the owner of this object). Bounded: at most 256 per thread are kept, and none
+// whose strings grew past 16 KiB together.
+class RequestScratch {
+ public:
+  RequestScratch();  // target() empty (a default Target)
+  ~RequestScratch();
+  RequestScratch(const RequestScratch&) = delete;
+  RequestScratch& operator=(const RequestScratch&) = delete;
+
+  Target& target() noexcept;
+  const Target& target() const noexcept;
+  // resolve_target_into(target()), keeping the last request's parameter strings for reuse.
+  [[nodiscard]] Status resolve(std::string_view host, std::string_view request_target,
+                               std::string_view virtual_host_domain);
+  // Header storage the caller overwrites whole (resize, then assign each pair): its
+  // contents before that are a previous request's.
+  HeaderList& header_storage() noexcept;
+
+ private:
+  struct Slot;
+  static std::vector<std::unique_ptr<Slot>>& free_slots();  // this thread's
+  std::unique_ptr<Slot> slot_;
+};
 
 // Refuses a bucket name that an upstream could read as structure ('/', '%', '\\', "." or
 // ".."): kInvalidBucketName.
