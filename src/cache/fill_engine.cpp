@@ -176,7 +176,7 @@ void store(FillEngine::Run& run, const asio::any_io_executor& executor, std::uin
 asio::awaitable<void> pump(std::shared_ptr<FillEngine::Run> run) {
   auto& m = metrics();
   const auto executor = co_await asio::this_coro::executor;
-  auto piece = std::make_unique<char[]>(kPiece);
+  auto piece = std::make_unique_for_overwrite<char[]>(kPiece);  // read into: no zero fill
   std::size_t index = 0;
   std::size_t filled = 0;
   bool ok = true;

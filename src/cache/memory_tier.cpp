@@ -1,6 +1,8 @@
 #include "tagd/cache/memory_tier.hpp"
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "tagd/cache/block_format.hpp"
 #include "tagd/core/metrics.hpp"
@@ -25,22 +27,23 @@ bool MemoryTier::contains(const BlockKey& block_key) const {
 }
 
 void MemoryTier::put(const BlockKey& block_key, BlockBytes bytes) {
-  if (!bytes || bytes->size() > capacity_) return;
+  if (!bytes || bytes->footprint() > capacity_) return;
+  std::vector<BlockBytes> released;  // dropped after the lock
   std::lock_guard lock(mu_);
   if (auto it = map_.find(block_key); it != map_.end()) {
-    bytes_ -= it->second->bytes->size();
-    bytes_ += bytes->size();
-    it->second->bytes = std::move(bytes);
+    bytes_ -= it->second->bytes->footprint();
+    bytes_ += bytes->footprint();
+    released.push_back(std::exchange(it->second->bytes, std::move(bytes)));
   } else {
-    bytes_ += bytes->size();
+    bytes_ += bytes->footprint();
     queue_.push_front(Entry{block_key, std::move(bytes), false});
     map_[block_key] = queue_.begin();
   }
-  while (bytes_ > capacity_ && !queue_.empty()) evict_one_locked();
+  while (bytes_ > capacity_ && !queue_.empty()) released.push_back(evict_one_locked());
   metrics().cache_memory_used_bytes.set(static_cast<std::int64_t>(bytes_));
 }
 
-void MemoryTier::evict_one_locked() {
+BlockBytes MemoryTier::evict_one_locked() {
   // The hand moves from the oldest entry towards the newest, giving visited entries a
   // second chance; it wraps around to the oldest.
   if (hand_ == queue_.end()) hand_ = std::prev(queue_.end());
@@ -50,17 +53,21 @@ void MemoryTier::evict_one_locked() {
   }
   auto victim = hand_;
   hand_ = victim == queue_.begin() ? queue_.end() : std::prev(victim);
-  bytes_ -= victim->bytes->size();
+  bytes_ -= victim->bytes->footprint();
+  BlockBytes bytes = std::move(victim->bytes);
   map_.erase(victim->key);
   queue_.erase(victim);
+  return bytes;
 }
 
 void MemoryTier::erase(const BlockKey& block_key) {
+  BlockBytes released;  // dropped after the lock
   std::lock_guard lock(mu_);
   auto it = map_.find(block_key);
   if (it == map_.end()) return;
   if (hand_ == it->second) hand_ = it->second == queue_.begin() ? queue_.end() : std::prev(it->second);
-  bytes_ -= it->second->bytes->size();
+  bytes_ -= it->second->bytes->footprint();
+  released = std::move(it->second->bytes);
   queue_.erase(it->second);
   map_.erase(it);
   metrics().cache_memory_used_bytes.set(static_cast<std::int64_t>(bytes_));

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <filesystem>
 #include <stdexcept>
@@ -14,10 +15,11 @@ namespace tagd::cache {
 
 void InflightBlock::append(const std::byte* data, std::size_t n) {
   std::lock_guard lock(mu_);
-  // Reserved on the first byte, not at registration: only the block being filled takes
-  // memory, and the buffer (later shared with the DRAM tier) is exactly one block.
-  if (data_->capacity() == 0) data_->reserve(expected_);
-  data_->insert(data_->end(), data, data + n);
+  // Taken on the first byte, not at registration: only the block being filled takes
+  // memory; the buffer (later shared with the DRAM tier) holds one block, and the fill
+  // never appends past the length it registered.
+  if (!data_) data_ = pool_ ? pool_->acquire(expected_) : std::make_shared<BlockBuffer>(expected_);
+  (void)data_->append(data, n);
   notify_locked();
 }
 
@@ -25,7 +27,8 @@ BlockBytes InflightBlock::complete() {
   std::lock_guard lock(mu_);
   complete_ = true;
   notify_locked();
-  return std::make_shared<const BlockData>(data_);
+  if (!data_) data_ = std::make_shared<BlockBuffer>(0);
+  return std::make_shared<const BlockData>(std::shared_ptr<const BlockBuffer>(data_));
 }
 
 void InflightBlock::fail(bool changed) {
@@ -42,7 +45,7 @@ void InflightBlock::attach_fill_progress(std::shared_ptr<const std::atomic<std::
 
 std::uint64_t InflightBlock::fill_progress() const {
   std::lock_guard lock(mu_);
-  return fill_progress_ ? fill_progress_->load(std::memory_order_relaxed) : data_->size();
+  return fill_progress_ ? fill_progress_->load(std::memory_order_relaxed) : size_locked();
 }
 
 void InflightBlock::mark_validated() {
@@ -76,9 +79,10 @@ bool InflightBlock::wait_for_validation(boost::asio::any_io_executor executor,
 
 std::size_t InflightBlock::read(std::size_t offset, std::byte* out, std::size_t max, bool& done) const {
   std::lock_guard lock(mu_);
-  std::size_t n = offset < data_->size() ? std::min(max, data_->size() - offset) : 0;
+  const std::size_t size = size_locked();
+  std::size_t n = offset < size ? std::min(max, size - offset) : 0;
   if (n > 0) std::memcpy(out, data_->data() + offset, n);
-  done = failed_ || (complete_ && offset + n >= data_->size());
+  done = failed_ || (complete_ && offset + n >= size);
   return n;
 }
 
@@ -99,7 +103,7 @@ void InflightBlock::mark_finished() {
 bool InflightBlock::wait_for_progress(std::size_t seen, boost::asio::any_io_executor executor,
                                       std::shared_ptr<boost::asio::steady_timer> timer) {
   std::lock_guard lock(mu_);
-  if (data_->size() > seen || complete_ || failed_) return false;
+  if (size_locked() > seen || complete_ || failed_) return false;
   waiters_.emplace_back(std::move(executor), std::move(timer));
   return true;
 }
@@ -123,7 +127,10 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
       // every slot (each part is at most max_fetch).
       prefetch_budget_(make_fill_budget(options.prefetch_budget, 1024)),
       sequential_(options.read_ahead),
-      invalidated_at_(1 << 16, 0) {
+      invalidated_at_(1 << 16, 0),
+      buffer_pool_(BlockBufferPool::create(
+          std::max<std::uint64_t>(std::min<std::uint64_t>(memory_bytes / 8, 64ull << 20), 8ull * options.block_size),
+          options.block_size)) {
   metrics().cache_memory_capacity_bytes.set(static_cast<std::int64_t>(memory_bytes));
   auto store = BlockStore::open(*device_, *index_, std::move(eviction),
                                BlockStoreOptions{region_size, options.block_size, options.pin_quota});
@@ -322,7 +329,7 @@ std::pair<std::shared_ptr<InflightBlock>, bool> ObjectCache::find_or_start(std::
   std::lock_guard lock(mu_);
   auto& slot = inflight_[MemoryTier::key(key_hash, etag, block)];
   if (slot) return {slot, false};
-  slot = std::make_shared<InflightBlock>(length);
+  slot = std::make_shared<InflightBlock>(length, buffer_pool_);
   return {slot, true};
 }
 

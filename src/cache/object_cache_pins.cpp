@@ -49,6 +49,20 @@ std::int64_t steady_ms() {
       .count();
 }
 logging::WarnThrottle refused_warning{std::chrono::seconds(10)};
+logging::WarnThrottle record_warning{std::chrono::seconds(10)};
+
+// A pin record the index could not write or erase. The callers keep pinned_ equal to what
+// the index holds where they can (a pin not recorded is not taken, and the caller is told);
+// where they cannot (an erase that failed), a restart may restore a pin released since.
+Status note_record_failure(Status s, std::string_view what, const ObjectKey& key) {
+  if (s) return s;
+  metrics().cache_pin_records_failed.inc();
+  if (record_warning.allow(steady_ms())) {
+    spdlog::warn("cache: pin record of {}/{} not {} ({}) (tagd_cache_pin_record_failures_total)", log_field(key.bucket),
+                 log_field(key.key), what, s.message());
+  }
+  return s;
+}
 }  // namespace
 
 const char* pin_outcome_name(PinOutcome outcome) {
@@ -58,6 +72,7 @@ const char* pin_outcome_name(PinOutcome outcome) {
     case PinOutcome::kNotCached: return "NotCached";
     case PinOutcome::kDisabled: return "PinningDisabled";
     case PinOutcome::kUnpinned: return "Unpinned";
+    case PinOutcome::kNotRecorded: return "PinNotRecorded";
   }
   return "unknown";
 }
@@ -99,7 +114,7 @@ void ObjectCache::restore_pins() {
       pinned_prefixes_[key.bucket].insert(key.key);
       ++prefixes;
     } else {
-      (void)index_->erase_pin(key);
+      (void)note_record_failure(index_->erase_pin(key), "erased", key);
       ++dropped;
     }
   }
@@ -129,7 +144,7 @@ void ObjectCache::restore_pins() {
     // its prefix was unpinned by a tagd that did not know prefixes: the record goes, with
     // whatever of it was pinned again.
     for (std::uint64_t b : taken) store_->unpin(BlockIdentity{kh, b, record.etag});
-    (void)index_->erase_pin(key);
+    (void)note_record_failure(index_->erase_pin(key), "erased", key);
     ++dropped;
   }
   pinned_objects_.store(pinned_.size(), std::memory_order_relaxed);
@@ -194,7 +209,7 @@ void ObjectCache::confirm_stored_pin(std::uint64_t key_hash, const std::string& 
     // quota and still miss). put() counted it (tagd_cache_pins_refused_total), and later
     // blocks are stored unpinned, so it counts once.
     refused = std::move(it->second);
-    (void)index_->erase_pin(refused->key);
+    (void)note_record_failure(index_->erase_pin(refused->key), "erased", refused->key);
     drop_pinned_locked(key_hash);
   }
   release_blocks(key_hash, refused->record);
@@ -218,12 +233,15 @@ void ObjectCache::pin_if_under_prefix(const ObjectKey& key, const ObjectMeta& me
     if (it != pinned_.end()) replaced = it->second.record;
     // A new version is held by the prefix only: a key's own pin went with the old bytes.
     PinRecord record{meta.etag, meta.size, meta.block_size, kPinNotByKey};
-    if (Status s = index_->put_pin(key, record); !s) {
-      spdlog::warn("cache: pin of {} under a pinned prefix not persisted ({}); it will not survive a restart",
-                   log_field(key.key), s.message());
+    if (!note_record_failure(index_->put_pin(key, record), "written", key)) {
+      // Not pinned, as a restart would find it; a prefix job's pin_object tries again and
+      // reports it. The old version's record goes if the index lets it.
+      if (replaced) (void)note_record_failure(index_->erase_pin(key), "erased", key);
+      drop_pinned_locked(kh);
+    } else {
+      pinned_[kh] = PinnedObject{key, record, {}, 0};
+      pinned_objects_.store(pinned_.size(), std::memory_order_relaxed);
     }
-    pinned_[kh] = PinnedObject{key, record, {}, 0};
-    pinned_objects_.store(pinned_.size(), std::memory_order_relaxed);
   }
   // The object changed upstream without a write through tagd: its old bytes go.
   if (replaced) release_blocks(kh, *replaced);
@@ -271,6 +289,8 @@ PinOutcome ObjectCache::pin_object(const ObjectKey& key, PinOwner owner, std::st
       it = pinned_.end();
     }
     const bool fresh = it == pinned_.end();
+    std::optional<PinnedObject> before;
+    if (!fresh) before = it->second;
     PinnedObject& pinned = fresh ? pinned_[kh] : it->second;
     const std::uint8_t was = fresh ? std::uint8_t{kPinNotByKey} : pinned.record.flags;
     if (fresh) pinned = PinnedObject{key, PinRecord{meta->etag, meta->size, meta->block_size, kPinNotByKey}, {}, 0};
@@ -280,24 +300,33 @@ PinOutcome ObjectCache::pin_object(const ObjectKey& key, PinOwner owner, std::st
       if (std::find(pinned.jobs.begin(), pinned.jobs.end(), job) == pinned.jobs.end()) pinned.jobs.emplace_back(job);
       pinned.unread = blocks;
     }
-    if (fresh || pinned.record.flags != was) {
-      if (Status s = index_->put_pin(key, pinned.record); !s) {
-        // Pinned for this run only: say so rather than fail the object.
-        spdlog::warn("cache: pin of {} not persisted ({}); it will not survive a restart", log_field(key.key),
-                     s.message());
+    if ((fresh || pinned.record.flags != was) &&
+        !note_record_failure(index_->put_pin(key, pinned.record), "written", key)) {
+      // A pin held for this run only would be lost by a restart without anyone knowing:
+      // it is not taken (the owners stay what the index holds) and the caller is told.
+      if (before) {
+        pinned = std::move(*before);
+      } else {
+        pinned_.erase(kh);
+        if (replaced) (void)note_record_failure(index_->erase_pin(key), "erased", key);
       }
+      for (std::uint64_t b : taken) store_->unpin(BlockIdentity{kh, b, meta->etag});
+      outcome = PinOutcome::kNotRecorded;
     }
     pinned_objects_.store(pinned_.size(), std::memory_order_relaxed);
   }
   if (replaced) release_blocks(kh, *replaced);
-  return PinOutcome::kPinned;
+  return outcome;
 }
 
 Status ObjectCache::pin_prefix(const std::string& bucket, const std::string& prefix) {
   if (!pinning_enabled()) return Status(ErrorCode::kInvalidRequest, "pinning is off: cache.pin_quota is 0");
   std::lock_guard lock(pin_mu_);
   if (pinned_prefixes_[bucket].contains(prefix)) return Status::ok();
-  if (Status s = index_->put_pin(prefix_record_key(bucket, prefix), PinRecord{"", 0, 0, kPinPrefixRecord}); !s) {
+  const ObjectKey record_key = prefix_record_key(bucket, prefix);
+  if (Status s = note_record_failure(index_->put_pin(record_key, PinRecord{"", 0, 0, kPinPrefixRecord}), "written",
+                                     record_key);
+      !s) {
     return s;
   }
   pinned_prefixes_[bucket].insert(prefix);
@@ -319,6 +348,10 @@ std::vector<std::string> ObjectCache::pinned_prefixes(const std::string& bucket,
 Result<UnpinSummary> ObjectCache::unpin(const std::string& bucket, const std::string& prefix, bool recursive) {
   UnpinSummary summary;
   std::vector<std::pair<std::uint64_t, PinRecord>> released;
+  // A record the index fails to change stops the unpin there: what was changed before stays
+  // changed (its blocks released below), the rest stays pinned as recorded, and the caller
+  // gets the error.
+  Status failed = Status::ok();
   {
     std::lock_guard lock(pin_mu_);
     auto& prefixes = pinned_prefixes_[bucket];
@@ -327,32 +360,37 @@ Result<UnpinSummary> ObjectCache::unpin(const std::string& bucket, const std::st
       if (p == prefix || (recursive && p.starts_with(prefix))) removed.push_back(p);
     }
     for (const std::string& p : removed) {
-      if (Status s = index_->erase_pin(prefix_record_key(bucket, p)); !s) return s;
+      const ObjectKey record_key = prefix_record_key(bucket, p);
+      failed = note_record_failure(index_->erase_pin(record_key), "erased", record_key);
+      if (!failed) break;
       prefixes.erase(p);
       pinned_prefix_count_.fetch_sub(1, std::memory_order_relaxed);
       ++summary.prefixes;
     }
     // Every owner under the prefix goes but the prefix records that remain: the keys' own
     // pins and the runs ahead.
-    for (auto it = pinned_.begin(); it != pinned_.end();) {
+    for (auto it = pinned_.begin(); failed && it != pinned_.end();) {
       PinnedObject& pinned = it->second;
       if (pinned.key.bucket != bucket || !pinned.key.key.starts_with(prefix)) {
         ++it;
         continue;
       }
       if (covered_locked(pinned.key)) {
-        const std::uint8_t was = pinned.record.flags;
-        pinned.record.flags = kPinNotByKey;
+        PinRecord record = pinned.record;
+        record.flags = kPinNotByKey;
+        if (record.flags != pinned.record.flags) {
+          failed = note_record_failure(index_->put_pin(pinned.key, record), "written", pinned.key);
+          if (!failed) break;
+        }
+        pinned.record = std::move(record);
         pinned.jobs.clear();
         pinned.unread = 0;
-        if (pinned.record.flags != was) {
-          if (Status s = index_->put_pin(pinned.key, pinned.record); !s) return s;
-        }
         ++summary.objects_kept;
         ++it;
         continue;
       }
-      if (Status s = index_->erase_pin(pinned.key); !s) return s;
+      failed = note_record_failure(index_->erase_pin(pinned.key), "erased", pinned.key);
+      if (!failed) break;
       ++summary.objects;
       summary.bytes += pinned.record.size;
       released.emplace_back(it->first, std::move(pinned.record));
@@ -365,6 +403,7 @@ Result<UnpinSummary> ObjectCache::unpin(const std::string& bucket, const std::st
     if (prefixes.empty()) pinned_prefixes_.erase(bucket);
   }
   for (const auto& [key_hash, record] : released) release_blocks(key_hash, record);
+  if (!failed) return failed;
   return summary;
 }
 
@@ -377,7 +416,7 @@ std::vector<std::pair<std::uint64_t, PinRecord>> ObjectCache::release_pins_of(co
       ++it;
       continue;
     }
-    (void)index_->erase_pin(it->second.key);
+    (void)note_record_failure(index_->erase_pin(it->second.key), "erased", it->second.key);
     spdlog::info("cache: pin of {}/{} released: the object was written through tagd", log_field(bucket),
                  log_field(key));
     released.emplace_back(it->first, std::move(it->second.record));
@@ -402,10 +441,10 @@ void ObjectCache::release_until_read(const ObjectKey& key, std::string_view job)
     it->second.record.flags &= static_cast<std::uint8_t>(~kPinUntilRead);
     it->second.unread = 0;
     if (held_by_key(it->second.record) || covered_locked(it->second.key)) {
-      (void)index_->put_pin(it->second.key, it->second.record);
+      (void)note_record_failure(index_->put_pin(it->second.key, it->second.record), "written", it->second.key);
       return;
     }
-    (void)index_->erase_pin(it->second.key);
+    (void)note_record_failure(index_->erase_pin(it->second.key), "erased", it->second.key);
     released = std::move(it->second.record);
     drop_pinned_locked(kh);
   }
@@ -463,10 +502,10 @@ void ObjectCache::note_read(std::uint64_t key_hash, const std::string& etag, std
   it->second.record.flags &= static_cast<std::uint8_t>(~kPinUntilRead);
   it->second.jobs.clear();
   if (held_by_key(it->second.record) || covered_locked(it->second.key)) {
-    (void)index_->put_pin(it->second.key, it->second.record);
+    (void)note_record_failure(index_->put_pin(it->second.key, it->second.record), "written", it->second.key);
     return;
   }
-  (void)index_->erase_pin(it->second.key);
+  (void)note_record_failure(index_->erase_pin(it->second.key), "erased", it->second.key);
   drop_pinned_locked(key_hash);
 }
 

@@ -206,6 +206,67 @@ TEST(PinPolicyTest, HitGatedNeverPicksAPinnedRegionEvenTheColdest) {
   EXPECT_EQ(e.pick_victim(), kNoVictim);  // the one left unpinned was taken; the rest are pinned
 }
 
+// Pin record writes (put_pin, erase_pin) that fail on demand; everything else goes to the
+// real index. `ok_writes` pin writes succeed, then every one fails until it is reset.
+struct PinFaults {
+  static constexpr int kNever = -1;
+  int ok_writes = kNever;
+  int failed = 0;
+  bool fail() {
+    if (ok_writes == kNever) return false;
+    if (ok_writes > 0) {
+      --ok_writes;
+      return false;
+    }
+    ++failed;
+    return true;
+  }
+};
+
+class FaultyPinIndex : public CacheIndex {
+ public:
+  FaultyPinIndex(std::unique_ptr<CacheIndex> real, PinFaults& faults) : real_(std::move(real)), faults_(faults) {}
+  Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) override { return real_->get_object(key); }
+  Status put_object(const ObjectKey& key, const ObjectMeta& meta) override { return real_->put_object(key, meta); }
+  Status erase_object(const ObjectKey& key) override { return real_->erase_object(key); }
+  Status erase_object_variants(const std::string& bucket, const std::string& key) override {
+    return real_->erase_object_variants(bucket, key);
+  }
+  Result<std::optional<BlockLocation>> get_block(std::uint64_t key_hash, const std::string& etag,
+                                                 std::uint64_t block) override {
+    return real_->get_block(key_hash, etag, block);
+  }
+  Status put_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block,
+                   const BlockLocation& location) override {
+    return real_->put_block(key_hash, etag, block, location);
+  }
+  Status erase_block(std::uint64_t key_hash, const std::string& etag, std::uint64_t block) override {
+    return real_->erase_block(key_hash, etag, block);
+  }
+  Status put_region_generation(std::uint32_t region, std::uint64_t generation) override {
+    return real_->put_region_generation(region, generation);
+  }
+  Result<std::vector<std::uint64_t>> region_generations(std::uint32_t region_count) override {
+    return real_->region_generations(region_count);
+  }
+  Status put_pin(const ObjectKey& key, const PinRecord& pin) override {
+    if (faults_.fail()) return Status(ErrorCode::kInternalError, "injected: pin record not written");
+    return real_->put_pin(key, pin);
+  }
+  Status erase_pin(const ObjectKey& key) override {
+    if (faults_.fail()) return Status(ErrorCode::kInternalError, "injected: pin record not erased");
+    return real_->erase_pin(key);
+  }
+  Result<std::vector<std::pair<ObjectKey, PinRecord>>> pins(const std::string& bucket,
+                                                            const std::string& prefix) override {
+    return real_->pins(bucket, prefix);
+  }
+
+ private:
+  std::unique_ptr<CacheIndex> real_;
+  PinFaults& faults_;
+};
+
 // ObjectCache: objects pinned by a warm job, persisted across a reopen, unpinned by prefix.
 class PinCacheTest : public ::testing::Test {
  protected:
@@ -228,8 +289,9 @@ class PinCacheTest : public ::testing::Test {
     ASSERT_TRUE(index.has_value()) << index.error().message();
     ObjectCacheOptions options{kBlock};
     options.pin_quota = quota;
-    cache_ = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index.value()), make_fifo_eviction(),
-                                           make_fill_budget(1 << 30, 8), 0, kRegion, options);
+    cache_ = std::make_unique<ObjectCache>(std::move(device.value()),
+                                           std::make_unique<FaultyPinIndex>(std::move(index.value()), faults_),
+                                           make_fifo_eviction(), make_fill_budget(1 << 30, 8), 0, kRegion, options);
   }
   // An object of `blocks` full blocks, filled the way the fill engine does (meta, blocks).
   void fill(const ObjectKey& key, std::uint64_t blocks) {
@@ -261,6 +323,7 @@ class PinCacheTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  PinFaults faults_;
   std::unique_ptr<ObjectCache> cache_;
 };
 
@@ -535,6 +598,78 @@ TEST_F(PinCacheTest, SettleFillWaitsForTheObjectsBlocksInFlightAndNoLonger) {
   cache_->finish(stuck.hash(), "\"e\"", 0);
   stuck_ctx.restart();
   stuck_ctx.poll();  // runs the posted wake-up, which lets go of the waiter's timer
+}
+
+TEST_F(PinCacheTest, APinWhoseRecordTheIndexCannotWriteIsNotTakenAndTheJobIsTold) {
+  const auto failures = metrics().cache_pin_records_failed.get();
+  const ObjectKey k{"b", "k", ""};
+  faults_.ok_writes = 0;
+  // Pinned in memory only, a restart would silently drop it: the warm job hears it instead.
+  EXPECT_EQ(warm_pinned(k, 2, PinOwner::kKey), PinOutcome::kNotRecorded);
+  EXPECT_STREQ(pin_outcome_name(PinOutcome::kNotRecorded), "PinNotRecorded");
+  EXPECT_EQ(faults_.failed, 1);
+  EXPECT_EQ(metrics().cache_pin_records_failed.get() - failures, 1);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);  // no quota held by a pin nobody recorded
+  faults_.ok_writes = PinFaults::kNever;
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  pressure(0);
+  pressure(1);
+  EXPECT_FALSE(cached(k, 2));  // in memory as after a restart: not pinned
+
+  // Nothing was left half-done: the same pin succeeds once the index writes again, and
+  // holds across a restart.
+  EXPECT_EQ(warm_pinned(k, 2, PinOwner::kKey), PinOutcome::kPinned);
+  reopen();
+  pressure(2);
+  pressure(3);
+  EXPECT_TRUE(cached(k, 2));
+  EXPECT_EQ(metrics().cache_pin_records_failed.get() - failures, 1);
+}
+
+TEST_F(PinCacheTest, APrefixWhoseRecordsTheIndexCannotWritePinsNothingItCannotRestore) {
+  const auto failures = metrics().cache_pin_records_failed.get();
+  faults_.ok_writes = 0;
+  EXPECT_FALSE(cache_->pin_prefix("b", "p/").is_ok());
+  EXPECT_TRUE(cache_->pinned_prefixes("b", "").empty());
+  faults_.ok_writes = PinFaults::kNever;
+  ASSERT_TRUE(cache_->pin_prefix("b", "p/").is_ok());
+
+  // The prefix is recorded, the object's record is not: a client's fill under it is not
+  // pinned (as a restart would find it), and the prefix job's own pin reports it.
+  const ObjectKey k{"b", "p/k", ""};
+  faults_.ok_writes = 0;
+  fill(k, 2);
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kPrefix), PinOutcome::kNotRecorded);
+  EXPECT_EQ(metrics().cache_pin_records_failed.get() - failures, 3);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  faults_.ok_writes = PinFaults::kNever;
+  EXPECT_EQ(cache_->pins("b", "")->size(), 0u);
+  reopen();
+  EXPECT_EQ(cache_->pinned_prefixes("b", ""), std::vector<std::string>{"p/"});
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  EXPECT_EQ(cache_->pin_object(k, PinOwner::kPrefix), PinOutcome::kPinned);
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+}
+
+TEST_F(PinCacheTest, AnUnpinTheIndexStopsHalfwayReleasesWhatItErasedAndReportsTheRest) {
+  const ObjectKey a{"b", "set/a", ""}, c{"b", "set/c", ""};
+  EXPECT_EQ(warm_pinned(a, 2), PinOutcome::kPinned);
+  EXPECT_EQ(warm_pinned(c, 2), PinOutcome::kPinned);
+  const auto failures = metrics().cache_pin_records_failed.get();
+  faults_.ok_writes = 1;  // the first record goes, the second stays
+  auto r = cache_->unpin("b", "set/");
+  EXPECT_FALSE(r.has_value());
+  EXPECT_EQ(metrics().cache_pin_records_failed.get() - failures, 1);
+  faults_.ok_writes = PinFaults::kNever;
+  EXPECT_EQ(cache_->pins("b", "")->size(), 1u);
+  // Memory agrees with the index: unpinning again releases exactly the one left, and the
+  // first one's blocks were given back (no region stays held by a pin nobody has).
+  r = cache_->unpin("b", "set/");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->objects, 1u);
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
+  reopen();
+  EXPECT_EQ(cache_->pinned_bytes(), 0u);
 }
 
 TEST_F(PinCacheTest, PinningOffWhenTheQuotaIsZero) {

@@ -12,33 +12,42 @@
 #include <span>
 #include <vector>
 
+#include "tagd/cache/block_buffer_pool.hpp"
 #include "tagd/cache/block_device.hpp"
 
 namespace tagd::cache {
 
 // The bytes of one cached block (or of the part of one a read needed), immutable once
-// shared. They come either from a fill (a vector the fill appended to) or from a disk
-// read (the aligned buffer the device read into, the payload at an offset in it): both
-// are lent to the client as they are, never copied into another buffer.
+// shared. They come either from a fill (the buffer the fill appended to, from the
+// BlockBufferPool: back to it when the last holder lets go) or from a disk read (the
+// aligned buffer the device read into, the payload at an offset in it): both are lent to
+// the client as they are, never copied into another buffer.
 class BlockData {
  public:
+  explicit BlockData(std::shared_ptr<const BlockBuffer> filled)
+      : buffer_(std::move(filled)), data_(buffer_->data()), size_(buffer_->size()), footprint_(buffer_->capacity()) {}
+  // Tests.
   explicit BlockData(std::shared_ptr<const std::vector<std::byte>> filled)
-      : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()) {}
+      : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()), footprint_(size_) {}
   // `offset`/`size`: where the payload lies in the buffer.
   BlockData(AlignedBuffer read, std::size_t offset, std::size_t size)
-      : read_(std::move(read)), data_(read_.data() + offset), size_(size) {}
+      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(size) {}
   BlockData(const BlockData&) = delete;
   BlockData& operator=(const BlockData&) = delete;
 
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+  // Memory held for it (a pooled fill buffer's size class): what the DRAM tier counts.
+  std::size_t footprint() const noexcept { return footprint_; }
 
  private:
+  std::shared_ptr<const BlockBuffer> buffer_;
   std::shared_ptr<const std::vector<std::byte>> filled_;
   AlignedBuffer read_;
   const std::byte* data_;
   std::size_t size_;
+  std::size_t footprint_;
 };
 using BlockBytes = std::shared_ptr<const BlockData>;
 // A block of `n` bytes of `value` (tests).
@@ -85,7 +94,9 @@ class MemoryTier {
     BlockBytes bytes;
     bool visited = false;
   };
-  void evict_one_locked();
+  // The victim's bytes are moved out, to be released after the lock (a fill buffer goes
+  // back to its pool then).
+  BlockBytes evict_one_locked();
 
   std::uint64_t capacity_;
   mutable std::mutex mu_;

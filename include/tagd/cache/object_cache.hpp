@@ -36,9 +36,11 @@ namespace tagd::cache {
 // there at their own pace, so a slow reader holds no one back.
 class InflightBlock {
  public:
-  // No reserve: a whole-object fill registers every block up front, and memory must only
-  // be taken by the block actually being filled.
-  explicit InflightBlock(std::uint32_t expected_length) : expected_(expected_length) {}
+  // No buffer yet: a whole-object fill registers every block up front, and memory must
+  // only be taken by the block actually being filled. `pool`: where its buffer comes from
+  // (and goes back to once the DRAM tier, the writer and every reader let go of it).
+  explicit InflightBlock(std::uint32_t expected_length, std::shared_ptr<BlockBufferPool> pool = nullptr)
+      : expected_(expected_length), pool_(std::move(pool)) {}
 
   // Fill side.
   void append(const std::byte* data, std::size_t n);
@@ -79,9 +81,11 @@ class InflightBlock {
 
  private:
   void notify_locked();
+  std::size_t size_locked() const noexcept { return data_ ? data_->size() : 0; }
   mutable std::mutex mu_;
-  std::shared_ptr<std::vector<std::byte>> data_ = std::make_shared<std::vector<std::byte>>();
+  std::shared_ptr<BlockBuffer> data_;  // taken on the first byte
   std::uint32_t expected_ = 0;
+  std::shared_ptr<BlockBufferPool> pool_;
   bool complete_ = false;
   bool failed_ = false;
   bool changed_ = false;
@@ -111,6 +115,7 @@ enum class PinOutcome {
   kNotCached,      // the object (or one of its blocks) is not in the cache
   kDisabled,       // cache.pin_quota is 0
   kUnpinned,       // a prefix job's object whose prefix was unpinned meanwhile
+  kNotRecorded,    // the index failed to write its pin record: not pinned (a restart would not restore it)
 };
 const char* pin_outcome_name(PinOutcome outcome);
 
@@ -147,6 +152,7 @@ class ObjectCache {
   // client waits for must not be refused because prefetch took the room.
   AdmissionPolicy& prefetch_budget() { return *prefetch_budget_; }
   PrefetchLedger& prefetch_ledger() { return prefetch_ledger_; }
+  BlockBufferPool& buffer_pool() noexcept { return *buffer_pool_; }
   SequentialDetector& sequential_detector() { return sequential_; }
   const char* device_kind() const noexcept { return device_->kind(); }
   const BlockDevice& device() const noexcept { return *device_; }
@@ -293,6 +299,9 @@ class ObjectCache {
   std::vector<std::uint64_t> invalidated_at_;
   std::unordered_map<BlockKey, std::shared_ptr<InflightBlock>, BlockKeyHash> inflight_;
   std::unordered_map<std::string, std::shared_ptr<PendingObject>> pending_objects_;
+  // Fill block buffers, recycled (block_buffer_pool.hpp): idle ones at most an eighth of
+  // the DRAM tier, 8 blocks to 64 MiB.
+  std::shared_ptr<BlockBufferPool> buffer_pool_;
 };
 
 }  // namespace tagd::cache

@@ -292,6 +292,10 @@ struct CacheResult {
         "Finished fill blocks waiting for their disk write (readers copy them from memory meanwhile)")               \
   COUNTER(cache_fill_writes_inline, "tagd_cache_fill_writes_inline_total",                                           \
           "Fill blocks written on the event loop because the write queue was full")                                  \
+  GAUGE(cache_fill_buffer_pool_bytes, "tagd_cache_fill_buffer_pool_bytes",                                           \
+        "Idle fill block buffers kept for reuse (an eighth of cache.memory_size, 8 blocks to 64 MiB)")             \
+  COUNTER(cache_fill_buffers_allocated, "tagd_cache_fill_buffers_allocated_total",                                   \
+          "Fill block buffers taken from the allocator because none was idle (fresh pages to fault in)")            \
   COUNTER(warm_jobs_started, "tagd_warm_jobs_total", "Warm jobs started through the admin API")                    \
   GAUGE(warm_jobs_running, "tagd_warm_jobs_running", "Warm jobs listing or filling")                                 \
   FAMILY(warm_objects, Counter, "tagd_warm_objects_total", "result", "Objects warm jobs finished, by result")         \
@@ -350,6 +354,8 @@ struct CacheResult {
           "Objects (or refilled blocks) not pinned because the pin quota was spent")                                  \
   COUNTER(cache_pin_blocked_writes, "tagd_cache_pin_blocked_writes_total",                                           \
           "Block writes refused because every evictable cache region was pinned")                                     \
+  COUNTER(cache_pin_records_failed, "tagd_cache_pin_record_failures_total",                                          \
+          "Pin records the index failed to write or erase (a pin not recorded is not taken)")                        \
   GAUGE(draining, "tagd_draining", "1 while shutting down")
 // clang-format on
 

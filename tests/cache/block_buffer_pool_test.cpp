@@ -1,0 +1,159 @@
+// Fill block buffers recycled through BlockBufferPool: reuse, the idle bound, size classes,
+// and never a buffer handed out again while the DRAM tier or a reader still holds it.
+#include "tagd/cache/block_buffer_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "tagd/cache/memory_tier.hpp"
+#include "tagd/cache/object_cache.hpp"
+#include "tagd/core/metrics.hpp"
+
+namespace tagd::cache {
+namespace {
+
+constexpr std::size_t kBlock = 1 << 20;
+
+std::vector<std::byte> pattern(std::size_t n, std::uint8_t seed) {
+  std::vector<std::byte> p(n);
+  for (std::size_t i = 0; i < n; ++i) p[i] = std::byte(static_cast<std::uint8_t>(seed + i * 7));
+  return p;
+}
+
+// A block filled the way the fill engine fills one: appended in pieces, then completed.
+BlockBytes fill_block(InflightBlock& block, const std::vector<std::byte>& bytes) {
+  for (std::size_t at = 0; at < bytes.size(); at += 64 * 1024) {
+    block.append(bytes.data() + at, std::min<std::size_t>(64 * 1024, bytes.size() - at));
+  }
+  return block.complete();
+}
+
+TEST(BlockBufferPoolTest, ABufferLetGoOfIsHandedOutAgainInsteadOfAFreshOne) {
+  auto pool = BlockBufferPool::create(4 * kBlock, kBlock);
+  auto a = pool->acquire(kBlock);
+  const std::byte* first = a->data();
+  const auto bytes = pattern(kBlock, 1);
+  EXPECT_EQ(a->append(bytes.data(), bytes.size()), kBlock);
+  a.reset();
+  EXPECT_EQ(pool->stats().idle_buffers, 1u);
+  auto b = pool->acquire(kBlock);
+  EXPECT_EQ(b->data(), first);
+  EXPECT_EQ(b->size(), 0u);  // empty again: what a fill appends is all it holds
+  EXPECT_EQ(pool->stats().allocated, 1u);
+  EXPECT_EQ(pool->stats().reused, 1u);
+}
+
+TEST(BlockBufferPoolTest, ABufferIsNotReusedWhileTheTierOrAReaderStillHoldsIt) {
+  auto pool = BlockBufferPool::create(8 * kBlock, kBlock);
+  MemoryTier tier(2 * kBlock);
+  const auto old_bytes = pattern(kBlock, 1);
+  BlockBytes reader;
+  const std::byte* held = nullptr;
+  {
+    InflightBlock block(kBlock, pool);
+    BlockBytes bytes = fill_block(block, old_bytes);
+    held = bytes->data();
+    reader = bytes;  // a client streaming it (lent, not copied)
+    tier.put(BlockKey{1, 1, 0}, std::move(bytes));
+  }
+  // Two newer blocks evict it from the tier; the reader still has it.
+  for (std::uint64_t b = 1; b <= 2; ++b) {
+    InflightBlock block(kBlock, pool);
+    tier.put(BlockKey{1, 1, b}, fill_block(block, pattern(kBlock, static_cast<std::uint8_t>(10 + b))));
+  }
+  ASSERT_FALSE(tier.contains(BlockKey{1, 1, 0}));
+  // A fill now must not get the reader's buffer: its bytes would change under the reader.
+  InflightBlock next(kBlock, pool);
+  const auto new_bytes = pattern(kBlock, 99);
+  BlockBytes filled = fill_block(next, new_bytes);
+  EXPECT_NE(filled->data(), held);
+  ASSERT_EQ(reader->size(), kBlock);
+  EXPECT_TRUE(std::equal(old_bytes.begin(), old_bytes.end(), reader->data()));
+  EXPECT_EQ(pool->stats().reused, 0u);  // nothing was idle: all four are held somewhere
+
+  // Once the reader is done, the buffer is idle and the next fill reuses it.
+  reader.reset();
+  EXPECT_EQ(pool->stats().idle_buffers, 1u);
+  InflightBlock after(kBlock, pool);
+  EXPECT_EQ(fill_block(after, new_bytes)->data(), held);
+}
+
+TEST(BlockBufferPoolTest, IdleBuffersStayWithinTheLimitAndTheGaugeCountsThem) {
+  const auto gauge = metrics().cache_fill_buffer_pool_bytes.get();
+  const auto allocated = metrics().cache_fill_buffers_allocated.get();
+  {
+    auto pool = BlockBufferPool::create(3 * kBlock, kBlock);
+    std::vector<std::shared_ptr<BlockBuffer>> in_use;
+    for (int i = 0; i < 5; ++i) in_use.push_back(pool->acquire(kBlock));
+    EXPECT_EQ(metrics().cache_fill_buffers_allocated.get() - allocated, 5);
+    in_use.clear();
+    EXPECT_EQ(pool->stats().idle_bytes, 3 * kBlock);
+    EXPECT_EQ(pool->stats().freed, 2u);
+    EXPECT_EQ(metrics().cache_fill_buffer_pool_bytes.get() - gauge, static_cast<std::int64_t>(3 * kBlock));
+  }
+  EXPECT_EQ(metrics().cache_fill_buffer_pool_bytes.get(), gauge);  // a pool's end frees its idle buffers
+}
+
+TEST(BlockBufferPoolTest, LengthsShareClassesAndTheTierCountsTheClass) {
+  auto pool = BlockBufferPool::create(8 * kBlock, kBlock);
+  EXPECT_EQ(pool->capacity_for(100 * 1024), 112u * 1024);
+  EXPECT_EQ(pool->capacity_for(64 * 1024), 64u * 1024);
+  EXPECT_EQ(pool->capacity_for(kBlock), kBlock);
+  EXPECT_EQ(pool->capacity_for(kBlock - 1), kBlock);
+  EXPECT_EQ(pool->capacity_for(60 * 1024), 0u);               // small: glibc's bins
+  EXPECT_EQ(pool->capacity_for(kBlock + 1), 0u);              // longer than a block: never filled
+  auto odd = BlockBufferPool::create(8 * kBlock, 1'000'000);  // a block size off the grid
+  EXPECT_EQ(odd->capacity_for(999'999), 1'000'000u);
+  EXPECT_EQ(odd->capacity_for(800'000), 896u * 1024);
+
+  // Two lengths of one class: the buffer of one serves the other.
+  auto a = pool->acquire(100 * 1024);
+  const std::byte* first = a->data();
+  a.reset();
+  EXPECT_EQ(pool->acquire(110 * 1024)->data(), first);
+
+  InflightBlock block(100 * 1024, pool);
+  BlockBytes bytes = fill_block(block, pattern(100 * 1024, 3));
+  EXPECT_EQ(bytes->size(), 100u * 1024);
+  EXPECT_EQ(bytes->footprint(), 112u * 1024);
+  MemoryTier tier(kBlock);
+  tier.put(BlockKey{1, 1, 0}, bytes);
+  EXPECT_EQ(tier.bytes(), 112u * 1024);
+}
+
+TEST(BlockBufferPoolTest, ALengthInUseNowMakesRoomByFreeingIdleBuffersOfAnother) {
+  auto pool = BlockBufferPool::create(2 * kBlock, kBlock);
+  {
+    auto a = pool->acquire(kBlock);
+    auto b = pool->acquire(kBlock);
+  }
+  EXPECT_EQ(pool->stats().idle_bytes, 2 * kBlock);
+  pool->acquire(100 * 1024).reset();
+  EXPECT_EQ(pool->stats().idle_bytes, kBlock + 112 * 1024);
+  EXPECT_EQ(pool->stats().idle_buffers, 2u);
+  EXPECT_EQ(pool->stats().freed, 1u);
+}
+
+TEST(BlockBufferPoolTest, ACacheWhoseTierIsFullFillsIntoTheBuffersItEvicts) {
+  // A 4-block DRAM tier, 40 blocks filled one after another (as a long miss does once
+  // the tier is full): only the first few buffers come from the allocator.
+  ObjectCache cache(std::make_unique<MemoryBlockDevice>(64ull << 20, 4096), make_memory_index(), make_fifo_eviction(),
+                    make_fill_budget(1 << 30, 8), 4 * kBlock, 8 << 20,
+                    ObjectCacheOptions{static_cast<std::uint32_t>(kBlock)});
+  const auto bytes = pattern(kBlock, 5);
+  for (std::uint64_t b = 0; b < 40; ++b) {
+    auto [block, mine] = cache.find_or_start(77, "\"e\"", b, kBlock);
+    ASSERT_TRUE(mine);
+    cache.store_block(77, "\"e\"", b, fill_block(*block, bytes));
+    cache.finish(77, "\"e\"", b);
+  }
+  const auto stats = cache.buffer_pool().stats();
+  EXPECT_LE(stats.allocated, 6u);
+  EXPECT_GE(stats.reused, 34u);
+  EXPECT_LE(stats.idle_bytes, cache.buffer_pool().idle_limit());
+}
+
+}  // namespace
+}  // namespace tagd::cache
