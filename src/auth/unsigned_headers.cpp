@@ -19,13 +19,6 @@ bool is_signature_required_header(std::string_view name) {
 
 namespace {
 
-// Names are compared without case and without lower-cased copies: only a refusal builds
-// strings (its message).
-bool iless(std::string_view a, std::string_view b) {
-  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
-                                      [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
-}
-
 // Runs before the access key is looked up, over as many headers and signed names as fit
 // in limits.max_header_bytes (thousands): past a handful, lookups go through sorted copies
 // instead of comparing every header with every name.

@@ -41,6 +41,16 @@ TEST(ParseU64, DigitsOnlyNoOverflow) {
   static_assert(parse_u64("42") == 42u);                        // usable at compile time
 }
 
+TEST(Iless, OrdersWithoutCaseAndTreatsCaseVariantsAsEqual) {
+  EXPECT_TRUE(iless("Content-Type", "content-typf"));
+  EXPECT_TRUE(iless("x-amz", "X-AMZ-date"));
+  EXPECT_FALSE(iless("X-Amz-Date", "x-amz-date"));
+  EXPECT_FALSE(iless("x-amz-date", "X-Amz-Date"));
+  EXPECT_FALSE(iless("b", "A"));
+  EXPECT_TRUE(iless("A", "b")) << "plain < would put 'b' (0x62) after 'A' (0x41) too, but 'a' < 'B' must hold";
+  EXPECT_TRUE(iless("a", "B"));
+}
+
 TEST(FindRepeatedName, FewNamesPairwiseManySortedWithCaseAsAsked) {
   const std::vector<std::string> few = {"host", "x-amz-date", "Host"};
   auto at = [&](const std::vector<std::string>& v) { return [&v](std::size_t i) { return std::string_view(v[i]); }; };

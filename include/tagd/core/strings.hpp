@@ -28,6 +28,12 @@ inline std::string to_lower(std::string_view s) {
   return out;
 }
 
+// Orders names without case and without lower-cased copies (sorted name lists, lookups).
+inline bool iless(std::string_view a, std::string_view b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                      [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
+}
+
 // The first of `n` names (`name_at(i)`, a string_view) that appears twice, ASCII case
 // ignored when `ignore_case`. A few names are compared pairwise (no allocation on the
 // common path); beyond that they are sorted, because a request can carry thousands of
@@ -48,11 +54,8 @@ std::optional<std::string_view> find_repeated_name(std::size_t n, NameAt&& name_
   std::vector<std::string_view> sorted;
   sorted.reserve(n);
   for (std::size_t i = 0; i < n; ++i) sorted.push_back(name_at(i));
-  std::sort(sorted.begin(), sorted.end(), [ignore_case](std::string_view a, std::string_view b) {
-    if (!ignore_case) return a < b;
-    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
-                                        [](char x, char y) { return ascii_lower(x) < ascii_lower(y); });
-  });
+  std::sort(sorted.begin(), sorted.end(),
+            [ignore_case](std::string_view a, std::string_view b) { return ignore_case ? iless(a, b) : a < b; });
   auto it = std::adjacent_find(sorted.begin(), sorted.end(), same);
   if (it == sorted.end()) return std::nullopt;
   return *it;
