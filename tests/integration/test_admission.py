@@ -125,9 +125,14 @@ class AdmissionTest(unittest.TestCase):
         # would count against the cap of 2 and refuse an idle connection below.
         harness.wait_until(lambda: "\ntagd_open_connections 1\n" in harness.http_get(t.port, "/metrics")[2].decode(),
                            5, what="start-up's connections to close")
-        idle = [socket.create_connection(("127.0.0.1", t.port)) for _ in range(2)]
+        # One idle connection at a time: the scrape above closes its own connection, and
+        # until tagd has seen that close a second idle connection would be over the cap.
+        idle = [socket.create_connection(("127.0.0.1", t.port))]
         try:
-            harness.wait_until(lambda: "tagd_open_connections 2" in self.metrics_via(idle[0]), 5,
+            harness.wait_until(lambda: "\ntagd_open_connections 1\n" in self.metrics_via(idle[0]), 5,
+                               what="the scrape's connection to close")
+            idle.append(socket.create_connection(("127.0.0.1", t.port)))
+            harness.wait_until(lambda: "\ntagd_open_connections 2\n" in self.metrics_via(idle[0]), 5,
                                what="two connections open")
             for _ in range(3):
                 extra = None
