@@ -202,15 +202,19 @@ class PinTestCase(TagdTestCase):
         self.assertEqual(set(self.x_cache(pinned).values()), {"HIT"})
         self.unpin_all()
 
+    def warm_key_list(self, prefix, keys_in_order):
+        """`tagd warm s3://bucket/prefix --keys FILE --json` (pins until read); its last status line."""
+        path = os.path.join(self.cache_dir + f"-{prefix}keys.txt")
+        self.addCleanup(os.unlink, path)
+        with open(path, "w") as f:
+            f.write("\n".join(keys_in_order) + "\n")
+        p = self.cli("warm", f"s3://{self.bucket}/{prefix}", "--keys", path, "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return json.loads(p.stdout.splitlines()[-1])
+
     def test_a_key_lists_until_read_pins_survive_a_restart_until_read(self):
         data = self.put("ahead-", 3, 600_000)
-        keys = os.path.join(self.cache_dir + "-keys.txt")
-        self.addCleanup(os.unlink, keys)
-        with open(keys, "w") as f:
-            f.write("\n".join(data) + "\n")
-        p = self.cli("warm", f"s3://{self.bucket}/ahead-", "--keys", keys, "--json")
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        last = json.loads(p.stdout.splitlines()[-1])
+        last = self.warm_key_list("ahead-", data)
         self.assertEqual((last["pin"], last["objects_pinned"]), ("until_read", 3), last)
         # Listed with what holds them: the run ahead of this job (they hold quota too).
         listed = json.loads(self.cli("unpin", f"s3://{self.bucket}/ahead-", "--list").stdout)
@@ -233,13 +237,7 @@ class PinTestCase(TagdTestCase):
     def test_cancelling_a_finished_run_ahead_releases_its_pins(self):
         # The job drops its key list when it ends; its until-read pins are found in the cache.
         data = self.put("gone-", 2, 300_000)
-        keys = os.path.join(self.cache_dir + "-gone.txt")
-        self.addCleanup(os.unlink, keys)
-        with open(keys, "w") as f:
-            f.write("\n".join(data) + "\n")
-        p = self.cli("warm", f"s3://{self.bucket}/gone-", "--keys", keys, "--json")
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        last = json.loads(p.stdout.splitlines()[-1])
+        last = self.warm_key_list("gone-", data)
         self.assertEqual((last["state"], last["objects_pinned"], last["keys_held"]), ("done", 2, 0), last)
         self.assertEqual(json.loads(self.cli("unpin", f"s3://{self.bucket}/gone-", "--list").stdout)
                          ["objects_until_read"], 2)
