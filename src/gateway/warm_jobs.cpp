@@ -22,6 +22,7 @@
 #include "client_upload.hpp"
 #include "tagd/cache/object_cache.hpp"
 #include "tagd/auth/sigv4.hpp"
+#include "tagd/core/logging.hpp"
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
 #include "tagd/core/uri.hpp"
@@ -677,12 +678,11 @@ asio::awaitable<void> start_job(AdminContext& ctx, Exchange& ex, const auth::Ide
     // A bound on the fetches, listings and key lists admins can keep going at once; the
     // caller may retry when one ends (SlowDown, as S3 answers a request rate it sheds).
     metrics().warm_jobs_refused.inc();
-    static std::atomic<std::int64_t> last_warning{0};
-    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                                 std::chrono::steady_clock::now().time_since_epoch())
-                                 .count();
-    std::int64_t last = last_warning.load();
-    if (now - last >= 10 && last_warning.compare_exchange_strong(last, now)) {
+    static logging::WarnThrottle throttle(std::chrono::seconds(10));
+    const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now().time_since_epoch())
+                                    .count();
+    if (throttle.allow(now_ms)) {
       spdlog::warn("warm job by {} refused: {} jobs are running (warm.max_jobs; at most one such warning per 10 s)",
                    log_field(id.access_key_id), ctx.config.warm_max_jobs);
     }

@@ -47,8 +47,8 @@ TEST(Iless, OrdersWithoutCaseAndTreatsCaseVariantsAsEqual) {
   EXPECT_FALSE(iless("X-Amz-Date", "x-amz-date"));
   EXPECT_FALSE(iless("x-amz-date", "X-Amz-Date"));
   EXPECT_FALSE(iless("b", "A"));
-  EXPECT_TRUE(iless("A", "b")) << "plain < would put 'b' (0x62) after 'A' (0x41) too, but 'a' < 'B' must hold";
-  EXPECT_TRUE(iless("a", "B"));
+  EXPECT_TRUE(iless("A", "b"));
+  EXPECT_TRUE(iless("a", "B")) << "plain < puts 'B' (0x42) before 'a' (0x61)";
 }
 
 TEST(FindRepeatedName, FewNamesPairwiseManySortedWithCaseAsAsked) {
