@@ -755,6 +755,9 @@ TEST(SigV4AuthorizationTest, RejectsMalformedHeaders) {
           ", Signature=FE5F80F77D5FA3BECA038A248FF027D0445342FE2855DDC963176630326F1024",
       "AWS4-HMAC-SHA256 " + cred + ", " + sh +
           ", Signature=ge5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
+      // A non-hex byte last, and one in the middle (the check has no early exit).
+      "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig.substr(0, 63) + "g",
+      "AWS4-HMAC-SHA256 " + cred + ", " + sh + ", Signature=" + sig.substr(0, 31) + "/" + sig.substr(32),
   };
   for (const auto& v : bad) {
     const auto a = parse_authorization_header(v);

@@ -216,5 +216,20 @@ TEST(AuthParams, SigV2OnlyWithAccessKeyId) {
   EXPECT_EQ(name("PUT", "/b/k?content-type=text%2Fplain"), "error:InvalidArgument");
 }
 
+TEST(AuthParams, EverySigV4PresignNameInAnyCaseAndNothingOfTheSameLength) {
+  Target plain = resolve("/b/k");
+  for (std::string_view n : {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                             "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token",
+                             "X-Amz-Content-Sha256", "x-amz-date", "X-AMZ-SIGNATURE"}) {
+    EXPECT_TRUE(is_auth_param(plain, n)) << n;
+  }
+  // Same lengths as the names above, one byte off; and the SigV2 names without AWSAccessKeyId.
+  for (std::string_view n : {"x-amz-datf", "x-amz-expirex", "x-amz-algorithX", "y-amz-signature",
+                             "x-amz-credentiaL_", "x-amz-credentia_", "x-amz-signedheader_",
+                             "x-amz-security-toke_", "x-amz-content-sha255", "x-amz-meta-a", "Signature", ""}) {
+    EXPECT_FALSE(is_auth_param(plain, n)) << n;
+  }
+}
+
 }  // namespace
 }  // namespace tagd::s3
