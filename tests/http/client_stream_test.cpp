@@ -1,6 +1,7 @@
 // http::ClientStream over TLS: the response writer's writes (a head held back and sent
 // with the first body bytes, bodies of several TLS records, chunked coding) arrive whole
-// at a TLS client, as they do over plain TCP (response_writer_test.cpp).
+// at a TLS client, as they do over plain TCP (response_writer_test.cpp). And the
+// connection's one-timer deadline (ConnectionDeadline) on reads over plain TCP.
 #include "tagd/http/client_stream.hpp"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -133,6 +137,140 @@ TEST(ClientStreamTlsTest, ContentLengthBodyInPiecesAndChunkedBody) {
     EXPECT_EQ(res.body().size(), body.size()) << "chunked=" << chunked;
     EXPECT_TRUE(res.body() == body) << "chunked=" << chunked;
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// ConnectionDeadline: a plain loopback connection whose server side reads through a
+// ClientStream with a deadline; `client` (a coroutine on the same loop) plays the peer.
+
+using ServerScript = std::function<asio::awaitable<void>(ClientStream&)>;
+using PeerScript = std::function<asio::awaitable<void>(tcp::socket&)>;
+
+void with_deadline(const ServerScript& server, const PeerScript& peer) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto endpoint = acceptor.local_endpoint();
+  bool server_done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto [aec, socket] = co_await acceptor.async_accept(kTuple);
+        if (aec) co_return;
+        beast::tcp_stream tcp(std::move(socket));
+        ConnectionDeadline deadline(io.get_executor(), tcp.socket());
+        ClientStream stream(tcp, &deadline);
+        co_await server(stream);
+        server_done = true;
+        io.stop();  // the peer may still be sleeping
+      },
+      asio::detached);
+  tcp::socket client(io);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto [cec] = co_await client.async_connect(endpoint, kTuple);
+        if (cec) co_return;
+        co_await peer(client);
+      },
+      asio::detached);
+  io.run_for(20s);  // a bound for a broken deadline; each test ends in a few seconds
+  EXPECT_TRUE(server_done);
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(kTuple);
+}
+
+asio::awaitable<void> send_byte(tcp::socket& s) {
+  auto [ec, n] = co_await asio::async_write(s, asio::buffer("x", 1), kTuple);
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+using SteadyClock = std::chrono::steady_clock;
+
+TEST(ConnectionDeadlineTest, AReadPastItsDeadlineIsCancelledAndReportedAsATimeout) {
+  with_deadline(
+      [](ClientStream& stream) -> asio::awaitable<void> {
+        char b[16];
+        const auto start = SteadyClock::now();
+        stream.expires_after(100ms);
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
+        EXPECT_TRUE(ec);
+        EXPECT_TRUE(stream.timed_out(ec)) << ec.message();
+        EXPECT_GE(SteadyClock::now() - start, 100ms);
+      },
+      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(3s); });  // says nothing
+}
+
+TEST(ConnectionDeadlineTest, AnEarlierDeadlineThanTheOneWaitedForComesForward) {
+  // An idle wait's long deadline, then a header's short one: the short one holds.
+  with_deadline(
+      [](ClientStream& stream) -> asio::awaitable<void> {
+        char b[16];
+        stream.expires_after(60s);
+        stream.expires_after(100ms);
+        const auto start = SteadyClock::now();
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
+        EXPECT_TRUE(stream.timed_out(ec)) << ec.message();
+        EXPECT_LT(SteadyClock::now() - start, 10s);
+      },
+      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(12s); });
+}
+
+TEST(ConnectionDeadlineTest, DeadlinesMovedOnByEachReadNeverFire) {
+  // Six reads 250 ms apart, each with a 1 s deadline: 1.5 s in all, no timeout.
+  with_deadline(
+      [](ClientStream& stream) -> asio::awaitable<void> {
+        char b[16];
+        for (int i = 0; i < 6; ++i) {
+          stream.expires_after(1s);
+          auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
+          EXPECT_FALSE(ec) << "read " << i << ": " << ec.message();
+          EXPECT_FALSE(stream.timed_out(ec));
+        }
+      },
+      [](tcp::socket& s) -> asio::awaitable<void> {
+        for (int i = 0; i < 6; ++i) {
+          co_await sleep_for(250ms);
+          co_await send_byte(s);
+        }
+      });
+}
+
+TEST(ConnectionDeadlineTest, ExpiresNeverLiftsTheDeadline) {
+  with_deadline(
+      [](ClientStream& stream) -> asio::awaitable<void> {
+        char b[16];
+        stream.expires_after(100ms);
+        stream.expires_never();
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
+        EXPECT_FALSE(ec) << ec.message();
+      },
+      [](tcp::socket& s) -> asio::awaitable<void> {
+        co_await sleep_for(500ms);
+        co_await send_byte(s);
+      });
+}
+
+TEST(ConnectionDeadlineTest, ADeadlinePassingWithNothingInFlightCancelsNoLaterRead) {
+  // A write's deadline passes while the request waits on something else (the upstream):
+  // the next read sets its own and is served.
+  with_deadline(
+      [](ClientStream& stream) -> asio::awaitable<void> {
+        char b[16];
+        stream.expires_after(50ms);
+        co_await sleep_for(400ms);
+        stream.expires_after(5s);
+        EXPECT_FALSE(stream.timed_out(boost::asio::error::operation_aborted));
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
+        EXPECT_FALSE(ec) << ec.message();
+        EXPECT_EQ(n, 1u);
+      },
+      [](tcp::socket& s) -> asio::awaitable<void> {
+        co_await sleep_for(600ms);
+        co_await send_byte(s);
+      });
 }
 
 }  // namespace

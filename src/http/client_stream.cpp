@@ -1,0 +1,67 @@
+#include "tagd/http/client_stream.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+namespace tagd::http {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+struct ConnectionDeadline::State {
+  State(const asio::any_io_executor& executor, asio::ip::tcp::socket& s) : timer(executor), socket(&s) {}
+  asio::steady_timer timer;
+  asio::ip::tcp::socket* socket;  // null once the connection is gone
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::time_point armed_at = Clock::time_point::max();  // the timer's expiry while waiting
+  bool waiting = false;
+  bool expired = false;
+};
+
+ConnectionDeadline::ConnectionDeadline(const asio::any_io_executor& executor, asio::ip::tcp::socket& socket)
+    : state_(std::make_shared<State>(executor, socket)) {}
+
+ConnectionDeadline::~ConnectionDeadline() {
+  state_->socket = nullptr;
+  state_->timer.cancel();
+}
+
+void ConnectionDeadline::arm(const std::shared_ptr<State>& state) {
+  // Re-arming a waiting timer cancels its wait: that handler sees the new expiry and
+  // leaves the new wait in charge.
+  state->armed_at = state->deadline;
+  state->waiting = true;
+  state->timer.expires_at(state->deadline);
+  state->timer.async_wait([state](const boost::system::error_code&) {
+    if (state->socket == nullptr) return;  // the connection is gone
+    const auto now = Clock::now();
+    if (state->armed_at > now && state->armed_at != Clock::time_point::max()) return;  // superseded
+    state->waiting = false;
+    state->armed_at = Clock::time_point::max();
+    if (state->deadline == Clock::time_point::max()) return;  // expires_never since
+    if (state->deadline > now) {
+      arm(state);  // extended since: wait for the latest deadline
+      return;
+    }
+    state->expired = true;
+    boost::system::error_code ignored;
+    state->socket->cancel(ignored);
+  });
+}
+
+void ConnectionDeadline::expires_after(Clock::duration d) {
+  State& s = *state_;
+  s.deadline = Clock::now() + d;
+  s.expired = false;
+  // A wait already outstanding for an earlier time covers this deadline (it moves itself
+  // on); a later one (an idle wait when a shorter header timeout starts) must come forward.
+  if (!s.waiting || s.deadline < s.armed_at) arm(state_);
+}
+
+void ConnectionDeadline::expires_never() {
+  state_->deadline = Clock::time_point::max();
+  state_->expired = false;
+}
+
+bool ConnectionDeadline::expired() const noexcept { return state_->expired; }
+
+}  // namespace tagd::http
