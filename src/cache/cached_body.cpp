@@ -72,15 +72,32 @@ CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, Obj
       ahead_depth_(kReadAheadChunks),
       ahead_chunk_(kDiskChunk) {}
 
+namespace {
+// Presence checks are index lookups: bounded, so the head of a huge cached object is not
+// delayed. A block missing beyond the bound is still fetched with If-Match; a change
+// found then fails read() (the connection is reset).
+constexpr std::uint64_t kMaxScan = 1024;
+}  // namespace
+
+std::uint64_t CachedBody::first_missing_block() const {
+  const auto span = blocks_for(range_, meta_.block_size);
+  std::uint64_t b = span.first;
+  while (b <= span.last && b - span.first < kMaxScan && cache_.block_cached(key_hash_, meta_.etag, b)) ++b;
+  return b;
+}
+
+std::optional<CachedBody::Preparation> CachedBody::prepare_cached() const {
+  if (length_ == 0) return Preparation::kOk;
+  const auto span = blocks_for(range_, meta_.block_size);
+  const std::uint64_t b = first_missing_block();
+  if (b > span.last || b - span.first >= kMaxScan) return Preparation::kOk;
+  return std::nullopt;
+}
+
 asio::awaitable<CachedBody::Preparation> CachedBody::prepare() {
   if (length_ == 0) co_return Preparation::kOk;
   const auto span = blocks_for(range_, meta_.block_size);
-  // Presence checks are index lookups: bounded, so the head of a huge cached object is not
-  // delayed. A block missing beyond the bound is still fetched with If-Match; a change
-  // found then fails read() (the connection is reset).
-  constexpr std::uint64_t kMaxScan = 1024;
-  std::uint64_t b = span.first;
-  while (b <= span.last && b - span.first < kMaxScan && cache_.block_cached(key_hash_, meta_.etag, b)) ++b;
+  const std::uint64_t b = first_missing_block();
   if (b > span.last || b - span.first >= kMaxScan) co_return Preparation::kOk;
   // X-Cache: joining another request's fill of the first missing block is a hit, but a
   // later block that nobody holds or fetches will come from the upstream for this answer
@@ -131,30 +148,71 @@ Status CachedBody::failed(const Status& status) {
   return status;
 }
 
+void CachedBody::enter_block(std::uint64_t b) {
+  const std::uint32_t bs = meta_.block_size;
+  block_ = b;
+  stored_.reset();
+  lent_.reset();
+  inflight_.reset();
+  attempts_ = 0;
+  if (cache_.prefetch_ledger().size() > 0) cache_.prefetch_ledger().on_read(MemoryTier::key(key_hash_, meta_.etag, b));
+  // Parallel parts: keep the parts of this range ahead of the reader in flight, so a
+  // cold object streams at several upstream requests' rate, not one's. A budget spent
+  // leaves blocks unchecked: a later step tries again, and the reader fetches a block it
+  // reaches itself.
+  // Whole parts (aligned to parts of the object) so each fetch is a full cache.max_fetch.
+  const auto span = blocks_for(range_, bs);
+  const std::uint64_t horizon = std::min(span.last, (b / run_blocks_) * run_blocks_ + parallel_blocks_ - 1);
+  parts_checked_until_ = std::max(parts_checked_until_, b + 1);
+  if (horizon >= parts_checked_until_) {
+    parts_checked_until_ = fills_.fetch_ahead(key_, meta_, parts_checked_until_, horizon,
+                                              cache_.options().fetch_parallelism, FillCause::kParallel);
+  }
+}
+
+std::optional<std::span<const char>> CachedBody::lend_stored(std::uint64_t lo, std::uint64_t hi,
+                                                             std::size_t max_lent) {
+  const std::uint64_t stored_end = stored_first_ + stored_->size();
+  if (lo >= stored_first_ && lo < stored_end) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(std::min(hi, stored_end) - lo, max_lent));
+    position_ += n;
+    auto& m = metrics();
+    m.cache_hit_bytes.inc(n);
+    (stored_from_memory_ ? m.served_bytes_dram : m.served_bytes_disk).inc(n);
+    return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
+  }
+  stored_.reset();  // a chunk of the block, used up: read the next one
+  lent_.reset();
+  return std::nullopt;
+}
+
+std::optional<Result<std::span<const char>>> CachedBody::try_next(std::span<char> scratch) {
+  (void)scratch;  // lent pieces only: a fill in progress is read by next()
+  if (length_ == 0 || position_ > range_.last) return Result<std::span<const char>>(std::span<const char>());
+  const std::uint64_t b = position_ / meta_.block_size;
+  if (b != block_) enter_block(b);
+  const Chunk chunk = chunk_at(position_, kDiskChunk);
+  if (stored_) {
+    if (auto piece = lend_stored(chunk.lo, chunk.hi, SIZE_MAX)) return Result<std::span<const char>>(*piece);
+  }
+  // A whole small block from the DRAM tier, checked as next_piece() checks it.
+  if (inflight_ || !chunk.whole) return std::nullopt;
+  std::optional<BlockRead> r = cache_.read_block_in_memory(key_hash_, meta_.etag, b);
+  if (!r) return std::nullopt;
+  if (r->first != 0 || r->bytes->size() != chunk.length) return std::nullopt;  // next_piece() reports it
+  stored_ = std::move(r->bytes);
+  stored_first_ = 0;
+  stored_from_memory_ = true;
+  auto piece = lend_stored(chunk.lo, chunk.hi, SIZE_MAX);
+  if (!piece) return std::nullopt;
+  return Result<std::span<const char>>(*piece);
+}
+
 asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<char> scratch, std::size_t max_lent) {
   if (length_ == 0 || position_ > range_.last) co_return std::span<const char>();
   const std::uint32_t bs = meta_.block_size;
   const std::uint64_t b = position_ / bs;
-  if (b != block_) {
-    block_ = b;
-    stored_.reset();
-    lent_.reset();
-    inflight_.reset();
-    attempts_ = 0;
-    if (cache_.prefetch_ledger().size() > 0) cache_.prefetch_ledger().on_read(MemoryTier::key(key_hash_, meta_.etag, b));
-    // Parallel parts: keep the parts of this range ahead of the reader in flight, so a
-    // cold object streams at several upstream requests' rate, not one's. A budget spent
-    // leaves blocks unchecked: a later step tries again, and the reader fetches a block it
-    // reaches itself.
-    // Whole parts (aligned to parts of the object) so each fetch is a full cache.max_fetch.
-    const auto span = blocks_for(range_, bs);
-    const std::uint64_t horizon = std::min(span.last, (b / run_blocks_) * run_blocks_ + parallel_blocks_ - 1);
-    parts_checked_until_ = std::max(parts_checked_until_, b + 1);
-    if (horizon >= parts_checked_until_) {
-      parts_checked_until_ = fills_.fetch_ahead(key_, meta_, parts_checked_until_, horizon,
-                                                cache_.options().fetch_parallelism, FillCause::kParallel);
-    }
-  }
+  if (b != block_) enter_block(b);
   const Chunk chunk = chunk_at(position_, kDiskChunk);
   const std::uint64_t block_start = chunk.block_start;
   const std::uint64_t lo = chunk.lo;
@@ -165,17 +223,7 @@ asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<
   auto& m = metrics();
   for (;;) {
     if (stored_) {
-      const std::uint64_t stored_end = stored_first_ + stored_->size();
-      if (lo >= stored_first_ && lo < stored_end) {
-        const std::size_t n =
-            static_cast<std::size_t>(std::min<std::uint64_t>(std::min(hi, stored_end) - lo, max_lent));
-        position_ += n;
-        m.cache_hit_bytes.inc(n);
-        (stored_from_memory_ ? m.served_bytes_dram : m.served_bytes_disk).inc(n);
-        co_return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
-      }
-      stored_.reset();  // a chunk of the block, used up: read the next one
-      lent_.reset();
+      if (auto piece = lend_stored(lo, hi, max_lent)) co_return *piece;
     }
     if (!inflight_) {
       // Only the bytes this body still needs from the block: a range inside a large block

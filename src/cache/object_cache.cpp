@@ -269,13 +269,18 @@ void ObjectCache::invalidate(const std::string& bucket, const std::string& key) 
   metrics().cache_invalidations.inc();
 }
 
+std::optional<BlockRead> ObjectCache::read_block_in_memory(std::uint64_t key_hash, const std::string& etag,
+                                                           std::uint64_t block) {
+  BlockBytes bytes = memory_.get(MemoryTier::key(key_hash, etag, block));
+  if (!bytes) return std::nullopt;
+  note_read(key_hash, etag, block);
+  return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
+}
+
 boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash, const std::string& etag,
                                                            std::uint64_t block) {
+  if (std::optional<BlockRead> in_memory = read_block_in_memory(key_hash, etag, block)) co_return std::move(*in_memory);
   const BlockKey mkey = MemoryTier::key(key_hash, etag, block);
-  if (BlockBytes bytes = memory_.get(mkey)) {
-    note_read(key_hash, etag, block);
-    co_return BlockRead{ReadOutcome::kHit, std::move(bytes), 0, true, true};
-  }
   // Named, not a temporary in the co_await (GCC 12 frees such temporaries twice).
   const BlockIdentity id{key_hash, block, etag};
   BlockRead r = co_await store_->read(id);

@@ -33,6 +33,7 @@ const char* read_state_name(ReadState state) {
     case ReadState::kJoin: return "join";
     case ReadState::kFill: return "fill";
     case ReadState::kFillMeta: return "fill-meta";
+    case ReadState::kPrepare: return "prepare";
     case ReadState::kDone: return "done";
   }
   return "?";
@@ -168,6 +169,7 @@ struct FinishObject {
 }  // namespace
 
 struct ReadPath::Session {
+  explicit Session(const ReadRequest& r) : request(r) {}
   const ReadRequest& request;
   CacheKeyDecision decision;
   ClientDirective directive = ClientDirective::kNone;
@@ -177,6 +179,9 @@ struct ReadPath::Session {
   std::shared_ptr<ObjectCache::PendingObject> pending;  // kJoin: the fetch being waited for
   // Waited for another request's revalidation: a client's no-cache is satisfied by it.
   bool joined_revalidation = false;
+  // kPrepare: the answer's body, waiting for blocks in flight.
+  std::unique_ptr<CachedBody> preparing;
+  bool answer_stale = false;  // the answer being built is of a stale copy (kServeStale)
   ReadResult result;
 
   std::string_view header(http::field f) const {
@@ -205,29 +210,59 @@ ReadPath::ReadPath(ObjectCache& cache, Fetcher& fetcher, const Clock& clock, asi
       upstream_timeout_(upstream_timeout),
       fills_(cache, fetcher, std::move(executor), upstream_timeout, fill_write_queue_bytes) {}
 
-asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
-  Session s{request, {}, {}, {}, {}, 0, {}, false, {}};
+struct ReadPath::Continuation {
+  explicit Continuation(Session&& s, ReadState st) : session(std::move(s)), state(st) {}
+  Session session;
+  ReadState state;
+};
+
+void ReadPath::ContinuationDeleter::operator()(Continuation* c) const noexcept { delete c; }
+
+ReadPath::Started ReadPath::start(const ReadRequest& request) {
+  Session s(request);
   s.decision = cache_key_for(*request.query, *request.headers);
   s.directive = client_directive(s.header(http::field::cache_control), s.header(http::field::pragma));
   if (!s.decision.cacheable || s.directive == ClientDirective::kBypass) {
     spdlog::debug("cache bypass for {}/{}: {}", log_field(request.bucket), log_field(request.key),
                   s.decision.cacheable ? std::string("Cache-Control: no-store") : s.decision.reason);
     s.forward(CacheOutcome::kBypass);
-    co_return std::move(s.result);
+    return {finish(s), nullptr};
   }
   s.key = ObjectKey{request.bucket, request.key, s.decision.variant};
-
+  // The states that never wait, for as long as the read stays in them.
   ReadState state = ReadState::kLookup;
+  for (;;) {
+    if (state == ReadState::kLookup) {
+      state = lookup(s);
+    } else if (state == ReadState::kFresh) {
+      state = answer(s, CacheOutcome::kHit, false);
+    } else {
+      break;
+    }
+  }
+  if (state == ReadState::kDone) return {finish(s), nullptr};
+  return {{}, std::unique_ptr<Continuation, ContinuationDeleter>(new Continuation(std::move(s), state))};
+}
+
+asio::awaitable<ReadResult> ReadPath::resume(std::unique_ptr<Continuation, ContinuationDeleter> rest) {
+  co_return co_await run(rest->session, rest->state);
+}
+
+asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
+  Started started = start(request);
+  if (!started.rest) co_return std::move(started.result);
+  co_return co_await resume(std::move(started.rest));
+}
+
+asio::awaitable<ReadResult> ReadPath::run(Session& s, ReadState state) {
   while (state != ReadState::kDone) {
     switch (state) {
-      case ReadState::kLookup: state = co_await lookup(s); break;
+      case ReadState::kLookup: state = lookup(s); break;
       case ReadState::kLearnChecksums: state = co_await learn_checksums(s); break;
-      case ReadState::kFresh: state = co_await answer(s, CacheOutcome::kHit, false); break;
+      case ReadState::kFresh: state = answer(s, CacheOutcome::kHit, false); break;
       case ReadState::kRevalidate: state = co_await revalidate(s); break;
-      case ReadState::kServeStale:
-        state = co_await answer(s, CacheOutcome::kHit, true);
-        if (state == ReadState::kDone && s.result.error.is_ok()) metrics().cache_stale_served.inc();
-        break;
+      case ReadState::kServeStale: state = answer(s, CacheOutcome::kHit, true); break;
+      case ReadState::kPrepare: state = co_await prepare(s); break;
       case ReadState::kMiss: state = co_await miss(s); break;
       case ReadState::kJoin: state = co_await join(s); break;
       case ReadState::kFill: state = co_await fill(s); break;
@@ -235,17 +270,24 @@ asio::awaitable<ReadResult> ReadPath::serve(const ReadRequest& request) {
       case ReadState::kDone: break;
     }
   }
-  co_return std::move(s.result);
+  co_return finish(s);
 }
 
-asio::awaitable<ReadState> ReadPath::lookup(Session& s) {
-  if (++s.round > kMaxRounds) co_return s.forward(CacheOutcome::kMiss);
+ReadResult ReadPath::finish(Session& s) {
+  if (s.answer_stale && s.result.action == ReadResult::Action::kRespond && s.result.error.is_ok()) {
+    metrics().cache_stale_served.inc();
+  }
+  return std::move(s.result);
+}
+
+ReadState ReadPath::lookup(Session& s) {
+  if (++s.round > kMaxRounds) return s.forward(CacheOutcome::kMiss);
   s.meta = cache_.lookup(s.key);
   if (s.meta && s.meta->block_size != cache_.options().block_size) s.meta.reset();  // another geometry
-  if (!s.meta) co_return ReadState::kMiss;
+  if (!s.meta) return ReadState::kMiss;
   const bool client_wants_revalidation = s.directive == ClientDirective::kRevalidate && !s.joined_revalidation;
   if (clock_.now_ms() >= s.meta->fresh_until_ms || client_wants_revalidation) {
-    co_return ReadState::kRevalidate;
+    return ReadState::kRevalidate;
   }
   // A checksum-mode client gets the object's checksums on whole-object answers; a fill of
   // a range did not learn them: ask once (HEAD in checksum mode) and keep them.
@@ -258,9 +300,9 @@ asio::awaitable<ReadState> ReadPath::lookup(Session& s) {
         c.range = r.range;
       }
     }
-    if (return_checksums(c)) co_return ReadState::kLearnChecksums;
+    if (return_checksums(c)) return ReadState::kLearnChecksums;
   }
-  co_return ReadState::kFresh;
+  return ReadState::kFresh;
 }
 
 asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
@@ -334,8 +376,7 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
   }
   (void)cache_.publish(s.key, *s.meta, epoch);
   finish.release();  // before the body: the waiters read the refreshed copy themselves
-  const ReadState next = co_await answer(s, CacheOutcome::kRevalidated, false);
-  co_return next;
+  co_return answer(s, CacheOutcome::kRevalidated, false);
 }
 
 asio::awaitable<ReadState> ReadPath::miss(Session& s) {
@@ -514,8 +555,7 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   finish.release();
   s.meta = std::move(meta);
   // Changed again between this answer and the next run: answer() sends it round again.
-  const ReadState next = co_await answer(s, CacheOutcome::kMiss, false);
-  co_return next;
+  co_return answer(s, CacheOutcome::kMiss, false);
 }
 
 asio::awaitable<ReadState> ReadPath::fill_meta(Session& s) {
@@ -543,8 +583,7 @@ asio::awaitable<ReadState> ReadPath::fill_meta(Session& s) {
   (void)cache_.publish(s.key, *meta, epoch);
   finish.release();
   s.meta = std::move(meta);
-  const ReadState next = co_await answer(s, CacheOutcome::kMiss, false);
-  co_return next;
+  co_return answer(s, CacheOutcome::kMiss, false);
 }
 
 ReadState ReadPath::relay(Session& s, std::unique_ptr<ResponseSource> response) {
@@ -565,7 +604,8 @@ ReadState ReadPath::relay(Session& s, std::unique_ptr<ResponseSource> response) 
   return ReadState::kDone;
 }
 
-asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bool stale) {
+ReadState ReadPath::answer(Session& s, CacheOutcome outcome, bool stale) {
+  s.answer_stale = stale;
   const ObjectMeta& meta = *s.meta;
   std::string im, inm, ims, ius;
   ConditionalHeaders cond;
@@ -579,7 +619,7 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   }
   const auto conditional = evaluate_conditionals(cond, meta.etag, meta.last_modified);
   if (conditional == ConditionalOutcome::kPreconditionFailed) {
-    co_return s.respond_error(outcome, Status(ErrorCode::kPreconditionFailed,
+    return s.respond_error(outcome, Status(ErrorCode::kPreconditionFailed,
                                               "At least one of the pre-conditions you specified did not hold"));
   }
   s.result.action = ReadResult::Action::kRespond;
@@ -598,7 +638,7 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   if (conditional == ConditionalOutcome::kNotModified) {
     set_fixed_fields(http::status::not_modified);
     s.result.body_length = 0;
-    co_return ReadState::kDone;
+    return ReadState::kDone;
   }
 
   ByteRange range{0, meta.size == 0 ? 0 : meta.size - 1};
@@ -606,7 +646,7 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   if (s.has(http::field::range)) {
     auto r = parse_range(s.header(http::field::range), meta.size);
     if (r.kind == RangeKind::kUnsatisfiable) {
-      co_return s.respond_error(outcome, Status(ErrorCode::kInvalidRange, "The requested range is not satisfiable"));
+      return s.respond_error(outcome, Status(ErrorCode::kInvalidRange, "The requested range is not satisfiable"));
     }
     if (r.kind == RangeKind::kSatisfiable) {
       range = r.range;
@@ -634,7 +674,7 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
     res.set(http::field::content_length, std::to_string(length));
   }
   if (s.request.head || length == 0) {
-    co_return ReadState::kDone;
+    return ReadState::kDone;
   }
   // The metadata stayed but the first block needed was evicted: fetching it caches the
   // object again, which the eviction policy may decline (scan resistance).
@@ -642,7 +682,7 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
       !cache_.present_or_inflight(s.key.hash(), meta.etag, range.first / meta.block_size) &&
       !cache_.admission().wants_object()) {
     s.result = {};
-    co_return s.forward(CacheOutcome::kMiss);
+    return s.forward(CacheOutcome::kMiss);
   }
   // A ranged GET that continues a sequential stream: fetch ahead past its range. Not for a
   // client with other ranged GETs of the object in flight: it reads in parallel itself.
@@ -671,23 +711,36 @@ asio::awaitable<ReadState> ReadPath::answer(Session& s, CacheOutcome outcome, bo
   auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_,
                                            std::move(reader));
   // Nothing is committed yet: an object that changed upstream is served as a miss.
-  switch (co_await body->prepare()) {
+  if (const auto ready = body->prepare_cached()) return settle(s, std::move(body), *ready);
+  s.preparing = std::move(body);
+  return ReadState::kPrepare;
+}
+
+asio::awaitable<ReadState> ReadPath::prepare(Session& s) {
+  const CachedBody::Preparation preparation = co_await s.preparing->prepare();
+  co_return settle(s, std::move(s.preparing), preparation);
+}
+
+ReadState ReadPath::settle(Session& s, std::unique_ptr<CachedBody> body, CachedBody::Preparation preparation) {
+  const CacheOutcome outcome = s.result.outcome;
+  switch (preparation) {
     case CachedBody::Preparation::kOk:
       break;
     case CachedBody::Preparation::kChanged:
       spdlog::info("{}/{} changed upstream since it was cached; serving it as a miss", log_field(s.key.bucket),
                    log_field(s.key.key));
       s.result = {};
-      co_return ReadState::kLookup;
+      s.answer_stale = false;
+      return ReadState::kLookup;
     case CachedBody::Preparation::kTimeout:
-      co_return s.respond_error(outcome, Status(ErrorCode::kGatewayTimeout, "upstream timed out filling the cache"));
+      return s.respond_error(outcome, Status(ErrorCode::kGatewayTimeout, "upstream timed out filling the cache"));
     case CachedBody::Preparation::kFailed:
-      co_return s.respond_error(outcome, Status(ErrorCode::kBadGateway, "upstream failed filling the cache"));
+      return s.respond_error(outcome, Status(ErrorCode::kBadGateway, "upstream failed filling the cache"));
   }
   // Metadata alone (a HEAD filled it, or blocks were evicted) is not a hit.
   if (outcome == CacheOutcome::kHit && body->needs_upstream()) s.result.outcome = CacheOutcome::kMiss;
   s.result.body = std::move(body);
-  co_return ReadState::kDone;
+  return ReadState::kDone;
 }
 
 }  // namespace tagd::cache

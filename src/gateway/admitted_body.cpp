@@ -34,6 +34,15 @@ asio::awaitable<Result<std::size_t>> AdmittedBody::read(std::span<char> out) {
   co_return n;
 }
 
+std::optional<Result<std::span<const char>>> AdmittedBody::try_next(std::span<char> scratch) {
+  // The last piece is known sent either way (the writer is back for more); a nullopt
+  // leaves nothing else changed for the next() that follows.
+  sent(std::exchange(last_piece_, 0));
+  auto piece = inner_.try_next(scratch);
+  if (piece && *piece) last_piece_ = (*piece)->size();
+  return piece;
+}
+
 asio::awaitable<Result<std::span<const char>>> AdmittedBody::next(std::span<char> scratch) {
   sent(std::exchange(last_piece_, 0));
   auto piece = co_await inner_.next(scratch);

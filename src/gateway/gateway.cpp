@@ -271,7 +271,10 @@ asio::awaitable<void> Gateway::read_through_cache(Exchange& ex) {
   auto& req = ex.parser.get();
   cache::ReadRequest read{req.method() == bhttp::verb::head, ex.target.bucket, ex.target.key, &ex.target.query,
                           &req.base()};
-  cache::ReadResult result = co_await read_path_->serve(read);
+  // A fresh hit from cached blocks is decided without a coroutine frame (start()).
+  cache::ReadPath::Started started = read_path_->start(read);
+  if (started.rest) started.result = co_await read_path_->resume(std::move(started.rest));
+  cache::ReadResult& result = started.result;
   if (result.action == cache::ReadResult::Action::kForward) {
     co_await forward(ex, result.outcome);
     co_return;

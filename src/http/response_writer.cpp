@@ -9,6 +9,7 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <array>
+#include <cassert>
 #include <charconv>
 #include <cstring>
 #include <utility>
@@ -319,31 +320,46 @@ asio::awaitable<Status> ResponseWriter::finish() {
       abort();
       co_return Status(ErrorCode::kRequestTimeout, "client went away before the last chunk: " + ec.message());
     }
-  } else if (expected_body_ && body_bytes_ != *expected_body_) {
-    // A close after a short body could pass for a whole one: reset instead.
-    abort();
-    co_return Status(ErrorCode::kInternalError, "response body ended after " + std::to_string(body_bytes_) +
-                                                    " of " + std::to_string(*expected_body_) + " bytes");
+  } else {
+    co_return finish_unchunked();
   }
   finished_ = true;
   co_return Status::ok();
+}
+
+Status ResponseWriter::finish_unchunked() {
+  if (finished_) return Status::ok();
+  if (aborted_) return Status(ErrorCode::kInternalError, "response already aborted");
+  if (!head_written_) return Status(ErrorCode::kInternalError, "response finished before its head");
+  assert(!chunked_);
+  if (expected_body_ && body_bytes_ != *expected_body_) {
+    // A close after a short body could pass for a whole one: reset instead.
+    abort();
+    return Status(ErrorCode::kInternalError, "response body ended after " + std::to_string(body_bytes_) + " of " +
+                                                 std::to_string(*expected_body_) + " bytes");
+  }
+  finished_ = true;
+  return Status::ok();
 }
 
 asio::awaitable<Status> ResponseWriter::write_body_from(BodySource& body, std::span<char> buffer) {
   if (buffer.empty()) co_return Status(ErrorCode::kInternalError, "write_body_from: empty buffer");
   for (;;) {
     // next(): a cached block is lent whole (one write per block, no copy); other sources
-    // fill `buffer`.
-    auto got = co_await body.next(buffer);
-    if (!got) {
-      Status error = got.error();
+    // fill `buffer`. try_next() first: a block in memory costs no coroutine frame.
+    std::optional<Result<std::span<const char>>> got = body.try_next(buffer);
+    if (!got) got = co_await body.next(buffer);
+    if (!*got) {
+      Status error = got->error();
       abort();
       co_return error;
     }
-    if (got->empty()) break;
-    Status s = co_await write_body(std::string_view(got->data(), got->size()));
+    const std::span<const char> piece = got->value();
+    if (piece.empty()) break;
+    Status s = co_await write_body(std::string_view(piece.data(), piece.size()));
     if (!s) co_return s;
   }
+  if (!chunked_) co_return finish_unchunked();
   co_return co_await finish();
 }
 

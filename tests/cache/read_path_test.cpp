@@ -259,6 +259,109 @@ TEST_F(ReadPathTest, MissThenHitServesTheSameBytesWithOneUpstreamGet) {
   EXPECT_EQ(h.origin.requests().size(), 1u);
 }
 
+TEST_F(ReadPathTest, StartAnswersAFreshCachedHitWithoutWaitingAndHandsTheRestOn) {
+  auto& h = use(options(1024 * 1024, 60s));
+  const std::string data = make_bytes(200 * 1024, 3);
+  h.origin.put(kBucket, "k", data);
+  http::fields none;
+  std::vector<std::pair<std::string, std::string>> query;
+  const ReadRequest get{false, kBucket, "k", &query, &none};
+
+  // Not cached: start() stops at the miss, resume() fills and answers.
+  ReadPath::Started cold = h.path.start(get);
+  ASSERT_TRUE(cold.rest) << "a miss has to wait for the upstream";
+  auto out = std::make_shared<Served>();
+  asio::co_spawn(h.io, [&h, out, rest = std::move(cold.rest)]() mutable -> asio::awaitable<void> {
+    out->result = co_await h.path.resume(std::move(rest));
+    out->served = true;
+    co_await drain_into(out, Drain::kNext, nullptr);
+  }, [](std::exception_ptr e) { EXPECT_FALSE(e) << "resume threw"; });
+  ASSERT_TRUE(h.run_until([&] { return out->finished(); }));
+  EXPECT_EQ(out->result.outcome, CacheOutcome::kMiss);
+  EXPECT_TRUE(out->bytes == data);
+  ASSERT_TRUE(h.settle());
+
+  // Cached and fresh: the whole answer from start(), body included, nothing upstream.
+  ReadPath::Started hit = h.path.start(get);
+  ASSERT_FALSE(hit.rest);
+  EXPECT_EQ(hit.result.action, Action::kRespond);
+  EXPECT_EQ(hit.result.outcome, CacheOutcome::kHit);
+  ASSERT_TRUE(hit.result.body);
+  auto served = std::make_shared<Served>();
+  served->result = std::move(hit.result);
+  h.start_drain(served);
+  ASSERT_TRUE(h.run_until([&] { return served->finished(); }));
+  EXPECT_TRUE(served->bytes == data);
+
+  // A range and a failed condition are decided there too.
+  http::fields range;
+  range.insert(http::field::range, "bytes=10-19");
+  ReadPath::Started ranged = h.path.start(ReadRequest{false, kBucket, "k", &query, &range});
+  ASSERT_FALSE(ranged.rest);
+  EXPECT_EQ(ranged.result.body_length, 10u);
+  http::fields if_match;
+  if_match.insert(http::field::if_match, "\"other\"");
+  ReadPath::Started failed = h.path.start(ReadRequest{false, kBucket, "k", &query, &if_match});
+  ASSERT_FALSE(failed.rest);
+  EXPECT_EQ(failed.result.error.code(), ErrorCode::kPreconditionFailed);
+
+  // Stale: the revalidation waits for the upstream.
+  h.clock.advance(61s);
+  ReadPath::Started stale = h.path.start(get);
+  EXPECT_TRUE(stale.rest);
+  EXPECT_EQ(h.origin.requests().size(), 1u) << "start() sends nothing upstream";
+}
+
+TEST_F(ReadPathTest, TryNextLendsBlocksInMemoryAndLeavesTheRestToNext) {
+  // 2 MiB of 64 KiB blocks through a 1 MiB DRAM tier: the first blocks are on disk only.
+  auto& h = use(options());
+  const std::string data = make_bytes(2 * 1024 * 1024 + 100, 5);
+  h.origin.put(kBucket, "k", data);
+  populate(h, data);
+  const auto gets_after_fill = h.origin.gets();
+  http::fields none;
+  std::vector<std::pair<std::string, std::string>> query;
+  const ReadRequest get{false, kBucket, "k", &query, &none};
+  ReadPath::Started hit = h.path.start(get);
+  ASSERT_FALSE(hit.rest);
+  ASSERT_TRUE(hit.result.body);
+  struct Tally {
+    std::string bytes;
+    int ready = 0, waited = 0;
+    bool ended = false;
+    Status error;
+  };
+  auto tally = std::make_shared<Tally>();
+  asio::co_spawn(
+      h.io,
+      [tally, body = std::move(hit.result.body)]() -> asio::awaitable<void> {
+        std::vector<char> scratch(16 * 1024);
+        for (;;) {
+          std::optional<Result<std::span<const char>>> got = body->try_next(std::span<char>(scratch));
+          if (got) {
+            ++tally->ready;
+          } else {
+            ++tally->waited;
+            got = co_await body->next(std::span<char>(scratch));
+          }
+          if (!*got) {
+            tally->error = got->error();
+            co_return;
+          }
+          if ((*got)->empty()) break;
+          tally->bytes.append((*got)->data(), (*got)->size());
+        }
+        tally->ended = true;
+      },
+      [](std::exception_ptr e) { EXPECT_FALSE(e); });
+  ASSERT_TRUE(h.run_until([&] { return tally->ended || !tally->error.is_ok(); }));
+  ASSERT_TRUE(tally->error.is_ok()) << tally->error.message();
+  EXPECT_TRUE(tally->bytes == data);
+  EXPECT_GT(tally->waited, 0) << "blocks on disk only are read by next()";
+  EXPECT_GT(tally->ready, 8) << "blocks in the DRAM tier are lent by try_next()";
+  EXPECT_EQ(h.origin.gets(), gets_after_fill) << "a hit must not go upstream";
+}
+
 TEST_F(ReadPathTest, HeadOnACachedObjectIsAHitWithContentLengthAndNoBody) {
   auto& h = use(options());
   const std::string data = make_bytes(200 * 1024, 2);

@@ -32,6 +32,9 @@ class CachedBody final : public BodySource {
 
   enum class Preparation { kOk, kChanged, kFailed, kTimeout };
   [[nodiscard]] boost::asio::awaitable<Preparation> prepare();
+  // prepare() without waiting: kOk when every block of the range is cached (or the scan
+  // bound is reached), as prepare() would answer; nullopt when prepare() must run.
+  [[nodiscard]] std::optional<Preparation> prepare_cached() const;
   // After prepare(): this request had to start an upstream fetch for a block of its range
   // (neither cached nor being fetched by another request), so the answer is not served
   // from the cache (X-Cache says MISS, not HIT; joining a fill in flight is still a HIT).
@@ -39,9 +42,19 @@ class CachedBody final : public BodySource {
 
   [[nodiscard]] boost::asio::awaitable<Result<std::size_t>> read(std::span<char> out) override;
   [[nodiscard]] boost::asio::awaitable<Result<std::span<const char>>> next(std::span<char> scratch) override;
+  // A piece of a block already held, or of a whole small block in the DRAM tier.
+  [[nodiscard]] std::optional<Result<std::span<const char>>> try_next(std::span<char> scratch) override;
   [[nodiscard]] std::optional<std::uint64_t> length() const override { return length_; }
 
  private:
+  // Moves on to block `b` (the reader's position entered it): per-block state reset, the
+  // prefetch ledger told, the parts ahead of the reader started.
+  void enter_block(std::uint64_t b);
+  // Lends up to `max_lent` bytes at the position from the held chunk `stored_`; nullopt
+  // (and the chunk let go) when it does not hold the position.
+  std::optional<std::span<const char>> lend_stored(std::uint64_t lo, std::uint64_t hi, std::size_t max_lent);
+  // The first block of the range that is not cached, or where the presence scan stopped.
+  std::uint64_t first_missing_block() const;
   // The next piece of the current block (up to `max_lent` bytes lent from a stored block,
   // or copied from a fill into `scratch`), or an empty span at the end of the range.
   boost::asio::awaitable<Result<std::span<const char>>> next_piece(std::span<char> scratch, std::size_t max_lent);

@@ -167,6 +167,10 @@ class ObjectCache {
   // publish (the epoch slot is per bucket and key, not per variant).
   void invalidate(const std::string& bucket, const std::string& key);
 
+  // The whole block from the DRAM tier only (read_block's first step, without a coroutine
+  // frame): nullopt when it is not there.
+  [[nodiscard]] std::optional<BlockRead> read_block_in_memory(std::uint64_t key_hash, const std::string& etag,
+                                                              std::uint64_t block);
   // The whole block: DRAM tier, then disk (a disk read is admitted to the DRAM tier).
   // kCorrupt is counted and the block dropped (the caller refetches).
   [[nodiscard]] boost::asio::awaitable<BlockRead> read_block(std::uint64_t key_hash, const std::string& etag,

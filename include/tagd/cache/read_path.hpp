@@ -18,6 +18,8 @@
 //                                      asked), publish, hand the body to the FillEngine
 //                                      ─▶ answer (MISS): conditionals are evaluated
 //                                      against the metadata the fill brought back
+//   An answer whose body needs a block in flight waits in kPrepare; a fresh hit whose
+//   blocks are cached goes kLookup → kFresh → done without waiting (start()).
 //   Every answer with a body reads through a CachedBody, which keeps the parts ahead of
 //   the reader in flight; a ranged GET that continues a sequential stream also starts
 //   read-ahead past its range (SequentialDetector), in whole aligned parts, unless the
@@ -38,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "tagd/cache/cached_body.hpp"
 #include "tagd/cache/fetcher.hpp"
 #include "tagd/cache/fill_engine.hpp"
 #include "tagd/cache/http_semantics.hpp"
@@ -87,6 +90,7 @@ enum class ReadState {
   kJoin,
   kFill,
   kFillMeta,
+  kPrepare,  // an answer's body waits for blocks in flight (CachedBody::prepare)
   kDone
 };
 const char* read_state_name(ReadState state);
@@ -102,12 +106,31 @@ class ReadPath {
 
   [[nodiscard]] boost::asio::awaitable<ReadResult> serve(const ReadRequest& request);
 
+  // serve() in two halves, so that a read with nothing to wait for — a bypass, a fresh hit
+  // whose blocks are cached, an error from the metadata alone — costs no coroutine frame:
+  // start() runs the read as far as it goes without waiting; `rest` is null when `result`
+  // is final, else resume(rest) finishes the read. `request` must outlive both.
+  struct Continuation;  // a started read that has to wait (read_path.cpp)
+  struct ContinuationDeleter {
+    void operator()(Continuation* c) const noexcept;
+  };
+  struct Started {
+    ReadResult result;
+    std::unique_ptr<Continuation, ContinuationDeleter> rest;
+  };
+  [[nodiscard]] Started start(const ReadRequest& request);
+  [[nodiscard]] boost::asio::awaitable<ReadResult> resume(std::unique_ptr<Continuation, ContinuationDeleter> rest);
+
   // The cache this path reads through (the admin API pins and unpins in it).
   ObjectCache& cache() noexcept { return cache_; }
 
  private:
   struct Session;  // one read's state (read_path.cpp)
-  boost::asio::awaitable<ReadState> lookup(Session& s);
+  // The state machine from `state` until kDone, waiting where a state has to.
+  boost::asio::awaitable<ReadResult> run(Session& s, ReadState state);
+  // The result of a read that reached kDone.
+  ReadResult finish(Session& s);
+  ReadState lookup(Session& s);
   boost::asio::awaitable<ReadState> learn_checksums(Session& s);
   boost::asio::awaitable<ReadState> revalidate(Session& s);
   boost::asio::awaitable<ReadState> miss(Session& s);
@@ -121,8 +144,11 @@ class ReadPath {
   // client's request would have got).
   ReadState relay(Session& s, std::unique_ptr<ResponseSource> response);
   // Answers from the cached copy `s.meta` (conditionals, ranges, checksums, the body from
-  // blocks). kLookup when the copy turned out to have changed upstream.
-  boost::asio::awaitable<ReadState> answer(Session& s, CacheOutcome outcome, bool stale);
+  // blocks). kLookup when the copy turned out to have changed upstream; kPrepare when the
+  // body waits for blocks in flight (then prepare() finishes the answer).
+  ReadState answer(Session& s, CacheOutcome outcome, bool stale);
+  boost::asio::awaitable<ReadState> prepare(Session& s);
+  ReadState settle(Session& s, std::unique_ptr<CachedBody> body, CachedBody::Preparation preparation);
 
   ObjectCache& cache_;
   Fetcher& fetcher_;

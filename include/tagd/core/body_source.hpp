@@ -28,6 +28,13 @@ class BodySource {
     if (!n) co_return n.error();
     co_return std::span<const char>(scratch.data(), n.value());
   }
+  // next() when the bytes are at hand: the next piece (empty at the end) when it can be had
+  // without waiting, nullopt when next() has to be awaited (then nothing was consumed).
+  // A cached block in memory is lent this way without a coroutine frame per piece.
+  [[nodiscard]] virtual std::optional<Result<std::span<const char>>> try_next(std::span<char> scratch) {
+    (void)scratch;
+    return std::nullopt;
+  }
   // The total length when known before the end (Content-Length); nullopt: read to the end.
   [[nodiscard]] virtual std::optional<std::uint64_t> length() const = 0;
 };

@@ -91,6 +91,9 @@ class ResponseWriter {
   }
 
  private:
+  // finish() for a head that did not choose chunked coding: nothing to write, so no
+  // coroutine frame (write_body_from ends every cached body this way).
+  Status finish_unchunked();
   ClientStream stream_;
   const RequestParser& parser_;
   // Held inline (tagd's ids are 16 characters): no allocation per request.
