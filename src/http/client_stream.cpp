@@ -1,5 +1,7 @@
 #include "tagd/http/client_stream.hpp"
 
+#include <time.h>
+
 #include <boost/asio/steady_timer.hpp>
 
 namespace tagd::http {
@@ -48,9 +50,20 @@ void ConnectionDeadline::arm(const std::shared_ptr<State>& state) {
   });
 }
 
+namespace {
+// The coarse monotonic clock (the same clock as steady_clock, read without the TSC): a
+// deadline set up to a scheduler tick early is no loss for timeouts of seconds, and this
+// runs for every read and write.
+Clock::time_point coarse_now() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return Clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+}  // namespace
+
 void ConnectionDeadline::expires_after(Clock::duration d) {
   State& s = *state_;
-  s.deadline = Clock::now() + d;
+  s.deadline = coarse_now() + d;
   s.expired = false;
   // A wait already outstanding for an earlier time covers this deadline (it moves itself
   // on); a later one (an idle wait when a shorter header timeout starts) must come forward.

@@ -198,7 +198,8 @@ TEST(ConnectionDeadlineTest, AReadPastItsDeadlineIsCancelledAndReportedAsATimeou
         auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
         EXPECT_TRUE(ec);
         EXPECT_TRUE(stream.timed_out(ec)) << ec.message();
-        EXPECT_GE(SteadyClock::now() - start, 100ms);
+        // (Up to a scheduler tick early: the deadline is taken from the coarse clock.)
+        EXPECT_GE(SteadyClock::now() - start, 80ms);
       },
       [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(3s); });  // says nothing
 }
