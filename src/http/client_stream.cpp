@@ -17,7 +17,17 @@ struct ConnectionDeadline::State {
   Clock::time_point armed_at = Clock::time_point::max();  // the timer's expiry while waiting
   bool waiting = false;
   bool expired = false;
+  Clock::duration recancel_period{};  // while expired: how long until the socket is cancelled again
 };
+
+namespace {
+// After a deadline passed, the socket is cancelled again at these intervals until a new
+// deadline is set: a step of a composed operation (a TLS record already buffered, a
+// speculative recv that completed at once) may have been queued rather than waiting on
+// the socket when it was cancelled, and what it starts next would wait unbounded.
+constexpr Clock::duration kFirstRecancel = std::chrono::milliseconds(50);
+constexpr Clock::duration kMaxRecancel = std::chrono::seconds(1);
+}  // namespace
 
 ConnectionDeadline::ConnectionDeadline(const asio::any_io_executor& executor, asio::ip::tcp::socket& socket)
     : state_(std::make_shared<State>(executor, socket)) {}
@@ -27,27 +37,40 @@ ConnectionDeadline::~ConnectionDeadline() {
   state_->timer.cancel();
 }
 
-void ConnectionDeadline::arm(const std::shared_ptr<State>& state) {
+void ConnectionDeadline::arm(const std::shared_ptr<State>& state) { wait_until(state, state->deadline); }
+
+void ConnectionDeadline::wait_until(const std::shared_ptr<State>& state, std::chrono::steady_clock::time_point t) {
   // Re-arming a waiting timer cancels its wait: that handler sees the new expiry and
   // leaves the new wait in charge.
-  state->armed_at = state->deadline;
+  state->armed_at = t;
   state->waiting = true;
-  state->timer.expires_at(state->deadline);
-  state->timer.async_wait([state](const boost::system::error_code&) {
-    if (state->socket == nullptr) return;  // the connection is gone
-    const auto now = Clock::now();
-    if (state->armed_at > now && state->armed_at != Clock::time_point::max()) return;  // superseded
-    state->waiting = false;
-    state->armed_at = Clock::time_point::max();
-    if (state->deadline == Clock::time_point::max()) return;  // expires_never since
-    if (state->deadline > now) {
-      arm(state);  // extended since: wait for the latest deadline
-      return;
-    }
-    state->expired = true;
-    boost::system::error_code ignored;
+  state->timer.expires_at(t);
+  state->timer.async_wait([state](const boost::system::error_code&) { on_timer(state); });
+}
+
+void ConnectionDeadline::on_timer(const std::shared_ptr<State>& state) {
+  if (state->socket == nullptr) return;  // the connection is gone
+  const auto now = Clock::now();
+  if (state->armed_at > now && state->armed_at != Clock::time_point::max()) return;  // superseded
+  state->waiting = false;
+  state->armed_at = Clock::time_point::max();
+  boost::system::error_code ignored;
+  if (state->expired) {
+    // No new deadline since it passed: whatever started on the socket since is cancelled too.
     state->socket->cancel(ignored);
-  });
+    state->recancel_period = std::min(state->recancel_period * 2, kMaxRecancel);
+    wait_until(state, now + state->recancel_period);
+    return;
+  }
+  if (state->deadline == Clock::time_point::max()) return;  // expires_never since
+  if (state->deadline > now) {
+    arm(state);  // extended since: wait for the latest deadline
+    return;
+  }
+  state->expired = true;
+  state->socket->cancel(ignored);
+  state->recancel_period = kFirstRecancel;
+  wait_until(state, now + state->recancel_period);
 }
 
 namespace {

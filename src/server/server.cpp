@@ -191,7 +191,9 @@ asio::awaitable<void> Server::Impl::session(Loop& loop, tcp::socket socket) {
       tcp.expires_never();
       http::ConnectionDeadline deadline(loop.ctx.get_executor(), tcp.socket());
       co_await serve(loop, entry, http::ClientStream(stream, &deadline), peer);
-      if (tcp.socket().is_open()) {
+      // A peer that let a deadline pass gets no close_notify: it is not listening, and the
+      // exchange would hold the slot another kTlsShutdownTimeout.
+      if (tcp.socket().is_open() && !deadline.expired()) {
         // close_notify, so a close-delimited body cannot be taken for a truncated one.
         tcp.expires_after(kTlsShutdownTimeout);
         auto [shutdown_ec] = co_await stream.async_shutdown(kTuple);

@@ -9,7 +9,10 @@
 // the socket (abort, cancel) is always the TCP stream's underneath, and timeouts
 // (expires_after) are the connection's ConnectionDeadline when it has one, else the TCP
 // stream's own, so they behave the same with and without TLS.
+#include <boost/asio/append.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/stream_traits.hpp>
@@ -28,10 +31,12 @@ namespace tagd::http {
 // was extended, and only when the deadline has passed cancels the socket's operations.
 //
 // What a timeout does differs from Beast's in two ways callers must know: the operation in
-// flight completes with operation_aborted (test expired(), not error::timeout), and the
-// socket is cancelled, not closed (every caller closes or aborts after a failed read or
-// write anyway). A deadline that passes while no operation is in flight cancels nothing:
-// every read or write sets its own deadline before it starts.
+// flight completes with operation_aborted (ClientStream::timed_out tells), and the socket
+// is cancelled, not closed (a deadline that passes while the request waits on something
+// else, the upstream, must not end the connection; every caller closes or aborts after a
+// failed read or write anyway). Until a new deadline is set, the socket is cancelled again
+// now and then (a step of a composed read may have been queued, not waiting on the
+// socket, when the deadline passed) and ClientStream starts no read or write.
 //
 // Threading: the connection's loop only. Lifetime: the listener's session owns it beside
 // the socket; the timer's handler holds its state, so a wait outstanding at destruction
@@ -52,6 +57,8 @@ class ConnectionDeadline {
  private:
   struct State;
   static void arm(const std::shared_ptr<State>& state);
+  static void wait_until(const std::shared_ptr<State>& state, std::chrono::steady_clock::time_point t);
+  static void on_timer(const std::shared_ptr<State>& state);
   std::shared_ptr<State> state_;
 };
 
@@ -95,14 +102,17 @@ class ClientStream {
   // The last read or write failed because its deadline passed (with a ConnectionDeadline
   // it completes with operation_aborted; Beast's own timeout says error::timeout).
   bool timed_out(const boost::system::error_code& ec) const noexcept {
-    return ec == boost::beast::error::timeout || (ec && deadline_ != nullptr && deadline_->expired());
+    return ec == boost::beast::error::timeout ||
+           (ec == boost::asio::error::operation_aborted && deadline_ != nullptr && deadline_->expired());
   }
 
   template <class MutableBufferSequence, class ReadToken>
   auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token) const {
     return boost::asio::async_initiate<ReadToken, void(boost::system::error_code, std::size_t)>(
-        [tcp = tcp_, tls = tls_](auto handler, const MutableBufferSequence& b) {
-          if (tls != nullptr) {
+        [tcp = tcp_, tls = tls_, deadline = deadline_](auto handler, const MutableBufferSequence& b) {
+          if (deadline != nullptr && deadline->expired()) {
+            refuse(*tcp, std::move(handler));
+          } else if (tls != nullptr) {
             tls->async_read_some(b, std::move(handler));
           } else {
             tcp->async_read_some(b, std::move(handler));
@@ -114,8 +124,10 @@ class ClientStream {
   template <class ConstBufferSequence, class WriteToken>
   auto async_write_some(const ConstBufferSequence& buffers, WriteToken&& token) const {
     return boost::asio::async_initiate<WriteToken, void(boost::system::error_code, std::size_t)>(
-        [tcp = tcp_, tls = tls_](auto handler, const ConstBufferSequence& b) {
-          if (tls != nullptr) {
+        [tcp = tcp_, tls = tls_, deadline = deadline_](auto handler, const ConstBufferSequence& b) {
+          if (deadline != nullptr && deadline->expired()) {
+            refuse(*tcp, std::move(handler));
+          } else if (tls != nullptr) {
             tls->async_write_some(b, std::move(handler));
           } else {
             tcp->async_write_some(b, std::move(handler));
@@ -125,6 +137,13 @@ class ClientStream {
   }
 
  private:
+  // A read or write past the deadline: completes at once, as cancelled.
+  template <class Handler>
+  static void refuse(TcpStream& tcp, Handler&& handler) {
+    boost::asio::post(tcp.get_executor(), boost::asio::append(std::forward<Handler>(handler),
+                                                              boost::asio::error::operation_aborted, std::size_t{0}));
+  }
+
   TcpStream* tcp_;
   TlsStream* tls_ = nullptr;
   ConnectionDeadline* deadline_ = nullptr;
