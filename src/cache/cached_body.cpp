@@ -54,13 +54,15 @@ struct CachedBody::ReadAhead {
   std::shared_ptr<asio::steady_timer> waiter;  // set while the reader waits for it
 };
 
-CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
+CachedBody::CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, std::shared_ptr<const ObjectMeta> meta,
+                       ByteRange range,
                        std::chrono::milliseconds wait_timeout, ActiveReader reader)
     : cache_(cache),
       fills_(fills),
       key_(std::move(key)),
       key_hash_(key_.hash()),
-      meta_(std::move(meta)),
+      meta_ptr_(std::move(meta)),
+      meta_(*meta_ptr_),
       range_(range),
       length_(meta_.size == 0 ? 0 : range.length()),
       wait_timeout_(wait_timeout),

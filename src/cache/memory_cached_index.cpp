@@ -79,7 +79,9 @@ class BoundedMap {
 };
 
 // All variants of one (bucket, key), so an invalidation drops them with one erase.
-using Variants = std::vector<std::pair<std::string, ObjectMeta>>;
+// Each version is shared with the hits that read it and never changed: a new version
+// replaces the pointer.
+using Variants = std::vector<std::pair<std::string, std::shared_ptr<const ObjectMeta>>>;
 using ObjectMap = BoundedMap<std::string, Variants>;               // by variants prefix
 using BlockMap = BoundedMap<BlockKey, BlockLocation, BlockKeyHash>;  // the DRAM tier's key
 
@@ -94,6 +96,13 @@ class MemoryCachedIndex final : public CacheIndex {
   }
 
   Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) override {
+    auto found = get_object_shared(key);
+    if (!found) return found.error();
+    if (!*found) return std::optional<ObjectMeta>();
+    return std::optional<ObjectMeta>(**found);
+  }
+
+  Result<std::shared_ptr<const ObjectMeta>> get_object_shared(const ObjectKey& key) override {
     const std::string& prefix = lookup_prefix(key);
     Shard& shard = shard_for(prefix);
     std::uint64_t erases = 0;
@@ -101,23 +110,24 @@ class MemoryCachedIndex final : public CacheIndex {
       std::lock_guard lock(shard.mu);
       if (Variants* variants = shard.objects->find(prefix)) {
         for (const auto& [variant, meta] : *variants) {
-          if (variant == key.variant) return std::optional<ObjectMeta>(meta);
+          if (variant == key.variant) return meta;
         }
       }
       erases = shard.erases;
     }
     auto found = durable_->get_object(key);
-    if (!found || !found->has_value()) return found;
-    ObjectMeta installed = with_prepared_head(**found);
+    if (!found) return found.error();
+    if (!found->has_value()) return std::shared_ptr<const ObjectMeta>();
+    auto installed = std::make_shared<const ObjectMeta>(with_prepared_head(**found));
     std::lock_guard lock(shard.mu);
     if (shard.erases == erases) install_locked(shard, prefix, key.variant, installed);
-    return std::optional<ObjectMeta>(std::move(installed));
+    return installed;
   }
 
   Status put_object(const ObjectKey& key, const ObjectMeta& meta) override {
     const std::string prefix = ObjectKey::variants_prefix(key.bucket, key.key);
     Shard& shard = shard_for(prefix);
-    ObjectMeta installed = with_prepared_head(meta);  // outside the lock
+    auto installed = std::make_shared<const ObjectMeta>(with_prepared_head(meta));  // outside the lock
     std::lock_guard lock(shard.mu);
     if (Status s = durable_->put_object(key, meta); !s) return s;
     install_locked(shard, prefix, key.variant, std::move(installed));
@@ -229,7 +239,8 @@ class MemoryCachedIndex final : public CacheIndex {
     return out;
   }
 
-  static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant, ObjectMeta meta) {
+  static void install_locked(Shard& shard, const std::string& prefix, const std::string& variant,
+                             std::shared_ptr<const ObjectMeta> meta) {
     Variants* variants = shard.objects->find(prefix);
     if (variants == nullptr) {
       shard.objects->put(prefix, Variants{{variant, std::move(meta)}});

@@ -217,6 +217,15 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   return cache;
 }
 
+std::shared_ptr<const ObjectMeta> ObjectCache::lookup_shared(const ObjectKey& key) {
+  auto r = index_->get_object_shared(key);
+  if (!r) {
+    spdlog::warn("cache index read failed: {}", r.error().message());
+    return nullptr;
+  }
+  return std::move(r.value());
+}
+
 std::optional<ObjectMeta> ObjectCache::lookup(const ObjectKey& key) {
   auto r = index_->get_object(key);
   if (!r) {

@@ -174,7 +174,9 @@ struct ReadPath::Session {
   CacheKeyDecision decision;
   ClientDirective directive = ClientDirective::kNone;
   ObjectKey key;
-  std::optional<ObjectMeta> meta;
+  // The cached copy being answered from: the index's own version, shared (a hit copies no
+  // metadata); a state that changes it publishes a changed copy.
+  std::shared_ptr<const ObjectMeta> meta;
   int round = 0;
   std::shared_ptr<ObjectCache::PendingObject> pending;  // kJoin: the fetch being waited for
   // Waited for another request's revalidation: a client's no-cache is satisfied by it.
@@ -282,7 +284,7 @@ ReadResult ReadPath::finish(Session& s) {
 
 ReadState ReadPath::lookup(Session& s) {
   if (++s.round > kMaxRounds) return s.forward(CacheOutcome::kMiss);
-  s.meta = cache_.lookup(s.key);
+  s.meta = cache_.lookup_shared(s.key);
   if (s.meta && s.meta->block_size != cache_.options().block_size) s.meta.reset();  // another geometry
   if (!s.meta) return ReadState::kMiss;
   const bool client_wants_revalidation = s.directive == ClientDirective::kRevalidate && !s.joined_revalidation;
@@ -317,10 +319,12 @@ asio::awaitable<ReadState> ReadPath::learn_checksums(Session& s) {
   const int status = h.result_int();
   const bool same = status == 200 && h[http::field::etag] == s.meta->etag;
   if (same) {
-    s.meta->checksums = checksums_from(h);
-    s.meta->checksums_known = true;
-    s.meta->prepared.reset();  // it lacks the checksums (the index prepares the published copy)
-    (void)cache_.publish(s.key, *s.meta, epoch);
+    auto learnt = std::make_shared<ObjectMeta>(*s.meta);
+    learnt->checksums = checksums_from(h);
+    learnt->checksums_known = true;
+    learnt->prepared.reset();  // it lacks the checksums (the index prepares the published copy)
+    (void)cache_.publish(s.key, *learnt, epoch);
+    s.meta = std::move(learnt);
   }
   if (status == 404 || (status == 200 && !same)) {
     cache_.invalidate(s.key.bucket, s.key.key);
@@ -358,14 +362,16 @@ asio::awaitable<ReadState> ReadPath::revalidate(Session& s) {
   if (same) {
     auto fresh = freshness(h[http::field::cache_control], h[http::field::expires], h[http::field::date], clock_.now(),
                            std::chrono::duration_cast<std::chrono::seconds>(cache_.options().ttl));
-    s.meta->fresh_until_ms = to_ms(fresh.until);
-    if (immutable_variant(s.key.variant)) s.meta->fresh_until_ms = std::numeric_limits<std::int64_t>::max();
+    auto refreshed = std::make_shared<ObjectMeta>(*s.meta);
+    refreshed->fresh_until_ms = to_ms(fresh.until);
+    if (immutable_variant(s.key.variant)) refreshed->fresh_until_ms = std::numeric_limits<std::int64_t>::max();
     if (status == 200) {
       // A whole-object HEAD in checksum mode: it names the checksums.
-      s.meta->checksums = checksums_from(h);
-      s.meta->checksums_known = true;
-      s.meta->prepared.reset();  // it may lack them (the index prepares the published copy)
+      refreshed->checksums = checksums_from(h);
+      refreshed->checksums_known = true;
+      refreshed->prepared.reset();  // it may lack them (the index prepares the published copy)
     }
+    s.meta = std::move(refreshed);
   }
   if (!same) {
     // Changed or gone: forget it and treat the request as a miss (the waiters then find no
@@ -553,7 +559,7 @@ asio::awaitable<ReadState> ReadPath::fill(Session& s) {
   // Hand the response body to a fill that outlives this request.
   fills_.adopt(s.key, *meta, body_first_block, body_bytes, std::move(response), std::move(admission), cause, skip);
   finish.release();
-  s.meta = std::move(meta);
+  s.meta = std::make_shared<const ObjectMeta>(std::move(*meta));
   // Changed again between this answer and the next run: answer() sends it round again.
   co_return answer(s, CacheOutcome::kMiss, false);
 }
@@ -582,7 +588,7 @@ asio::awaitable<ReadState> ReadPath::fill_meta(Session& s) {
   metrics().fill_cause_head.inc();
   (void)cache_.publish(s.key, *meta, epoch);
   finish.release();
-  s.meta = std::move(meta);
+  s.meta = std::make_shared<const ObjectMeta>(std::move(*meta));
   co_return answer(s, CacheOutcome::kMiss, false);
 }
 
@@ -708,7 +714,7 @@ ReadState ReadPath::answer(Session& s, CacheOutcome outcome, bool stale) {
     }
   }
   // The head is built: the metadata moves into the body (a hit copies no header lists).
-  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(*s.meta), range, upstream_timeout_,
+  auto body = std::make_unique<CachedBody>(cache_, fills_, s.key, std::move(s.meta), range, upstream_timeout_,
                                            std::move(reader));
   // Nothing is committed yet: an object that changed upstream is served as a miss.
   if (const auto ready = body->prepare_cached()) return settle(s, std::move(body), *ready);

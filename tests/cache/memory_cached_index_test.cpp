@@ -86,6 +86,25 @@ TEST_F(MemoryCachedIndexTest, HitsDoNotReachTheDurableIndex) {
   EXPECT_EQ(durable_->block_gets, 0);
 }
 
+TEST_F(MemoryCachedIndexTest, HitsShareTheVersionHeldAndANewVersionReplacesIt) {
+  const ObjectKey key{"b", "k", ""};
+  ASSERT_TRUE(index_->put_object(key, meta("\"1\"")).is_ok());
+  auto first = index_->get_object_shared(key);
+  auto again = index_->get_object_shared(key);
+  ASSERT_TRUE(first.has_value() && *first && again.has_value());
+  EXPECT_EQ(first->get(), again->get()) << "a hit shares the held version, it does not copy it";
+  EXPECT_EQ((*first)->etag, "\"1\"");
+  ASSERT_TRUE(index_->put_object(key, meta("\"2\"")).is_ok());
+  auto second = index_->get_object_shared(key);
+  ASSERT_TRUE(second.has_value() && *second);
+  EXPECT_EQ((*second)->etag, "\"2\"");
+  EXPECT_EQ((*first)->etag, "\"1\"") << "a reader keeps the version it was given";
+  EXPECT_EQ(durable_->object_gets, 0);
+  auto missing = index_->get_object_shared(ObjectKey{"b", "nothing", ""});
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_FALSE(*missing);
+}
+
 // A hit appends the head the index prepared for the version it holds: a new version (an
 // overwrite, learnt checksums) must come with its own head, never the old one's.
 TEST_F(MemoryCachedIndexTest, EachInstalledVersionHasItsOwnPreparedHead) {

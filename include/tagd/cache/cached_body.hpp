@@ -27,7 +27,7 @@ class CachedBody final : public BodySource {
   // `range` must lie inside the object; an empty object has no body (length 0). `reader`
   // (a ranged GET's registration with the sequential detector) is held until the body is
   // gone, so other requests of the object see this one in flight.
-  CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, ObjectMeta meta, ByteRange range,
+  CachedBody(ObjectCache& cache, FillEngine& fills, ObjectKey key, std::shared_ptr<const ObjectMeta> meta, ByteRange range,
              std::chrono::milliseconds wait_timeout, ActiveReader reader = {});
 
   enum class Preparation { kOk, kChanged, kFailed, kTimeout };
@@ -64,7 +64,8 @@ class CachedBody final : public BodySource {
   FillEngine& fills_;
   ObjectKey key_;
   std::uint64_t key_hash_;
-  ObjectMeta meta_;
+  std::shared_ptr<const ObjectMeta> meta_ptr_;  // the index's version: shared, not copied
+  const ObjectMeta& meta_;
   ByteRange range_;
   std::uint64_t length_;
   std::chrono::milliseconds wait_timeout_;

@@ -105,6 +105,15 @@ class CacheIndex {
 
   // Metadata of another encoding version (or undecodable) is erased and reported missing.
   [[nodiscard]] virtual Result<std::optional<ObjectMeta>> get_object(const ObjectKey& key) = 0;
+  // get_object without a copy: the in-memory index hands out the version it holds, which
+  // nobody changes (a new version replaces it). Null when missing. Default: a copy of
+  // get_object's answer.
+  [[nodiscard]] virtual Result<std::shared_ptr<const ObjectMeta>> get_object_shared(const ObjectKey& key) {
+    auto found = get_object(key);
+    if (!found) return found.error();
+    if (!found->has_value()) return std::shared_ptr<const ObjectMeta>();
+    return std::make_shared<const ObjectMeta>(std::move(**found));
+  }
   [[nodiscard]] virtual Status put_object(const ObjectKey& key, const ObjectMeta& meta) = 0;
   [[nodiscard]] virtual Status erase_object(const ObjectKey& key) = 0;
   // Erases every variant of (bucket, key): one prefix scan, O(variants of that key).

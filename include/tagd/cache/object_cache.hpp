@@ -158,6 +158,8 @@ class ObjectCache {
   const BlockDevice& device() const noexcept { return *device_; }
 
   std::optional<ObjectMeta> lookup(const ObjectKey& key);
+  // lookup() without a copy (the index's own version, or null): what a hit reads.
+  std::shared_ptr<const ObjectMeta> lookup_shared(const ObjectKey& key);
   // A fill records epoch() before its upstream request; publish() refuses if the key was
   // invalidated since (TAG bug 2: a write racing a fill re-cached stale data).
   std::uint64_t epoch() const;
