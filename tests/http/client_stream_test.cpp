@@ -189,6 +189,19 @@ asio::awaitable<void> send_byte(tcp::socket& s) {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// A peer that sends one byte after `delay`, then stays connected.
+PeerScript sends_a_byte_after(std::chrono::milliseconds delay) {
+  return [delay](tcp::socket& s) -> asio::awaitable<void> {
+    co_await sleep_for(delay);
+    co_await send_byte(s);
+  };
+}
+
+// A peer that says nothing for `quiet` (then its end of the test is over).
+PeerScript silent_for(std::chrono::milliseconds quiet) {
+  return [quiet](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(quiet); };
+}
+
 TEST(ConnectionDeadlineTest, AReadPastItsDeadlineIsCancelledAndReportedAsATimeout) {
   with_deadline(
       [](ClientStream& stream) -> asio::awaitable<void> {
@@ -201,7 +214,7 @@ TEST(ConnectionDeadlineTest, AReadPastItsDeadlineIsCancelledAndReportedAsATimeou
         // (Up to a scheduler tick early: the deadline is taken from the coarse clock.)
         EXPECT_GE(SteadyClock::now() - start, 80ms);
       },
-      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(3s); });  // says nothing
+      silent_for(3s));
 }
 
 TEST(ConnectionDeadlineTest, AnEarlierDeadlineThanTheOneWaitedForComesForward) {
@@ -216,7 +229,7 @@ TEST(ConnectionDeadlineTest, AnEarlierDeadlineThanTheOneWaitedForComesForward) {
         EXPECT_TRUE(stream.timed_out(ec)) << ec.message();
         EXPECT_LT(SteadyClock::now() - start, 10s);
       },
-      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(12s); });
+      silent_for(12s));
 }
 
 TEST(ConnectionDeadlineTest, DeadlinesMovedOnByEachReadNeverFire) {
@@ -248,10 +261,7 @@ TEST(ConnectionDeadlineTest, ExpiresNeverLiftsTheDeadline) {
         auto [ec, n] = co_await stream.async_read_some(asio::buffer(b), kTuple);
         EXPECT_FALSE(ec) << ec.message();
       },
-      [](tcp::socket& s) -> asio::awaitable<void> {
-        co_await sleep_for(500ms);
-        co_await send_byte(s);
-      });
+      sends_a_byte_after(500ms));
 }
 
 TEST(ConnectionDeadlineTest, ADeadlinePassingWithNothingInFlightCancelsNoLaterRead) {
@@ -268,10 +278,7 @@ TEST(ConnectionDeadlineTest, ADeadlinePassingWithNothingInFlightCancelsNoLaterRe
         EXPECT_FALSE(ec) << ec.message();
         EXPECT_EQ(n, 1u);
       },
-      [](tcp::socket& s) -> asio::awaitable<void> {
-        co_await sleep_for(600ms);
-        co_await send_byte(s);
-      });
+      sends_a_byte_after(600ms));
 }
 
 TEST(ConnectionDeadlineTest, AReadStartedAfterTheDeadlinePassedFailsAtOnce) {
@@ -289,7 +296,7 @@ TEST(ConnectionDeadlineTest, AReadStartedAfterTheDeadlinePassedFailsAtOnce) {
         auto [wec, wn] = co_await stream.async_write_some(asio::buffer("x", 1), kTuple);
         EXPECT_TRUE(stream.timed_out(wec)) << wec.message();
       },
-      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(5s); });  // says nothing
+      silent_for(5s));
 }
 
 TEST(ConnectionDeadlineTest, WhatStartsOnTheSocketAfterTheDeadlineIsCancelledToo) {
@@ -305,7 +312,7 @@ TEST(ConnectionDeadlineTest, WhatStartsOnTheSocketAfterTheDeadlineIsCancelledToo
         EXPECT_EQ(ec, asio::error::operation_aborted) << ec.message();
         EXPECT_LT(SteadyClock::now() - start, 3s);
       },
-      [](tcp::socket&) -> asio::awaitable<void> { co_await sleep_for(8s); });
+      silent_for(8s));
 }
 
 TEST(ConnectionDeadlineTest, ATlsHeadTrickledInTinyRecordsTimesOut) {
