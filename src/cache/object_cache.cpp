@@ -227,12 +227,9 @@ std::shared_ptr<const ObjectMeta> ObjectCache::lookup_shared(const ObjectKey& ke
 }
 
 std::optional<ObjectMeta> ObjectCache::lookup(const ObjectKey& key) {
-  auto r = index_->get_object(key);
-  if (!r) {
-    spdlog::warn("cache index read failed: {}", r.error().message());
-    return std::nullopt;
-  }
-  return std::move(r.value());
+  const std::shared_ptr<const ObjectMeta> found = lookup_shared(key);
+  if (!found) return std::nullopt;
+  return *found;  // a copy the caller may change
 }
 
 std::uint64_t ObjectCache::epoch() const {
