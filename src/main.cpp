@@ -2,6 +2,7 @@
 // errors end the process here with a message naming the setting.
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -133,6 +134,9 @@ void serve_sockets_here(const tagd::IoUringProbe& probe, char** argv, bool epoll
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A client that resets mid-body makes sendfile fail with EPIPE, which would also raise
+  // SIGPIPE (Asio's own sends pass MSG_NOSIGNAL; sendfile has no such flag).
+  std::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   // Subcommands talk to a running daemon (src/cli/); everything else starts one.
   if (!args.empty() && args[0] == "stats") return tagd::cli::stats_main({args.begin() + 1, args.end()});

@@ -22,12 +22,12 @@ std::byte* allocate(std::size_t capacity) {
 
 BlockBuffer::BlockBuffer(std::size_t length) : data_(allocate(length)), capacity_(length) {}
 
-BlockBuffer::BlockBuffer(std::byte* data, std::size_t capacity, std::shared_ptr<BlockBufferPool> pool) noexcept
-    : data_(data), capacity_(capacity), pool_(std::move(pool)) {}
+BlockBuffer::BlockBuffer(BufferSlabs::Slot slot, std::size_t capacity, std::shared_ptr<BlockBufferPool> pool) noexcept
+    : data_(slot.data), capacity_(capacity), fd_(slot.fd), file_offset_(slot.offset), pool_(std::move(pool)) {}
 
 BlockBuffer::~BlockBuffer() {
   if (pool_) {
-    pool_->give_back(data_, capacity_);
+    pool_->give_back(data_, capacity_, lent_to_kernel_.load(std::memory_order_relaxed));
   } else {
     std::free(data_);
   }
@@ -40,12 +40,13 @@ std::size_t BlockBuffer::append(const std::byte* bytes, std::size_t n) noexcept 
   return n;
 }
 
-std::shared_ptr<BlockBufferPool> BlockBufferPool::create(std::uint64_t idle_limit, std::size_t max_length) {
-  return std::shared_ptr<BlockBufferPool>(new BlockBufferPool(idle_limit, max_length));
+std::shared_ptr<BlockBufferPool> BlockBufferPool::create(std::uint64_t idle_limit, std::size_t max_length,
+                                                         bool file_backed) {
+  return std::shared_ptr<BlockBufferPool>(new BlockBufferPool(idle_limit, max_length, file_backed));
 }
 
-BlockBufferPool::BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length)
-    : idle_limit_(idle_limit), max_length_(max_length) {
+BlockBufferPool::BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed)
+    : idle_limit_(idle_limit), max_length_(max_length), slabs_(kClasses, file_backed) {
   // give_back never allocates: each class can hold what the limit allows of it.
   for (std::size_t c = 0; c < kClasses; ++c)
     idle_[c].reserve(idle_limit_ / std::max<std::size_t>(capacity_of_class(c), 1));
@@ -53,8 +54,10 @@ BlockBufferPool::BlockBufferPool(std::uint64_t idle_limit, std::size_t max_lengt
 
 BlockBufferPool::~BlockBufferPool() {
   // Every buffer handed out holds the pool, so only idle ones are left here.
-  for (auto& list : idle_) {
-    for (std::byte* p : list) std::free(p);
+  for (std::size_t c = 0; c < kClasses; ++c) {
+    for (std::byte* p : idle_[c]) {
+      if (slabs_.locate(c, capacity_of_class(c), p).fd < 0) std::free(p);  // slots end with slabs_
+    }
   }
   metrics().cache_fill_buffer_pool_bytes.add(-static_cast<std::int64_t>(idle_bytes_));
 }
@@ -98,16 +101,32 @@ std::shared_ptr<BlockBuffer> BlockBufferPool::acquire(std::size_t length) {
       ++allocated_;
     }
   }
+  const std::size_t c = class_of(capacity);
+  BufferSlabs::Slot slot;
   if (data != nullptr) {
     metrics().cache_fill_buffer_pool_bytes.add(-static_cast<std::int64_t>(capacity));
+    slot = slabs_.locate(c, capacity, data);
+    slot.data = data;
   } else {
     metrics().cache_fill_buffers_allocated.inc();
-    data = allocate(capacity);
+    slot = slabs_.allocate(c, capacity);
+    if (slot.data == nullptr) slot.data = allocate(capacity);
   }
-  return std::shared_ptr<BlockBuffer>(new BlockBuffer(data, capacity, shared_from_this()));
+  return std::shared_ptr<BlockBuffer>(new BlockBuffer(slot, capacity, shared_from_this()));
 }
 
-void BlockBufferPool::give_back(std::byte* data, std::size_t capacity) noexcept {
+void BlockBufferPool::discard(std::byte* data, std::size_t capacity) noexcept {
+  const std::size_t c = class_of(capacity);
+  if (slabs_.locate(c, capacity, data).fd >= 0) {
+    slabs_.release(c, capacity, data);
+  } else {
+    std::free(data);
+  }
+}
+
+void BlockBufferPool::give_back(std::byte* data, std::size_t capacity, bool lent_to_kernel) noexcept {
+  // Its pages may still be queued in a socket: the next fill must not write into them.
+  if (lent_to_kernel && !slabs_.drop_pages(class_of(capacity), capacity, data)) return;  // leaked, never reused
   std::int64_t idle_change = 0;
   {
     std::lock_guard lock(mu_);
@@ -127,7 +146,7 @@ void BlockBufferPool::give_back(std::byte* data, std::size_t capacity) noexcept 
       }
       if (victim == kClasses) break;
       const std::size_t victim_capacity = capacity_of_class(victim);
-      std::free(idle_[victim].back());  // rare: the sizes fills use changed
+      discard(idle_[victim].back(), victim_capacity);  // rare: the sizes fills use changed
       idle_[victim].pop_back();
       ++freed_;
       idle_bytes_ -= victim_capacity;
@@ -144,7 +163,7 @@ void BlockBufferPool::give_back(std::byte* data, std::size_t capacity) noexcept 
     if (data != nullptr) ++freed_;
   }
   if (idle_change != 0) metrics().cache_fill_buffer_pool_bytes.add(idle_change);
-  std::free(data);
+  if (data != nullptr) discard(data, capacity);
 }
 
 BlockBufferPool::Stats BlockBufferPool::stats() const {

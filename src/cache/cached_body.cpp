@@ -181,15 +181,26 @@ std::optional<std::span<const char>> CachedBody::lend_stored(std::uint64_t lo, s
     auto& m = metrics();
     m.cache_hit_bytes.inc(n);
     (stored_from_memory_ ? m.served_bytes_dram : m.served_bytes_disk).inc(n);
-    return std::span<const char>(reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_), n);
+    lent_from_stored_ = reinterpret_cast<const char*>(stored_->data()) + (lo - stored_first_);
+    return std::span<const char>(lent_from_stored_, n);
   }
   stored_.reset();  // a chunk of the block, used up: read the next one
   lent_.reset();
   return std::nullopt;
 }
 
+PieceFile CachedBody::lend_piece_file() {
+  if (lent_from_stored_ == nullptr || !stored_) return {};
+  const int fd = stored_->file_descriptor();
+  if (fd < 0) return {};
+  stored_->lend_to_kernel();
+  const auto within = static_cast<std::uint64_t>(lent_from_stored_ - reinterpret_cast<const char*>(stored_->data()));
+  return PieceFile{fd, stored_->file_offset() + within};
+}
+
 std::optional<Result<std::span<const char>>> CachedBody::try_next(std::span<char> scratch) {
   (void)scratch;  // lent pieces only: a fill in progress is read by next()
+  lent_from_stored_ = nullptr;
   if (length_ == 0 || position_ > range_.last) return Result<std::span<const char>>(std::span<const char>());
   const std::uint64_t b = position_ / meta_.block_size;
   if (b != block_) enter_block(b);
@@ -211,6 +222,7 @@ std::optional<Result<std::span<const char>>> CachedBody::try_next(std::span<char
 }
 
 asio::awaitable<Result<std::span<const char>>> CachedBody::next_piece(std::span<char> scratch, std::size_t max_lent) {
+  lent_from_stored_ = nullptr;
   if (length_ == 0 || position_ > range_.last) co_return std::span<const char>();
   const std::uint32_t bs = meta_.block_size;
   const std::uint64_t b = position_ / bs;

@@ -130,7 +130,7 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
       invalidated_at_(1 << 16, 0),
       buffer_pool_(BlockBufferPool::create(
           std::max<std::uint64_t>(std::min<std::uint64_t>(memory_bytes / 8, 64ull << 20), 8ull * options.block_size),
-          options.block_size)) {
+          options.block_size, options.sendfile)) {
   metrics().cache_memory_capacity_bytes.set(static_cast<std::int64_t>(memory_bytes));
   auto store = BlockStore::open(*device_, *index_, std::move(eviction),
                                BlockStoreOptions{region_size, options.block_size, options.pin_quota});
@@ -208,6 +208,7 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   options.read_ahead.initial_window = std::min<std::uint64_t>(1ull << 20, config.cache_read_ahead_max);
   options.read_ahead.max_window = config.cache_read_ahead_max;
   options.pin_quota = config.cache_pin_quota;
+  options.sendfile = config.cache_sendfile;
   auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index),
                                              std::move(policies->eviction), std::move(policies->admission),
                                              config.cache_memory_size, config.cache_region_size, options);

@@ -32,6 +32,7 @@ class AdmittedBody final : public BodySource {
   [[nodiscard]] boost::asio::awaitable<Result<std::size_t>> read(std::span<char> out) override;
   [[nodiscard]] boost::asio::awaitable<Result<std::span<const char>>> next(std::span<char> scratch) override;
   [[nodiscard]] std::optional<Result<std::span<const char>>> try_next(std::span<char> scratch) override;
+  [[nodiscard]] PieceFile lend_piece_file() override { return inner_.lend_piece_file(); }
   [[nodiscard]] std::optional<std::uint64_t> length() const override { return inner_.length(); }
 
   // What this response counts in the gauge now.

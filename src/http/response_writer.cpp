@@ -8,8 +8,14 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <array>
 #include <cassert>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <utility>
@@ -269,20 +275,27 @@ Status ResponseWriter::write_head_prepared(bhttp::status status, std::span<const
   return Status::ok();
 }
 
-asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
-  if (aborted_) co_return Status(ErrorCode::kInternalError, "response already aborted");
-  if (!head_written_) co_return Status(ErrorCode::kInternalError, "response body before its head");
-  if (bytes.empty()) co_return Status::ok();  // an empty chunk would end a chunked body
+Status ResponseWriter::check_body_piece(std::size_t n) {
+  if (aborted_) return Status(ErrorCode::kInternalError, "response already aborted");
+  if (!head_written_) return Status(ErrorCode::kInternalError, "response body before its head");
   if (finished_) {
     // A bodyless response or one already ended: these bytes would be read as the next
     // response.
     abort();
-    co_return Status(ErrorCode::kInternalError, "response body bytes after its end");
+    return Status(ErrorCode::kInternalError, "response body bytes after its end");
   }
-  if (expected_body_ && bytes.size() > *expected_body_ - body_bytes_) {
+  if (expected_body_ && n > *expected_body_ - body_bytes_) {
     abort();
-    co_return Status(ErrorCode::kInternalError, "response body longer than its Content-Length");
+    return Status(ErrorCode::kInternalError, "response body longer than its Content-Length");
   }
+  return Status::ok();
+}
+
+asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
+  if (aborted_) co_return Status(ErrorCode::kInternalError, "response already aborted");
+  if (!head_written_) co_return Status(ErrorCode::kInternalError, "response body before its head");
+  if (bytes.empty()) co_return Status::ok();  // an empty chunk would end a chunked body
+  if (Status s = check_body_piece(bytes.size()); !s) co_return s;
   stream_.expires_after(idle_timeout_);
   boost::system::error_code ec;
   if (const std::string_view pending = pending_head(); !pending.empty()) {
@@ -342,6 +355,103 @@ Status ResponseWriter::finish_unchunked() {
   return Status::ok();
 }
 
+namespace {
+// Pieces shorter than this are copied: sendfile's set-up (and the non-blocking flag's)
+// costs more than copying a few pages.
+constexpr std::size_t kMinSendfilePiece = 32 * 1024;
+
+// O_NONBLOCK on the socket while sendfile runs (sendfile has no per-call flag). Asio's
+// epoll reactor keeps its sockets non-blocking already; its io_uring backend leaves them
+// blocking and must keep them so (it would otherwise switch to polling and sending by
+// itself), so the flag is set for the call and restored after it.
+class NonBlockingForCall {
+ public:
+  explicit NonBlockingForCall(int fd) : fd_(fd) {
+    flags_ = ::fcntl(fd_, F_GETFL);
+    if (flags_ >= 0 && (flags_ & O_NONBLOCK) == 0 && ::fcntl(fd_, F_SETFL, flags_ | O_NONBLOCK) == 0) set_ = true;
+  }
+  ~NonBlockingForCall() {
+    if (set_) ::fcntl(fd_, F_SETFL, flags_);
+  }
+  NonBlockingForCall(const NonBlockingForCall&) = delete;
+  NonBlockingForCall& operator=(const NonBlockingForCall&) = delete;
+  bool ok() const noexcept { return flags_ >= 0 && (set_ || (flags_ & O_NONBLOCK) != 0); }
+
+ private:
+  int fd_;
+  int flags_ = -1;
+  bool set_ = false;
+};
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+}  // namespace
+
+asio::awaitable<Status> ResponseWriter::write_body_file(std::span<const char> piece, PieceFile file) {
+  if (Status s = check_body_piece(piece.size()); !s) co_return s;
+  stream_.expires_after(idle_timeout_);
+  const int socket = stream_.socket().native_handle();
+  boost::system::error_code ec;
+  if (const std::string_view pending = pending_head(); !pending.empty()) {
+    // The head first, held back (MSG_MORE) so it leaves in one segment with the body's
+    // first bytes.
+    std::size_t sent = 0;
+    const ssize_t n = ::send(socket, pending.data(), pending.size(), MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+    if (n > 0) {
+      sent = static_cast<std::size_t>(n);
+    } else if (n < 0 && !would_block(errno) && errno != EINTR) {
+      ec.assign(errno, boost::system::system_category());
+    }
+    if (!ec && sent < pending.size()) {
+      std::tie(ec, std::ignore) =
+          co_await asio::async_write(stream_, asio::buffer(pending.data() + sent, pending.size() - sent), kTuple);
+    }
+    clear_pending();
+  }
+  auto offset = static_cast<off_t>(file.offset);
+  std::size_t left = piece.size();
+  while (!ec && left > 0) {
+    if (stream_.deadline_passed()) {
+      ec = asio::error::operation_aborted;
+      break;
+    }
+    ssize_t n = 0;
+    int err = 0;
+    {
+      NonBlockingForCall non_blocking(socket);
+      if (!non_blocking.ok()) {
+        ec.assign(errno, boost::system::system_category());
+        break;
+      }
+      n = ::sendfile(socket, file.fd, &offset, left);
+      err = errno;
+    }
+    if (n > 0) {
+      left -= static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      ec = asio::error::eof;  // the file is shorter than the piece: cannot happen for a lent slot
+      break;
+    }
+    if (err == EINTR) continue;
+    if (!would_block(err)) {
+      ec.assign(err, boost::system::system_category());
+      break;
+    }
+    // The socket's buffer is full: backpressure, as a write would wait.
+    std::tie(ec) = co_await stream_.async_wait_writable(kTuple);
+  }
+  if (ec) {
+    metrics().client_aborts.inc();
+    abort();
+    co_return Status(ErrorCode::kRequestTimeout, "client went away or stopped reading: " + ec.message());
+  }
+  body_bytes_ += piece.size();
+  metrics().response_body_bytes.inc(piece.size());
+  metrics().response_body_bytes_sendfile.inc(piece.size());
+  co_return Status::ok();
+}
+
 asio::awaitable<Status> ResponseWriter::write_body_from(BodySource& body, std::span<char> buffer) {
   if (buffer.empty()) co_return Status(ErrorCode::kInternalError, "write_body_from: empty buffer");
   for (;;) {
@@ -356,6 +466,15 @@ asio::awaitable<Status> ResponseWriter::write_body_from(BodySource& body, std::s
     }
     const std::span<const char> piece = got->value();
     if (piece.empty()) break;
+    // A large piece of a DRAM-tier block to a plain socket: the kernel is handed the
+    // block's pages (one copy in all, the client's receive) instead of a copy of them.
+    if (piece.size() >= kMinSendfilePiece && !stream_.is_tls() && !chunked_) {
+      if (const PieceFile file = body.lend_piece_file(); file.fd >= 0) {
+        Status s = co_await write_body_file(piece, file);
+        if (!s) co_return s;
+        continue;
+      }
+    }
     Status s = co_await write_body(std::string_view(piece.data(), piece.size()));
     if (!s) co_return s;
   }

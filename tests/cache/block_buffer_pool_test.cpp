@@ -5,7 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tagd/cache/memory_tier.hpp"
 #include "tagd/cache/object_cache.hpp"
@@ -153,6 +161,99 @@ TEST(BlockBufferPoolTest, ACacheWhoseTierIsFullFillsIntoTheBuffersItEvicts) {
   EXPECT_LE(stats.allocated, 6u);
   EXPECT_GE(stats.reused, 34u);
   EXPECT_LE(stats.idle_bytes, cache.buffer_pool().idle_limit());
+}
+
+TEST(BlockBufferPoolTest, PooledBuffersLieInAFileAndPlainOnesDoNot) {
+  auto pool = BlockBufferPool::create(4 * kBlock, kBlock);
+  auto a = pool->acquire(kBlock);
+  auto b = pool->acquire(kBlock);
+  ASSERT_GE(a->file_descriptor(), 0);
+  EXPECT_EQ(a->file_descriptor(), b->file_descriptor());  // one file per size class
+  EXPECT_NE(a->file_offset(), b->file_offset());
+  const auto bytes = pattern(kBlock, 4);
+  b->append(bytes.data(), bytes.size());
+  // What the file holds at the buffer's offset is what was appended to it.
+  std::vector<std::byte> from_file(kBlock);
+  ASSERT_EQ(::pread(b->file_descriptor(), from_file.data(), kBlock, static_cast<off_t>(b->file_offset())),
+            static_cast<ssize_t>(kBlock));
+  EXPECT_TRUE(from_file == bytes);
+  // A DRAM-tier block made of it says the same.
+  InflightBlock block(100 * 1024, pool);
+  BlockBytes small = fill_block(block, pattern(100 * 1024, 5));
+  EXPECT_GE(small->file_descriptor(), 0);
+
+  EXPECT_LT(BlockBufferPool::create(4 * kBlock, kBlock, /*file_backed=*/false)->acquire(kBlock)->file_descriptor(), 0);
+  EXPECT_LT(BlockBuffer(kBlock).file_descriptor(), 0);
+  EXPECT_LT(make_block_bytes(kBlock)->file_descriptor(), 0);
+}
+
+TEST(BlockBufferPoolTest, OnlyABufferLentToTheKernelGetsFreshPagesBeforeItIsFilledAgain) {
+  auto pool = BlockBufferPool::create(4 * kBlock, kBlock);
+  const auto bytes = pattern(kBlock, 6);
+  auto a = pool->acquire(kBlock);
+  const std::byte* slot = a->data();
+  a->append(bytes.data(), bytes.size());
+  a.reset();
+  auto b = pool->acquire(kBlock);
+  ASSERT_EQ(b->data(), slot);
+  // Never lent: reused as it is (no page faults for the next fill).
+  EXPECT_EQ(std::memcmp(b->data(), bytes.data(), 4096), 0);
+  b->lend_to_kernel();
+  b.reset();
+  auto c = pool->acquire(kBlock);
+  ASSERT_EQ(c->data(), slot);
+  // Lent: its old pages left the file, the slot reads as fresh (zero) pages.
+  const std::vector<std::byte> zeros(kBlock);
+  EXPECT_EQ(std::memcmp(c->data(), zeros.data(), kBlock), 0);
+}
+
+TEST(BlockBufferPoolTest, PagesQueuedInASocketKeepTheirBytesWhenTheBufferIsFilledAgain) {
+  // The trap the pool guards against: sendfile queues the slot's pages themselves in the
+  // socket, and the peer reads them later. A fill that reused the slot in place would
+  // change what the peer reads.
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  int receiver = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(::connect(receiver, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  int sender = ::accept(listener, nullptr, nullptr);
+  ASSERT_GE(sender, 0);
+  ASSERT_EQ(::fcntl(sender, F_SETFL, O_NONBLOCK), 0);
+
+  constexpr std::size_t kLength = 256 * 1024;
+  auto pool = BlockBufferPool::create(4 * kBlock, kBlock);
+  const auto old_bytes = pattern(kLength, 7);
+  auto a = pool->acquire(kLength);
+  a->append(old_bytes.data(), old_bytes.size());
+  const std::byte* slot = a->data();
+  a->lend_to_kernel();
+  off_t offset = static_cast<off_t>(a->file_offset());
+  const ssize_t queued = ::sendfile(sender, a->file_descriptor(), &offset, kLength);
+  ASSERT_GT(queued, 0);
+  a.reset();  // the DRAM tier evicted the block, the writer moved on; the peer has read nothing yet
+
+  auto b = pool->acquire(kLength);
+  ASSERT_EQ(b->data(), slot);
+  const auto new_bytes = pattern(kLength, 99);
+  b->append(new_bytes.data(), new_bytes.size());
+
+  std::vector<std::byte> got(static_cast<std::size_t>(queued));
+  std::size_t have = 0;
+  while (have < got.size()) {
+    const ssize_t n = ::recv(receiver, got.data() + have, got.size() - have, 0);
+    ASSERT_GT(n, 0);
+    have += static_cast<std::size_t>(n);
+  }
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), old_bytes.begin())) << "the peer read bytes of the next fill";
+  ::close(sender);
+  ::close(receiver);
+  ::close(listener);
 }
 
 }  // namespace

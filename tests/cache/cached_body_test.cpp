@@ -19,6 +19,8 @@
 #include <memory>
 #include <string>
 
+#include <unistd.h>
+
 #include "support/fake_origin.hpp"
 #include "support/test_bytes.hpp"
 #include "tagd/cache/block_device.hpp"
@@ -47,14 +49,17 @@ struct Got {
   Status error;
   std::string bytes;
   std::size_t pieces = 0;
+  // Pieces whose lend_piece_file() named a file, and those whose file bytes differed.
+  std::size_t pieces_in_a_file = 0;
+  std::size_t file_mismatches = 0;
 };
 
 struct Harness;
 asio::awaitable<void> fetch(Harness* h, std::shared_ptr<Got> out, std::chrono::microseconds pause);
 
 struct Harness {
-  Harness()
-      : cache(make_device(), make_memory_index(), make_fifo_eviction(), make_fill_budget(1 << 30, 8), 0, 8 << 20,
+  explicit Harness(std::uint64_t dram_tier = 0)
+      : cache(make_device(), make_memory_index(), make_fifo_eviction(), make_fill_budget(1 << 30, 8), dram_tier, 8 << 20,
               ObjectCacheOptions{kBlock, 60s, 300s, 8 << 20}),
         path(cache, origin, clock, io.get_executor(), 5s) {}
   std::unique_ptr<BlockDevice> make_device() {
@@ -106,6 +111,15 @@ asio::awaitable<void> fetch(Harness* h, std::shared_ptr<Got> out, std::chrono::m
       break;
     }
     if (got->empty()) break;
+    if (const PieceFile file = out->result.body->lend_piece_file(); file.fd >= 0) {
+      ++out->pieces_in_a_file;
+      std::string from_file(got->size(), '\0');
+      if (::pread(file.fd, from_file.data(), from_file.size(), static_cast<off_t>(file.offset)) !=
+              static_cast<ssize_t>(from_file.size()) ||
+          from_file != std::string_view(got->data(), got->size())) {
+        ++out->file_mismatches;
+      }
+    }
     out->bytes.append(got->data(), got->size());
     ++out->pieces;
     if (pause > std::chrono::microseconds(0)) {
@@ -173,6 +187,28 @@ TEST_F(CachedBodyTest, AFlippedByteInAChunkReadAheadIsDetectedAndTheBlockRefetch
   EXPECT_TRUE(hit->bytes == data_) << "the flipped byte reached the client";
   EXPECT_EQ(h_.origin.gets(), gets + 1) << "the corrupt block is fetched again";
   EXPECT_EQ(metrics().cache_checksum_failures.get(), failures + 1);
+}
+
+TEST_F(CachedBodyTest, PiecesReadFromDiskLieInNoFile) {
+  // No DRAM tier here: every piece is a chunk read from the device into its own buffer,
+  // which a writer must copy.
+  auto hit = h_.get();
+  ASSERT_EQ(hit->result.outcome, CacheOutcome::kHit);
+  ASSERT_TRUE(hit->bytes == data_);
+  EXPECT_EQ(hit->pieces_in_a_file, 0u);
+}
+
+TEST(CachedBodyDramTest, PiecesOfDramTierBlocksNameTheirMemfdSlotAndItHoldsTheirBytes) {
+  Harness h(16ull << 20);
+  const std::string data = make_bytes(kObject, 9);
+  h.origin.put(kBucket, "k", data);
+  ASSERT_TRUE(h.get()->bytes == data);  // the miss fills the DRAM tier from pooled buffers
+  auto hit = h.get();
+  ASSERT_EQ(hit->result.outcome, CacheOutcome::kHit);
+  ASSERT_TRUE(hit->bytes == data);
+  EXPECT_EQ(hit->pieces_in_a_file, hit->pieces);
+  EXPECT_EQ(hit->pieces, kObject / kBlock);  // whole blocks lent
+  EXPECT_EQ(hit->file_mismatches, 0u);
 }
 
 }  // namespace

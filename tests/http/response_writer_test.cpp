@@ -11,11 +11,16 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/read.hpp>
+#include <csignal>
 #include <deque>
 #include <functional>
 #include <map>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "tagd/core/metrics.hpp"
 #include "tagd/core/strings.hpp"
@@ -45,7 +50,9 @@ struct Outcome : tagd::testing::RawResponse {
   bool server_ran = false;       // the request head parsed and the script returned
 };
 
-asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran) {
+// `blocking`: the socket is left in blocking mode for the script, as Asio's io_uring
+// backend leaves its sockets (its epoll reactor makes them non-blocking).
+asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran, bool blocking = false) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   RequestParser parser;
@@ -55,6 +62,7 @@ asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran)
     ADD_FAILURE() << "server could not read the request head: " << ec.message();
     co_return;
   }
+  if (blocking) stream.socket().native_non_blocking(false);
   {
     ResponseWriter writer(stream, parser, kRequestId, 2s);
     co_await script(writer);
@@ -70,8 +78,19 @@ asio::awaitable<void> serve(tcp::socket socket, const Script& script, bool* ran)
 
 
 
+// A client that sends nothing more and reads only after `delay`: the server's writes
+// fill the socket buffers first.
+asio::awaitable<void> read_all_after(tcp::socket client, std::chrono::milliseconds delay, Outcome* out) {
+  asio::steady_timer timer(client.get_executor());
+  timer.expires_after(delay);
+  co_await timer.async_wait(kTuple);
+  co_await testing::read_all(std::move(client), out);
+}
+
 // `client_closes`: the client sends the request and closes its socket without reading.
-Outcome run_exchange(const std::string& request, const Script& script, bool client_closes = false) {
+// `client_delay`: the client starts reading only after it.
+Outcome run_exchange(const std::string& request, const Script& script, bool client_closes = false,
+                     std::chrono::milliseconds client_delay = 0ms, bool blocking_server = false) {
   asio::io_context ctx;
   tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   tcp::socket client(ctx);
@@ -82,10 +101,12 @@ Outcome run_exchange(const std::string& request, const Script& script, bool clie
   if (client_closes) {
     client.close();
     out.client_done = true;
+  } else if (client_delay > 0ms) {
+    asio::co_spawn(ctx, read_all_after(std::move(client), client_delay, &out), asio::detached);
   } else {
     asio::co_spawn(ctx, testing::read_all(std::move(client), &out), asio::detached);
   }
-  asio::co_spawn(ctx, serve(std::move(server), script, &out.server_ran), asio::detached);
+  asio::co_spawn(ctx, serve(std::move(server), script, &out.server_ran, blocking_server), asio::detached);
   ctx.run_for(10s);
   EXPECT_TRUE(out.server_ran) << "server side did not finish";
   EXPECT_TRUE(out.client_done) << "client side did not finish";
@@ -764,6 +785,126 @@ TEST(ResponseWriter, WriteBodyFromShortSourceForContentLengthResets) {
   });
   EXPECT_EQ(s.code(), ErrorCode::kInternalError);
   EXPECT_EQ(out.end, asio::error::connection_reset) << out.end.message();
+}
+
+// ---------------------------------------------------------------------------------------
+// Pieces sent from a file (sendfile)
+
+// Lends `pieces` (lengths) of a memfd holding a known pattern, in order, as a cached body
+// in memfd slots does: each piece a view of the file's mapping, lend_piece_file() where it lies.
+class FileSource : public BodySource {
+ public:
+  explicit FileSource(std::vector<std::size_t> pieces) : pieces_(std::move(pieces)) {
+    for (std::size_t n : pieces_) total_ += n;
+    fd_ = ::memfd_create("writer-test", MFD_CLOEXEC);
+    EXPECT_GE(fd_, 0);
+    bytes_.resize(total_);
+    for (std::size_t i = 0; i < total_; ++i) bytes_[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+    EXPECT_EQ(::pwrite(fd_, bytes_.data(), total_, 0), static_cast<ssize_t>(total_));
+    map_ = static_cast<const char*>(::mmap(nullptr, total_, PROT_READ, MAP_SHARED, fd_, 0));
+    EXPECT_NE(map_, MAP_FAILED);
+  }
+  ~FileSource() override {
+    ::munmap(const_cast<char*>(map_), total_);
+    ::close(fd_);
+  }
+  asio::awaitable<Result<std::size_t>> read(std::span<char>) override {
+    co_return Status(ErrorCode::kInternalError, "FileSource lends its pieces");
+  }
+  asio::awaitable<Result<std::span<const char>>> next(std::span<char>) override {
+    if (next_ == pieces_.size()) co_return std::span<const char>();
+    lent_at_ = offset_;
+    offset_ += pieces_[next_];
+    co_return std::span<const char>(map_ + lent_at_, pieces_[next_++]);
+  }
+  PieceFile lend_piece_file() override {
+    ++files_lent;
+    return PieceFile{fd_, lent_at_};
+  }
+  std::optional<std::uint64_t> length() const override { return total_; }
+  const std::string& bytes() const { return bytes_; }
+  std::uint64_t total() const { return total_; }
+
+  int files_lent = 0;
+
+ private:
+  std::vector<std::size_t> pieces_;
+  std::size_t next_ = 0;
+  std::uint64_t total_ = 0;
+  std::uint64_t offset_ = 0;
+  std::uint64_t lent_at_ = 0;
+  int fd_ = -1;
+  const char* map_ = nullptr;
+  std::string bytes_;
+};
+
+TEST(ResponseWriter, LargePiecesLyingInAFileAreSentFromItAndSmallOnesCopied) {
+  FileSource source({100, 256 * 1024, 1000, 1 << 20});
+  const std::uint64_t sendfile_before = metrics().response_body_bytes_sendfile.get();
+  Status s;
+  bool keep_alive = false;
+  Outcome out = run_exchange(kGet11, [&](ResponseWriter& w) -> asio::awaitable<void> {
+    auto head = make_head(bhttp::status::ok);
+    { Status st_ = co_await w.write_head(head, source.total()); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+    std::array<char, 64> buffer;
+    s = co_await w.write_body_from(source, buffer);
+    keep_alive = w.keep_alive();
+  });
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  EXPECT_TRUE(keep_alive);
+  EXPECT_EQ(out.status_line, "HTTP/1.1 200 OK");
+  ASSERT_EQ(out.body.size(), source.total());
+  EXPECT_TRUE(out.body == source.bytes()) << "body bytes differ from the file's";
+  // Only the two large pieces went by file; the small ones were copied.
+  EXPECT_EQ(source.files_lent, 2);
+  EXPECT_EQ(metrics().response_body_bytes_sendfile.get() - sendfile_before, 256u * 1024 + (1u << 20));
+}
+
+TEST(ResponseWriter, FileSentToASlowClientWaitsForItInsteadOfBlockingTheLoop) {
+  // 16 MiB is more than the loopback socket buffers hold: sendfile runs out of room, and
+  // the writer must wait for the socket on the loop (the client reads on the same thread;
+  // a blocking sendfile would never return). Both socket modes: left non-blocking (epoll)
+  // and blocking (io_uring), where the writer makes it non-blocking for each call.
+  for (const bool blocking : {false, true}) {
+    SCOPED_TRACE(blocking ? "blocking socket" : "non-blocking socket");
+    FileSource source(std::vector<std::size_t>(16, 1 << 20));
+    Status s;
+    Outcome out = run_exchange(
+        kGet11,
+        [&](ResponseWriter& w) -> asio::awaitable<void> {
+          auto head = make_head(bhttp::status::ok);
+          { Status st_ = co_await w.write_head(head, source.total()); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+          std::array<char, 64> buffer;
+          s = co_await w.write_body_from(source, buffer);
+        },
+        /*client_closes=*/false, /*client_delay=*/200ms, blocking);
+    EXPECT_TRUE(s.is_ok()) << s.message();
+    ASSERT_EQ(out.body.size(), source.total());
+    EXPECT_TRUE(out.body == source.bytes()) << "body bytes differ from the file's";
+    EXPECT_EQ(source.files_lent, 16);
+  }
+}
+
+TEST(ResponseWriter, ClientGoneDuringAFileSendIsATimeoutStatusAndCounted) {
+  // tagd's main ignores SIGPIPE (sendfile to a reset peer raises it); so does this test.
+  std::signal(SIGPIPE, SIG_IGN);
+  FileSource source(std::vector<std::size_t>(64, 1 << 20));
+  const Counts before = Counts::now();
+  Status s;
+  bool keep_alive = true;
+  run_exchange(
+      kGet11,
+      [&](ResponseWriter& w) -> asio::awaitable<void> {
+        auto head = make_head(bhttp::status::ok);
+        { Status st_ = co_await w.write_head(head, source.total()); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        std::array<char, 64> buffer;
+        s = co_await w.write_body_from(source, buffer);
+        keep_alive = w.keep_alive();
+      },
+      /*client_closes=*/true);
+  EXPECT_EQ(s.code(), ErrorCode::kRequestTimeout) << s.message();
+  EXPECT_FALSE(keep_alive);
+  EXPECT_EQ(Counts::now().aborts - before.aborts, 1u);
 }
 
 }  // namespace

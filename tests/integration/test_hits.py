@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import random
 import re
+import socket
 import threading
 import time
 import unittest
@@ -89,6 +90,72 @@ class ConcurrentHitsTest(HitsTestCase):
         self.assertEqual(self.upstream_gets(), before, "hits must not reach the upstream")
         m = self.tagd.metrics()
         self.assertEqual(m.get("tagd_disk_reads_in_flight", 0), 0)
+        # Whole blocks from the DRAM tier went out by sendfile (zero-copy hits).
+        self.assertGreater(m.get("tagd_response_body_bytes_sendfile_total", 0), 0)
+
+
+class ZeroCopyHitsTest(HitsTestCase):
+    """DRAM-tier blocks are sent from their memfd slots; a slot is filled again only with
+    fresh pages, so slow readers whose sockets still hold a block's pages get its bytes
+    even when the tier evicts it and misses refill the buffers meanwhile."""
+    memory = "4MiB"
+
+    def test_a_queued_response_keeps_its_bytes_while_misses_refill_its_buffer(self):
+        # The trap: sendfile queues the slot's pages in the socket and returns; the block is
+        # let go of, evicted, and its buffer handed to the next fill of the same size while
+        # the client has read nothing yet. Without fresh pages for that fill the client
+        # would read the fill's bytes.
+        rng = random.Random(11)
+        size = 256 * KiB  # one block, fully queued by one sendfile
+        hot = rng.randbytes(size)
+        self.put("hot", hot)
+        client = self.tagd.client()
+        for _ in range(2):  # a miss, then a hit
+            self.assertEqual(client.get_object(Bucket=self.bucket, Key="hot")["Body"].read(), hot)
+        before = self.tagd.metrics().get("tagd_response_body_bytes_sendfile_total", 0)
+        url = client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": "hot"})
+        target = url[url.index("/", len("http://")):]
+        with socket.create_connection(("127.0.0.1", self.tagd.port), timeout=30) as sock:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.tagd.port}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            deadline = time.monotonic() + 10
+            while (self.tagd.metrics().get("tagd_response_body_bytes_sendfile_total", 0) < before + size
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
+            self.assertGreaterEqual(self.tagd.metrics()["tagd_response_body_bytes_sendfile_total"], before + size,
+                                    "the hit did not go out by sendfile")
+            # Misses of the same size, each read twice (SIEVE keeps a block read again and
+            # drops one-hit blocks first), evict the hot block from the 4 MiB tier and
+            # refill the buffers the tier lets go of, its own among them.
+            for i in range(40):
+                data = rng.randbytes(size)
+                self.put(f"churn-{i}", data)
+                for _ in range(2):
+                    self.assertEqual(client.get_object(Bucket=self.bucket, Key=f"churn-{i}")["Body"].read(), data)
+            response = b""
+            while True:
+                piece = sock.recv(1 << 16)
+                if not piece:
+                    break
+                response += piece
+        head, _, body = response.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:80])
+        self.assertEqual(len(body), size)
+        self.assertTrue(body == hot, "the client read bytes of a later fill")
+
+    def test_sendfile_off_copies_and_serves_the_same_bytes(self):
+        path = os.path.join(self.workdir, unique("copy-cache"))
+        t = self.start_test_tagd(["--cache-disk-path", path, "--cache-max-disk-usage", "16MiB",
+                                  "--cache-region-size", "4MiB", "--cache-memory-size", "8MiB",
+                                  "--cache-sendfile", "false"])
+        data = random.Random(12).randbytes(2 * MiB + 7)
+        self.put("copied", data)
+        client = t.client()
+        for _ in range(2):  # a miss, then a DRAM-tier hit
+            self.assertEqual(client.get_object(Bucket=self.bucket, Key="copied")["Body"].read(), data)
+        m = t.metrics()
+        self.assertEqual(m.get("tagd_response_body_bytes_sendfile_total", 0), 0)
+        self.assertGreaterEqual(m['tagd_served_bytes_total{source="dram"}'], len(data))  # the hit was the tier's
 
 
 class FlippedByteTest(HitsTestCase):

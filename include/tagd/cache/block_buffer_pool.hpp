@@ -20,6 +20,10 @@
 // buffers are not pooled.
 //
 // Bytes are never zero-filled: a buffer's size() is what was appended.
+//
+// Pooled buffers live in memfd slots (BufferSlabs) so a hit can be sent from the file
+// (BlockBuffer::file); a slot whose pages were lent to the kernel gets fresh pages before
+// it is filled again. Plain memory when that is off or refused.
 // Threading: one mutex, taken once per block acquired or given back (any thread).
 #include <array>
 #include <atomic>
@@ -28,6 +32,8 @@
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include "tagd/cache/buffer_slabs.hpp"
 
 namespace tagd::cache {
 
@@ -47,12 +53,23 @@ class BlockBuffer {
   // Appends at most capacity() - size() bytes; returns how many it appended.
   std::size_t append(const std::byte* bytes, std::size_t n) noexcept;
 
+  // The memfd its bytes lie in and their offset there (fd < 0: plain memory).
+  int file_descriptor() const noexcept { return fd_; }
+  std::uint64_t file_offset() const noexcept { return file_offset_; }
+  // Called before its pages are handed to the kernel by reference (sendfile): they may
+  // sit in a socket's queue after this buffer is let go of, so they are dropped before
+  // the buffer is filled again.
+  void lend_to_kernel() const noexcept { lent_to_kernel_.store(true, std::memory_order_relaxed); }
+
  private:
   friend class BlockBufferPool;
-  BlockBuffer(std::byte* data, std::size_t capacity, std::shared_ptr<BlockBufferPool> pool) noexcept;
+  BlockBuffer(BufferSlabs::Slot slot, std::size_t capacity, std::shared_ptr<BlockBufferPool> pool) noexcept;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t capacity_ = 0;
+  int fd_ = -1;
+  std::uint64_t file_offset_ = 0;
+  mutable std::atomic<bool> lent_to_kernel_{false};
   std::shared_ptr<BlockBufferPool> pool_;  // null: freed, not given back
 };
 
@@ -68,8 +85,10 @@ class BlockBufferPool : public std::enable_shared_from_this<BlockBufferPool> {
     std::uint64_t freed = 0;      // buffers given back beyond the limit (or on the pool's end)
   };
 
-  // `max_length`: the block size (longer buffers are not pooled).
-  static std::shared_ptr<BlockBufferPool> create(std::uint64_t idle_limit, std::size_t max_length);
+  // `max_length`: the block size (longer buffers are not pooled). `file_backed`: pooled
+  // buffers in memfd slots (false: plain memory, hits always copied).
+  static std::shared_ptr<BlockBufferPool> create(std::uint64_t idle_limit, std::size_t max_length,
+                                                 bool file_backed = true);
   ~BlockBufferPool();
   BlockBufferPool(const BlockBufferPool&) = delete;
   BlockBufferPool& operator=(const BlockBufferPool&) = delete;
@@ -83,9 +102,11 @@ class BlockBufferPool : public std::enable_shared_from_this<BlockBufferPool> {
   Stats stats() const;
 
  private:
-  BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length);
+  BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed);
   friend class BlockBuffer;
-  void give_back(std::byte* data, std::size_t capacity) noexcept;
+  void give_back(std::byte* data, std::size_t capacity, bool lent_to_kernel) noexcept;
+  // A buffer no longer kept: a slot goes back to its class holding no memory, else free().
+  void discard(std::byte* data, std::size_t capacity) noexcept;
   std::size_t class_of(std::size_t capacity) const noexcept;
   std::size_t capacity_of_class(std::size_t c) const noexcept;
 
@@ -94,6 +115,7 @@ class BlockBufferPool : public std::enable_shared_from_this<BlockBufferPool> {
   static constexpr std::size_t kClasses = 4 * 9 + 1;
   const std::uint64_t idle_limit_;
   const std::size_t max_length_;
+  BufferSlabs slabs_;
   mutable std::mutex mu_;
   std::array<std::vector<std::byte*>, kClasses> idle_{};
   std::uint64_t idle_bytes_ = 0;

@@ -44,6 +44,9 @@ class CachedBody final : public BodySource {
   [[nodiscard]] boost::asio::awaitable<Result<std::span<const char>>> next(std::span<char> scratch) override;
   // A piece of a block already held, or of a whole small block in the DRAM tier.
   [[nodiscard]] std::optional<Result<std::span<const char>>> try_next(std::span<char> scratch) override;
+  // A piece lent from a DRAM-tier block in a memfd slot; its buffer is marked lent to the
+  // kernel, so the pool drops its pages before it is filled again.
+  [[nodiscard]] PieceFile lend_piece_file() override;
   [[nodiscard]] std::optional<std::uint64_t> length() const override { return length_; }
 
  private:
@@ -81,6 +84,7 @@ class CachedBody final : public BodySource {
   std::uint64_t block_ = UINT64_MAX;
   BlockBytes stored_;
   std::uint64_t stored_first_ = 0;  // block offset of stored_'s first byte
+  const char* lent_from_stored_ = nullptr;  // the last piece lent, when it came from stored_
   bool stored_from_memory_ = false;  // stored_ came from the DRAM tier (else the device)
   std::shared_ptr<InflightBlock> inflight_;
   int attempts_ = 0;  // new fills started for the current block

@@ -40,6 +40,15 @@ class BlockData {
   std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
   // Memory held for it (a pooled fill buffer's size class): what the DRAM tier counts.
   std::size_t footprint() const noexcept { return footprint_; }
+  // The memfd its first byte lies in and that byte's offset there (fd < 0: plain memory).
+  // A writer may send the bytes from there (sendfile) after lend_to_kernel().
+  int file_descriptor() const noexcept { return buffer_ ? buffer_->file_descriptor() : -1; }
+  std::uint64_t file_offset() const noexcept {
+    return buffer_ ? buffer_->file_offset() + static_cast<std::uint64_t>(data_ - buffer_->data()) : 0;
+  }
+  void lend_to_kernel() const noexcept {
+    if (buffer_) buffer_->lend_to_kernel();
+  }
 
  private:
   std::shared_ptr<const BlockBuffer> buffer_;

@@ -13,6 +13,12 @@
 
 namespace tagd {
 
+// Where a lent piece's bytes lie in a file (fd < 0: they do not).
+struct PieceFile {
+  int fd = -1;
+  std::uint64_t offset = 0;
+};
+
 class BodySource {
  public:
   virtual ~BodySource() = default;
@@ -35,6 +41,12 @@ class BodySource {
     (void)scratch;
     return std::nullopt;
   }
+  // Where the piece the last next()/try_next() lent lies in a file, for a writer that
+  // hands the kernel the file's pages (sendfile into a plain socket) instead of copying
+  // the piece. Asking is a promise to do that: the source makes sure the pages are never
+  // rewritten while a socket may still hold them. fd < 0: the piece is only memory (read
+  // into `scratch`, a fill in progress, a block read from disk), so copy it.
+  [[nodiscard]] virtual PieceFile lend_piece_file() { return {}; }
   // The total length when known before the end (Content-Length); nullopt: read to the end.
   [[nodiscard]] virtual std::optional<std::uint64_t> length() const = 0;
 };

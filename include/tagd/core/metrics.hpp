@@ -296,6 +296,11 @@ struct CacheResult {
         "Idle fill block buffers kept for reuse (an eighth of cache.memory_size, 8 blocks to 64 MiB)")             \
   COUNTER(cache_fill_buffers_allocated, "tagd_cache_fill_buffers_allocated_total",                                   \
           "Fill block buffers taken from the allocator because none was idle (fresh pages to fault in)")            \
+  COUNTER(cache_fill_buffers_unshared, "tagd_cache_fill_buffers_unshared_total",                                     \
+          "Fill block buffers in plain memory because no memfd slot could be had (their hits are copied into "       \
+          "the socket, not sent from the file)")                                                                   \
+  COUNTER(response_body_bytes_sendfile, "tagd_response_body_bytes_sendfile_total",                                   \
+          "Response body bytes handed to the kernel by reference (sendfile from the DRAM tier), not copied")         \
   COUNTER(warm_jobs_started, "tagd_warm_jobs_total", "Warm jobs started through the admin API")                    \
   GAUGE(warm_jobs_running, "tagd_warm_jobs_running", "Warm jobs listing or filling")                                 \
   FAMILY(warm_objects, Counter, "tagd_warm_objects_total", "result", "Objects warm jobs finished, by result")         \

@@ -106,6 +106,25 @@ class ClientStream {
            (ec == boost::asio::error::operation_aborted && deadline_ != nullptr && deadline_->expired());
   }
 
+  // Waits until the socket can take more bytes, for a writer that sends by itself
+  // (sendfile, plain connections only). Refused like a write once the deadline passed;
+  // without a ConnectionDeadline it has no timeout of its own.
+  template <class WaitToken>
+  auto async_wait_writable(WaitToken&& token) const {
+    return boost::asio::async_initiate<WaitToken, void(boost::system::error_code)>(
+        [tcp = tcp_, deadline = deadline_](auto handler) {
+          if (deadline != nullptr && deadline->expired()) {
+            boost::asio::post(tcp->get_executor(),
+                              boost::asio::append(std::move(handler), boost::asio::error::operation_aborted));
+          } else {
+            tcp->socket().async_wait(boost::asio::socket_base::wait_write, std::move(handler));
+          }
+        },
+        token);
+  }
+  // The deadline passed (a writer that sends by itself checks before each send).
+  bool deadline_passed() const noexcept { return deadline_ != nullptr && deadline_->expired(); }
+
   template <class MutableBufferSequence, class ReadToken>
   auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token) const {
     return boost::asio::async_initiate<ReadToken, void(boost::system::error_code, std::size_t)>(

@@ -91,6 +91,11 @@ class ResponseWriter {
   }
 
  private:
+  // write_body for a piece whose bytes lie in a file (BodySource::lend_piece_file): sent
+  // from there with sendfile, so the socket queues the file's pages instead of a copy.
+  boost::asio::awaitable<Status> write_body_file(std::span<const char> piece, PieceFile file);
+  // What write_body checks before sending `n` bytes; an error aborts the connection.
+  Status check_body_piece(std::size_t n);
   // finish() for a head that did not choose chunked coding: nothing to write, so no
   // coroutine frame (write_body_from ends every cached body this way).
   Status finish_unchunked();

@@ -1,0 +1,120 @@
+#include "tagd/cache/buffer_slabs.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "tagd/core/metrics.hpp"
+
+namespace tagd::cache {
+
+BufferSlabs::BufferSlabs(std::size_t classes, bool enabled)
+    : enabled_(enabled), class_count_(classes), classes_(std::make_unique<Class[]>(classes)) {}
+
+BufferSlabs::~BufferSlabs() {
+  for (std::size_t c = 0; c < class_count_; ++c) {
+    Class& k = classes_[c];
+    if (std::byte* base = k.base.load(); base != nullptr) ::munmap(base, kClassSpan);
+    if (k.fd >= 0) ::close(k.fd);
+  }
+}
+
+bool BufferSlabs::reserve_locked(Class& k) {
+  if (k.base.load(std::memory_order_relaxed) != nullptr) return true;
+  if (k.failed) return false;
+  const char* step = "memfd_create";
+  k.fd = ::memfd_create("tagd-blocks", MFD_CLOEXEC);
+  if (k.fd >= 0) {
+    step = "reserving address space";
+    void* p = ::mmap(nullptr, kClassSpan, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      k.base.store(static_cast<std::byte*>(p), std::memory_order_release);
+      return true;
+    }
+  }
+  const int err = errno;
+  if (k.fd >= 0) ::close(k.fd);
+  k.fd = -1;
+  k.failed = true;
+  if (!warned_) {
+    warned_ = true;
+    spdlog::warn("cache: block buffers in plain memory ({} failed: {}); DRAM-tier hits are copied into the socket "
+                 "instead of sent from the file",
+                 step, std::strerror(err));
+  }
+  return false;
+}
+
+BufferSlabs::Slot BufferSlabs::allocate(std::size_t c, std::size_t capacity) {
+  if (!enabled_ || c >= class_count_ || capacity == 0 || capacity % 4096 != 0) return {};
+  std::lock_guard lock(mu_);
+  Class& k = classes_[c];
+  if (!reserve_locked(k)) {
+    metrics().cache_fill_buffers_unshared.inc();
+    return {};
+  }
+  std::byte* base = k.base.load(std::memory_order_relaxed);
+  std::uint64_t slot = 0;
+  if (!k.free.empty()) {
+    slot = k.free.back();
+    k.free.pop_back();
+  } else {
+    if ((k.slots + 1) * capacity > kClassSpan) {
+      metrics().cache_fill_buffers_unshared.inc();
+      return {};
+    }
+    slot = k.slots;
+    const auto end = static_cast<off_t>((slot + 1) * capacity);
+    void* mapped = MAP_FAILED;
+    if (::ftruncate(k.fd, end) == 0) {
+      mapped = ::mmap(base + slot * capacity, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, k.fd,
+                      static_cast<off_t>(slot * capacity));
+    }
+    if (mapped == MAP_FAILED) {
+      if (!warned_) {
+        warned_ = true;
+        spdlog::warn("cache: a block buffer slot could not be mapped ({}); it is taken from plain memory",
+                     std::strerror(errno));
+      }
+      metrics().cache_fill_buffers_unshared.inc();
+      return {};
+    }
+    ++k.slots;
+  }
+  return Slot{base + slot * capacity, k.fd, slot * capacity};
+}
+
+BufferSlabs::Slot BufferSlabs::locate(std::size_t c, std::size_t capacity, const std::byte* data) const noexcept {
+  if (c >= class_count_ || capacity == 0) return {};
+  const Class& k = classes_[c];
+  std::byte* base = k.base.load(std::memory_order_acquire);
+  if (base == nullptr || data < base || data >= base + kClassSpan) return {};
+  const auto offset = static_cast<std::uint64_t>(data - base);
+  return Slot{base + offset, k.fd, offset};
+}
+
+bool BufferSlabs::drop_pages(std::size_t c, std::size_t capacity, const std::byte* data) noexcept {
+  const Slot slot = locate(c, capacity, data);
+  if (slot.fd < 0) return true;
+  if (::fallocate(slot.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(slot.offset),
+                  static_cast<off_t>(capacity)) == 0) {
+    return true;
+  }
+  spdlog::warn("cache: dropping a block buffer's pages failed ({}); its slot is never reused", std::strerror(errno));
+  return false;
+}
+
+void BufferSlabs::release(std::size_t c, std::size_t capacity, std::byte* data) noexcept {
+  const Slot slot = locate(c, capacity, data);
+  if (slot.fd < 0) return;
+  if (!drop_pages(c, capacity, data)) return;  // leaked: its pages may still be queued in a socket
+  std::lock_guard lock(mu_);
+  classes_[c].free.push_back(slot.offset / capacity);
+}
+
+}  // namespace tagd::cache
