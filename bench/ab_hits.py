@@ -6,6 +6,8 @@ Then per binary: syscalls/request (perf stat tracepoints) and a perf profile
 (perf record -g, cpu-clock) during one bounded wrk run at 1 KiB c16.
 
   OLD_BIN=... NEW_BIN=... [OLD_ARGS=... NEW_ARGS=...] [REPS=3 DUR=3 NSIZES=2 PERF=1] python3 bench/ab_hits.py
+  SIZES=1K,100K,1M,4M picks the object sizes instead of NSIZES (each dataset ~100 MiB at most,
+  so it stays in the default DRAM tier); PERF needs 1K among them.
 
 OLD_ARGS / NEW_ARGS: extra tagd flags per binary (space-separated), e.g. NEW_ARGS="--io-uring off"
 to compare a binary that would exec tagd-uring against an older epoll-only one."""
@@ -24,7 +26,12 @@ STATE = "/tmp/tagd-bench-hitcmp/ab3"
 WWW = "/var/tmp/tagd-bench-data/www"
 REPS = int(os.environ.get("REPS", "6"))
 DUR = int(os.environ.get("DUR", "3"))
-SIZES = [(KiB, 1000), (100 * KiB, 500)][: int(os.environ.get("NSIZES", "2"))]
+SIZE_CHOICES = {"1K": (KiB, 1000), "100K": (100 * KiB, 500), "1M": (MiB, 100), "4M": (4 * MiB, 25)}
+SIZE_NAMES = {KiB: "hit-1kib", 100 * KiB: "hit-100kib", MiB: "abhit-1mib", 4 * MiB: "abhit-4mib"}
+if os.environ.get("SIZES"):
+    SIZES = [SIZE_CHOICES[name] for name in os.environ["SIZES"].split(",")]
+else:
+    SIZES = [(KiB, 1000), (100 * KiB, 500)][: int(os.environ.get("NSIZES", "2"))]
 CONNS = [16, 64]
 creds = ("AKIATAGDBENCH0000001", "tagd-bench-secret-key-not-a-real-secret-0001", "us-east-1")
 os.makedirs(STATE, exist_ok=True)
@@ -40,7 +47,7 @@ try:
         cfg = S.TagdConfig(binp, creds[0], creds[1], creds[2], os.cpu_count(), extra, cache_size="2GiB",
                            run_id=f"hitab{os.getpid()}")
         srv[name] = S.tagd(STATE, cfg, origin.url)
-    dsets = [D.Dataset(WWW, f"hit-{'1kib' if s == KiB else '100kib'}", s, n).ensure() for s, n in SIZES]
+    dsets = [D.Dataset(WWW, SIZE_NAMES[s], s, n).ensure() for s, n in SIZES]
     files = {}
     for t, s in srv.items():
         for ds in dsets:

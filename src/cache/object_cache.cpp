@@ -208,7 +208,7 @@ std::unique_ptr<ObjectCache> ObjectCache::open(const config::Config& config, boo
   options.read_ahead.initial_window = std::min<std::uint64_t>(1ull << 20, config.cache_read_ahead_max);
   options.read_ahead.max_window = config.cache_read_ahead_max;
   options.pin_quota = config.cache_pin_quota;
-  options.sendfile = config.cache_sendfile;
+  options.sendfile = config.cache_sendfile != "off";
   auto cache = std::make_unique<ObjectCache>(std::move(device.value()), std::move(index),
                                              std::move(policies->eviction), std::move(policies->admission),
                                              config.cache_memory_size, config.cache_region_size, options);

@@ -367,10 +367,12 @@ const std::vector<Setting>& settings() {
                      &Config::cache_disk_io, [](const Setting& s, const std::string& v) {
                        validate_one_of(s, v, {"buffered", "direct"});
                      }));
-    t.push_back(bool_setting("cache.sendfile", "TAG_CACHE_SENDFILE", "cache-sendfile",
-                             "DRAM-tier blocks kept in memfd slots and sent to plain-HTTP clients with sendfile "
-                             "(no copy into the socket); false copies them",
-                             &Config::cache_sendfile));
+    t.push_back(text("cache.sendfile", "TAG_CACHE_SENDFILE", "cache-sendfile",
+                     "remote (DRAM-tier blocks sent with sendfile to plain-HTTP clients on other hosts; copied to "
+                     "clients on this host, whose receive is cheaper from a fresh copy) | always | off (no memfd slots)",
+                     &Config::cache_sendfile, [](const Setting& s, const std::string& v) {
+                       validate_one_of(s, v, {"remote", "always", "off"});
+                     }));
     t.push_back(text("io_uring", "TAG_IO_URING", "io-uring",
                      "auto (sockets and cache reads on io_uring where usable, else epoll and a pread pool) | disk "
                      "(cache reads on io_uring, sockets on epoll) | off",

@@ -468,7 +468,7 @@ asio::awaitable<Status> ResponseWriter::write_body_from(BodySource& body, std::s
     if (piece.empty()) break;
     // A large piece of a DRAM-tier block to a plain socket: the kernel is handed the
     // block's pages (one copy in all, the client's receive) instead of a copy of them.
-    if (piece.size() >= kMinSendfilePiece && !stream_.is_tls() && !chunked_) {
+    if (piece.size() >= kMinSendfilePiece && stream_.sendfile_allowed() && !chunked_) {
       if (const PieceFile file = body.lend_piece_file(); file.fd >= 0) {
         Status s = co_await write_body_file(piece, file);
         if (!s) co_return s;

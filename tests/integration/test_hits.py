@@ -8,6 +8,7 @@ import os
 import random
 import re
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -27,7 +28,9 @@ class HitsTestCase(TagdTestCase):
         cls.cache_dir = os.path.join("/tmp", unique("tagd-hits"))
         cls.tagd_args = ["--cache-disk-path", cls.cache_dir, "--cache-max-disk-usage", "64MiB",
                          "--cache-region-size", "4MiB", "--cache-block-size", "1MiB",
-                         "--cache-memory-size", cls.memory]
+                         "--cache-memory-size", cls.memory,
+                         # sendfile to this host's clients too, so the zero-copy path is what runs
+                         "--cache-sendfile", "always"]
         super().setUpClass()
         cls.addClassCleanup(harness.shutil.rmtree, cls.cache_dir, True)
         cls.bucket = unique("hits")
@@ -143,19 +146,51 @@ class ZeroCopyHitsTest(HitsTestCase):
         self.assertEqual(len(body), size)
         self.assertTrue(body == hot, "the client read bytes of a later fill")
 
-    def test_sendfile_off_copies_and_serves_the_same_bytes(self):
-        path = os.path.join(self.workdir, unique("copy-cache"))
-        t = self.start_test_tagd(["--cache-disk-path", path, "--cache-max-disk-usage", "16MiB",
-                                  "--cache-region-size", "4MiB", "--cache-memory-size", "8MiB",
-                                  "--cache-sendfile", "false"])
+    def test_clients_on_this_host_get_a_copy_by_default_and_off_copies_for_all(self):
         data = random.Random(12).randbytes(2 * MiB + 7)
         self.put("copied", data)
-        client = t.client()
-        for _ in range(2):  # a miss, then a DRAM-tier hit
-            self.assertEqual(client.get_object(Bucket=self.bucket, Key="copied")["Body"].read(), data)
-        m = t.metrics()
-        self.assertEqual(m.get("tagd_response_body_bytes_sendfile_total", 0), 0)
-        self.assertGreaterEqual(m['tagd_served_bytes_total{source="dram"}'], len(data))  # the hit was the tier's
+        for mode in (None, "off"):
+            path = os.path.join(self.workdir, unique("copy-cache"))
+            args = ["--cache-disk-path", path, "--cache-max-disk-usage", "16MiB", "--cache-region-size", "4MiB",
+                    "--cache-memory-size", "8MiB"]
+            t = self.start_test_tagd(args + (["--cache-sendfile", mode] if mode else []))
+            client = t.client()
+            # A miss, then hits until one came whole from the DRAM tier (a GET that arrives
+            # before the fill is done joins it instead): the kind sendfile would take.
+            for _ in range(20):
+                self.assertEqual(client.get_object(Bucket=self.bucket, Key="copied")["Body"].read(), data)
+                m = t.metrics()
+                if m.get('tagd_served_bytes_total{source="dram"}', 0) >= len(data):
+                    break
+                time.sleep(0.05)
+            self.assertGreaterEqual(m.get('tagd_served_bytes_total{source="dram"}', 0), len(data))
+            self.assertEqual(m.get("tagd_response_body_bytes_sendfile_total", 0), 0, mode)
+
+
+    def test_a_client_on_another_address_gets_sendfile_by_default(self):
+        # "remote" is decided by the peer's address: this host's own non-loopback address
+        # stands in for another host (loopback clients on the same tagd still get a copy).
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
+                             text=True, check=False).stdout.split()
+        addresses = [out[i + 1].split("/")[0] for i, word in enumerate(out[:-1]) if word == "inet"]
+        if not addresses:
+            self.skipTest("no non-loopback IPv4 address on this host")
+        data = random.Random(13).randbytes(2 * MiB + 3)
+        self.put("remote", data)
+        path = os.path.join(self.workdir, unique("remote-cache"))
+        t = self.start_test_tagd(["--cache-disk-path", path, "--cache-max-disk-usage", "16MiB",
+                                  "--cache-region-size", "4MiB", "--cache-memory-size", "8MiB",
+                                  "--listen-address", "0.0.0.0"])
+        local = t.client()
+        for _ in range(20):  # until a hit came whole from the DRAM tier (to a loopback client: copied)
+            self.assertEqual(local.get_object(Bucket=self.bucket, Key="remote")["Body"].read(), data)
+            if t.metrics().get('tagd_served_bytes_total{source="dram"}', 0) >= len(data):
+                break
+            time.sleep(0.05)
+        self.assertEqual(t.metrics().get("tagd_response_body_bytes_sendfile_total", 0), 0)
+        remote = harness.s3_client(f"http://{addresses[0]}:{t.port}", harness.ADMIN_KEY)
+        self.assertEqual(remote.get_object(Bucket=self.bucket, Key="remote")["Body"].read(), data)
+        self.assertGreaterEqual(t.metrics().get("tagd_response_body_bytes_sendfile_total", 0), 2 * MiB)
 
 
 class FlippedByteTest(HitsTestCase):

@@ -106,7 +106,8 @@ struct ObjectCacheOptions {
   std::uint64_t prefetch_budget = 256ull << 20;
   ReadAheadSettings read_ahead;
   std::uint64_t pin_quota = 0;  // cache.pin_quota (BlockStoreOptions::pin_quota)
-  // cache.sendfile: DRAM-tier blocks in memfd slots, sent to plain sockets from there.
+  // DRAM-tier blocks in memfd slots, so a writer may send them from there (cache.sendfile
+  // not "off"; which clients get sendfile is the server's choice, http::ClientStream).
   bool sendfile = true;
 };
 

@@ -90,7 +90,7 @@ struct Config {
   // "direct": O_DIRECT reads and writes (falls back to buffered where the filesystem
   // refuses it); "buffered": the page cache. See docs/architecture.md, "Disk I/O".
   std::string cache_disk_io = "direct";
-  bool cache_sendfile = true;
+  std::string cache_sendfile = "remote";
 
   // Warm jobs (docs/warm.md): at most this many listing or filling at once; a start
   // beyond it is refused (503 SlowDown, tagd_warm_jobs_refused_total).

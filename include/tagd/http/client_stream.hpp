@@ -75,12 +75,18 @@ class ClientStream {
 
   // Implicit: a plain connection (and what tests that build a tcp_stream pass). Without a
   // ConnectionDeadline, timeouts are the TCP stream's own (Beast's, per operation).
-  ClientStream(TcpStream& tcp, ConnectionDeadline* deadline = nullptr) noexcept  // NOLINT(google-explicit-constructor)
-      : tcp_(&tcp), deadline_(deadline) {}
+  // `sendfile`: see sendfile_allowed().
+  ClientStream(TcpStream& tcp, ConnectionDeadline* deadline = nullptr,  // NOLINT(google-explicit-constructor)
+               bool sendfile = true) noexcept
+      : tcp_(&tcp), deadline_(deadline), sendfile_(sendfile) {}
   explicit ClientStream(TlsStream& tls, ConnectionDeadline* deadline = nullptr) noexcept
       : tcp_(&boost::beast::get_lowest_layer(tls)), tls_(&tls), deadline_(deadline) {}
 
   bool is_tls() const noexcept { return tls_ != nullptr; }
+  // Whether a writer may send file-backed pieces with sendfile: never over TLS; on plain
+  // connections unless the server said otherwise (cache.sendfile "remote" keeps clients on
+  // this host on the copy path).
+  bool sendfile_allowed() const noexcept { return tls_ == nullptr && sendfile_; }
   TcpStream& tcp() const noexcept { return *tcp_; }
   boost::asio::ip::tcp::socket& socket() const noexcept { return tcp_->socket(); }
   executor_type get_executor() const noexcept { return tcp_->get_executor(); }
@@ -166,6 +172,7 @@ class ClientStream {
   TcpStream* tcp_;
   TlsStream* tls_ = nullptr;
   ConnectionDeadline* deadline_ = nullptr;
+  bool sendfile_ = true;
 };
 
 }  // namespace tagd::http
