@@ -415,8 +415,12 @@ def _hit_matrix(ctx, want):
         elif t == "peer":
             servers[t] = ctx.peer()
         elif t == "tagd":
-            # starts empty; warmed below; the block file holds every object of the matrix
-            servers[t] = ctx.tagd(origin, fresh=True, need=[(ds.size, ds.count) for ds in dsets])
+            # starts empty; warmed below; the block file holds every object of the matrix, and
+            # so does the DRAM tier: nginx serves the matrix from the page cache, and hits from
+            # disk are the warm1g and warmepoch scenarios' business (the matrix outgrew the
+            # default 256 MiB tier, and 1 MiB objects were read from disk)
+            need = [(ds.size, ds.count) for ds in dsets]
+            servers[t] = ctx.tagd(origin, fresh=True, need=need, memory=S.dram_tier_for(need))
     servers = {t: s for t, s in servers.items() if s is not None}
     if "tagd" in todo and "tagd" not in servers:
         log(f"tagd unavailable: {ctx.tagd_why}")

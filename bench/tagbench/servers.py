@@ -329,6 +329,17 @@ def size_text(n):
     return str(n)
 
 
+def dram_tier_for(objects, default_mib=256):
+    """A DRAM tier (--cache-memory-size) that holds every object of `objects` ([(size,
+    count)]): each block counted at its fill buffer's size class (a quarter step of its
+    power of two: at most 1.25x), never below tagd's default. Returns e.g. "384MiB"."""
+    total = 0
+    for size, count in objects:
+        blocks = [CACHE_BLOCK] * (size // CACHE_BLOCK) + ([size % CACHE_BLOCK] if size % CACHE_BLOCK else [])
+        total += count * sum(-(-b * 5 // 4) for b in blocks)
+    return f"{max(default_mib, -(-total // (1 << 20)) + 16)}MiB"
+
+
 def cache_size_for(objects, margin=1.25, spare_regions=4):
     """The block file a tagd needs to hold every object of `objects` (a list
     of (object size, count)) at tagd's default layout: objects cut into 1 MiB
