@@ -41,12 +41,13 @@ std::size_t BlockBuffer::append(const std::byte* bytes, std::size_t n) noexcept 
 }
 
 std::shared_ptr<BlockBufferPool> BlockBufferPool::create(std::uint64_t idle_limit, std::size_t max_length,
-                                                         bool file_backed) {
-  return std::shared_ptr<BlockBufferPool>(new BlockBufferPool(idle_limit, max_length, file_backed));
+                                                         bool file_backed, std::uint64_t slab_span) {
+  return std::shared_ptr<BlockBufferPool>(new BlockBufferPool(idle_limit, max_length, file_backed, slab_span));
 }
 
-BlockBufferPool::BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed)
-    : idle_limit_(idle_limit), max_length_(max_length), slabs_(kClasses, file_backed) {
+BlockBufferPool::BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed,
+                                 std::uint64_t slab_span)
+    : idle_limit_(idle_limit), max_length_(max_length), slabs_(kClasses, file_backed, slab_span) {
   // give_back never allocates: each class can hold what the limit allows of it.
   for (std::size_t c = 0; c < kClasses; ++c)
     idle_[c].reserve(idle_limit_ / std::max<std::size_t>(capacity_of_class(c), 1));

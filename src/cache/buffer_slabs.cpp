@@ -13,13 +13,21 @@
 
 namespace tagd::cache {
 
-BufferSlabs::BufferSlabs(std::size_t classes, bool enabled)
-    : enabled_(enabled), class_count_(classes), classes_(std::make_unique<Class[]>(classes)) {}
+BufferSlabs::BufferSlabs(std::size_t classes, bool enabled, std::uint64_t class_span)
+    : enabled_(enabled), class_span_(class_span), class_count_(classes), classes_(std::make_unique<Class[]>(classes)) {}
+
+void BufferSlabs::warn_once_locked(const char* what, int err) {
+  if (warned_) return;
+  warned_ = true;
+  spdlog::warn("cache: block buffers in plain memory ({}{}{}); their DRAM-tier hits are copied into the socket "
+               "instead of sent from a file (tagd_cache_fill_buffers_unshared_total)",
+               what, err != 0 ? ": " : "", err != 0 ? std::strerror(err) : "");
+}
 
 BufferSlabs::~BufferSlabs() {
   for (std::size_t c = 0; c < class_count_; ++c) {
     Class& k = classes_[c];
-    if (std::byte* base = k.base.load(); base != nullptr) ::munmap(base, kClassSpan);
+    if (std::byte* base = k.base.load(); base != nullptr) ::munmap(base, class_span_);
     if (k.fd >= 0) ::close(k.fd);
   }
 }
@@ -31,7 +39,7 @@ bool BufferSlabs::reserve_locked(Class& k) {
   k.fd = ::memfd_create("tagd-blocks", MFD_CLOEXEC);
   if (k.fd >= 0) {
     step = "reserving address space";
-    void* p = ::mmap(nullptr, kClassSpan, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* p = ::mmap(nullptr, class_span_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) {
       k.base.store(static_cast<std::byte*>(p), std::memory_order_release);
       return true;
@@ -41,12 +49,7 @@ bool BufferSlabs::reserve_locked(Class& k) {
   if (k.fd >= 0) ::close(k.fd);
   k.fd = -1;
   k.failed = true;
-  if (!warned_) {
-    warned_ = true;
-    spdlog::warn("cache: block buffers in plain memory ({} failed: {}); DRAM-tier hits are copied into the socket "
-                 "instead of sent from the file",
-                 step, std::strerror(err));
-  }
+  warn_once_locked(step, err);
   return false;
 }
 
@@ -64,7 +67,8 @@ BufferSlabs::Slot BufferSlabs::allocate(std::size_t c, std::size_t capacity) {
     slot = k.free.back();
     k.free.pop_back();
   } else {
-    if ((k.slots + 1) * capacity > kClassSpan) {
+    if ((k.slots + 1) * capacity > class_span_) {
+      warn_once_locked("a size class ran out of slots", 0);
       metrics().cache_fill_buffers_unshared.inc();
       return {};
     }
@@ -76,11 +80,7 @@ BufferSlabs::Slot BufferSlabs::allocate(std::size_t c, std::size_t capacity) {
                       static_cast<off_t>(slot * capacity));
     }
     if (mapped == MAP_FAILED) {
-      if (!warned_) {
-        warned_ = true;
-        spdlog::warn("cache: a block buffer slot could not be mapped ({}); it is taken from plain memory",
-                     std::strerror(errno));
-      }
+      warn_once_locked("mapping a slot failed", errno);
       metrics().cache_fill_buffers_unshared.inc();
       return {};
     }
@@ -93,7 +93,7 @@ BufferSlabs::Slot BufferSlabs::locate(std::size_t c, std::size_t capacity, const
   if (c >= class_count_ || capacity == 0) return {};
   const Class& k = classes_[c];
   std::byte* base = k.base.load(std::memory_order_acquire);
-  if (base == nullptr || data < base || data >= base + kClassSpan) return {};
+  if (base == nullptr || data < base || data >= base + class_span_) return {};
   const auto offset = static_cast<std::uint64_t>(data - base);
   return Slot{base + offset, k.fd, offset};
 }

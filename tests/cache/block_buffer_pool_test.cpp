@@ -207,6 +207,33 @@ TEST(BlockBufferPoolTest, OnlyABufferLentToTheKernelGetsFreshPagesBeforeItIsFill
   EXPECT_EQ(std::memcmp(c->data(), zeros.data(), kBlock), 0);
 }
 
+TEST(BlockBufferPoolTest, AClassOutOfSlotsFallsBackToPlainMemoryAndCountsIt) {
+  // A class's range holds two slots here: the third buffer held at once is plain memory
+  // (hits of it are copied, not sent from a file), counted; all three work and go back.
+  auto pool = BlockBufferPool::create(4 * kBlock, kBlock, /*file_backed=*/true, /*slab_span=*/2 * kBlock);
+  const auto unshared = metrics().cache_fill_buffers_unshared.get();
+  auto a = pool->acquire(kBlock);
+  auto b = pool->acquire(kBlock);
+  auto c = pool->acquire(kBlock);
+  EXPECT_GE(a->file_descriptor(), 0);
+  EXPECT_GE(b->file_descriptor(), 0);
+  EXPECT_LT(c->file_descriptor(), 0);
+  EXPECT_EQ(metrics().cache_fill_buffers_unshared.get() - unshared, 1u);
+  const auto bytes = pattern(kBlock, 8);
+  EXPECT_EQ(c->append(bytes.data(), bytes.size()), kBlock);
+  EXPECT_EQ(std::memcmp(c->data(), bytes.data(), kBlock), 0);
+  c->lend_to_kernel();  // never lent in practice (no file); harmless either way
+  a.reset();
+  b.reset();
+  c.reset();
+  EXPECT_EQ(pool->stats().idle_buffers, 3u);
+  // The slots come back before anything new is made.
+  auto d = pool->acquire(kBlock);
+  auto e = pool->acquire(kBlock);
+  auto f = pool->acquire(kBlock);
+  EXPECT_EQ(metrics().cache_fill_buffers_unshared.get() - unshared, 1u);
+}
+
 TEST(BlockBufferPoolTest, PagesQueuedInASocketKeepTheirBytesWhenTheBufferIsFilledAgain) {
   // The trap the pool guards against: sendfile queues the slot's pages themselves in the
   // socket, and the peer reads them later. A fill that reused the slot in place would

@@ -87,8 +87,10 @@ class BlockBufferPool : public std::enable_shared_from_this<BlockBufferPool> {
 
   // `max_length`: the block size (longer buffers are not pooled). `file_backed`: pooled
   // buffers in memfd slots (false: plain memory, hits always copied).
+  // `slab_span`: BufferSlabs' address range per size class (tests shrink it).
   static std::shared_ptr<BlockBufferPool> create(std::uint64_t idle_limit, std::size_t max_length,
-                                                 bool file_backed = true);
+                                                 bool file_backed = true,
+                                                 std::uint64_t slab_span = BufferSlabs::kClassSpan);
   ~BlockBufferPool();
   BlockBufferPool(const BlockBufferPool&) = delete;
   BlockBufferPool& operator=(const BlockBufferPool&) = delete;
@@ -102,7 +104,7 @@ class BlockBufferPool : public std::enable_shared_from_this<BlockBufferPool> {
   Stats stats() const;
 
  private:
-  BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed);
+  BlockBufferPool(std::uint64_t idle_limit, std::size_t max_length, bool file_backed, std::uint64_t slab_span);
   friend class BlockBuffer;
   void give_back(std::byte* data, std::size_t capacity, bool lent_to_kernel) noexcept;
   // A buffer no longer kept: a slot goes back to its class holding no memory, else free().

@@ -39,8 +39,9 @@ class BufferSlabs {
   static constexpr std::uint64_t kClassSpan = 16ull << 30;
 
   // `classes`: how many size classes the pool has. `enabled` false: every allocate()
-  // returns no slot (plain memory everywhere).
-  BufferSlabs(std::size_t classes, bool enabled);
+  // returns no slot (plain memory everywhere). `class_span`: the address range (and most
+  // file bytes) per class; tests make it small to run a class out of slots.
+  BufferSlabs(std::size_t classes, bool enabled, std::uint64_t class_span = kClassSpan);
   ~BufferSlabs();
   BufferSlabs(const BufferSlabs&) = delete;
   BufferSlabs& operator=(const BufferSlabs&) = delete;
@@ -66,7 +67,10 @@ class BufferSlabs {
   };
   bool reserve_locked(Class& k);
 
+  void warn_once_locked(const char* what, int err);
+
   const bool enabled_;
+  const std::uint64_t class_span_;
   const std::size_t class_count_;
   mutable std::mutex mu_;
   std::unique_ptr<Class[]> classes_;
