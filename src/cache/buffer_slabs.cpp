@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -13,8 +15,30 @@
 
 namespace tagd::cache {
 
+namespace {
+// shmem huge pages forced for every mapping ("force" in shmem_enabled) would put a slot in
+// a large folio shared with its neighbours, and a punched slot's pages could not leave
+// the file alone (see the trap in the header). Anything else is refused per mapping with
+// MADV_NOHUGEPAGE.
+bool shmem_huge_pages_forced() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  std::string line;
+  return std::getline(f, line) && line.find("[force]") != std::string::npos;
+}
+}  // namespace
+
 BufferSlabs::BufferSlabs(std::size_t classes, bool enabled, std::uint64_t class_span)
-    : enabled_(enabled), class_span_(class_span), class_count_(classes), classes_(std::make_unique<Class[]>(classes)) {}
+    : enabled_(enabled),
+      page_size_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))),
+      class_span_(class_span),
+      class_count_(classes),
+      classes_(std::make_unique<Class[]>(classes)) {
+  if (enabled_ && shmem_huge_pages_forced()) {
+    std::lock_guard lock(mu_);
+    broken_.store(true);
+    warn_once_locked("shmem huge pages are forced on this host", 0);
+  }
+}
 
 void BufferSlabs::warn_once_locked(const char* what, int err) {
   if (warned_) return;
@@ -54,8 +78,12 @@ bool BufferSlabs::reserve_locked(Class& k) {
 }
 
 BufferSlabs::Slot BufferSlabs::allocate(std::size_t c, std::size_t capacity) {
-  if (!enabled_ || c >= class_count_ || capacity == 0 || capacity % 4096 != 0) return {};
+  if (!enabled_ || c >= class_count_ || capacity == 0 || capacity % page_size_ != 0) return {};
   std::lock_guard lock(mu_);
+  if (broken_.load(std::memory_order_relaxed)) {
+    metrics().cache_fill_buffers_unshared.inc();
+    return {};
+  }
   Class& k = classes_[c];
   if (!reserve_locked(k)) {
     metrics().cache_fill_buffers_unshared.inc();
@@ -78,6 +106,11 @@ BufferSlabs::Slot BufferSlabs::allocate(std::size_t c, std::size_t capacity) {
     if (::ftruncate(k.fd, end) == 0) {
       mapped = ::mmap(base + slot * capacity, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, k.fd,
                       static_cast<off_t>(slot * capacity));
+      // Small pages only: a slot must be able to drop its pages without its neighbours'.
+      if (mapped != MAP_FAILED && ::madvise(mapped, capacity, MADV_NOHUGEPAGE) != 0) {
+        ::munmap(mapped, capacity);
+        mapped = MAP_FAILED;
+      }
     }
     if (mapped == MAP_FAILED) {
       warn_once_locked("mapping a slot failed", errno);
@@ -105,7 +138,12 @@ bool BufferSlabs::drop_pages(std::size_t c, std::size_t capacity, const std::byt
                   static_cast<off_t>(capacity)) == 0) {
     return true;
   }
-  spdlog::warn("cache: dropping a block buffer's pages failed ({}); its slot is never reused", std::strerror(errno));
+  // The slot is leaked (never written again). No more slots are handed out: each lent one
+  // would leak the same way.
+  const int err = errno;
+  std::lock_guard lock(mu_);
+  broken_.store(true);
+  warn_once_locked("dropping a lent slot's pages failed; that slot is never reused", err);
   return false;
 }
 

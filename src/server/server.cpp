@@ -157,7 +157,8 @@ bool Server::Impl::admit_connection() {
 }
 
 namespace {
-// cache.sendfile: "always", "off", or "remote" (peers on other hosts only).
+// cache.sendfile: "always", "off", or "remote" (peers whose address is not a loopback one:
+// other hosts, and containers on a bridge).
 [[gnu::noinline]] bool sendfile_to(const std::string& mode, const tcp::socket& socket) {
   if (mode != "remote") return mode == "always";
   boost::system::error_code ec;

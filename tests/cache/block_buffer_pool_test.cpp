@@ -227,10 +227,12 @@ TEST(BlockBufferPoolTest, AClassOutOfSlotsFallsBackToPlainMemoryAndCountsIt) {
   b.reset();
   c.reset();
   EXPECT_EQ(pool->stats().idle_buffers, 3u);
-  // The slots come back before anything new is made.
-  auto d = pool->acquire(kBlock);
-  auto e = pool->acquire(kBlock);
-  auto f = pool->acquire(kBlock);
+  // All three are reused as they were: the two slots still lie in the file, the plain
+  // buffer still does not, and nothing new was made.
+  std::vector<std::shared_ptr<BlockBuffer>> again;
+  for (int i = 0; i < 3; ++i) again.push_back(pool->acquire(kBlock));
+  EXPECT_EQ(std::count_if(again.begin(), again.end(), [](const auto& x) { return x->file_descriptor() >= 0; }), 2);
+  EXPECT_EQ(pool->stats().allocated, 3u);
   EXPECT_EQ(metrics().cache_fill_buffers_unshared.get() - unshared, 1u);
 }
 

@@ -885,6 +885,49 @@ TEST(ResponseWriter, FileSentToASlowClientWaitsForItInsteadOfBlockingTheLoop) {
   }
 }
 
+TEST(ResponseWriter, AClientThatNeverReadsAFileBodyTimesOutOnTheConnectionsDeadline) {
+  // The server's way: a ConnectionDeadline times the connection. A client that reads
+  // nothing fills the socket; the writer's wait for room must end at the writer's idle
+  // timeout (2 s here), not hold the connection.
+  std::signal(SIGPIPE, SIG_IGN);
+  FileSource source(std::vector<std::size_t>(64, 1 << 20));
+  asio::io_context ctx;
+  tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(ctx);
+  client.connect(acceptor.local_endpoint());
+  tcp::socket server = acceptor.accept();
+  asio::write(client, asio::buffer(kGet11));
+  Status s;
+  bool done = false;
+  bool timed_out = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        beast::tcp_stream stream(std::move(server));
+        ConnectionDeadline deadline(stream.get_executor(), stream.socket());
+        ClientStream client_stream(stream, &deadline);
+        beast::flat_buffer buffer;
+        RequestParser parser;
+        auto [ec, n] = co_await bhttp::async_read_header(client_stream, buffer, parser, kTuple);
+        EXPECT_FALSE(ec) << ec.message();
+        ResponseWriter w(client_stream, parser, kRequestId, 2s);
+        auto head = make_head(bhttp::status::ok);
+        { Status st_ = co_await w.write_head(head, source.total()); EXPECT_TRUE(st_.is_ok()) << st_.message(); }
+        std::array<char, 64> scratch;
+        s = co_await w.write_body_from(source, scratch);
+        timed_out = deadline.expired();
+        done = true;
+      },
+      asio::detached);
+  const auto start = std::chrono::steady_clock::now();
+  ctx.run_for(15s);
+  EXPECT_TRUE(done) << "the writer still waits for a client that reads nothing";
+  EXPECT_EQ(s.code(), ErrorCode::kRequestTimeout) << s.message();
+  EXPECT_TRUE(timed_out);
+  EXPECT_GT(source.files_lent, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
 TEST(ResponseWriter, ClientGoneDuringAFileSendIsATimeoutStatusAndCounted) {
   // tagd's main ignores SIGPIPE (sendfile to a reset peer raises it); so does this test.
   std::signal(SIGPIPE, SIG_IGN);

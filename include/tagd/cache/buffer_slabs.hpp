@@ -12,9 +12,12 @@
 // is written again: the socket keeps the old pages, the next write faults in fresh ones.
 // A slot let go of for good is punched too: it holds no memory while it waits for reuse.
 //
-// Fallback: when memfd_create, the reservation or a mapping is refused, or a class's
-// range is full, allocate() returns no slot and the pool takes plain memory (the writer
-// then copies); counted in tagd_cache_fill_buffers_unshared_total, logged once.
+// Fallback: when memfd_create, the reservation or a mapping is refused, a class's range
+// is full, shmem huge pages are forced on the host, or a punch ever failed (that slot is
+// leaked, never rewritten), allocate() returns no slot and the pool takes plain memory
+// (the writer then copies); counted in tagd_cache_fill_buffers_unshared_total, logged
+// once. Slots use the host's page size and refuse huge pages (MADV_NOHUGEPAGE): a punched
+// slot must drop its own pages only.
 //
 // Threading: one mutex, taken only when a slot is allocated or let go of for good (rare:
 // the pool reuses idle buffers); drop_pages() takes no lock. Lifetime: the pool owns it;
@@ -46,7 +49,7 @@ class BufferSlabs {
   BufferSlabs(const BufferSlabs&) = delete;
   BufferSlabs& operator=(const BufferSlabs&) = delete;
 
-  // A slot of `capacity` bytes (a multiple of the page size) in class `c`; a slot with
+  // A slot of `capacity` bytes in class `c` (none unless a multiple of the page size); a slot with
   // null data when there is none to be had (use plain memory).
   [[nodiscard]] Slot allocate(std::size_t c, std::size_t capacity);
   // Where `data` lies, if it is a slot of class `c` (fd < 0 otherwise).
@@ -70,11 +73,14 @@ class BufferSlabs {
   void warn_once_locked(const char* what, int err);
 
   const bool enabled_;
+  const std::size_t page_size_;
   const std::uint64_t class_span_;
   const std::size_t class_count_;
   mutable std::mutex mu_;
   std::unique_ptr<Class[]> classes_;
   bool warned_ = false;
+  // A punch failed, or shmem huge pages are forced: no new slots (plain memory from then on).
+  std::atomic<bool> broken_{false};
 };
 
 }  // namespace tagd::cache
