@@ -166,11 +166,7 @@ asio::awaitable<Status> ResponseWriter::write_head(bhttp::response_header<>& hea
   bhttp::response_serializer<bhttp::empty_body> sr{res};
   auto [ec, n] = co_await bhttp::async_write_header(stream_, sr, kTuple);
   head = std::move(res.base());
-  if (ec) {
-    metrics().client_aborts.inc();
-    abort();
-    co_return Status(ErrorCode::kRequestTimeout, "client went away before the response head: " + ec.message());
-  }
+  if (ec) co_return client_went_away("before the response head", ec);
   co_return Status::ok();
 }
 
@@ -311,11 +307,7 @@ asio::awaitable<Status> ResponseWriter::write_body(std::string_view bytes) {
   } else {
     std::tie(ec, std::ignore) = co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()), kTuple);
   }
-  if (ec) {
-    metrics().client_aborts.inc();
-    abort();
-    co_return Status(ErrorCode::kRequestTimeout, "client went away or stopped reading: " + ec.message());
-  }
+  if (ec) co_return client_went_away("or stopped reading", ec);
   body_bytes_ += bytes.size();
   metrics().response_body_bytes.inc(bytes.size());
   co_return Status::ok();
@@ -328,16 +320,20 @@ asio::awaitable<Status> ResponseWriter::finish() {
   if (chunked_) {
     stream_.expires_after(idle_timeout_);
     auto [ec, n] = co_await asio::async_write(stream_, bhttp::make_chunk_last(), kTuple);
-    if (ec) {
-      metrics().client_aborts.inc();
-      abort();
-      co_return Status(ErrorCode::kRequestTimeout, "client went away before the last chunk: " + ec.message());
-    }
+    if (ec) co_return client_went_away("before the last chunk", ec);
   } else {
     co_return finish_unchunked();
   }
   finished_ = true;
   co_return Status::ok();
+}
+
+Status ResponseWriter::client_went_away(std::string_view when, const boost::system::error_code& ec) {
+  metrics().client_aborts.inc();
+  abort();
+  std::string message = "client went away ";
+  message.append(when).append(": ").append(ec.message());
+  return Status(ErrorCode::kRequestTimeout, std::move(message));
 }
 
 Status ResponseWriter::finish_unchunked() {
@@ -414,26 +410,27 @@ asio::awaitable<Status> ResponseWriter::write_body_file(std::span<const char> pi
       ec = asio::error::operation_aborted;
       break;
     }
-    ssize_t n = 0;
     int err = 0;
     {
+      // Non-blocking for this stretch of sendfile calls only: the flag must not outlive
+      // them into the wait below (see NonBlockingForCall).
       NonBlockingForCall non_blocking(socket);
       if (!non_blocking.ok()) {
         ec.assign(errno, boost::system::system_category());
         break;
       }
-      n = ::sendfile(socket, file.fd, &offset, left);
-      err = errno;
+      while (left > 0) {
+        const ssize_t n = ::sendfile(socket, file.fd, &offset, left);
+        if (n > 0) {
+          left -= static_cast<std::size_t>(n);
+          continue;
+        }
+        err = n == 0 ? 0 : errno;
+        if (n == 0) ec = asio::error::eof;  // the file is shorter than the piece: cannot happen for a lent slot
+        if (err != EINTR) break;
+      }
     }
-    if (n > 0) {
-      left -= static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n == 0) {
-      ec = asio::error::eof;  // the file is shorter than the piece: cannot happen for a lent slot
-      break;
-    }
-    if (err == EINTR) continue;
+    if (ec || left == 0) break;
     if (!would_block(err)) {
       ec.assign(err, boost::system::system_category());
       break;
@@ -441,11 +438,7 @@ asio::awaitable<Status> ResponseWriter::write_body_file(std::span<const char> pi
     // The socket's buffer is full: backpressure, as a write would wait.
     std::tie(ec) = co_await stream_.async_wait_writable(kTuple);
   }
-  if (ec) {
-    metrics().client_aborts.inc();
-    abort();
-    co_return Status(ErrorCode::kRequestTimeout, "client went away or stopped reading: " + ec.message());
-  }
+  if (ec) co_return client_went_away("or stopped reading", ec);
   body_bytes_ += piece.size();
   metrics().response_body_bytes.inc(piece.size());
   metrics().response_body_bytes_sendfile.inc(piece.size());

@@ -87,16 +87,27 @@ asio::awaitable<void> read_all_after(tcp::socket client, std::chrono::millisecon
   co_await testing::read_all(std::move(client), out);
 }
 
+// One loopback connection in its own io_context, the client's request already sent.
+struct Connected {
+  asio::io_context ctx;
+  tcp::socket client{ctx};
+  tcp::socket server{ctx};
+  explicit Connected(const std::string& request) {
+    tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    client.connect(acceptor.local_endpoint());
+    server = acceptor.accept();
+    asio::write(client, asio::buffer(request));
+  }
+};
+
 // `client_closes`: the client sends the request and closes its socket without reading.
 // `client_delay`: the client starts reading only after it.
 Outcome run_exchange(const std::string& request, const Script& script, bool client_closes = false,
                      std::chrono::milliseconds client_delay = 0ms, bool blocking_server = false) {
-  asio::io_context ctx;
-  tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(ctx);
-  client.connect(acceptor.local_endpoint());
-  tcp::socket server = acceptor.accept();
-  asio::write(client, asio::buffer(request));
+  Connected c(request);
+  asio::io_context& ctx = c.ctx;
+  tcp::socket& client = c.client;
+  tcp::socket& server = c.server;
   Outcome out;
   if (client_closes) {
     client.close();
@@ -891,19 +902,15 @@ TEST(ResponseWriter, AClientThatNeverReadsAFileBodyTimesOutOnTheConnectionsDeadl
   // timeout (2 s here), not hold the connection.
   std::signal(SIGPIPE, SIG_IGN);
   FileSource source(std::vector<std::size_t>(64, 1 << 20));
-  asio::io_context ctx;
-  tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(ctx);
-  client.connect(acceptor.local_endpoint());
-  tcp::socket server = acceptor.accept();
-  asio::write(client, asio::buffer(kGet11));
+  Connected c(kGet11);  // its client never reads
+  asio::io_context& ctx = c.ctx;
   Status s;
   bool done = false;
   bool timed_out = false;
   asio::co_spawn(
       ctx,
       [&]() -> asio::awaitable<void> {
-        beast::tcp_stream stream(std::move(server));
+        beast::tcp_stream stream(std::move(c.server));
         ConnectionDeadline deadline(stream.get_executor(), stream.socket());
         ClientStream client_stream(stream, &deadline);
         beast::flat_buffer buffer;

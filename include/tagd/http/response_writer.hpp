@@ -96,6 +96,8 @@ class ResponseWriter {
   boost::asio::awaitable<Status> write_body_file(std::span<const char> piece, PieceFile file);
   // What write_body checks before sending `n` bytes; an error aborts the connection.
   Status check_body_piece(std::size_t n);
+  // A failed write to the client: counted, the connection reset, kRequestTimeout.
+  Status client_went_away(std::string_view when, const boost::system::error_code& ec);
   // finish() for a head that did not choose chunked coding: nothing to write, so no
   // coroutine frame (write_body_from ends every cached body this way).
   Status finish_unchunked();
