@@ -30,6 +30,23 @@ void MemoryTier::put(const BlockKey& block_key, BlockBytes bytes) {
   if (!bytes || bytes->footprint() > capacity_) return;
   std::vector<BlockBytes> released;  // dropped after the lock
   std::lock_guard lock(mu_);
+  put_locked(block_key, std::move(bytes), released);
+}
+
+bool MemoryTier::promote(const BlockKey& block_key, BlockBytes bytes) {
+  if (!bytes || bytes->footprint() > capacity_) return false;
+  std::vector<BlockBytes> released;  // dropped after the lock
+  std::lock_guard lock(mu_);
+  const bool room = bytes_ + bytes->footprint() <= capacity_ || map_.count(block_key) != 0;
+  if (!room && !second_reads_.admit(BlockKeyHash{}(block_key), bytes->footprint())) {
+    metrics().cache_memory_promotions_declined.inc();
+    return false;
+  }
+  put_locked(block_key, std::move(bytes), released);
+  return true;
+}
+
+void MemoryTier::put_locked(const BlockKey& block_key, BlockBytes bytes, std::vector<BlockBytes>& released) {
   if (auto it = map_.find(block_key); it != map_.end()) {
     bytes_ -= it->second->bytes->footprint();
     bytes_ += bytes->footprint();

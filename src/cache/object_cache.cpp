@@ -293,7 +293,7 @@ boost::asio::awaitable<BlockRead> ObjectCache::read_block(std::uint64_t key_hash
   BlockRead r = co_await store_->read(id);
   count_read(r, key_hash, etag, block);
   if (r.outcome == ReadOutcome::kHit) note_read(key_hash, etag, block);
-  if (r.outcome == ReadOutcome::kHit) memory_.put(mkey, r.bytes);
+  if (r.outcome == ReadOutcome::kHit) (void)memory_.promote(mkey, r.bytes);
   co_return r;
 }
 

@@ -1,7 +1,13 @@
+#include <algorithm>
+#include <random>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "tagd/cache/admission.hpp"
 #include "tagd/cache/memory_tier.hpp"
+#include "tagd/cache/second_read_gate.hpp"
+#include "tagd/core/metrics.hpp"
 
 namespace tagd::cache {
 namespace {
@@ -58,6 +64,92 @@ TEST(MemoryTierTest, KeysSeparateEtagsAndReaderKeepsEvictedBlock) {
   EXPECT_EQ(tier.bytes(), 0u);
   tier.put(MemoryTier::key(3, "x", 0), bytes(2'000));  // larger than the tier: not kept
   EXPECT_EQ(tier.bytes(), 0u);
+}
+
+// Epoch 0 fills the tier (put, as a fill does); then every epoch reads each of
+// `dataset` blocks once in a new order, a miss in the tier being a disk read that
+// `read_from_disk` offers back to the tier. Returns each later epoch's tier hit fraction.
+template <typename ReadFromDisk>
+std::vector<double> shuffled_epochs(MemoryTier& tier, int dataset, int epochs, ReadFromDisk read_from_disk) {
+  std::vector<int> order(dataset);
+  for (int i = 0; i < dataset; ++i) {
+    order[i] = i;
+    tier.put(MemoryTier::key(7, "e", i), bytes(1000));
+  }
+  std::mt19937 rng(42);
+  std::vector<double> hit_fractions;
+  for (int e = 0; e < epochs; ++e) {
+    std::shuffle(order.begin(), order.end(), rng);
+    int hits = 0;
+    for (int i : order) {
+      if (tier.get(MemoryTier::key(7, "e", i))) {
+        ++hits;
+      } else {
+        read_from_disk(tier, MemoryTier::key(7, "e", i));
+      }
+    }
+    hit_fractions.push_back(static_cast<double>(hits) / dataset);
+  }
+  return hit_fractions;
+}
+
+TEST(MemoryTierTest, ShuffledEpochsOverFourTimesTheTierKeepAQuarterHit) {
+  MemoryTier tier(250'000);  // 250 of 1,000 blocks
+  const auto fractions = shuffled_epochs(tier, 1000, 4, [](MemoryTier& t, const BlockKey& k) {
+    (void)t.promote(k, bytes(1000));
+  });
+  for (double f : fractions) EXPECT_GE(f, 0.20);  // a stable quarter; 0.25 at best
+  EXPECT_LE(tier.bytes(), 250'000u);
+
+  // The rule it replaced: every block read from disk kept, evicting blocks not yet read
+  // this epoch for ones not needed until the next.
+  MemoryTier keeping_all(250'000);
+  const auto churned = shuffled_epochs(keeping_all, 1000, 4, [](MemoryTier& t, const BlockKey& k) {
+    t.put(k, bytes(1000));
+  });
+  for (std::size_t e = 1; e < churned.size(); ++e) EXPECT_LT(churned[e], 0.15);
+}
+
+TEST(MemoryTierTest, PromoteKeepsABlockReadTwiceFromDiskAndUsesRoomFreely) {
+  MemoryTier tier(5'000);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(tier.promote(MemoryTier::key(1, "e", i), bytes(1000)));  // room
+  EXPECT_TRUE(tier.promote(MemoryTier::key(1, "e", 4), bytes(1000)));
+  const auto declined = metrics().cache_memory_promotions_declined.get();
+  EXPECT_FALSE(tier.promote(MemoryTier::key(1, "e", 9), bytes(1000)));  // full: first read declined
+  EXPECT_FALSE(tier.contains(MemoryTier::key(1, "e", 9)));
+  EXPECT_EQ(metrics().cache_memory_promotions_declined.get() - declined, 1u);
+  EXPECT_TRUE(tier.promote(MemoryTier::key(1, "e", 9), bytes(1000)));  // read again soon: kept
+  EXPECT_TRUE(tier.contains(MemoryTier::key(1, "e", 9)));
+  EXPECT_EQ(tier.bytes(), 5'000u);
+  EXPECT_TRUE(tier.promote(MemoryTier::key(1, "e", 9), bytes(1000)));  // already there: replaced
+}
+
+TEST(MemoryTierTest, PromotionWindowForgetsOldDeclines) {
+  MemoryTier tier(4'000);  // window: 2,000 bytes of declined blocks
+  for (int i = 0; i < 4; ++i) tier.put(MemoryTier::key(1, "e", i), bytes(1000));
+  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));
+  for (int i = 1; i <= 2; ++i) EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", i), bytes(1000)));
+  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));  // aged out: a first read again
+  EXPECT_TRUE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));
+}
+
+TEST(SecondReadGateTest, AdmitsEveryOtherReadWithinTheWindow) {
+  SecondReadGate gate(3'000);
+  EXPECT_FALSE(gate.admit(11, 1000));
+  EXPECT_TRUE(gate.admit(11, 1000));
+  EXPECT_FALSE(gate.admit(11, 1000));  // admitted once; a later decline starts over
+  EXPECT_TRUE(gate.admit(11, 1000));
+  EXPECT_FALSE(gate.admit(12, 4000));  // larger than the window: never remembered
+  EXPECT_FALSE(gate.admit(12, 4000));
+  EXPECT_LE(gate.remembered_bytes(), 3'000u);
+  // An old entry of a re-declined block ageing out does not forget the new decline.
+  SecondReadGate g2(3'000);
+  EXPECT_FALSE(g2.admit(1, 1000));
+  EXPECT_TRUE(g2.admit(1, 1000));
+  EXPECT_FALSE(g2.admit(2, 1000));
+  EXPECT_FALSE(g2.admit(1, 1000));  // 3,000 remembered: 1 (admitted), 2, 1
+  EXPECT_FALSE(g2.admit(3, 1000));  // the first entry of 1 ages out
+  EXPECT_TRUE(g2.admit(1, 1000));
 }
 
 TEST(FillBudgetTest, BytesAndCount) {

@@ -14,6 +14,7 @@
 
 #include "tagd/cache/block_buffer_pool.hpp"
 #include "tagd/cache/block_device.hpp"
+#include "tagd/cache/second_read_gate.hpp"
 
 namespace tagd::cache {
 
@@ -82,14 +83,18 @@ struct BlockKeyHash {
 
 class MemoryTier {
  public:
-  explicit MemoryTier(std::uint64_t capacity_bytes) : capacity_(capacity_bytes) {}
+  explicit MemoryTier(std::uint64_t capacity_bytes) : capacity_(capacity_bytes), second_reads_(capacity_bytes / 2) {}
   MemoryTier(const MemoryTier&) = delete;
   MemoryTier& operator=(const MemoryTier&) = delete;
 
   BlockBytes get(const BlockKey& block_key);
   // Presence only: unlike get(), does not count as a use for eviction.
   bool contains(const BlockKey& block_key) const;
+  // A block that was filled (or is replaced): kept, evicting others as needed.
   void put(const BlockKey& block_key, BlockBytes bytes);
+  // A block just read from disk: kept if there is room, or if it was read from disk
+  // recently (second_read_gate.hpp); true if kept.
+  bool promote(const BlockKey& block_key, BlockBytes bytes);
   void erase(const BlockKey& block_key);
 
   std::uint64_t bytes() const;
@@ -106,6 +111,8 @@ class MemoryTier {
   // The victim's bytes are moved out, to be released after the lock (a fill buffer goes
   // back to its pool then).
   BlockBytes evict_one_locked();
+  // Under mu_; what it lets go of goes into `released`, to be dropped after the lock.
+  void put_locked(const BlockKey& block_key, BlockBytes bytes, std::vector<BlockBytes>& released);
 
   std::uint64_t capacity_;
   mutable std::mutex mu_;
@@ -113,6 +120,7 @@ class MemoryTier {
   std::unordered_map<BlockKey, std::list<Entry>::iterator, BlockKeyHash> map_;
   std::list<Entry>::iterator hand_ = queue_.end();
   std::uint64_t bytes_ = 0;
+  SecondReadGate second_reads_;
 };
 
 }  // namespace tagd::cache

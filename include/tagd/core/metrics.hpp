@@ -207,6 +207,8 @@ struct CacheResult {
   GAUGE(cache_used_bytes, "tagd_cache_used_bytes", "Block-file bytes in use (whole regions that hold blocks)")       \
   GAUGE(cache_memory_capacity_bytes, "tagd_cache_memory_capacity_bytes", "Size of the DRAM tier")                    \
   GAUGE(cache_memory_used_bytes, "tagd_cache_memory_used_bytes", "Bytes held by the DRAM tier")                      \
+  COUNTER(cache_memory_promotions_declined, "tagd_cache_memory_promotions_declined_total",                             \
+          "Blocks read from disk not kept by a full DRAM tier (not read from disk twice recently)")                  \
   COUNTER(cache_region_evictions, "tagd_cache_region_evictions_total", "Regions of the block file evicted for reuse") \
   COUNTER(cache_evicted_bytes, "tagd_cache_evicted_bytes_total", "Bytes of block-file regions evicted for reuse")    \
   COUNTER(client_timeouts, "tagd_client_timeouts_total", "Connections cut because the client was too slow")          \

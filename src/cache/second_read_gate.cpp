@@ -1,0 +1,26 @@
+#include "tagd/cache/second_read_gate.hpp"
+
+namespace tagd::cache {
+
+bool SecondReadGate::admit(std::uint64_t fingerprint, std::uint64_t footprint) {
+  if (auto it = remembered_.find(fingerprint); it != remembered_.end() && it->second.live) {
+    it->second.live = false;
+    return true;
+  }
+  if (footprint > window_) return false;
+  Remembered& r = remembered_[fingerprint];
+  ++r.entries;
+  r.live = true;
+  order_.push_back({fingerprint, footprint});
+  bytes_ += footprint;
+  while (bytes_ > window_) {
+    const Declined oldest = order_.front();
+    order_.pop_front();
+    bytes_ -= oldest.footprint;
+    auto it = remembered_.find(oldest.fingerprint);
+    if (--it->second.entries == 0) remembered_.erase(it);
+  }
+  return false;
+}
+
+}  // namespace tagd::cache
