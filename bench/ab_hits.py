@@ -3,11 +3,11 @@ change), both running at once both running at once in front of the
 same nginx origin, alternating wrk runs (order rotated every rep) with nginx static
 as the per-rep baseline.  Bounded: REPS x sizes x conns x 3 targets x DUR s.
 Then per binary: syscalls/request (perf stat tracepoints) and a perf profile
-(perf record -g, cpu-clock) during one bounded wrk run at 1 KiB c16.
+(perf record -g, cpu-clock) during one bounded wrk run at 1 KiB c16 (PERF_SIZE=1M: another size).
 
   OLD_BIN=... NEW_BIN=... [OLD_ARGS=... NEW_ARGS=...] [REPS=3 DUR=3 NSIZES=2 PERF=1] python3 bench/ab_hits.py
   SIZES=1K,100K,1M,4M picks the object sizes instead of NSIZES (each dataset ~100 MiB at most,
-  so it stays in the default DRAM tier); PERF needs 1K among them.
+  so it stays in the default DRAM tier); PERF needs PERF_SIZE (default 1K) among them.
 
 OLD_ARGS / NEW_ARGS: extra tagd flags per binary (space-separated), e.g. NEW_ARGS="--io-uring off"
 to compare a binary that would exec tagd-uring against an older epoll-only one."""
@@ -74,7 +74,8 @@ try:
                     out["runs"].append(r)
                     line.append(f"{t} {r['ops_s']:.0f} ops/s {r['cpu_us_req']:.1f}us/req")
                 log(f"{ds.size} c{conns} rep{rep}: " + ", ".join(line))
-    # syscalls per request and a profile, 1 KiB c16, one bounded run each
+    # syscalls per request and a profile, PERF_SIZE (1 KiB) c16, one bounded run each
+    perf_size = SIZE_CHOICES[os.environ.get("PERF_SIZE", "1K")][0]
     ev = ",".join(f"syscalls:sys_enter_{s}" for s in ("writev", "write", "sendmsg", "sendto", "read", "recvfrom",
                                                      "recvmsg", "epoll_wait", "pread64", "preadv", "io_uring_enter",
                                                      "futex", "sendfile64")) + ",raw_syscalls:sys_enter"
@@ -91,7 +92,7 @@ try:
                         "--", "sleep", str(DUR + 1)]
             p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
-            r = loads.wrk(srv[t].url, files[(t, KiB)][1], 16, DUR, seed=99)
+            r = loads.wrk(srv[t].url, files[(t, perf_size)][1], 16, DUR, seed=99)
             p.wait(timeout=DUR + 30)
             key = f"{kind}-{t}" if kind == "record" else f"{kind}-{t}-{len([k for k in out['perf'] if k.startswith('stat-' + t)])}"
             res = {"requests": r["requests"], "ops_s": r["ops_s"]}
