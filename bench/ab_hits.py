@@ -33,6 +33,9 @@ if os.environ.get("SIZES"):
 else:
     SIZES = [(KiB, 1000), (100 * KiB, 500)][: int(os.environ.get("NSIZES", "2"))]
 CONNS = [16, 64]
+PERF_SIZE = os.environ.get("PERF_SIZE", "1K")
+if os.environ.get("PERF", "1") == "1" and SIZE_CHOICES.get(PERF_SIZE, (None,))[0] not in [s for s, _ in SIZES]:
+    sys.exit(f"PERF_SIZE={PERF_SIZE} must be one of the sizes measured (SIZES), or set PERF=0")
 creds = ("AKIATAGDBENCH0000001", "tagd-bench-secret-key-not-a-real-secret-0001", "us-east-1")
 os.makedirs(STATE, exist_ok=True)
 open(os.path.join(STATE, "pids"), "a").close()
@@ -75,7 +78,7 @@ try:
                     line.append(f"{t} {r['ops_s']:.0f} ops/s {r['cpu_us_req']:.1f}us/req")
                 log(f"{ds.size} c{conns} rep{rep}: " + ", ".join(line))
     # syscalls per request and a profile, PERF_SIZE (1 KiB) c16, one bounded run each
-    perf_size = SIZE_CHOICES[os.environ.get("PERF_SIZE", "1K")][0]
+    perf_size = SIZE_CHOICES[PERF_SIZE][0]
     ev = ",".join(f"syscalls:sys_enter_{s}" for s in ("writev", "write", "sendmsg", "sendto", "read", "recvfrom",
                                                      "recvmsg", "epoll_wait", "pread64", "preadv", "io_uring_enter",
                                                      "futex", "sendfile64")) + ",raw_syscalls:sys_enter"

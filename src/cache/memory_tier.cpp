@@ -43,7 +43,7 @@ bool MemoryTier::promote(const BlockKey& block_key, BlockBytes bytes) {
     return false;
   }
   put_locked(block_key, std::move(bytes), released);
-  return true;
+  return map_.count(block_key) != 0;
 }
 
 void MemoryTier::put_locked(const BlockKey& block_key, BlockBytes bytes, std::vector<BlockBytes>& released) {

@@ -1,5 +1,7 @@
 #include "tagd/cache/second_read_gate.hpp"
 
+#include <algorithm>
+
 namespace tagd::cache {
 
 bool SecondReadGate::admit(std::uint64_t fingerprint, std::uint64_t footprint) {
@@ -7,13 +9,13 @@ bool SecondReadGate::admit(std::uint64_t fingerprint, std::uint64_t footprint) {
     it->second.live = false;
     return true;
   }
-  if (footprint > window_) return false;
+  const std::uint64_t charge = std::max(footprint, kMinCharge);
   Remembered& r = remembered_[fingerprint];
   ++r.entries;
   r.live = true;
-  order_.push_back({fingerprint, footprint});
-  bytes_ += footprint;
-  while (bytes_ > window_) {
+  order_.push_back({fingerprint, charge});
+  bytes_ += charge;
+  while (bytes_ > window_ && order_.size() > 1) {
     const Declined oldest = order_.front();
     order_.pop_front();
     bytes_ -= oldest.footprint;

@@ -125,31 +125,42 @@ TEST(MemoryTierTest, PromoteKeepsABlockReadTwiceFromDiskAndUsesRoomFreely) {
 }
 
 TEST(MemoryTierTest, PromotionWindowForgetsOldDeclines) {
-  MemoryTier tier(4'000);  // window: 2,000 bytes of declined blocks
-  for (int i = 0; i < 4; ++i) tier.put(MemoryTier::key(1, "e", i), bytes(1000));
-  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));
-  for (int i = 1; i <= 2; ++i) EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", i), bytes(1000)));
-  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));  // aged out: a first read again
-  EXPECT_TRUE(tier.promote(MemoryTier::key(2, "e", 0), bytes(1000)));
+  constexpr std::size_t kBlock = 8192;
+  MemoryTier tier(4 * kBlock);  // window: 2 blocks of declines
+  for (int i = 0; i < 4; ++i) tier.put(MemoryTier::key(1, "e", i), bytes(kBlock));
+  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));
+  for (int i = 1; i <= 2; ++i) EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", i), bytes(kBlock)));
+  EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));  // aged out: a first read again
+  EXPECT_TRUE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));
 }
 
 TEST(SecondReadGateTest, AdmitsEveryOtherReadWithinTheWindow) {
-  SecondReadGate gate(3'000);
-  EXPECT_FALSE(gate.admit(11, 1000));
-  EXPECT_TRUE(gate.admit(11, 1000));
-  EXPECT_FALSE(gate.admit(11, 1000));  // admitted once; a later decline starts over
-  EXPECT_TRUE(gate.admit(11, 1000));
-  EXPECT_FALSE(gate.admit(12, 4000));  // larger than the window: never remembered
-  EXPECT_FALSE(gate.admit(12, 4000));
-  EXPECT_LE(gate.remembered_bytes(), 3'000u);
+  constexpr std::uint64_t kB = 8192;
+  SecondReadGate gate(3 * kB);
+  EXPECT_FALSE(gate.admit(11, kB));
+  EXPECT_TRUE(gate.admit(11, kB));
+  EXPECT_FALSE(gate.admit(11, kB));  // admitted once; a later decline starts over
+  EXPECT_TRUE(gate.admit(11, kB));
+  EXPECT_FALSE(gate.admit(12, 9 * kB));  // larger than the window: remembered alone
+  EXPECT_EQ(gate.remembered_bytes(), 9 * kB);
+  EXPECT_TRUE(gate.admit(12, 9 * kB));
+  EXPECT_FALSE(gate.admit(13, 9 * kB));
+  EXPECT_FALSE(gate.admit(14, 9 * kB));  // pushes 13 out
+  EXPECT_FALSE(gate.admit(13, 9 * kB));
+  // Tiny blocks are charged 4 KiB each: the bookkeeping stays bounded by the window.
+  SecondReadGate tiny(64 * 1024);
+  for (std::uint64_t i = 0; i < 100'000; ++i) EXPECT_FALSE(tiny.admit(1'000 + i, 1));
+  EXPECT_EQ(tiny.remembered_bytes(), 64u * 1024);
+  EXPECT_FALSE(tiny.admit(1'000, 1));  // long forgotten
+  EXPECT_TRUE(tiny.admit(100'999, 0));  // among the last 16: still remembered
   // An old entry of a re-declined block ageing out does not forget the new decline.
-  SecondReadGate g2(3'000);
-  EXPECT_FALSE(g2.admit(1, 1000));
-  EXPECT_TRUE(g2.admit(1, 1000));
-  EXPECT_FALSE(g2.admit(2, 1000));
-  EXPECT_FALSE(g2.admit(1, 1000));  // 3,000 remembered: 1 (admitted), 2, 1
-  EXPECT_FALSE(g2.admit(3, 1000));  // the first entry of 1 ages out
-  EXPECT_TRUE(g2.admit(1, 1000));
+  SecondReadGate g2(3 * kB);
+  EXPECT_FALSE(g2.admit(1, kB));
+  EXPECT_TRUE(g2.admit(1, kB));
+  EXPECT_FALSE(g2.admit(2, kB));
+  EXPECT_FALSE(g2.admit(1, kB));  // 3 entries remembered: 1 (admitted), 2, 1
+  EXPECT_FALSE(g2.admit(3, kB));  // the first entry of 1 ages out
+  EXPECT_TRUE(g2.admit(1, kB));
 }
 
 TEST(FillBudgetTest, BytesAndCount) {

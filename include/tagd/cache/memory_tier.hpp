@@ -3,6 +3,7 @@
 // "visited" bit and a hand that sweeps from old to new): hits only set a bit, so lookups
 // stay cheap, and one-hit wonders from a scan leave before re-read blocks.
 // Threading: one mutex; values are shared so a reader keeps its block if it is evicted.
+#include <algorithm>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -32,14 +33,15 @@ class BlockData {
       : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()), footprint_(size_) {}
   // `offset`/`size`: where the payload lies in the buffer.
   BlockData(AlignedBuffer read, std::size_t offset, std::size_t size)
-      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(size) {}
+      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(std::max(size, read_.size())) {}
   BlockData(const BlockData&) = delete;
   BlockData& operator=(const BlockData&) = delete;
 
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
-  // Memory held for it (a pooled fill buffer's size class): what the DRAM tier counts.
+  // Memory held for it (a pooled fill buffer's size class, a disk read's whole aligned
+  // buffer): what the DRAM tier counts.
   std::size_t footprint() const noexcept { return footprint_; }
   // The memfd its first byte lies in and that byte's offset there (fd < 0: plain memory).
   // A writer may send the bytes from there (sendfile) after lend_to_kernel().
@@ -93,7 +95,8 @@ class MemoryTier {
   // A block that was filled (or is replaced): kept, evicting others as needed.
   void put(const BlockKey& block_key, BlockBytes bytes);
   // A block just read from disk: kept if there is room, or if it was read from disk
-  // recently (second_read_gate.hpp); true if kept.
+  // recently (second_read_gate.hpp); true if it is in the tier afterwards (SIEVE may
+  // still evict a newcomer at once when every older entry was visited).
   bool promote(const BlockKey& block_key, BlockBytes bytes);
   void erase(const BlockKey& block_key);
 

@@ -19,13 +19,18 @@ namespace tagd::cache {
 
 class SecondReadGate {
  public:
-  // `window_bytes`: how much declined data is remembered (blocks' footprints). Half the
-  // tier: a window as long as an epoch would let a block back every epoch and churn.
+  // `window_bytes`: how much declined data is remembered (blocks' footprints, each
+  // charged at least kMinCharge so that tiny blocks cannot make the bookkeeping outgrow
+  // the tier: ~60 bytes per entry, at most window / 4 KiB entries). Half the tier: a
+  // window as long as an epoch would let a block back every epoch and churn.
   explicit SecondReadGate(std::uint64_t window_bytes) : window_(window_bytes) {}
+
+  static constexpr std::uint64_t kMinCharge = 4096;
 
   // A block read from disk that would need an eviction, named by a 64-bit fingerprint of
   // its key: true if it was declined within the window (forgotten then: it goes in);
-  // false (and remembered) otherwise.
+  // false (and remembered) otherwise. The newest decline is always remembered, even one
+  // larger than the window (a small tier still lets in a block read twice in a row).
   bool admit(std::uint64_t fingerprint, std::uint64_t footprint);
 
   std::uint64_t remembered_bytes() const noexcept { return bytes_; }
