@@ -58,6 +58,7 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
   if (size == 0) return;
   if (pooled(size, alignment)) {
     pooled_ = true;
+    capacity_ = size <= kPooledBytes ? kPooledBytes : kLargePooledBytes;
     auto& pool = buffer_pool(size);
     if (!pool.free.empty()) {
       data_ = pool.free.back();
@@ -68,6 +69,7 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
         std::aligned_alloc(kPooledAlignment, size <= kPooledBytes ? kPooledBytes : kLargePooledBytes));
   } else {
     std::size_t rounded = (size + alignment - 1) / alignment * alignment;
+    capacity_ = rounded;
     data_ = static_cast<std::byte*>(std::aligned_alloc(alignment, rounded));
   }
   if (data_ == nullptr) throw std::bad_alloc();
@@ -89,9 +91,10 @@ static void release(std::byte* data, std::size_t size, bool pooled) {
 
 AlignedBuffer::~AlignedBuffer() { release(data_, size_, pooled_); }
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
-    : data_(other.data_), size_(other.size_), pooled_(other.pooled_) {
+    : data_(other.data_), size_(other.size_), capacity_(other.capacity_), pooled_(other.pooled_) {
   other.data_ = nullptr;
   other.size_ = 0;
+  other.capacity_ = 0;
   other.pooled_ = false;
 }
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
@@ -99,9 +102,11 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
     release(data_, size_, pooled_);
     data_ = other.data_;
     size_ = other.size_;
+    capacity_ = other.capacity_;
     pooled_ = other.pooled_;
     other.data_ = nullptr;
     other.size_ = 0;
+    other.capacity_ = 0;
     other.pooled_ = false;
   }
   return *this;

@@ -134,6 +134,22 @@ TEST(MemoryTierTest, PromotionWindowForgetsOldDeclines) {
   EXPECT_TRUE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));
 }
 
+TEST(MemoryTierTest, ABlockReadFromDiskCountsTheBufferItHolds) {
+  // A 100 KiB read lands in a pooled read buffer larger than itself; the tier must count
+  // that buffer, or a tier filled from disk holds more memory than its size says.
+  AlignedBuffer read(100 * 1024, 4096);
+  const std::size_t held = read.capacity();
+  EXPECT_GE(held, 100u * 1024);
+  auto block = std::make_shared<const BlockData>(std::move(read), 0, 100 * 1024);
+  EXPECT_EQ(block->size(), 100u * 1024);
+  EXPECT_EQ(block->footprint(), held);
+  MemoryTier tier(2 * held);
+  EXPECT_TRUE(tier.promote(MemoryTier::key(1, "e", 0), block));
+  EXPECT_EQ(tier.bytes(), held);
+  EXPECT_EQ(AlignedBuffer(3 << 20, 4096).capacity(), 3u << 20);  // beyond the pool: as asked
+  EXPECT_EQ(AlignedBuffer(5000, 4096).capacity() % 4096, 0u);
+}
+
 TEST(SecondReadGateTest, AdmitsEveryOtherReadWithinTheWindow) {
   constexpr std::uint64_t kB = 8192;
   SecondReadGate gate(3 * kB);

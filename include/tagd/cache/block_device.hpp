@@ -109,11 +109,15 @@ class AlignedBuffer {
   std::byte* data() noexcept { return data_; }
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
+  // Bytes actually allocated for it: a pooled buffer is one of two fixed sizes, larger
+  // than most reads (what a DRAM-tier entry holding it must count).
+  std::size_t capacity() const noexcept { return capacity_; }
   std::span<std::byte> span() noexcept { return {data_, size_}; }
 
  private:
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
   bool pooled_ = false;  // from the per-thread pool of fixed-size buffers (block_device.cpp)
 };
 

@@ -33,15 +33,16 @@ class BlockData {
       : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()), footprint_(size_) {}
   // `offset`/`size`: where the payload lies in the buffer.
   BlockData(AlignedBuffer read, std::size_t offset, std::size_t size)
-      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(std::max(size, read_.size())) {}
+      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(std::max(size, read_.capacity())) {}
   BlockData(const BlockData&) = delete;
   BlockData& operator=(const BlockData&) = delete;
 
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
-  // Memory held for it (a pooled fill buffer's size class, a disk read's whole aligned
-  // buffer): what the DRAM tier counts.
+  // Memory held for it (a pooled fill buffer's size class, a disk read's whole buffer,
+  // which a pooled read buffer makes up to 160 KiB or 1.125 MiB): what the DRAM tier
+  // counts, so that it bounds memory, not payload.
   std::size_t footprint() const noexcept { return footprint_; }
   // The memfd its first byte lies in and that byte's offset there (fd < 0: plain memory).
   // A writer may send the bytes from there (sendfile) after lend_to_kernel().
