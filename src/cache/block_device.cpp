@@ -65,8 +65,7 @@ AlignedBuffer::AlignedBuffer(std::size_t size, std::size_t alignment) : size_(si
       pool.free.pop_back();
       return;
     }
-    data_ = static_cast<std::byte*>(
-        std::aligned_alloc(kPooledAlignment, size <= kPooledBytes ? kPooledBytes : kLargePooledBytes));
+    data_ = static_cast<std::byte*>(std::aligned_alloc(kPooledAlignment, capacity_));
   } else {
     std::size_t rounded = (size + alignment - 1) / alignment * alignment;
     capacity_ = rounded;

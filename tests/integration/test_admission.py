@@ -148,6 +148,13 @@ class AdmissionTest(unittest.TestCase):
                     if extra is not None:
                         extra.close()
                 self.assertEqual(got, b"", "a connection over the cap was served")
+            # Close the second idle connection and wait, on the first, until tagd has seen
+            # that close: the probe below is then at most the second open connection, under
+            # the cap even before tagd sees the first one close, so it is never refused (a
+            # refused probe would count as a fourth shed).
+            idle.pop().close()
+            harness.wait_until(lambda: "\ntagd_open_connections 1\n" in self.metrics_via(idle[0]), 5,
+                               what="the second idle connection to close")
         finally:
             for s in idle:
                 s.close()

@@ -33,7 +33,10 @@ class BlockData {
       : filled_(std::move(filled)), data_(filled_->data()), size_(filled_->size()), footprint_(size_) {}
   // `offset`/`size`: where the payload lies in the buffer.
   BlockData(AlignedBuffer read, std::size_t offset, std::size_t size)
-      : read_(std::move(read)), data_(read_.data() + offset), size_(size), footprint_(std::max(size, read_.capacity())) {}
+      : read_(std::move(read)),
+        data_(read_.data() + offset),
+        size_(size),
+        footprint_(std::max(size, read_.capacity())) {}
   BlockData(const BlockData&) = delete;
   BlockData& operator=(const BlockData&) = delete;
 
