@@ -102,6 +102,11 @@ panel("I/O and state",
        (f"min(tagd_disk_direct_io{sel()})", "O_DIRECT"),
        (f"max(tagd_draining{sel()})", "draining")], kind="stat",
       description="io_uring 0: tagd fell back (seccomp in containers, docker/Dockerfile).")
+panel("DRAM tier: disk reads kept out",
+      [(f"sum(rate(tagd_cache_memory_promotions_declined_total{sel()}{R}))", "declined")], unit="ops",
+      description="Blocks read from the block file that a full DRAM tier did not take in (read from disk only "
+                  "once within the window). High in shuffled epochs over more data than the tier holds, by design: "
+                  "the tier keeps a stable part of the dataset instead of churning.")
 
 dashboard = {
     "title": "tagd",

@@ -18,7 +18,7 @@ bool SecondReadGate::admit(std::uint64_t fingerprint, std::uint64_t footprint) {
   while (bytes_ > window_ && order_.size() > 1) {
     const Declined oldest = order_.front();
     order_.pop_front();
-    bytes_ -= oldest.footprint;
+    bytes_ -= oldest.charge;
     auto it = remembered_.find(oldest.fingerprint);
     if (--it->second.entries == 0) remembered_.erase(it);
   }

@@ -225,6 +225,7 @@ Result<std::string> stats_report(std::string_view metrics_text, bool json) {
                        {"disk_capacity_bytes", m.sum("tagd_cache_capacity_bytes")},
                        {"memory_used_bytes", m.sum("tagd_cache_memory_used_bytes")},
                        {"memory_capacity_bytes", m.sum("tagd_cache_memory_capacity_bytes")},
+                       {"memory_promotions_declined", m.sum("tagd_cache_memory_promotions_declined_total")},
                        {"region_evictions", m.sum("tagd_cache_region_evictions_total")},
                        {"evicted_bytes", m.sum("tagd_cache_evicted_bytes_total")}};
   for (const char* op : kOps) {
@@ -272,7 +273,9 @@ Result<std::string> stats_report(std::string_view metrics_text, bool json) {
       << bytes_text(fill["disk_capacity_bytes"].get<double>()) << " ("
       << percent_text(fill["disk_used_bytes"].get<double>(), fill["disk_capacity_bytes"].get<double>()) << "), DRAM "
       << bytes_text(fill["memory_used_bytes"].get<double>()) << " of "
-      << bytes_text(fill["memory_capacity_bytes"].get<double>()) << "; " << fill["region_evictions"].get<double>()
+      << bytes_text(fill["memory_capacity_bytes"].get<double>()) << " ("
+      << fill["memory_promotions_declined"].get<double>() << " disk reads kept out); "
+      << fill["region_evictions"].get<double>()
       << " regions evicted (" << bytes_text(fill["evicted_bytes"].get<double>()) << ")\n";
   out << "Latency      ";
   for (const char* op : kOps) {

@@ -41,6 +41,9 @@ std::string scrape() {
     m.served_bytes_upstream.inc(512ull << 20);
     m.cache_used_bytes.set(3ll << 30);
     m.cache_capacity_bytes.set(4ll << 30);
+    m.cache_memory_used_bytes.set(256ll << 20);
+    m.cache_memory_capacity_bytes.set(512ll << 20);
+    m.cache_memory_promotions_declined.inc(42);
     m.shed_bytes.inc(7);
     m.max_inflight_requests.set(1024);
     for (int i = 0; i < 99; ++i) {
@@ -84,6 +87,7 @@ TEST(Stats, JsonReportComputesRatiosAndQuantiles) {
   EXPECT_EQ(doc["bytes_by_source"]["dram"].get<double>(), 1024.0 * 1024 * 1024);
   EXPECT_EQ(doc["bytes_by_source"]["upstream"].get<double>(), 512.0 * 1024 * 1024);
   EXPECT_EQ(doc["cache_fill"]["disk_used_bytes"].get<double>(), 3.0 * (1ull << 30));
+  EXPECT_EQ(doc["cache_fill"]["memory_promotions_declined"].get<double>(), 42);
   // 99 observations of 1 ms (bucket 0.0005..0.001) and one of 2 s, interpolated the way
   // Prometheus' histogram_quantile does.
   const auto& get = doc["latency_seconds"]["get"];
@@ -103,7 +107,9 @@ TEST(Stats, TextReportIsReadable) {
       << *report;
   EXPECT_NE(report->find("dram 1.0 GiB (50.0%) disk 512.0 MiB (25.0%) upstream 512.0 MiB (25.0%)"), std::string::npos)
       << *report;
-  EXPECT_NE(report->find("disk 3.0 GiB of 4.0 GiB (75.0%)"), std::string::npos) << *report;
+  EXPECT_NE(report->find("disk 3.0 GiB of 4.0 GiB (75.0%), DRAM 256.0 MiB of 512.0 MiB (42 disk reads kept out)"),
+            std::string::npos)
+      << *report;
   EXPECT_NE(report->find("get p50 753 us p99 1.0 ms (n=100)"), std::string::npos) << *report;
   EXPECT_NE(report->find("Top buckets   not available"), std::string::npos) << *report;
   EXPECT_EQ(report->find("e+"), std::string::npos) << "counts must not print in exponent form: " << *report;

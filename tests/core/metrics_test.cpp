@@ -294,6 +294,7 @@ TEST(Metrics, ExportedNamesAndTypesArePinned) {
       {"tagd_cache_used_bytes", "gauge"},
       {"tagd_cache_memory_capacity_bytes", "gauge"},
       {"tagd_cache_memory_used_bytes", "gauge"},
+      {"tagd_cache_memory_promotions_declined_total", "counter"},
       {"tagd_cache_region_evictions_total", "counter"},
       {"tagd_cache_evicted_bytes_total", "counter"},
   };

@@ -38,7 +38,7 @@ class SecondReadGate {
  private:
   struct Declined {
     std::uint64_t fingerprint;
-    std::uint64_t footprint;
+    std::uint64_t charge;  // the footprint, at least kMinCharge: what bytes_ counts
   };
   std::uint64_t window_;
   std::uint64_t bytes_ = 0;
