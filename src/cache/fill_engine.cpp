@@ -60,10 +60,12 @@ class FillWriter {
       std::lock_guard lock(mu_);
       if (stopping_ || queued_bytes_ + bytes > max_queued_bytes_) return false;
       if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+      // The gauge goes up under the lock, before the job can run: "0" must mean that every
+      // submitted block is written (tests and operators wait on it).
+      metrics().cache_fill_write_queue_bytes.add(static_cast<std::int64_t>(bytes));
       queue_.emplace_back(bytes, std::move(job));
       queued_bytes_ += bytes;
     }
-    metrics().cache_fill_write_queue_bytes.add(static_cast<std::int64_t>(bytes));
     cv_.notify_one();
     return true;
   }

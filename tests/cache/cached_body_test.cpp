@@ -82,8 +82,11 @@ struct Harness {
       io.run_for(5ms);
     }
     EXPECT_TRUE(out->done) << "request timed out";
+    // Detached fills and reads settle: run until no work is left (the fill writer holds work
+    // until each block is written), bounded. A fixed 50 ms was too short under ASan.
     io.restart();
-    io.run_for(50ms);  // detached fills and reads settle
+    io.run_for(10s);
+    EXPECT_TRUE(io.stopped()) << "fills did not settle";
     return out;
   }
 

@@ -20,6 +20,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -328,7 +329,7 @@ TEST(ConnectionDeadlineTest, ATlsHeadTrickledInTinyRecordsTimesOut) {
   asio::io_context io;
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   const auto port = acceptor.local_endpoint().port();
-  bool timed_out = false, server_done = false;
+  std::atomic<bool> timed_out = false, server_done = false;  // set on the server thread
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {

@@ -12,7 +12,7 @@ import unittest
 from botocore.exceptions import ClientError
 
 import harness
-from harness import MiB, TagdTestCase, signed_request, unique
+from harness import MiB, TagdTestCase, signed_request, unique, wait_until
 
 
 def cache_args(path, size="256MiB", extra=()):
@@ -262,6 +262,14 @@ class DurabilityTest(CacheTestCase):
         t = self.start_test_tagd(cache_args(path, extra=["--cache-memory-size", "0"]))
         self.assertEqual(self.get("flipped", t)[0], data)
         blocks = os.path.join(path, "blocks.v2")
+
+        # Fills are written on a writer thread after the client has its answer: a late write
+        # would overwrite the flips. Wait for the object's last bytes and an empty queue.
+        def stored():
+            with open(blocks, "rb") as f:
+                on_disk = f.read().find(data[-4096:]) >= 0
+            return on_disk and t.metrics().get("tagd_cache_fill_write_queue_bytes", 0) == 0
+        wait_until(stored, 10, what="the fill to be on disk")
         with open(blocks, "r+b") as f:
             for offset in range(0, 12 * MiB, 256 * 1024):  # flip a byte every 256 KiB
                 f.seek(offset + 1000)

@@ -111,7 +111,8 @@ class KeyRotationTest(TagdTestCase):
             conn.putheader(k, v)
         conn.endheaders()
         conn.send(body[:1000])  # the head is verified; the body is still coming
-        harness.wait_until(lambda: self.tagd.metrics()["tagd_inflight_requests"] >= 1, 5,
+        # >= 2: the scrape counts itself, so 1 would be true before tagd had read the upload's head.
+        harness.wait_until(lambda: self.tagd.metrics()["tagd_inflight_requests"] >= 2, 5,
                            what="the upload to be in flight")
         self.write_keys(credentials_doc([full_access(NEW_KEY)]))
         self.sighup_and_wait(r"client keys reloaded")

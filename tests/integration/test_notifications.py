@@ -6,6 +6,7 @@ check "every event at least once" (and, where nothing failed, exactly once)."""
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -362,7 +363,8 @@ class NotificationReloadTest(TagdTestCase):
         notify_config(path, [{"name": "hook", "url": second.url, "auth": {"type": "bearer", "token": TOKEN}}],
                       outbox_path=outbox)
         reload_and_wait("ok", 1)
-        self.assertIn("notify: reloaded: 1 endpoint(s)", t.log())
+        # The log line follows the counter (wait for it: a plain check races the reload).
+        t.wait_for_log(re.escape("notify: reloaded: 1 endpoint(s)"))
         s3.put_object(Bucket=b, Key="k2", Body=b"2")
         second.wait_for(lambda ev: "k2" in second.keys())
         self.assertEqual(second.bad_auth, 0)
@@ -373,8 +375,8 @@ class NotificationReloadTest(TagdTestCase):
         reload_and_wait("failed", 1)
         notify_config(path, [{"name": "hook", "url": first.url, "typo_field": 1}], outbox_path=outbox)
         reload_and_wait("failed", 2)
-        self.assertRegex(t.log(), r"error.*notify: reload refused, keeping the 1 endpoint\(s\) in use")
-        self.assertIn("unknown field 'typo_field'", t.log())
+        t.wait_for_log(r"error.*notify: reload refused, keeping the 1 endpoint\(s\) in use")
+        t.wait_for_log(re.escape("unknown field 'typo_field'"))
         s3.put_object(Bucket=b, Key="k3", Body=b"3")
         second.wait_for(lambda ev: "k3" in second.keys())
 
@@ -388,7 +390,8 @@ class NotificationReloadTest(TagdTestCase):
                       outbox_path=outbox)
         reload_and_wait("ok", 3)
         wait_until(lambda: t.metrics().get("tagd_notify_dead_lettered_total", 0) == 1, 10, what="dead letter")
-        self.assertRegex(t.log(), r"warning.*endpoint hook was removed by a reload: its 1 undelivered event")
+        # The retirer counts, then sets the gauges, then logs: the log line is the last of them.
+        t.wait_for_log(r"warning.*endpoint hook was removed by a reload: its 1 undelivered event")
         m = t.metrics()
         self.assertEqual(m["tagd_notify_outbox_events"], 0)
         self.assertEqual(m["tagd_notify_dead_letter_events"], 1)

@@ -45,7 +45,13 @@ class ObservabilityTest(TagdTestCase):
         self.assertEqual(c.get_object(Bucket=BUCKET, Key="h")["Body"].read(), b"x" * 100_000)  # miss
         self.assertEqual(c.get_object(Bucket=BUCKET, Key="h")["Body"].read(), b"x" * 100_000)  # hit
         c.list_objects_v2(Bucket=BUCKET)
-        after = self.tagd.metrics()
+        # A request is observed after its response is written: the client may have the LIST's
+        # answer before tagd observed it (the scrape comes on another connection).
+        def scrape_once_list_observed():
+            m = self.tagd.metrics()
+            listed = series(m, "tagd_request_duration_seconds_count", op="list", result="none")
+            return m if listed > series(before, "tagd_request_duration_seconds_count", op="list", result="none") else None
+        after = harness.wait_until(scrape_once_list_observed, 10, what="the LIST to be observed")
 
         def delta(op, result):
             return (series(after, "tagd_request_duration_seconds_count", op=op, result=result)
@@ -79,6 +85,10 @@ class ObservabilityTest(TagdTestCase):
                                                        headers={"Cache-Control": "no-store"})
         self.assertEqual((status, data), (200, body))
         self.assertEqual(headers.get("x-cache"), "BYPASS")
+        # Counted after the whole body was written, which the client may have read already.
+        harness.wait_until(lambda: self.tagd.metrics()['tagd_served_bytes_total{source="upstream"}']
+                           - before['tagd_served_bytes_total{source="upstream"}'] >= len(body), 10,
+                           what="the relayed bytes to be counted")
         after = self.tagd.metrics()
         self.assertEqual(after['tagd_served_bytes_total{source="upstream"}']
                          - before['tagd_served_bytes_total{source="upstream"}'], len(body))
