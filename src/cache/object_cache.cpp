@@ -132,6 +132,7 @@ ObjectCache::ObjectCache(std::unique_ptr<BlockDevice> device, std::unique_ptr<Ca
           std::max<std::uint64_t>(std::min<std::uint64_t>(memory_bytes / 8, 64ull << 20), 8ull * options.block_size),
           options.block_size, options.sendfile)) {
   metrics().cache_memory_capacity_bytes.set(static_cast<std::int64_t>(memory_bytes));
+  memory_.right_size_promotions_with(buffer_pool_);
   auto store = BlockStore::open(*device_, *index_, std::move(eviction),
                                BlockStoreOptions{region_size, options.block_size, options.pin_quota});
   if (!store) throw std::runtime_error("cache: " + store.error().message());

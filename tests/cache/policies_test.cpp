@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -132,6 +133,49 @@ TEST(MemoryTierTest, PromotionWindowForgetsOldDeclines) {
   for (int i = 1; i <= 2; ++i) EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", i), bytes(kBlock)));
   EXPECT_FALSE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));  // aged out: a first read again
   EXPECT_TRUE(tier.promote(MemoryTier::key(2, "e", 0), bytes(kBlock)));
+}
+
+TEST(MemoryTierTest, ABlockKeptFromDiskMovesIntoABufferOfItsSize) {
+  auto pool = BlockBufferPool::create(8 << 20, 1 << 20, /*file_backed=*/false);
+  auto read_block = [](std::size_t size, std::byte fill) {
+    AlignedBuffer read(size + 4096, 4096);  // the payload at an offset, as a disk read leaves it
+    std::memset(read.data(), 0, read.capacity());
+    std::memset(read.data() + 4096, static_cast<int>(fill), size);
+    return std::make_shared<const BlockData>(std::move(read), 4096, size);
+  };
+  MemoryTier tier(8 << 20);
+  tier.right_size_promotions_with(pool);
+  // 1 KiB in a 160 KiB read buffer: kept in 1 KiB; 200 KiB in 1.125 MiB: kept in 224 KiB
+  // (the pool's class). Bytes unchanged.
+  const struct {
+    std::size_t size;
+    std::size_t held;
+  } cases[] = {{1024, 1024}, {200 * 1024, 224 * 1024}};
+  std::uint64_t expected = 0;
+  for (std::size_t i = 0; i < std::size(cases); ++i) {
+    auto block = read_block(cases[i].size, std::byte{0x5a});
+    ASSERT_GT(block->footprint(), cases[i].held * 4 / 3);
+    const BlockKey key = MemoryTier::key(7, "e", i);
+    ASSERT_TRUE(tier.promote(key, block));
+    expected += cases[i].held;
+    EXPECT_EQ(tier.bytes(), expected);
+    BlockBytes kept = tier.get(key);
+    ASSERT_NE(kept, nullptr);
+    EXPECT_NE(kept.get(), block.get());
+    EXPECT_EQ(kept->footprint(), cases[i].held);
+    ASSERT_EQ(kept->size(), cases[i].size);
+    EXPECT_TRUE(std::all_of(kept->bytes().begin(), kept->bytes().end(), [](std::byte b) { return b == std::byte{0x5a}; }));
+  }
+  // A 1 MiB block in its 1.125 MiB read buffer: a copy would save less than a quarter, so
+  // the block stays where it was read.
+  auto large = read_block(1 << 20, std::byte{1});
+  ASSERT_TRUE(tier.promote(MemoryTier::key(7, "e", 9), large));
+  EXPECT_EQ(tier.get(MemoryTier::key(7, "e", 9)).get(), large.get());
+  // Without a pool (the old behaviour), the read buffer is what the tier holds.
+  MemoryTier plain(8 << 20);
+  auto small = read_block(1024, std::byte{2});
+  ASSERT_TRUE(plain.promote(MemoryTier::key(7, "e", 0), small));
+  EXPECT_EQ(plain.bytes(), small->footprint());
 }
 
 TEST(MemoryTierTest, ABlockReadFromDiskCountsTheBufferItHolds) {

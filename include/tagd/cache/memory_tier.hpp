@@ -100,8 +100,14 @@ class MemoryTier {
   void put(const BlockKey& block_key, BlockBytes bytes);
   // A block just read from disk: kept if there is room, or if it was read from disk
   // recently (second_read_gate.hpp); true if it is in the tier afterwards (SIEVE may
-  // still evict a newcomer at once when every older entry was visited).
+  // still evict a newcomer at once when every older entry was visited). A kept block whose
+  // read buffer is much larger than it (a 1 KiB block read into a 160 KiB pooled buffer, a
+  // 200 KiB one into 1.125 MiB) is copied into a buffer of its size first, when a pool was
+  // given: the tier counts buffers, so it would otherwise hold a few times fewer blocks.
   bool promote(const BlockKey& block_key, BlockBytes bytes);
+  // Where promote() takes right-sized buffers from (the fill buffers' pool). Set once, at
+  // start-up, before any promote(). Without it, blocks are kept in the buffer read into.
+  void right_size_promotions_with(std::shared_ptr<BlockBufferPool> pool) { right_size_pool_ = std::move(pool); }
   void erase(const BlockKey& block_key);
 
   std::uint64_t bytes() const;
@@ -126,8 +132,13 @@ class MemoryTier {
   std::list<Entry> queue_;  // front = newest
   std::unordered_map<BlockKey, std::list<Entry>::iterator, BlockKeyHash> map_;
   std::list<Entry>::iterator hand_ = queue_.end();
+  // A copy of `block` in a buffer sized to it, or null if that would save less than a
+  // quarter of its footprint.
+  BlockBytes right_sized(const BlockData& block) const;
+
   std::uint64_t bytes_ = 0;
   SecondReadGate second_reads_;
+  std::shared_ptr<BlockBufferPool> right_size_pool_;
 };
 
 }  // namespace tagd::cache
