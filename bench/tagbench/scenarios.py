@@ -1118,6 +1118,32 @@ RSS_GOAL_BASE_MIB = 256
 
 # ================================================================== 8. warm 1 GiB object, one client
 
+def _contender_run(ctx, what, srv, drop_pages, reread, run):
+    """One measured run of a warm scenario's contender: "nginx" (its files read again just
+    before: the page cache), "nginx_disk" (their pages dropped first: from disk) or "tagd".
+    Adds the server's CPU (nginx's workers included), the machine's busy fraction, the
+    server's disk reads per byte served and, for tagd, the cache counters' deltas."""
+    is_nginx = what != "tagd"
+    if what == "nginx_disk":
+        drop_pages()
+    elif what == "nginx":
+        reread()
+    c0, m0 = cpu_seconds(srv.pid, with_children=is_nginx), cpu_times()
+    met0 = None if is_nginx else ctx.metrics()
+    io0 = _io_read_with_children(srv.pid)
+    r = run()
+    if r:
+        io1 = _io_read_with_children(srv.pid)
+        r["disk_read_per_served"] = (io1 - io0) / r["bytes"] if None not in (io0, io1) and r["bytes"] else None
+        r["cpu_s"] = cpu_seconds(srv.pid, with_children=is_nginx) - c0
+        r["cpu_us_per_req"] = 1e6 * r["cpu_s"] / r["ok"] if r["ok"] else None
+        r["machine_busy"] = busy_fraction(m0, cpu_times())
+        if not is_nginx:
+            r["cache"] = S.cache_delta(met0, ctx.metrics())
+            r["hit_ratio"] = r["cache"]["hit_ratio"]
+    return r
+
+
 def warm_large(ctx):
     """One large object read whole by one client: tagd warm (filled, then
     checked all-HIT) against nginx sendfile of the same file (in the page
@@ -1149,25 +1175,12 @@ def warm_large(ctx):
     runs = {"nginx": [], "nginx_disk": [], "tagd": []}
     for rep in range(p["warm_large_reps"]):
         for what in _order(["nginx", "nginx_disk", "tagd"], rep):
-            is_nginx = what != "tagd"
-            srv = ng if is_nginx else td
-            uf = uf_n if is_nginx else uf_t
-            if what == "nginx_disk":
-                D.drop_from_page_cache(path)
-            elif what == "nginx":
-                _run_or_none(loads.s3get, ctx.state, uf_n, conns=1)  # the file back in the page cache
-            c0, m0 = cpu_seconds(srv.pid, with_children=is_nginx), cpu_times()
-            met0 = ctx.metrics() if what == "tagd" else None
-            io0 = _io_read_with_children(srv.pid)
-            r = _run_or_none(loads.s3get, ctx.state, uf, conns=1)
-            if r:
-                r["cpu_s"] = cpu_seconds(srv.pid, with_children=is_nginx) - c0
-                r["machine_busy"] = busy_fraction(m0, cpu_times())
-                io1 = _io_read_with_children(srv.pid)
-                r["disk_read_per_served"] = (io1 - io0) / r["bytes"] if None not in (io0, io1) and r["bytes"] else None
-                if what == "tagd":
-                    r["cache"] = S.cache_delta(met0, ctx.metrics())
-            runs[what].append(r)
+            uf = uf_t if what == "tagd" else uf_n
+            runs[what].append(_contender_run(
+                ctx, what, td if what == "tagd" else ng,
+                drop_pages=lambda: D.drop_from_page_cache(path),
+                reread=lambda: _run_or_none(loads.s3get, ctx.state, uf_n, conns=1),
+                run=lambda: _run_or_none(loads.s3get, ctx.state, uf, conns=1)))
         last = {w: (fmt(rs[-1]["mib_s"]) if rs[-1] else "fail") for w, rs in runs.items()}
         log(f"  warm {D.human(size)} rep {rep + 1}: nginx {last['nginx']} MiB/s (page cache), "
             f"{last['nginx_disk']} MiB/s (from disk), tagd {last['tagd']} MiB/s")
@@ -1251,26 +1264,12 @@ def warm_epoch(ctx):
     for rep in range(p["wepoch_reps"]):
         seed = ctx.next_seed()  # the same shuffled order for all in a round
         for what in _order(["nginx_disk", "nginx", "tagd"], rep):
-            is_nginx = what != "tagd"
-            srv = ng if is_nginx else td
-            if what == "nginx_disk":
-                ds.drop_from_page_cache()
-            elif what == "nginx":
-                _run_or_none(loads.s3get, ctx.state, uf_n, conns=workers)  # all of them in the page cache
-            c0, mc0 = cpu_seconds(srv.pid, with_children=is_nginx), cpu_times()
-            met0 = ctx.metrics() if what == "tagd" else None
-            io0 = _io_read_with_children(srv.pid)
-            r = _run_or_none(loads.s3get, ctx.state, uf_n if is_nginx else uf_t, conns=workers, seed=seed)
-            if r:
-                io1 = _io_read_with_children(srv.pid)
-                r["disk_read_per_served"] = (io1 - io0) / r["bytes"] if None not in (io0, io1) and r["bytes"] else None
-                r["cpu_s"] = cpu_seconds(srv.pid, with_children=is_nginx) - c0
-                r["cpu_us_per_req"] = 1e6 * r["cpu_s"] / r["ok"] if r["ok"] else None
-                r["machine_busy"] = busy_fraction(mc0, cpu_times())
-                if what == "tagd":
-                    r["cache"] = S.cache_delta(met0, ctx.metrics())
-                    r["hit_ratio"] = r["cache"]["hit_ratio"]
-            runs[what].append(r)
+            uf = uf_t if what == "tagd" else uf_n
+            runs[what].append(_contender_run(
+                ctx, what, td if what == "tagd" else ng,
+                drop_pages=ds.drop_from_page_cache,
+                reread=lambda: _run_or_none(loads.s3get, ctx.state, uf_n, conns=workers),
+                run=lambda: _run_or_none(loads.s3get, ctx.state, uf, conns=workers, seed=seed)))
         last = {w: (fmt(rs[-1]["wall_s"]) if rs[-1] else "fail") for w, rs in runs.items()}
         log(f"  warm epoch rep {rep + 1}: nginx from disk {last['nginx_disk']} s, nginx from the page cache "
             f"{last['nginx']} s, tagd {last['tagd']} s, X-Cache "
