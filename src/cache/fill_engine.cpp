@@ -61,7 +61,8 @@ class FillWriter {
       if (stopping_ || queued_bytes_ + bytes > max_queued_bytes_) return false;
       if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
       // The gauge goes up under the lock, before the job can run: "0" must mean that every
-      // submitted block is written (tests and operators wait on it).
+      // queued block is written (tests and operators wait on it; a block written inline
+      // because the queue was full is written before its fill goes on).
       metrics().cache_fill_write_queue_bytes.add(static_cast<std::int64_t>(bytes));
       queue_.emplace_back(bytes, std::move(job));
       queued_bytes_ += bytes;

@@ -1,6 +1,8 @@
 #include "tagd/cache/memory_tier.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -34,35 +36,46 @@ void MemoryTier::put(const BlockKey& block_key, BlockBytes bytes) {
 }
 
 bool MemoryTier::promote(const BlockKey& block_key, BlockBytes bytes) {
-  if (!bytes || bytes->footprint() > capacity_) return false;
+  if (!bytes) return false;
+  // Room, the gate's window and the capacity check all count what the block will hold once
+  // kept: its right-sized copy if it gets one.
+  const std::size_t fitted = right_size_for(*bytes);
+  const std::size_t charge = fitted != 0 ? fitted : bytes->footprint();
+  if (charge > capacity_) return false;
   std::vector<BlockBytes> released;  // dropped after the lock (declared first: destroyed last)
   std::unique_lock lock(mu_);
-  const bool room = bytes_ + bytes->footprint() <= capacity_ || map_.count(block_key) != 0;
-  if (!room && !second_reads_.admit(BlockKeyHash{}(block_key), bytes->footprint())) {
+  const bool room = bytes_ + charge <= capacity_ || map_.count(block_key) != 0;
+  if (!room && !second_reads_.admit(BlockKeyHash{}(block_key), charge)) {
     metrics().cache_memory_promotions_declined.inc();
     return false;
   }
-  if (right_size_pool_) {
+  if (fitted != 0) {
     // The copy runs outside the lock (every loop's hits take it). What changed meanwhile
     // is put_locked's to settle: it replaces an entry another loop put for the same key.
     lock.unlock();
-    if (BlockBytes smaller = right_sized(*bytes)) {
-      released.push_back(std::exchange(bytes, std::move(smaller)));
-    }
+    if (BlockBytes smaller = copied_at_size(*bytes)) released.push_back(std::exchange(bytes, std::move(smaller)));
     lock.lock();
   }
   put_locked(block_key, std::move(bytes), released);
   return map_.count(block_key) != 0;
 }
 
-BlockBytes MemoryTier::right_sized(const BlockData& block) const {
-  if (block.size() == 0) return nullptr;
-  const std::size_t pooled = right_size_pool_->capacity_for(block.size());
-  const std::size_t fitted = pooled != 0 ? pooled : block.size();  // unpooled: a buffer of its size
-  if (fitted * 4 > block.footprint() * 3) return nullptr;
-  std::shared_ptr<BlockBuffer> buffer = right_size_pool_->acquire(block.size());
-  if (buffer->append(block.data(), block.size()) != block.size()) return nullptr;  // (sized to it: never short)
-  return std::make_shared<const BlockData>(std::shared_ptr<const BlockBuffer>(std::move(buffer)));
+std::size_t MemoryTier::right_size_for(const BlockData& block) const noexcept {
+  if (!right_size_pool_) return 0;
+  const std::size_t length = std::max(block.size(), kMinKeptBuffer);
+  const std::size_t pooled = right_size_pool_->capacity_for(length);
+  const std::size_t fitted = pooled != 0 ? pooled : length;  // unpooled: a buffer of that length
+  return fitted * 4 <= block.footprint() * 3 ? fitted : 0;
+}
+
+BlockBytes MemoryTier::copied_at_size(const BlockData& block) const noexcept {
+  try {
+    std::shared_ptr<BlockBuffer> buffer = right_size_pool_->acquire(std::max(block.size(), kMinKeptBuffer));
+    if (buffer->append(block.data(), block.size()) != block.size()) return nullptr;  // (sized to it: never short)
+    return std::make_shared<const BlockData>(std::shared_ptr<const BlockBuffer>(std::move(buffer)));
+  } catch (const std::bad_alloc&) {
+    return nullptr;  // the block is kept in its read buffer: the read itself succeeded
+  }
 }
 
 void MemoryTier::put_locked(const BlockKey& block_key, BlockBytes bytes, std::vector<BlockBytes>& released) {

@@ -136,7 +136,7 @@ TEST(MemoryTierTest, PromotionWindowForgetsOldDeclines) {
 }
 
 TEST(MemoryTierTest, ABlockKeptFromDiskMovesIntoABufferOfItsSize) {
-  auto pool = BlockBufferPool::create(8 << 20, 1 << 20, /*file_backed=*/false);
+  auto pool = BlockBufferPool::create(8 << 20, 1 << 20);  // memfd slots, as tagd runs
   auto read_block = [](std::size_t size, std::byte fill) {
     AlignedBuffer read(size + 4096, 4096);  // the payload at an offset, as a disk read leaves it
     std::memset(read.data(), 0, read.capacity());
@@ -145,12 +145,12 @@ TEST(MemoryTierTest, ABlockKeptFromDiskMovesIntoABufferOfItsSize) {
   };
   MemoryTier tier(8 << 20);
   tier.right_size_promotions_with(pool);
-  // 1 KiB in a 160 KiB read buffer: kept in 1 KiB; 200 KiB in 1.125 MiB: kept in 224 KiB
-  // (the pool's class). Bytes unchanged.
+  // 1 KiB in a 160 KiB read buffer: kept in 4 KiB (the smallest kept buffer); 200 KiB in
+  // 1.125 MiB: kept in 224 KiB (the pool's class, in a memfd slot). Bytes unchanged.
   const struct {
     std::size_t size;
     std::size_t held;
-  } cases[] = {{1024, 1024}, {200 * 1024, 224 * 1024}};
+  } cases[] = {{1024, MemoryTier::kMinKeptBuffer}, {200 * 1024, 224 * 1024}};
   std::uint64_t expected = 0;
   for (std::size_t i = 0; i < std::size(cases); ++i) {
     auto block = read_block(cases[i].size, std::byte{0x5a});
@@ -166,11 +166,18 @@ TEST(MemoryTierTest, ABlockKeptFromDiskMovesIntoABufferOfItsSize) {
     ASSERT_EQ(kept->size(), cases[i].size);
     EXPECT_TRUE(std::all_of(kept->bytes().begin(), kept->bytes().end(), [](std::byte b) { return b == std::byte{0x5a}; }));
   }
+  EXPECT_GE(tier.get(MemoryTier::key(7, "e", 1))->file_descriptor(), 0);  // pooled: sendfile can serve it
   // A 1 MiB block in its 1.125 MiB read buffer: a copy would save less than a quarter, so
   // the block stays where it was read.
   auto large = read_block(1 << 20, std::byte{1});
   ASSERT_TRUE(tier.promote(MemoryTier::key(7, "e", 9), large));
   EXPECT_EQ(tier.get(MemoryTier::key(7, "e", 9)).get(), large.get());
+  // Room and the window count what a block will hold once kept: a 300 KiB tier takes a
+  // 200 KiB block read into 1.125 MiB (224 KiB kept), which by its read buffer would not fit.
+  MemoryTier small_tier(300 * 1024);
+  small_tier.right_size_promotions_with(pool);
+  EXPECT_TRUE(small_tier.promote(MemoryTier::key(8, "e", 0), read_block(200 * 1024, std::byte{3})));
+  EXPECT_EQ(small_tier.bytes(), 224u * 1024);
   // Without a pool (the old behaviour), the read buffer is what the tier holds.
   MemoryTier plain(8 << 20);
   auto small = read_block(1024, std::byte{2});

@@ -108,6 +108,9 @@ class MemoryTier {
   // Where promote() takes right-sized buffers from (the fill buffers' pool). Set once, at
   // start-up, before any promote(). Without it, blocks are kept in the buffer read into.
   void right_size_promotions_with(std::shared_ptr<BlockBufferPool> pool) { right_size_pool_ = std::move(pool); }
+  // The smallest buffer such a copy gets: a tiny block charged its own few bytes would let
+  // the tier's per-entry bookkeeping (a few hundred bytes) outweigh what it counts.
+  static constexpr std::size_t kMinKeptBuffer = 4096;
   void erase(const BlockKey& block_key);
 
   std::uint64_t bytes() const;
@@ -132,9 +135,11 @@ class MemoryTier {
   std::list<Entry> queue_;  // front = newest
   std::unordered_map<BlockKey, std::list<Entry>::iterator, BlockKeyHash> map_;
   std::list<Entry>::iterator hand_ = queue_.end();
-  // A copy of `block` in a buffer sized to it, or null if that would save less than a
-  // quarter of its footprint.
-  BlockBytes right_sized(const BlockData& block) const;
+  // The footprint `block` would be kept at: a buffer of its size from the pool (at least
+  // kMinKeptBuffer), if that saves a quarter or more of what it holds now; 0 if it stays.
+  std::size_t right_size_for(const BlockData& block) const noexcept;
+  // That copy; null if memory for it could not be had (the block then stays as it is).
+  BlockBytes copied_at_size(const BlockData& block) const noexcept;
 
   std::uint64_t bytes_ = 0;
   SecondReadGate second_reads_;
