@@ -91,6 +91,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
+def wait_fill_stored(tagd, block_file: str, needle: bytes, timeout: float = 10.0, read_limit: int = -1):
+    """Waits until a fill's block holding `needle` is in `block_file` and tagd's fill write
+    queue is empty: fills are written on a writer thread after the client has its answer,
+    so a test that edits the block file must not race a late write. `read_limit`: search
+    only the file's first bytes (block files are preallocated, often far larger)."""
+    def stored():
+        with open(block_file, "rb") as f:
+            on_disk = f.read(read_limit).find(needle) >= 0
+        return on_disk and tagd.metrics().get("tagd_cache_fill_write_queue_bytes", 0) == 0
+    wait_until(stored, timeout, what="the fill's block to be written")
+
+
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

@@ -12,7 +12,7 @@ import unittest
 from botocore.exceptions import ClientError
 
 import harness
-from harness import MiB, TagdTestCase, signed_request, unique, wait_until
+from harness import MiB, TagdTestCase, signed_request, unique
 
 
 def cache_args(path, size="256MiB", extra=()):
@@ -263,13 +263,8 @@ class DurabilityTest(CacheTestCase):
         self.assertEqual(self.get("flipped", t)[0], data)
         blocks = os.path.join(path, "blocks.v2")
 
-        # Fills are written on a writer thread after the client has its answer: a late write
-        # would overwrite the flips. Wait for the object's last bytes and an empty queue.
-        def stored():
-            with open(blocks, "rb") as f:  # the flips below cover the first 12 MiB
-                on_disk = f.read(16 * MiB).find(data[-4096:]) >= 0
-            return on_disk and t.metrics().get("tagd_cache_fill_write_queue_bytes", 0) == 0
-        wait_until(stored, 10, what="the fill to be on disk")
+        # A late fill write would overwrite the flips (which cover the first 12 MiB).
+        harness.wait_fill_stored(t, blocks, data[-4096:], read_limit=16 * MiB)
         with open(blocks, "r+b") as f:
             for offset in range(0, 12 * MiB, 256 * 1024):  # flip a byte every 256 KiB
                 f.seek(offset + 1000)

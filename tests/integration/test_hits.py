@@ -202,17 +202,7 @@ class FlippedByteTest(HitsTestCase):
         return os.path.join(self.cache_dir, names[0])
 
     def wait_stored(self, needle, timeout=10):
-        """Waits until a fill's block holding `needle` is on disk and indexed: fills write
-        on a writer thread after the client has its answer."""
-        path = self.block_file()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(path, "rb") as f:
-                on_disk = f.read().find(needle) >= 0
-            if on_disk and self.tagd.metrics().get("tagd_cache_fill_write_queue_bytes", 0) == 0:
-                return
-            time.sleep(0.05)
-        self.fail("the fill's block was not written within %d s" % timeout)
+        harness.wait_fill_stored(self.tagd, self.block_file(), needle, timeout)
 
     def flip(self, needle, offset_in_needle):
         """Flips one byte of the stored copy of `needle` (found by content)."""
